@@ -1,0 +1,145 @@
+//! The command line: `serve`, `check`. Thin: it parses arguments and calls
+//! the library.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{config, engine::Registry};
+
+/// Guardrails around streaming LLMs, for NeMo Guardrails configs.
+#[derive(Debug, Parser)]
+#[command(name = "streamguard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the configs over gRPC (Guardrails, health, reflection).
+    Serve {
+        /// A config directory, or a directory of config directories.
+        #[arg(long, env = "STREAMGUARD_CONFIG")]
+        config: PathBuf,
+        /// Address for gRPC.
+        #[arg(long, default_value = "127.0.0.1:50051", env = "STREAMGUARD_GRPC_ADDR")]
+        grpc_addr: SocketAddr,
+        /// Config used when a request names none.
+        #[arg(long)]
+        default_config_id: Option<String>,
+    },
+    /// Validate every config under a directory; exits non-zero on errors.
+    Check {
+        /// A config directory, or a directory of config directories.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the CLI and returns the process exit code.
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            grpc_addr,
+            default_config_id,
+        } => serve(config, grpc_addr, default_config_id).await,
+        Command::Check { config } => return check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn check(root: &std::path::Path) -> ExitCode {
+    let loaded = config::load_root(root)
+        .map_err(|e| e.to_string())
+        .and_then(|_| Registry::load(root).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(registry) => {
+            for g in registry.iter() {
+                let c = g.config();
+                let streaming = match g.check_streaming() {
+                    Ok(()) => "streaming: yes".to_string(),
+                    Err(e) => format!("streaming: no (rule {})", e.rule()),
+                };
+                println!(
+                    "ok  {}  main={}  input={}  output={}  {streaming}",
+                    c.id,
+                    c.main_model().model,
+                    c.input.flows.len(),
+                    c.output.flows.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid config", root.display());
+            for line in e.lines() {
+                eprintln!("  error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    root: PathBuf,
+    addr: SocketAddr,
+    default_config_id: Option<String>,
+) -> anyhow::Result<()> {
+    let registry = Registry::load(&root)
+        .with_context(|| format!("loading configs from {}", root.display()))?
+        .with_default(default_config_id)?;
+    let ids: Vec<&str> = registry.iter().map(|g| g.config().id.as_str()).collect();
+    tracing::info!(configs = ?ids, default = ?registry.default_id(), "configs loaded");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding gRPC address {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    crate::server::serve(listener, Arc::new(registry), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

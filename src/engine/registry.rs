@@ -1,0 +1,121 @@
+//! The set of loaded configs a server serves, by id.
+
+use std::{collections::BTreeMap, path::Path};
+
+use super::Guardrails;
+use crate::{
+    config::{self, ConfigError},
+    error::Error,
+};
+
+/// Loaded configs by id, with an optional default for requests without one.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    configs: BTreeMap<String, Guardrails>,
+    default_id: Option<String>,
+}
+
+impl Registry {
+    /// Loads every config under `root` (see [`config::load_root`]). In
+    /// single-config mode that config is the default.
+    pub fn load(root: &Path) -> Result<Self, ConfigError> {
+        let loaded = config::load_root(root)?;
+        let single = config::is_single_config(root);
+        let mut configs = BTreeMap::new();
+        let mut errors = Vec::new();
+        for c in loaded {
+            let id = c.id.clone();
+            match Guardrails::new(c) {
+                Ok(g) => {
+                    configs.insert(id, g);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            0 => {}
+            1 => return Err(errors.remove(0)),
+            _ => return Err(ConfigError::Many(errors)),
+        }
+        let default_id = if single {
+            configs.keys().next().cloned()
+        } else {
+            None
+        };
+        Ok(Registry {
+            configs,
+            default_id,
+        })
+    }
+
+    /// A registry of already-built configs.
+    pub fn from_configs(configs: impl IntoIterator<Item = Guardrails>) -> Self {
+        Registry {
+            configs: configs
+                .into_iter()
+                .map(|g| (g.config().id.clone(), g))
+                .collect(),
+            default_id: None,
+        }
+    }
+
+    /// Sets the config used when a request names none.
+    pub fn with_default(mut self, id: Option<String>) -> Result<Self, Error> {
+        if let Some(id) = &id {
+            self.get(id)?;
+        }
+        if id.is_some() {
+            self.default_id = id;
+        }
+        Ok(self)
+    }
+
+    /// The config for `id` (or the default for an empty id).
+    pub fn get(&self, id: &str) -> Result<&Guardrails, Error> {
+        let id = if id.is_empty() {
+            self.default_id.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "config_id",
+                    format!(
+                        "is required (this server has no default config); loaded: {}",
+                        self.known()
+                    ),
+                )
+            })?
+        } else {
+            id
+        };
+        let valid = id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !id.starts_with('.');
+        if !valid {
+            return Err(Error::invalid(
+                "config_id",
+                format!("`{id}` is not a config id (letters, digits, `-`, `_`, `.`; no paths)"),
+            ));
+        }
+        self.configs.get(id).ok_or_else(|| Error::ConfigNotFound {
+            id: id.to_string(),
+            known: self.known(),
+        })
+    }
+
+    /// All configs, sorted by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Guardrails> {
+        self.configs.values()
+    }
+
+    /// The default config id, if any.
+    pub fn default_id(&self) -> Option<&str> {
+        self.default_id.as_deref()
+    }
+
+    fn known(&self) -> String {
+        self.configs
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

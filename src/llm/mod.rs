@@ -1,0 +1,141 @@
+//! LLM providers: one trait, an OpenAI-compatible HTTP client and an
+//! in-process scripted model.
+//!
+//! A provider answers a [`ChatRequest`] either whole ([`Provider::complete`])
+//! or as a stream of [`Delta`]s ([`Provider::stream`]). Streams are lazy and
+//! own everything they need: dropping one drops the HTTP response body, which
+//! cancels the upstream request.
+
+mod limits;
+mod openai;
+mod scripted;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use futures_util::{future::BoxFuture, stream::BoxStream};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, EngineKind, ModelConfig};
+
+pub use limits::ReceiveLimits;
+pub use openai::OpenAiProvider;
+pub use scripted::{ScriptedProvider, ScriptedSettings};
+
+/// One chat message sent to a model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Sampling parameters for one call; unset fields keep the model's configured
+/// parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallParams {
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+}
+
+/// A chat-completions call.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// What the call is for: `general` for the main answer, or the prompt task
+    /// (`self_check_input`, …). Providers may log it; the scripted model
+    /// answers judge tasks by it.
+    pub task: String,
+    pub messages: Vec<ChatMessage>,
+    pub params: CallParams,
+}
+
+/// Token counts reported by the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    #[serde(default)]
+    pub completion_tokens: u32,
+    #[serde(default)]
+    pub total_tokens: u32,
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub usage: Option<Usage>,
+}
+
+/// One item of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// A non-empty piece of text, with the model's own boundaries.
+    Text(String),
+    /// Token usage, usually after the last text.
+    Usage(Usage),
+}
+
+/// A streamed answer. Ends after the last delta, or with one error.
+pub type DeltaStream = BoxStream<'static, Result<Delta, LlmError>>;
+
+/// Why a model call failed. Every variant maps to `UNAVAILABLE` for the
+/// caller: the upstream, not the request, is at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    /// The endpoint could not be reached (refused, DNS, TLS).
+    #[error("cannot reach {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The endpoint answered with an HTTP error.
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// The endpoint sent an error payload (`{"error": {...}}`).
+    #[error("model error: {0}")]
+    Api(String),
+    /// The response broke the protocol (bad JSON, cut-off stream).
+    #[error("bad response from the model: {0}")]
+    Protocol(String),
+    /// No data within the allowed time.
+    #[error("no {what} from the model within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    /// The API key env var is not set.
+    #[error("API key env var `{0}` is not set")]
+    MissingApiKey(String),
+}
+
+/// A chat model. Implementations are cheap to share (`Arc`) and their
+/// futures and streams are `'static` so they can outlive the call site.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// Whether [`Provider::stream`] really streams. A provider that cannot
+    /// stream breaks streaming precondition 2.
+    fn can_stream(&self) -> bool;
+
+    /// The whole answer at once.
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>>;
+
+    /// The answer as it is generated.
+    fn stream(&self, request: ChatRequest) -> DeltaStream;
+}
+
+/// Builds the provider for a model entry. Errors name the entry's file and key.
+pub fn build(model: &ModelConfig) -> Result<Arc<dyn Provider>, ConfigError> {
+    Ok(match model.engine {
+        EngineKind::Scripted => Arc::new(ScriptedProvider::from_config(model)?),
+        EngineKind::OpenAi | EngineKind::Nim | EngineKind::VllmOpenAi => {
+            Arc::new(OpenAiProvider::from_config(model)?)
+        }
+    })
+}

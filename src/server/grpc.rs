@@ -1,0 +1,243 @@
+//! The `streamguard.v1.Guardrails` gRPC service: wire types in, engine
+//! types out. Conversion happens here, with exhaustive destructuring so a new
+//! proto field fails to compile until it is handled.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    engine::{self, Event, Registry},
+    error::Error,
+    llm::{CallParams, ChatMessage},
+    pb,
+};
+
+/// The gRPC service over a config registry.
+#[derive(Debug, Clone)]
+pub struct GuardrailsService {
+    registry: Arc<Registry>,
+}
+
+impl GuardrailsService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        GuardrailsService { registry }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::guardrails_server::GuardrailsServer<Self> {
+        pb::guardrails_server::GuardrailsServer::new(self)
+    }
+}
+
+type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamGenerateResponse, Status>> + Send>>;
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`).
+fn deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let limit = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    // tonic's own timeout layer answers an expired unary call with CANCELLED;
+    // finishing a little earlier lets the caller see DEADLINE_EXCEEDED.
+    Some(limit.saturating_sub((limit / 20).min(Duration::from_millis(20))))
+}
+
+impl TryFrom<pb::GenerateRequest> for (String, engine::Request) {
+    type Error = Error;
+
+    fn try_from(request: pb::GenerateRequest) -> Result<Self, Error> {
+        let pb::GenerateRequest {
+            config_id,
+            messages,
+            options,
+        } = request;
+        let messages = messages
+            .into_iter()
+            .map(|pb::Message { role, content }| ChatMessage { role, content })
+            .collect();
+        let mut engine_options = engine::Options::default();
+        if let Some(pb::GenerationOptions { llm_params, rails }) = options {
+            if let Some(pb::LlmParams {
+                temperature,
+                max_tokens,
+                stop,
+            }) = llm_params
+            {
+                if max_tokens == Some(0) {
+                    return Err(Error::invalid(
+                        "options.llm_params.max_tokens",
+                        "must be at least 1",
+                    ));
+                }
+                engine_options.llm_params = CallParams {
+                    temperature,
+                    max_tokens,
+                    stop,
+                };
+            }
+            if let Some(pb::RailsSelection { input, output }) = rails {
+                engine_options.input_rails = input.unwrap_or(true);
+                engine_options.output_rails = output.unwrap_or(true);
+            }
+        }
+        Ok((
+            config_id,
+            engine::Request {
+                messages,
+                options: engine_options,
+            },
+        ))
+    }
+}
+
+fn to_pb(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
+    let engine::Response {
+        content,
+        violation,
+        usage,
+    } = response;
+    pb::GenerateResponse {
+        message: Some(pb::Message {
+            role: "assistant".into(),
+            content,
+        }),
+        violation: violation.map(|v| pb::RailViolation {
+            rail: v.rail,
+            stage: v.stage.to_string(),
+            r#type: v.kind.to_string(),
+            code: v.code.to_string(),
+            message: v.message,
+        }),
+        usage: usage.map(|u| pb::TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+        config_id: config_id.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::guardrails_server::Guardrails for GuardrailsService {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let limit = deadline(request.metadata());
+        let (config_id, request) = request.into_inner().try_into()?;
+        let rails = self.registry.get(&config_id)?;
+        let id = rails.config().id.clone();
+        let work = rails.generate(request);
+        let response = match limit {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| Error::DeadlineExceeded(limit))??,
+            None => work.await?,
+        };
+        Ok(Response::new(to_pb(&id, response)))
+    }
+
+    type StreamGenerateStream = StreamResult;
+
+    async fn stream_generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::StreamGenerateStream>, Status> {
+        let limit = deadline(request.metadata());
+        let (config_id, request) = request.into_inner().try_into()?;
+        let rails = self.registry.get(&config_id)?;
+        let id = rails.config().id.clone();
+        // Preconditions and request errors fail the RPC before any LLM call.
+        let events = rails.stream(request)?;
+        let mut events = events.map(move |event| match event {
+            Ok(Event::Chunk(text)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::Chunk(pb::Chunk {
+                    text,
+                })),
+            }),
+            Ok(Event::Final(response)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::Final(to_pb(
+                    &id, response,
+                ))),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "stream failed");
+                Err(e.to_status())
+            }
+        });
+        // When the caller goes away tonic drops this stream, which drops the
+        // engine stream and with it the upstream HTTP request.
+        let stream: StreamResult = match limit {
+            None => Box::pin(events),
+            Some(limit) => Box::pin(async_stream::stream! {
+                let timer = tokio::time::sleep(limit);
+                tokio::pin!(timer);
+                loop {
+                    tokio::select! {
+                        item = events.next() => match item {
+                            Some(item) => yield item,
+                            None => break,
+                        },
+                        () = &mut timer => {
+                            yield Err(Error::DeadlineExceeded(limit).to_status());
+                            break;
+                        }
+                    }
+                }
+            }),
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn list_configs(
+        &self,
+        _request: Request<pb::ListConfigsRequest>,
+    ) -> Result<Response<pb::ListConfigsResponse>, Status> {
+        let configs = self
+            .registry
+            .iter()
+            .map(|g| {
+                let c = g.config();
+                let streaming = g.check_streaming();
+                pb::ConfigInfo {
+                    id: c.id.clone(),
+                    streaming_supported: streaming.is_ok(),
+                    streaming_unsupported_reason: streaming
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                    input_flows: c.input.flows.iter().map(|f| f.name.clone()).collect(),
+                    output_flows: c.output.flows.iter().map(|f| f.name.clone()).collect(),
+                    main_model: c.main_model().model.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListConfigsResponse { configs }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_parses() {
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", "200m".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(190)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(2980)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(deadline(&m), None);
+    }
+}

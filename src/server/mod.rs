@@ -1,0 +1,70 @@
+//! The network front ends over one engine: gRPC (`Guardrails`, health,
+//! reflection).
+
+mod grpc;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::engine::Registry;
+
+pub use grpc::GuardrailsService;
+
+/// The encoded descriptor set of `streamguard.v1`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("streamguard_descriptor");
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves gRPC on an already-bound listener until `shutdown` completes, then
+/// stops accepting, reports NOT_SERVING and lets in-flight streams finish.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let service = GuardrailsService::new(registry);
+    health
+        .set_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let drain_health = health.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        drain_health
+            .set_not_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
+            .await;
+        drain_health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Shared test harness: a fake OpenAI-compatible LLM on a real socket, config
+//! directories written to temp dirs, and the gRPC server on 127.0.0.1:0.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::{Value, json};
+use streamguard::{engine::Registry, pb::guardrails_client::GuardrailsClient};
+use tokio::sync::{Notify, oneshot};
+use tonic::transport::Channel;
+
+/// What the fake LLM does with the next requests.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Tokens of the main answer, streamed one per SSE event.
+    pub tokens: Vec<String>,
+    /// Pause before each token.
+    pub delay: Duration,
+    /// Abort the connection after this many tokens.
+    pub fail_after: Option<usize>,
+    /// Answer every request with this HTTP status and body.
+    pub status: Option<(u16, String)>,
+    /// Judge calls (stream: false) answer "Yes" when the prompt contains
+    /// this, "No" otherwise.
+    pub block_word: String,
+    /// Report token usage at the end of the stream.
+    pub usage: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            tokens: tokens("Hello from the fake model, streamed token by token."),
+            delay: Duration::ZERO,
+            fail_after: None,
+            status: None,
+            block_word: "BLOCKME".into(),
+            usage: true,
+        }
+    }
+}
+
+/// Splits text into tokens that keep their leading space.
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, word) in text.split(' ').enumerate() {
+        out.push(if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        });
+    }
+    out
+}
+
+/// The fake LLM's shared state, for assertions.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub script: Mutex<Script>,
+    /// Every request body, in arrival order.
+    pub requests: Mutex<Vec<Value>>,
+    /// Set when a client went away before its stream finished.
+    pub disconnected: AtomicBool,
+    pub disconnect: Notify,
+    /// Streams that ran to the end.
+    pub completed: AtomicUsize,
+}
+
+impl FakeState {
+    pub fn set(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+    /// Requests that asked to stream (main LLM calls).
+    pub fn streamed_requests(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r["stream"] == json!(true))
+            .count()
+    }
+    /// Requests that did not stream (judge calls and Generate).
+    pub fn whole_requests(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["stream"] != json!(true))
+            .collect()
+    }
+    /// Waits until a client disconnected mid-stream, or fails after 5 s.
+    pub async fn wait_disconnect(&self) {
+        let wait = async {
+            loop {
+                let notified = self.disconnect.notified();
+                if self.disconnected.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the fake LLM never saw its client disconnect");
+    }
+}
+
+/// A running fake LLM.
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    pub state: Arc<FakeState>,
+}
+
+impl FakeLlm {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+/// Marks a stream as disconnected when dropped before it finished.
+struct DropGuard {
+    state: Arc<FakeState>,
+    finished: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.disconnected.store(true, Ordering::SeqCst);
+            self.state.disconnect.notify_waiters();
+        }
+    }
+}
+
+fn sse(value: Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+fn chunk(content: Value) -> Value {
+    json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+           "choices": [{"index": 0, "delta": content, "finish_reason": null}]})
+}
+
+async fn completions(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Response {
+    state.requests.lock().unwrap().push(body.clone());
+    let script = state.script.lock().unwrap().clone();
+    if let Some((status, text)) = script.status {
+        return (StatusCode::from_u16(status).unwrap(), text).into_response();
+    }
+    let prompt: String = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["content"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    if body["stream"] != json!(true) {
+        let is_main = body["messages"][0]["role"] == json!("system") || prompt.is_empty();
+        let content = if is_main {
+            // A whole answer takes as long as streaming it would.
+            tokio::time::sleep(script.delay * script.tokens.len() as u32).await;
+            script.tokens.concat()
+        } else if prompt.contains(&script.block_word) {
+            "Yes".to_string()
+        } else {
+            "No".to_string()
+        };
+        return Json(json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}))
+        .into_response();
+    }
+    let stream = async_stream::stream! {
+        let mut guard = DropGuard { state: state.clone(), finished: false };
+        // A role-only first delta, an SSE comment and an empty delta, as real servers send.
+        yield Ok::<Bytes, std::io::Error>(sse(chunk(json!({"role": "assistant", "content": ""}))));
+        yield Ok(Bytes::from_static(b": keep-alive\n\n"));
+        for (i, token) in script.tokens.iter().enumerate() {
+            if script.fail_after == Some(i) {
+                // Let what was written reach the client, as on a real crash.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                yield Err(std::io::Error::other("the fake LLM died mid-stream"));
+                return;
+            }
+            if !script.delay.is_zero() {
+                tokio::time::sleep(script.delay).await;
+            }
+            // Split each event across two writes to exercise reassembly.
+            let bytes = sse(chunk(json!({"content": token})));
+            let (a, b) = bytes.split_at(bytes.len() / 2);
+            yield Ok(Bytes::copy_from_slice(a));
+            yield Ok(Bytes::copy_from_slice(b));
+        }
+        yield Ok(sse(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+        if script.usage {
+            let n = script.tokens.len();
+            yield Ok(sse(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
+                "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}})));
+        }
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        guard.finished = true;
+        state.completed.fetch_add(1, Ordering::SeqCst);
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// Starts the fake LLM on 127.0.0.1:0.
+pub async fn fake_llm(script: Script) -> FakeLlm {
+    let state = Arc::new(FakeState::default());
+    state.set(script);
+    let app = Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    FakeLlm { addr, state }
+}
+
+pub const SELF_CHECK_PROMPTS: &str = r#"
+prompts:
+  - task: self_check_input
+    content: |
+      Should the user message be blocked (Yes or No)?
+      User message: "{{ user_input }}"
+  - task: self_check_output
+    content: |
+      Should the bot message be blocked (Yes or No)?
+      Bot message: "{{ bot_response }}"
+"#;
+
+/// A config root in a temp dir; each `add` writes one config directory.
+pub struct Configs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Configs {
+    pub fn new() -> Self {
+        Configs {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<id>/config.yml` (and `prompts.yml` with the self-check prompts).
+    pub fn add(&self, id: &str, config_yml: &str) -> PathBuf {
+        let dir = self.dir.path().join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.yml"), config_yml).unwrap();
+        std::fs::write(dir.join("prompts.yml"), SELF_CHECK_PROMPTS).unwrap();
+        dir
+    }
+}
+
+/// A main model block pointing at `base_url`.
+pub fn main_model(base_url: &str) -> String {
+    format!(
+        "models:\n  - type: main\n    engine: openai\n    model: fake-model\n    parameters:\n      base_url: {base_url}\n"
+    )
+}
+
+/// A config YAML: the main model at `base_url`, the general instruction and `extra`.
+pub fn config(base_url: &str, extra: &str) -> String {
+    format!(
+        "{}instructions:\n  - type: general\n    content: You are a test bot.\n{extra}",
+        main_model(base_url)
+    )
+}
+
+/// A running streamguard gRPC server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub client: GuardrailsClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting and waits for the server to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.handle).await.unwrap();
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// Serves every config under `root` on 127.0.0.1:0.
+pub async fn start(root: &Path) -> Server {
+    let registry = Arc::new(Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        streamguard::server::serve(listener, registry, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let client = GuardrailsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    Server {
+        addr,
+        client,
+        stop: Some(stop),
+        handle,
+    }
+}
+
+/// A one-message request.
+pub fn request(config_id: &str, text: &str) -> streamguard::pb::GenerateRequest {
+    streamguard::pb::GenerateRequest {
+        config_id: config_id.into(),
+        messages: vec![streamguard::pb::Message {
+            role: "user".into(),
+            content: text.into(),
+        }],
+        options: None,
+    }
+}
+
+/// What a StreamGenerate call produced.
+#[derive(Debug)]
+pub struct Collected {
+    pub chunks: Vec<String>,
+    pub finals: Vec<streamguard::pb::GenerateResponse>,
+    pub error: Option<tonic::Status>,
+}
+
+/// Runs StreamGenerate to the end, collecting chunks, final events and the error.
+pub async fn collect(
+    client: &mut GuardrailsClient<Channel>,
+    request: streamguard::pb::GenerateRequest,
+) -> Result<Collected, tonic::Status> {
+    use streamguard::pb::stream_generate_response::Event;
+    let mut stream = client.stream_generate(request).await?.into_inner();
+    let mut out = Collected {
+        chunks: vec![],
+        finals: vec![],
+        error: None,
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => match msg.event {
+                Some(Event::Chunk(c)) => {
+                    assert!(out.finals.is_empty(), "chunk after the final event");
+                    out.chunks.push(c.text)
+                }
+                Some(Event::Final(f)) => out.finals.push(f),
+                None => panic!("event without a payload"),
+            },
+            Ok(None) => break,
+            Err(status) => {
+                out.error = Some(status);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,236 @@
+//! Config loading: NeMo configs load or are refused by name, and every error
+//! names the file and the key.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::{path::PathBuf, process::Command};
+
+use common::*;
+use streamguard::{config, engine::Registry};
+
+fn nemo(dir: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/nemo-configs")
+        .join(dir)
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    let result = Registry::load(dir);
+    assert!(result.is_err(), "{} should not load", dir.display());
+    result.err().map(|e| e.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn nemo_configs_within_streamguards_rails_load_unchanged() {
+    for dir in [
+        "derived-tests-test_configs-parallel_rails",
+        "derived-tests-test_guardrail_exceptions",
+        "derived-tests-test_streaming-output_rails_streaming_config",
+        "examples-configs-injection_detection-config",
+        "examples-configs-self_check_thinking",
+        "tests-test_configs-input_rails",
+    ] {
+        let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        // Single-config mode: the directory itself is the config and the default.
+        assert_eq!(registry.default_id(), Some(dir));
+    }
+    let c = config::load(&nemo(
+        "derived-tests-test_streaming-output_rails_streaming_config",
+    ))
+    .unwrap();
+    assert!(c.streaming && c.output_streaming.enabled && !c.output_streaming.stream_first);
+    assert_eq!(
+        (
+            c.output_streaming.chunk_size,
+            c.output_streaming.context_size
+        ),
+        (4, 2)
+    );
+    let c = config::load(&nemo("derived-tests-test_configs-parallel_rails")).unwrap();
+    assert!(c.input.parallel && c.output.parallel);
+    assert!(c.instructions["general"].contains("ABC Bot"));
+    let c = config::load(&nemo("derived-tests-test_guardrail_exceptions")).unwrap();
+    assert!(c.enable_rails_exceptions);
+}
+
+#[test]
+fn nemo_configs_with_unsupported_features_are_refused_by_name() {
+    for (dir, feature) in [
+        ("examples-bots-abc", "kb"),
+        ("examples-configs-jailbreak_detection", ".co"),
+        (
+            "examples-configs-privateai-pii_detection",
+            "detect pii on input",
+        ),
+        ("examples-configs-trend_micro", "trend ai guard input"),
+        ("tests-test_configs-fact_checking", ".co"),
+        ("tests-test_configs-mvp_v2_x", ".co"),
+        ("tests-test_configs-output_rails", "actions.py"),
+        (
+            "tests-test_configs-parallel_rails_with_exceptions",
+            "actions.py",
+        ),
+    ] {
+        let e = load_err(&nemo(dir));
+        assert!(e.contains(feature), "{dir}: {e}");
+    }
+}
+
+#[test]
+fn a_yaml_syntax_error_names_the_file_and_line() {
+    let configs = Configs::new();
+    let dir = configs.add("bad", "models:\n  - type: main\n   engine: openai\n");
+    let e = load_err(&dir);
+    assert!(e.contains("bad/config.yml"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn an_unknown_key_names_the_file_and_key_path() {
+    let configs = Configs::new();
+    let dir = configs.add(
+        "typo",
+        &config(
+            "http://127.0.0.1:1/v1",
+            "rails:\n  input:\n    flowz: [self check input]\n",
+        ),
+    );
+    let e = load_err(&dir);
+    assert!(e.contains("typo/config.yml"), "{e}");
+    assert!(e.contains("rails.input") && e.contains("flowz"), "{e}");
+}
+
+#[test]
+fn an_unknown_flow_lists_the_known_flows() {
+    let configs = Configs::new();
+    let dir = configs.add(
+        "flow",
+        &config(
+            "http://127.0.0.1:1/v1",
+            "rails:\n  output:\n    flows:\n      - check facts\n",
+        ),
+    );
+    let e = load_err(&dir);
+    assert!(e.contains("rails.output.flows[0]"), "{e}");
+    assert!(e.contains("unknown output rail flow `check facts`"), "{e}");
+    assert!(e.contains("`self check output`"), "{e}");
+}
+
+#[test]
+fn a_missing_judge_prompt_names_the_task() {
+    let configs = Configs::new();
+    let dir = configs.dir.path().join("noprompt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.yml"),
+        config(
+            "http://127.0.0.1:1/v1",
+            "rails:\n  input:\n    flows: [self check input]\n",
+        ),
+    )
+    .unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("task: self_check_input"), "{e}");
+    assert!(e.contains("noprompt/config.yml"), "{e}");
+}
+
+#[test]
+fn model_errors_name_the_entry() {
+    let configs = Configs::new();
+    let dir = configs.add(
+        "engine",
+        "models:\n  - type: main\n    engine: bard\n    model: x\n",
+    );
+    let e = load_err(&dir);
+    assert!(
+        e.contains("models[0].engine") && e.contains("bard") && e.contains("openai"),
+        "{e}"
+    );
+
+    let dir = configs.add(
+        "nomain",
+        "models:\n  - type: content_safety\n    engine: openai\n    model: x\n",
+    );
+    let e = load_err(&dir);
+    assert!(e.contains("type: main"), "{e}");
+
+    let dir = configs.add(
+        "vllm",
+        "models:\n  - type: main\n    engine: vllm_openai\n    model: x\n",
+    );
+    let e = load_err(&dir);
+    assert!(e.contains("models[0].parameters.base_url"), "{e}");
+
+    let dir = configs.add(
+        "scripted",
+        "models:\n  - type: main\n    engine: scripted\n    model: x\n    parameters:\n      replys: [hi]\n",
+    );
+    let e = load_err(&dir);
+    assert!(
+        e.contains("models[0].parameters") && e.contains("replys"),
+        "{e}"
+    );
+}
+
+#[test]
+fn files_of_a_config_are_merged() {
+    let configs = Configs::new();
+    let dir = configs.add("merged", &main_model("http://127.0.0.1:1/v1"));
+    std::fs::write(
+        dir.join("rails.yaml"),
+        "rails:\n  input:\n    flows: [self check input]\nstreaming: True\n",
+    )
+    .unwrap();
+    let c = config::load(&dir).unwrap();
+    assert_eq!(c.input.flows[0].name, "self check input");
+    assert!(c.streaming);
+    assert_eq!(c.prompts.len(), 2, "prompts.yml merged too");
+}
+
+#[test]
+fn check_command_exits_non_zero_with_readable_errors() {
+    let exe = env!("CARGO_BIN_EXE_streamguard");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let ok = Command::new(exe)
+        .args(["check", "--config"])
+        .arg(&examples)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("ok  streaming") && out.contains("streaming: yes"),
+        "{out}"
+    );
+
+    let configs = Configs::new();
+    configs.add("good", &config("http://127.0.0.1:1/v1", ""));
+    configs.add(
+        "bad1",
+        &config(
+            "http://127.0.0.1:1/v1",
+            "rails:\n  input:\n    flows: [nope]\n",
+        ),
+    );
+    configs.add("bad2", "models: 3\n");
+    let bad = Command::new(exe)
+        .args(["check", "--config"])
+        .arg(configs.root())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("bad1/config.yml") && err.contains("`nope`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad2/config.yml") && err.contains("models"),
+        "{err}"
+    );
+}

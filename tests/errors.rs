@@ -1,0 +1,220 @@
+//! Bad requests, the streaming preconditions and upstream failures map to the
+//! right gRPC status, with messages that name the problem.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::*;
+use streamguard::pb;
+use tonic::Code;
+
+async fn stream_status(server: &mut Server, req: pb::GenerateRequest) -> tonic::Status {
+    match collect(&mut server.client, req).await {
+        Err(status) => status,
+        Ok(got) => match got.error {
+            Some(status) => status,
+            None => panic!("expected an error, got {:?} / {:?}", got.chunks, got.finals),
+        },
+    }
+}
+
+#[tokio::test]
+async fn each_streaming_precondition_fails_with_its_rule_and_fix_before_any_llm_call() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("no-streaming", &config(&llm.base_url(), ""));
+    configs.add(
+        "cannot-stream",
+        &format!(
+            "{}    streaming: false\nstreaming: True\n",
+            main_model(&llm.base_url())
+        ),
+    );
+    configs.add(
+        "output-rails",
+        &config(
+            &llm.base_url(),
+            "rails:\n  output:\n    flows:\n      - self check output\nstreaming: True\n",
+        ),
+    );
+    let mut server = start(configs.root()).await;
+
+    let s = stream_status(&mut server, request("no-streaming", "hi")).await;
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().contains("precondition 1"), "{}", s.message());
+    assert!(
+        s.message().contains("add `streaming: True`"),
+        "{}",
+        s.message()
+    );
+    assert!(
+        s.message().contains("no-streaming/config.yml"),
+        "{}",
+        s.message()
+    );
+
+    let s = stream_status(&mut server, request("cannot-stream", "hi")).await;
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().contains("precondition 2"), "{}", s.message());
+    assert!(s.message().contains("models[0]"), "{}", s.message());
+
+    let s = stream_status(&mut server, request("output-rails", "hi")).await;
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().contains("precondition 3"), "{}", s.message());
+    assert!(
+        s.message().contains("rails.output.streaming.enabled: True"),
+        "{}",
+        s.message()
+    );
+    assert!(
+        s.message().contains("`self check output`"),
+        "{}",
+        s.message()
+    );
+
+    assert!(
+        llm.state.requests().is_empty(),
+        "no LLM call before the preconditions"
+    );
+
+    // Generate serves all three.
+    for id in ["no-streaming", "cannot-stream", "output-rails"] {
+        let r = server.client.generate(request(id, "hi")).await;
+        assert!(r.is_ok(), "Generate on {id}: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+
+    let s = stream_status(&mut server, request("nope", "hi")).await;
+    assert_eq!(s.code(), Code::NotFound);
+    assert!(
+        s.message().contains("`nope`") && s.message().contains("bot"),
+        "{}",
+        s.message()
+    );
+
+    for bad in ["../x", "../bot", "a/b", ".hidden"] {
+        let s = stream_status(&mut server, request(bad, "hi")).await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{bad}");
+        assert!(s.message().starts_with("config_id"), "{}", s.message());
+    }
+
+    let mut empty = request("bot", "hi");
+    empty.messages.clear();
+    let s = stream_status(&mut server, empty.clone()).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().starts_with("messages"), "{}", s.message());
+    let s = server.client.generate(empty).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+
+    let mut role = request("bot", "hi");
+    role.messages[0].role = "wizard".into();
+    let s = stream_status(&mut server, role).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("messages[0].role"), "{}", s.message());
+
+    let s = stream_status(&mut server, request("", "hi")).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("config_id"), "{}", s.message());
+
+    let mut temp = request("bot", "hi");
+    temp.options = Some(pb::GenerationOptions {
+        llm_params: Some(pb::LlmParams {
+            temperature: Some(7.0),
+            max_tokens: None,
+            stop: vec![],
+        }),
+        rails: None,
+    });
+    let s = stream_status(&mut server, temp).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("temperature"), "{}", s.message());
+    assert!(llm.state.requests().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_http_500_is_unavailable_with_its_body() {
+    let llm = fake_llm(Script {
+        status: Some((500, "model overloaded".into())),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+
+    let s = stream_status(&mut server, request("bot", "hi")).await;
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(
+        s.message().contains("500") && s.message().contains("model overloaded"),
+        "{}",
+        s.message()
+    );
+    let s = server
+        .client
+        .generate(request("bot", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn connection_refused_is_unavailable() {
+    // Bind then drop a listener so the port is closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let configs = Configs::new();
+    configs.add(
+        "bot",
+        &config(&format!("http://127.0.0.1:{port}/v1"), STREAMING_INPUT),
+    );
+    let mut server = start(configs.root()).await;
+    let s = stream_status(&mut server, request("bot", "hi")).await;
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(
+        s.message().contains("self check input") || s.message().contains("cannot reach"),
+        "{}",
+        s.message()
+    );
+    let s = server
+        .client
+        .generate(request("bot", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(
+        s.message().to_lowercase().contains("refused"),
+        "{}",
+        s.message()
+    );
+}
+
+const STREAMING_INPUT: &str =
+    "rails:\n  input:\n    flows:\n      - self check input\nstreaming: True\n";
+
+#[tokio::test]
+async fn upstream_dying_mid_stream_delivers_the_chunks_then_an_error_status() {
+    let llm = fake_llm(Script {
+        fail_after: Some(3),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks, Script::default().tokens[..3]);
+    assert!(got.finals.is_empty());
+    let s = got.error.expect("an error status after the chunks");
+    assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
+}
