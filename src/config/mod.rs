@@ -467,6 +467,17 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
     validate(id, dir, parts)
 }
 
+/// Validates one YAML document as a whole config with id `id` (no directory;
+/// errors name the file `<id>/config.yml`).
+pub fn from_yaml(id: &str, yaml: &str) -> Result<Config, ConfigError> {
+    let file = PathBuf::from(id).join("config.yml");
+    let raw: RawFile = serde_yaml::from_str(yaml).map_err(|e| ConfigError::Parse {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    validate(id.to_string(), Path::new(id), vec![(file, raw)])
+}
+
 fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Config, ConfigError> {
     let mut config = Config {
         id,

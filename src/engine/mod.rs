@@ -4,6 +4,7 @@
 //! Every front end (gRPC, the CLI, the library) calls these two methods; none
 //! re-implements rails, prompts or the streaming rules.
 
+mod handler;
 mod preconditions;
 mod registry;
 mod window;
@@ -19,6 +20,7 @@ use crate::{
     rails::{self, Providers, Rail, RailInput, Stage, Verdict},
 };
 
+pub use handler::{HandlerChunks, StreamingHandler};
 pub use preconditions::PreconditionFailure;
 pub use registry::Registry;
 pub use window::{Window, Windows};
@@ -32,6 +34,15 @@ pub struct Request {
     /// Oldest first; the last message must be the user's.
     pub messages: Vec<ChatMessage>,
     pub options: Options,
+}
+
+impl From<Vec<ChatMessage>> for Request {
+    fn from(messages: Vec<ChatMessage>) -> Self {
+        Request {
+            messages,
+            options: Options::default(),
+        }
+    }
 }
 
 impl Request {
@@ -138,6 +149,12 @@ impl Guardrails {
         Self::new(config::load(dir.as_ref())?)
     }
 
+    /// Builds a config from YAML text (one `config.yml`), for tests, examples
+    /// and embedding. The config id is `id`.
+    pub fn from_yaml(id: &str, yaml: &str) -> Result<Self, ConfigError> {
+        Self::new(config::from_yaml(id, yaml)?)
+    }
+
     /// Builds providers and rails for a validated config.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let mut providers = Providers::new();
@@ -200,6 +217,102 @@ impl Guardrails {
             violation: None,
             usage: completion.usage,
         })
+    }
+
+    /// Streams just the text chunks of the answer: the counterpart of NeMo's
+    /// `stream_async`. A refusal arrives as one chunk.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use streamguard::{Guardrails, Request};
+    ///
+    /// let rails = Guardrails::from_yaml("demo", r#"
+    /// models:
+    ///   - type: main
+    ///     engine: scripted
+    ///     model: demo
+    ///     parameters: { replies: ["Streaming, one word at a time."] }
+    /// streaming: True
+    /// "#)?;
+    /// let mut chunks = rails.stream_text(Request::user("Hi!"))?;
+    /// let mut answer = String::new();
+    /// while let Some(chunk) = chunks.next().await {
+    ///     answer.push_str(&chunk?);
+    /// }
+    /// assert_eq!(answer, "Streaming, one word at a time.");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream_text(
+        &self,
+        request: Request,
+    ) -> Result<BoxStream<'static, Result<String, Error>>, Error> {
+        let events = self.stream(request)?;
+        Ok(Box::pin(events.filter_map(|event| {
+            std::future::ready(match event {
+                Ok(Event::Chunk(text)) => Some(Ok(text)),
+                Ok(Event::Final(_)) => None,
+                Err(e) => Some(Err(e)),
+            })
+        })))
+    }
+
+    /// Generates while pushing each chunk into `handler`, and returns the full
+    /// response at the end: the counterpart of NeMo's
+    /// `generate_async(messages, streaming_handler=handler)`. Read the chunks
+    /// from the handler's stream in another task. With stop strings, the
+    /// chunks and the response are cut at the first stop string and the
+    /// upstream request is dropped there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use streamguard::{Guardrails, Request, engine::StreamingHandler};
+    ///
+    /// let rails = Guardrails::from_yaml("demo", r#"
+    /// models:
+    ///   - type: main
+    ///     engine: scripted
+    ///     model: demo
+    ///     parameters: { replies: ["Sure. User: ignore this"] }
+    /// streaming: True
+    /// "#)?;
+    /// let (handler, chunks) = StreamingHandler::with_stop(["User:"]);
+    /// let printer = tokio::spawn(chunks.collect::<Vec<String>>());
+    /// let response = rails.generate_with_handler(Request::user("Hi!"), handler).await?;
+    /// let chunks = printer.await?;
+    /// assert_eq!(chunks.concat(), response.content);
+    /// assert_eq!(response.content, "Sure. ");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn generate_with_handler(
+        &self,
+        request: Request,
+        mut handler: StreamingHandler,
+    ) -> Result<Response, Error> {
+        let mut events = self.stream(request)?;
+        let mut last = None;
+        while let Some(event) = events.next().await {
+            match event? {
+                Event::Chunk(text) => {
+                    if !handler.push(text).await {
+                        break;
+                    }
+                }
+                Event::Final(response) => last = Some(response),
+            }
+        }
+        // At a stop string the stream was left early: dropping it cancels
+        // the upstream request.
+        drop(events);
+        let content = handler.finish().await;
+        let mut response = last.unwrap_or_default();
+        response.content = content;
+        Ok(response)
     }
 
     /// Streams the answer. The request and the streaming preconditions are

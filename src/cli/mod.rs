@@ -1,5 +1,7 @@
-//! The command line: `serve`, `check`. Thin: it parses arguments and calls
-//! the library.
+//! The command line: `serve`, `check`, `chat`. Thin: it parses arguments and
+//! calls the library.
+
+mod chat;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -30,6 +32,21 @@ enum Command {
         #[arg(long)]
         default_config_id: Option<String>,
     },
+    /// Chat with a config, locally or through a running server.
+    Chat {
+        /// A config directory, or a directory of configs (then pick one with --config-id).
+        #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+        config: Option<PathBuf>,
+        /// The config id (required with --server).
+        #[arg(long)]
+        config_id: Option<String>,
+        /// A streamguard server, e.g. http://127.0.0.1:50051.
+        #[arg(long, requires = "config_id")]
+        server: Option<String>,
+        /// Print chunks as they arrive.
+        #[arg(long)]
+        streaming: bool,
+    },
     /// Validate every config under a directory; exits non-zero on errors.
     Check {
         /// A config directory, or a directory of config directories.
@@ -41,7 +58,12 @@ enum Command {
 /// Runs the CLI and returns the process exit code.
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The chat's terminal is for the conversation; only warnings go to it.
+    init_tracing(if matches!(cli.command, Command::Chat { .. }) {
+        "warn"
+    } else {
+        "info"
+    });
     let result = match cli.command {
         Command::Serve {
             config,
@@ -49,6 +71,12 @@ pub async fn run() -> ExitCode {
             default_config_id,
         } => serve(config, grpc_addr, default_config_id).await,
         Command::Check { config } => return check(&config),
+        Command::Chat {
+            config,
+            config_id,
+            server,
+            streaming,
+        } => chat(config, config_id, server, streaming).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,9 +87,9 @@ pub async fn run() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -99,6 +127,24 @@ fn check(root: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn chat(
+    config: Option<PathBuf>,
+    config_id: Option<String>,
+    server: Option<String>,
+    streaming: bool,
+) -> anyhow::Result<()> {
+    let (backend, path) = match (server, config) {
+        (Some(server), _) => {
+            let id = config_id.unwrap_or_default();
+            let path = format!("{id}` on `{server}");
+            (chat::Backend::remote(server, id).await?, path)
+        }
+        (None, Some(dir)) => chat::Backend::local(dir, config_id)?,
+        (None, None) => anyhow::bail!("give --config DIR or --server URL"),
+    };
+    chat::run(backend, path, streaming).await
 }
 
 async fn serve(

@@ -1,0 +1,274 @@
+//! `streamguard chat`: a terminal chat over a local config or a running
+//! server, streaming or not.
+//!
+//! Interactive (stdin is a terminal): a `> ` prompt, history kept, ctrl-C
+//! stops the current answer, ctrl-D or `exit` ends. Scripted (stdin is a pipe):
+//! each line is one user turn and only the answers are printed.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+};
+
+use anyhow::{Context, anyhow};
+use futures_util::{StreamExt, stream::BoxStream};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    Guardrails,
+    engine::{Event, Registry, Request, Response},
+    llm::ChatMessage,
+    pb::{self, guardrails_client::GuardrailsClient},
+};
+
+/// Where the answers come from.
+pub enum Backend {
+    /// A config loaded in this process.
+    Local(Guardrails),
+    /// A streamguard server.
+    Remote {
+        client: GuardrailsClient<tonic::transport::Channel>,
+        config_id: String,
+    },
+}
+
+type Events = BoxStream<'static, anyhow::Result<Event>>;
+
+impl Backend {
+    /// Loads a local config: `dir` itself, or `dir/<config_id>`.
+    pub fn local(dir: PathBuf, config_id: Option<String>) -> anyhow::Result<(Self, String)> {
+        let registry = Registry::load(&dir)
+            .with_context(|| format!("loading configs from {}", dir.display()))?
+            .with_default(config_id.clone())?;
+        let rails = match (&config_id, registry.default_id()) {
+            (Some(id), _) => registry.get(id)?.clone(),
+            (None, Some(id)) => registry.get(id)?.clone(),
+            (None, None) => {
+                let ids: Vec<_> = registry.iter().map(|g| g.config().id.clone()).collect();
+                match ids.as_slice() {
+                    [only] => registry.get(only)?.clone(),
+                    _ => {
+                        return Err(anyhow!(
+                            "{} holds several configs ({}); choose one with --config-id",
+                            dir.display(),
+                            ids.join(", ")
+                        ));
+                    }
+                }
+            }
+        };
+        let path = rails.config().path.display().to_string();
+        Ok((Backend::Local(rails), path))
+    }
+
+    /// Connects to a server.
+    pub async fn remote(server: String, config_id: String) -> anyhow::Result<Self> {
+        let client = GuardrailsClient::connect(server.clone())
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        Ok(Backend::Remote { client, config_id })
+    }
+
+    /// `Err(reason)` when streaming is not possible on this config.
+    async fn streaming_support(&mut self) -> anyhow::Result<Result<(), String>> {
+        match self {
+            Backend::Local(rails) => Ok(rails.check_streaming().map_err(|e| e.to_string())),
+            Backend::Remote { client, config_id } => {
+                let list = client
+                    .list_configs(pb::ListConfigsRequest {})
+                    .await
+                    .map_err(|s| anyhow!("ListConfigs: {}", s.message()))?
+                    .into_inner();
+                let info = list
+                    .configs
+                    .into_iter()
+                    .find(|c| &c.id == config_id)
+                    .ok_or_else(|| anyhow!("the server has no config `{config_id}`"))?;
+                Ok(if info.streaming_supported {
+                    Ok(())
+                } else {
+                    Err(info.streaming_unsupported_reason)
+                })
+            }
+        }
+    }
+
+    /// The answer to `messages` as events (one `Final` when not streaming).
+    async fn ask(&mut self, messages: Vec<ChatMessage>, streaming: bool) -> anyhow::Result<Events> {
+        let request = Request::from(messages);
+        match self {
+            Backend::Local(rails) => {
+                if streaming {
+                    Ok(Box::pin(
+                        rails
+                            .stream(request)?
+                            .map(|e| e.map_err(anyhow::Error::from)),
+                    ))
+                } else {
+                    let response = rails.generate(request).await?;
+                    Ok(Box::pin(futures_util::stream::iter([Ok(Event::Final(
+                        response,
+                    ))])))
+                }
+            }
+            Backend::Remote { client, config_id } => {
+                let request = pb::GenerateRequest {
+                    config_id: config_id.clone(),
+                    messages: request
+                        .messages
+                        .into_iter()
+                        .map(|m| pb::Message {
+                            role: m.role,
+                            content: m.content,
+                        })
+                        .collect(),
+                    options: None,
+                };
+                let status = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
+                if streaming {
+                    let stream = client
+                        .stream_generate(request)
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    Ok(Box::pin(stream.map(move |m| {
+                        let m = m.map_err(status)?;
+                        match m.event {
+                            Some(pb::stream_generate_response::Event::Chunk(c)) => {
+                                Ok(Event::Chunk(c.text))
+                            }
+                            Some(pb::stream_generate_response::Event::Final(f)) => {
+                                Ok(Event::Final(from_pb(f)))
+                            }
+                            None => Err(anyhow!("the server sent an empty event")),
+                        }
+                    })))
+                } else {
+                    let r = client.generate(request).await.map_err(status)?.into_inner();
+                    Ok(Box::pin(futures_util::stream::iter([Ok(Event::Final(
+                        from_pb(r),
+                    ))])))
+                }
+            }
+        }
+    }
+}
+
+fn from_pb(r: pb::GenerateResponse) -> Response {
+    let pb::GenerateResponse {
+        message,
+        violation,
+        usage,
+        config_id: _,
+    } = r;
+    Response {
+        content: message.map(|m| m.content).unwrap_or_default(),
+        violation: violation.map(|v| crate::engine::Violation {
+            stage: if v.stage == "output" {
+                crate::rails::Stage::Output
+            } else {
+                crate::rails::Stage::Input
+            },
+            rail: v.rail,
+            kind: "guardrails_violation",
+            code: "content_blocked",
+            message: v.message,
+            reason: String::new(),
+        }),
+        usage: usage.map(|u| crate::llm::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+    }
+}
+
+/// Runs the chat until end of input, `exit`, or ctrl-C at the prompt.
+pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> anyhow::Result<()> {
+    let interactive = std::io::stdin().is_terminal();
+    if streaming && let Err(reason) = backend.streaming_support().await? {
+        eprintln!(
+            "WARNING: The config `{path}` does not support streaming. Falling back to normal mode."
+        );
+        eprintln!("{reason}");
+        streaming = false;
+    }
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut history: Vec<ChatMessage> = Vec::new();
+    let mut stdout = std::io::stdout();
+    loop {
+        if interactive {
+            print!("> ");
+            stdout.flush()?;
+        }
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(line) = line else {
+            if interactive {
+                println!();
+            }
+            return Ok(());
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if interactive && matches!(text, "exit" | "quit") {
+            return Ok(());
+        }
+        let mut messages = history.clone();
+        messages.push(ChatMessage::new("user", text));
+        match answer(&mut backend, messages.clone(), streaming, &mut stdout).await {
+            Ok(Some(response)) => {
+                messages.push(ChatMessage::new("assistant", response.content));
+                history = messages;
+            }
+            Ok(None) => eprintln!("\n(answer stopped)"),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}
+
+/// Prints one answer; `None` when ctrl-C stopped it.
+async fn answer(
+    backend: &mut Backend,
+    messages: Vec<ChatMessage>,
+    streaming: bool,
+    out: &mut std::io::Stdout,
+) -> anyhow::Result<Option<Response>> {
+    let mut events = backend.ask(messages, streaming).await?;
+    let mut printed = false;
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+        };
+        match event {
+            Some(Ok(Event::Chunk(text))) => {
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+                printed = true;
+            }
+            Some(Ok(Event::Final(response))) => {
+                if !printed {
+                    out.write_all(response.content.as_bytes())?;
+                }
+                writeln!(out)?;
+                out.flush()?;
+                if let Some(v) = &response.violation {
+                    eprintln!("[blocked by {} rail `{}`: {}]", v.stage, v.rail, v.message);
+                }
+                return Ok(Some(response));
+            }
+            Some(Err(e)) => {
+                if printed {
+                    writeln!(out)?;
+                }
+                return Err(e);
+            }
+            None => return Err(anyhow!("the answer ended without a final event")),
+        }
+    }
+}
