@@ -24,6 +24,13 @@ fn load_err(dir: &std::path::Path) -> String {
 #[test]
 fn nemo_configs_within_streamguards_rails_load_unchanged() {
     for dir in [
+        "derived-examples-configs-sensitive_data_detection_v1",
+        "derived-tests-test_configs-injection_detection",
+        "examples-configs-content_safety",
+        "examples-configs-content_safety_api_keys",
+        "examples-configs-gs_content_safety-config",
+        "examples-configs-llama_guard",
+        "examples-configs-topic_safety",
         "derived-tests-test_configs-parallel_rails",
         "derived-tests-test_guardrail_exceptions",
         "derived-tests-test_streaming-output_rails_streaming_config",
@@ -52,6 +59,16 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
     assert!(c.instructions["general"].contains("ABC Bot"));
     let c = config::load(&nemo("derived-tests-test_guardrail_exceptions")).unwrap();
     assert!(c.enable_rails_exceptions);
+    // Entities that need a named-entity model load with a warning, never silently.
+    let g =
+        streamguard::Guardrails::load(nemo("derived-examples-configs-sensitive_data_detection_v1"))
+            .unwrap();
+    assert_eq!(g.warnings().len(), 2);
+    assert!(
+        g.warnings()[0].contains("PERSON, LOCATION"),
+        "{:?}",
+        g.warnings()
+    );
 }
 
 #[test]
@@ -59,6 +76,7 @@ fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
         ("examples-bots-abc", "kb"),
         ("examples-configs-jailbreak_detection", ".co"),
+        ("examples-configs-nemoguards", "jailbreak detection model"),
         (
             "examples-configs-privateai-pii_detection",
             "detect pii on input",

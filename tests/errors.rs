@@ -130,7 +130,7 @@ async fn bad_requests_name_the_field() {
             max_tokens: None,
             stop: vec![],
         }),
-        rails: None,
+        ..Default::default()
     });
     let s = stream_status(&mut server, temp).await;
     assert_eq!(s.code(), Code::InvalidArgument);

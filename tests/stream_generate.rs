@@ -185,8 +185,9 @@ async fn per_request_llm_params_and_rail_switches_reach_the_engine() {
         }),
         rails: Some(pb::RailsSelection {
             input: Some(false),
-            output: None,
+            ..Default::default()
         }),
+        ..Default::default()
     });
     let got = collect(&mut server.client, req).await.unwrap();
     assert!(got.finals[0].violation.is_none());

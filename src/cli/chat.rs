@@ -107,7 +107,7 @@ impl Backend {
                 } else {
                     let response = rails.generate(request).await?;
                     Ok(Box::pin(futures_util::stream::iter([Ok(Event::Final(
-                        response,
+                        Box::new(response),
                     ))])))
                 }
             }
@@ -138,7 +138,7 @@ impl Backend {
                                 Ok(Event::Chunk(c.text))
                             }
                             Some(pb::stream_generate_response::Event::Final(f)) => {
-                                Ok(Event::Final(from_pb(f)))
+                                Ok(Event::Final(Box::new(from_pb(f))))
                             }
                             None => Err(anyhow!("the server sent an empty event")),
                         }
@@ -146,7 +146,7 @@ impl Backend {
                 } else {
                     let r = client.generate(request).await.map_err(status)?.into_inner();
                     Ok(Box::pin(futures_util::stream::iter([Ok(Event::Final(
-                        from_pb(r),
+                        Box::new(from_pb(r)),
                     ))])))
                 }
             }
@@ -160,6 +160,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         violation,
         usage,
         config_id: _,
+        log: _,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),
@@ -173,13 +174,14 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             kind: "guardrails_violation",
             code: "content_blocked",
             message: v.message,
-            reason: String::new(),
+            reason: v.reason,
         }),
         usage: usage.map(|u| crate::llm::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
         }),
+        log: None,
     }
 }
 
@@ -260,7 +262,7 @@ async fn answer(
                 if let Some(v) = &response.violation {
                     eprintln!("[blocked by {} rail `{}`: {}]", v.stage, v.rail, v.message);
                 }
-                return Ok(Some(response));
+                return Ok(Some(*response));
             }
             Some(Err(e)) => {
                 if printed {

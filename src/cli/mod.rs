@@ -116,6 +116,9 @@ fn check(root: &std::path::Path) -> ExitCode {
                     c.input.flows.len(),
                     c.output.flows.len()
                 );
+                for w in g.warnings() {
+                    println!("    warning: {w}");
+                }
             }
             ExitCode::SUCCESS
         }
@@ -155,6 +158,11 @@ async fn serve(
     let registry = Registry::load(&root)
         .with_context(|| format!("loading configs from {}", root.display()))?
         .with_default(default_config_id)?;
+    for g in registry.iter() {
+        for w in g.warnings() {
+            tracing::warn!(config = %g.config().id, "{w}");
+        }
+    }
     let ids: Vec<&str> = registry.iter().map(|g| g.config().id.as_str()).collect();
     tracing::info!(configs = ?ids, default = ?registry.default_id(), "configs loaded");
     let listener = tokio::net::TcpListener::bind(addr)

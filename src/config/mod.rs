@@ -244,8 +244,9 @@ pub struct Config {
     pub input: RailStage,
     pub output: RailStage,
     pub output_streaming: OutputStreaming,
-    /// `rails.config`: per-rail settings, as written.
-    pub rail_settings: serde_yaml::Mapping,
+    /// `rails.config.<name>`: per-rail settings as written, with their file;
+    /// each rail validates its own section.
+    pub rail_settings: BTreeMap<String, (PathBuf, serde_yaml::Value)>,
     /// `streaming: True`.
     pub streaming: bool,
     pub lowest_temperature: f64,
@@ -291,6 +292,20 @@ impl Config {
             }
         }
         fallback
+    }
+
+    /// Deserializes `rails.config.<name>` (default when absent); errors name
+    /// the file and the key.
+    pub fn rail_settings<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, ConfigError> {
+        match self.rail_settings.get(name) {
+            None => Ok(T::default()),
+            Some((file, value)) => serde_yaml::from_value(value.clone()).map_err(|e| {
+                ConfigError::invalid(file, format!("rails.config.{name}"), e.to_string())
+            }),
+        }
     }
 
     /// The file where top-level keys are reported when no single file owns
@@ -488,7 +503,7 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
         input: RailStage::default(),
         output: RailStage::default(),
         output_streaming: OutputStreaming::default(),
-        rail_settings: serde_yaml::Mapping::new(),
+        rail_settings: BTreeMap::new(),
         streaming: false,
         lowest_temperature: 0.001,
         enable_rails_exceptions: false,
@@ -598,7 +613,16 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
             }
             if let Some(settings) = rails.config {
                 for (k, v) in settings {
-                    config.rail_settings.insert(k, v);
+                    let Some(name) = k.as_str() else {
+                        return Err(ConfigError::invalid(
+                            &file,
+                            "rails.config",
+                            "keys must be rail names",
+                        ));
+                    };
+                    config
+                        .rail_settings
+                        .insert(name.to_string(), (file.clone(), v));
                 }
             }
         }

@@ -5,22 +5,26 @@
 //! re-implements rails, prompts or the streaming rules.
 
 mod handler;
+mod log;
 mod preconditions;
 mod registry;
 mod window;
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use futures_util::{StreamExt, stream::BoxStream, stream::FuturesUnordered};
 
 use crate::{
     config::{self, Config, ConfigError},
     error::Error,
-    llm::{self, CallParams, ChatMessage, ChatRequest, Delta, Provider, Usage},
-    rails::{self, Providers, Rail, RailInput, Stage, Verdict},
+    llm::{
+        self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, Provider, Usage,
+    },
+    rails::{self, Providers, Rail, RailInput, RailSet, Stage, Verdict},
 };
 
 pub use handler::{HandlerChunks, StreamingHandler};
+pub use log::{Decision, GenerationLog, PhaseTiming, RailRecord};
 pub use preconditions::PreconditionFailure;
 pub use registry::Registry;
 pub use window::{Window, Windows};
@@ -64,6 +68,12 @@ pub struct Options {
     pub input_rails: bool,
     /// Run the output rails.
     pub output_rails: bool,
+    /// Run only these configured input flows (`None`: all).
+    pub input_flows: Option<Vec<String>>,
+    /// Run only these configured output flows (`None`: all).
+    pub output_flows: Option<Vec<String>>,
+    /// Return a [`GenerationLog`] with the response.
+    pub log: bool,
 }
 
 impl Default for Options {
@@ -72,6 +82,9 @@ impl Default for Options {
             llm_params: CallParams::default(),
             input_rails: true,
             output_rails: true,
+            input_flows: None,
+            output_flows: None,
+            log: false,
         }
     }
 }
@@ -82,9 +95,9 @@ pub struct Violation {
     /// The flow that blocked.
     pub rail: String,
     pub stage: Stage,
-    /// `guardrails_violation`.
+    /// `guardrails_violation`, or `internal_error` when the rail failed.
     pub kind: &'static str,
-    /// `content_blocked`.
+    /// `content_blocked`, or `rail_execution_failure`.
     pub code: &'static str,
     /// `Blocked by <flow> rails.`
     pub message: String,
@@ -103,10 +116,21 @@ impl Violation {
             reason,
         }
     }
+
+    fn failed(rail: &str, stage: Stage, reason: String) -> Self {
+        Violation {
+            rail: rail.to_string(),
+            stage,
+            kind: "internal_error",
+            code: "rail_execution_failure",
+            message: format!("Error in {rail} rail: {reason}"),
+            reason,
+        }
+    }
 }
 
 /// The guarded answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Response {
     /// The assistant's content: the answer, the refusal, or (on a blocked
     /// stream) exactly the text the client received.
@@ -114,15 +138,18 @@ pub struct Response {
     pub violation: Option<Violation>,
     /// Main LLM token usage, when the LLM reported it.
     pub usage: Option<Usage>,
+    /// The request's log, when `options.log` asked for it.
+    pub log: Option<GenerationLog>,
 }
 
 /// One event of a streamed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A piece of the answer, as the model produced it.
     Chunk(String),
-    /// The whole response; always the last event.
-    Final(Response),
+    /// The whole response; always the last event. Boxed so the per-chunk
+    /// events stay small.
+    Final(Box<Response>),
 }
 
 /// A streamed answer: chunks, then one [`Event::Final`], or an error.
@@ -141,6 +168,7 @@ struct Inner {
     input: Vec<Arc<dyn Rail>>,
     output: Vec<Arc<dyn Rail>>,
     system_prompt: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl Guardrails {
@@ -167,7 +195,8 @@ impl Guardrails {
             .get("main")
             .cloned()
             .ok_or_else(|| ConfigError::invalid(config.main_file(), "models", "no main model"))?;
-        let (input, output) = rails::build(&config, &providers)?;
+        let mut warnings = Vec::new();
+        let (input, output) = rails::build(&config, &providers, &mut warnings)?;
         let system_prompt = config
             .instructions
             .get("general")
@@ -179,8 +208,14 @@ impl Guardrails {
                 input,
                 output,
                 system_prompt,
+                warnings,
             }),
         })
+    }
+
+    /// Non-fatal findings from loading (e.g. entities no recognizer covers).
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
     }
 
     /// The config this engine serves.
@@ -196,27 +231,55 @@ impl Guardrails {
     /// Answers the conversation whole: input rails, the main LLM, output rails
     /// on the whole answer. Works on every config.
     pub async fn generate(&self, request: Request) -> Result<Response, Error> {
+        let started = Instant::now();
+        let mut run = self.inner.start(&request)?;
         let inner = &self.inner;
-        let user_input = validate(&request)?.to_string();
-        if let Some(v) = inner.input_check(&request.options, &user_input).await? {
-            return Ok(inner.blocked(v));
+        let history_len = request.messages.len() - 1;
+        let (violation, rewritten) = run.input_check(inner, &request.messages).await?;
+        if let Some(v) = violation {
+            return Ok(run.finish(inner.blocked(v), started));
         }
+        let user_input = rewritten.unwrap_or_else(|| request.messages[history_len].content.clone());
+        let main_request = inner.main_request(request, &user_input);
+        let prompt = run
+            .log
+            .as_ref()
+            .map(|_| CallRecord::prompt_text(&main_request.messages));
+        let generation = Instant::now();
         let completion = inner
             .main
-            .complete(inner.main_request(request))
+            .complete(main_request)
             .await
             .map_err(Error::Upstream)?;
-        if let Some(v) = inner.output_check(&user_input, &completion.text).await? {
-            return Ok(Response {
+        run.timing.generation = generation.elapsed();
+        if let (Some(log), Some(prompt)) = (&run.log, prompt) {
+            log.calls.record(CallRecord {
+                task: "general".into(),
+                prompt,
+                completion: completion.text.clone(),
                 usage: completion.usage,
-                ..inner.blocked(v)
+                duration: run.timing.generation,
             });
         }
-        Ok(Response {
-            content: completion.text,
+        let mut content = completion.text;
+        match run.output_check(inner, &user_input, &content).await? {
+            Checked::Pass => {}
+            Checked::Rewritten(text) => content = text,
+            Checked::Stop(v) => {
+                let response = Response {
+                    usage: completion.usage,
+                    ..inner.blocked(v)
+                };
+                return Ok(run.finish(response, started));
+            }
+        }
+        let response = Response {
+            content,
             violation: None,
             usage: completion.usage,
-        })
+            log: None,
+        };
+        Ok(run.finish(response, started))
     }
 
     /// Streams just the text chunks of the answer: the counterpart of NeMo's
@@ -303,7 +366,7 @@ impl Guardrails {
                         break;
                     }
                 }
-                Event::Final(response) => last = Some(response),
+                Event::Final(response) => last = Some(*response),
             }
         }
         // At a stop string the stream was left early: dropping it cancels
@@ -318,38 +381,48 @@ impl Guardrails {
     /// Streams the answer. The request and the streaming preconditions are
     /// checked before anything is called, so a request that cannot be served
     /// fails here, not inside the stream. Dropping the stream cancels the
-    /// upstream LLM request.
+    /// upstream request.
     pub fn stream(&self, request: Request) -> Result<EventStream, Error> {
-        let user_input = validate(&request)?.to_string();
+        let started = Instant::now();
+        let mut run = self.inner.start(&request)?;
         let inner = self.inner.clone();
-        let output_on = request.options.output_rails && !inner.output.is_empty();
+        let output_on = !run.output.is_empty();
         preconditions::check(&inner.config, inner.main.can_stream(), output_on)?;
         Ok(Box::pin(async_stream::stream! {
-            match inner.input_check(&request.options, &user_input).await {
+            let history_len = request.messages.len() - 1;
+            let (violation, rewritten) = match run.input_check(&inner, &request.messages).await {
+                Ok(outcome) => outcome,
                 Err(e) => {
                     yield Err(e);
                     return;
                 }
-                Ok(Some(v)) => {
-                    let response = inner.blocked(v);
-                    // NeMo streams the refusal as one chunk.
-                    if !response.content.is_empty() {
-                        yield Ok(Event::Chunk(response.content.clone()));
-                    }
-                    yield Ok(Event::Final(response));
-                    return;
+            };
+            if let Some(v) = violation {
+                let response = inner.blocked(v);
+                // NeMo streams the refusal as one chunk.
+                if !response.content.is_empty() {
+                    yield Ok(Event::Chunk(response.content.clone()));
                 }
-                Ok(None) => {}
+                yield Ok(Event::Final(Box::new(run.finish(response, started))));
+                return;
             }
+            let user_input = rewritten.unwrap_or_else(|| request.messages[history_len].content.clone());
+            let main_request = inner.main_request(request, &user_input);
+            let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
+            let generation = Instant::now();
             let settings = inner.config.output_streaming;
-            let mut deltas = inner.main.stream(inner.main_request(request));
+            let mut deltas = inner.main.stream(main_request);
+            // The whole answer as generated; windows are slices of it.
             let mut content = String::new();
             let mut usage = None;
             let mut windows = output_on.then(|| Windows::new(settings.chunk_size, settings.context_size));
             let hold = output_on && !settings.stream_first;
             // Chunks held back until their window passes (stream_first: false).
             let mut held: Vec<String> = Vec::new();
-            // Bytes of `content` the client has received.
+            // What the client received, when it can differ from a prefix of
+            // `content` (held chunks, rewritten windows).
+            let mut delivered = String::new();
+            // Bytes of `content` the client received (stream_first: true).
             let mut sent = 0usize;
             let mut violation = None;
             let mut ended = false;
@@ -379,26 +452,40 @@ impl Guardrails {
                     }
                     None => {
                         ended = true;
+                        run.timing.generation = generation.elapsed();
                         match windows.as_mut().and_then(Windows::finish) {
                             Some(w) => w,
                             None => break,
                         }
                     }
                 };
-                match inner.output_check(&user_input, &content[window.bytes.clone()]).await {
+                let checked = run.output_check(&inner, &user_input, &content[window.bytes.clone()]).await;
+                match checked {
+                    Err(Error::Rail { rail, message }) => {
+                        violation = Some(Violation::failed(&rail, Stage::Output, message));
+                        break;
+                    }
                     Err(e) => {
                         yield Err(e);
                         return;
                     }
-                    Ok(Some(v)) => {
+                    Ok(Checked::Stop(v)) => {
                         violation = Some(v);
                         break;
                     }
-                    Ok(None) => {
+                    Ok(Checked::Pass) => {
                         for text in held.drain(..) {
-                            sent += text.len();
+                            delivered.push_str(&text);
                             yield Ok(Event::Chunk(text));
                         }
+                    }
+                    Ok(Checked::Rewritten(text)) => {
+                        // Only reached with stream_first: false and no
+                        // context (config validation): the held chunks are
+                        // exactly this window.
+                        held.clear();
+                        delivered.push_str(&text);
+                        yield Ok(Event::Chunk(text));
                     }
                 }
                 if ended {
@@ -407,8 +494,25 @@ impl Guardrails {
             }
             // Dropping the upstream stream now cancels the LLM request at once.
             drop(deltas);
-            content.truncate(sent);
-            yield Ok(Event::Final(Response { content, violation, usage }));
+            if !ended {
+                run.timing.generation = generation.elapsed();
+            }
+            if let (Some(log), Some(prompt)) = (&run.log, prompt) {
+                log.calls.record(CallRecord {
+                    task: "general".into(),
+                    prompt,
+                    completion: content.clone(),
+                    usage,
+                    duration: run.timing.generation,
+                });
+            }
+            if hold {
+                content = delivered;
+            } else {
+                content.truncate(sent);
+            }
+            let response = Response { content, violation, usage, log: None };
+            yield Ok(Event::Final(Box::new(run.finish(response, started))));
         }))
     }
 }
@@ -452,9 +556,163 @@ fn validate(request: &Request) -> Result<&str, Error> {
     Ok(&last.content)
 }
 
+/// The rails of a stage that a request selected.
+fn select(
+    rails: &RailSet,
+    on: bool,
+    only: Option<&Vec<String>>,
+    field: &'static str,
+) -> Result<RailSet, Error> {
+    if !on {
+        return Ok(Vec::new());
+    }
+    let Some(only) = only else {
+        return Ok(rails.clone());
+    };
+    for name in only {
+        if !rails.iter().any(|r| r.flow() == name) {
+            let configured: Vec<&str> = rails.iter().map(|r| r.flow()).collect();
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "`{name}` is not a configured flow of this stage; configured: [{}]",
+                    configured.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(rails
+        .iter()
+        .filter(|r| only.iter().any(|n| n == r.flow()))
+        .cloned()
+        .collect())
+}
+
+/// What an output check decided for a text.
+enum Checked {
+    Pass,
+    Rewritten(String),
+    Stop(Violation),
+}
+
+/// Per-request logging state.
+struct RunLog {
+    calls: CallLog,
+    rails: Vec<RailRecord>,
+}
+
+/// One request's selected rails, log and timings.
+struct Run {
+    input: RailSet,
+    output: RailSet,
+    log: Option<RunLog>,
+    timing: PhaseTiming,
+}
+
+impl Run {
+    async fn input_check(
+        &mut self,
+        inner: &Inner,
+        messages: &[ChatMessage],
+    ) -> Result<(Option<Violation>, Option<String>), Error> {
+        let Some((last, history)) = messages.split_last() else {
+            return Ok((None, None));
+        };
+        let started = Instant::now();
+        let outcome = run_rails(
+            &self.input,
+            inner.config.input.parallel,
+            Stage::Input,
+            &last.content,
+            None,
+            history,
+            self.log.as_mut(),
+        )
+        .await;
+        self.timing.input_rails = started.elapsed();
+        outcome
+    }
+
+    async fn output_check(
+        &mut self,
+        inner: &Inner,
+        user_input: &str,
+        text: &str,
+    ) -> Result<Checked, Error> {
+        if self.output.is_empty() {
+            return Ok(Checked::Pass);
+        }
+        let started = Instant::now();
+        let outcome = run_rails(
+            &self.output,
+            inner.config.output.parallel,
+            Stage::Output,
+            user_input,
+            Some(text),
+            &[],
+            self.log.as_mut(),
+        )
+        .await;
+        self.timing.output_rails += started.elapsed();
+        Ok(match outcome? {
+            (Some(v), _) => Checked::Stop(v),
+            (None, Some(t)) => Checked::Rewritten(t),
+            (None, None) => Checked::Pass,
+        })
+    }
+
+    fn finish(self, mut response: Response, started: Instant) -> Response {
+        if let Some(log) = self.log {
+            let mut timing = self.timing;
+            timing.total = started.elapsed();
+            response.log = Some(GenerationLog {
+                rails: log.rails,
+                llm_calls: log.calls.take(),
+                timing,
+            });
+        }
+        response
+    }
+}
+
 impl Inner {
-    fn main_request(&self, request: Request) -> ChatRequest {
-        let Request { messages, options } = request;
+    /// Validates the request and selects its rails.
+    fn start(&self, request: &Request) -> Result<Run, Error> {
+        validate(request)?;
+        let o = &request.options;
+        Ok(Run {
+            input: select(
+                &self.input,
+                o.input_rails,
+                o.input_flows.as_ref(),
+                "options.rails.input_flows",
+            )?,
+            output: select(
+                &self.output,
+                o.output_rails,
+                o.output_flows.as_ref(),
+                "options.rails.output_flows",
+            )?,
+            log: o.log.then(|| RunLog {
+                calls: CallLog::default(),
+                rails: Vec::new(),
+            }),
+            timing: PhaseTiming::default(),
+        })
+    }
+
+    /// The main LLM call: the general instruction, then the conversation
+    /// with the (possibly rewritten) last user message.
+    fn main_request(&self, request: Request, user_input: &str) -> ChatRequest {
+        let Request {
+            mut messages,
+            options,
+        } = request;
+        if let Some(last) = messages.last_mut()
+            && last.content != user_input
+        {
+            last.content = user_input.to_string();
+        }
         let mut all = Vec::with_capacity(messages.len() + 1);
         if let Some(system) = &self.system_prompt {
             all.push(ChatMessage::new("system", system.clone()));
@@ -478,71 +736,103 @@ impl Inner {
             content,
             violation: Some(violation),
             usage: None,
+            log: None,
         }
-    }
-
-    async fn input_check(
-        &self,
-        options: &Options,
-        user_input: &str,
-    ) -> Result<Option<Violation>, Error> {
-        if !options.input_rails {
-            return Ok(None);
-        }
-        let input = RailInput {
-            user_input,
-            bot_response: None,
-        };
-        run_rails(&self.input, self.config.input.parallel, Stage::Input, input).await
-    }
-
-    async fn output_check(&self, user_input: &str, text: &str) -> Result<Option<Violation>, Error> {
-        let input = RailInput {
-            user_input,
-            bot_response: Some(text),
-        };
-        run_rails(
-            &self.output,
-            self.config.output.parallel,
-            Stage::Output,
-            input,
-        )
-        .await
     }
 }
 
-/// Runs rails in order (stopping at the first block) or all at once (the
-/// first block wins; dropping the rest cancels them).
+/// Runs rails in order (stopping at the first block; a rewrite feeds the
+/// next rail) or all at once (the first block wins; dropping the rest
+/// cancels them). Returns the violation, or the rewritten text.
 async fn run_rails(
     rails: &[Arc<dyn Rail>],
     parallel: bool,
     stage: Stage,
-    input: RailInput<'_>,
-) -> Result<Option<Violation>, Error> {
-    let decide = |rail: &Arc<dyn Rail>, verdict: Result<Verdict, rails::RailError>| match verdict {
-        Ok(Verdict::Allow) => Ok(None),
-        Ok(Verdict::Block { reason }) => Ok(Some(Violation::blocked(rail.flow(), stage, reason))),
-        Err(e) => Err(Error::Rail {
-            rail: rail.flow().to_string(),
-            message: e.0,
-        }),
+    user_input: &str,
+    bot_response: Option<&str>,
+    history: &[ChatMessage],
+    log: Option<&mut RunLog>,
+) -> Result<(Option<Violation>, Option<String>), Error> {
+    if rails.is_empty() {
+        return Ok((None, None));
+    }
+    let (calls, mut records) = match log {
+        Some(RunLog { calls, rails }) => (Some(&*calls), Some(rails)),
+        None => (None, None),
     };
+    let mut record =
+        |rail: &Arc<dyn Rail>, verdict: &Result<Verdict, rails::RailError>, started: Instant| {
+            if let Some(records) = records.as_deref_mut() {
+                let (decision, reason) = match verdict {
+                    Ok(Verdict::Allow) => (Decision::Allow, String::new()),
+                    Ok(Verdict::Block { reason }) => (Decision::Block, reason.clone()),
+                    Ok(Verdict::Modify { reason, .. }) => (Decision::Modify, reason.clone()),
+                    Err(e) => (Decision::Error, e.0.clone()),
+                };
+                records.push(RailRecord {
+                    flow: rail.flow().to_string(),
+                    stage,
+                    decision,
+                    reason,
+                    duration: started.elapsed(),
+                });
+            }
+        };
+    let fail = |rail: &Arc<dyn Rail>, e: rails::RailError| Error::Rail {
+        rail: rail.flow().to_string(),
+        message: e.0,
+    };
+    let mut rewritten: Option<String> = None;
     if parallel && rails.len() > 1 {
+        let input = RailInput {
+            user_input,
+            bot_response,
+            history,
+            calls,
+        };
         let mut pending: FuturesUnordered<_> = rails
             .iter()
-            .map(|rail| async move { (rail, rail.check(input).await) })
+            .map(|rail| async move {
+                let started = Instant::now();
+                (rail, rail.check(input).await, started)
+            })
             .collect();
-        while let Some((rail, verdict)) = pending.next().await {
-            if let Some(v) = decide(rail, verdict)? {
-                return Ok(Some(v));
+        while let Some((rail, verdict, started)) = pending.next().await {
+            record(rail, &verdict, started);
+            match verdict.map_err(|e| fail(rail, e))? {
+                Verdict::Allow => {}
+                Verdict::Block { reason } => {
+                    return Ok((Some(Violation::blocked(rail.flow(), stage, reason)), None));
+                }
+                Verdict::Modify { text, .. } => rewritten = Some(text),
             }
         }
-        return Ok(None);
+        return Ok((None, rewritten));
     }
     for rail in rails {
-        if let Some(v) = decide(rail, rail.check(input).await)? {
-            return Ok(Some(v));
+        let current = rewritten.as_deref();
+        let input = RailInput {
+            user_input: match (stage, current) {
+                (Stage::Input, Some(t)) => t,
+                _ => user_input,
+            },
+            bot_response: match (stage, current) {
+                (Stage::Output, Some(t)) => Some(t),
+                _ => bot_response,
+            },
+            history,
+            calls,
+        };
+        let started = Instant::now();
+        let verdict = rail.check(input).await;
+        record(rail, &verdict, started);
+        match verdict.map_err(|e| fail(rail, e))? {
+            Verdict::Allow => {}
+            Verdict::Block { reason } => {
+                return Ok((Some(Violation::blocked(rail.flow(), stage, reason)), None));
+            }
+            Verdict::Modify { text, .. } => rewritten = Some(text),
         }
     }
-    Ok(None)
+    Ok((None, rewritten))
 }

@@ -10,7 +10,11 @@ mod limits;
 mod openai;
 mod scripted;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::{future::BoxFuture, stream::BoxStream};
 use serde::Deserialize;
@@ -114,6 +118,50 @@ pub enum LlmError {
     /// The API key env var is not set.
     #[error("API key env var `{0}` is not set")]
     MissingApiKey(String),
+}
+
+/// One LLM call, as a request log shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// `general` for the main answer, else the rail's prompt task.
+    pub task: String,
+    /// The messages sent, as `role: content` lines.
+    pub prompt: String,
+    pub completion: String,
+    pub usage: Option<Usage>,
+    pub duration: Duration,
+}
+
+impl CallRecord {
+    /// Renders messages as the prompt text of a record.
+    pub fn prompt_text(messages: &[ChatMessage]) -> String {
+        messages
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Collects the LLM calls of one request when its log is requested. Only
+/// touched once per call, never per chunk.
+#[derive(Debug, Default)]
+pub struct CallLog(Mutex<Vec<CallRecord>>);
+
+impl CallLog {
+    pub fn record(&self, record: CallRecord) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.push(record);
+        }
+    }
+
+    /// The calls so far, in completion order.
+    pub fn take(&self) -> Vec<CallRecord> {
+        self.0
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
 }
 
 /// A chat model. Implementations are cheap to share (`Arc`) and their

@@ -1,19 +1,69 @@
 //! LLM-judge plumbing shared by the judge rails: the task prompt (a Jinja2
 //! template rendered with minijinja), the non-streaming call at the lowest
-//! temperature, and parsing of yes/no answers.
+//! temperature, and the parsers of judge answers.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use minijinja::Environment;
 
-use super::{Providers, RailError};
+use super::{Providers, RailError, RailInput, Verdict};
 use crate::{
-    config::{Config, ConfigError, FlowRef, PromptBody},
-    llm::{CallParams, ChatMessage, ChatRequest, Provider},
+    config::{Config, ConfigError, FlowRef, Prompt, PromptBody},
+    llm::{CallParams, CallRecord, ChatMessage, ChatRequest, Provider},
 };
 
 /// Judge answers are a word or two; a few tokens are enough.
 const DEFAULT_JUDGE_MAX_TOKENS: u32 = 16;
+
+/// Which model a judge uses.
+#[derive(Debug, Clone, Copy)]
+pub enum JudgeModel<'a> {
+    /// The model of this `type`, else the main model.
+    PreferType(&'a str),
+    /// The model of this `type`; required.
+    Type(&'a str),
+}
+
+/// How a judge's answer is read (`output_parser` in the prompt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parser {
+    /// `is_content_safe`: yes/no or safe/unsafe in the first words.
+    YesNo,
+    /// `nemoguard_parse_prompt_safety`: the `"User Safety"` field of NemoGuard JSON.
+    NemoGuardPrompt,
+    /// `nemoguard_parse_response_safety`: the `"Response Safety"` field.
+    NemoGuardResponse,
+}
+
+impl Parser {
+    const NAMES: &'static str =
+        "is_content_safe, nemoguard_parse_prompt_safety, nemoguard_parse_response_safety";
+
+    fn from_prompt(prompt: &Prompt, default: Parser) -> Result<Self, ConfigError> {
+        Ok(match prompt.output_parser.as_deref() {
+            None => default,
+            Some("is_content_safe") => Parser::YesNo,
+            Some("nemoguard_parse_prompt_safety") => Parser::NemoGuardPrompt,
+            Some("nemoguard_parse_response_safety") => Parser::NemoGuardResponse,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &prompt.source,
+                    format!("{}.output_parser", prompt.key),
+                    format!("unknown output parser `{other}`; known: {}", Parser::NAMES),
+                ));
+            }
+        })
+    }
+
+    /// Reads an answer: `Ok(())` allows, `Err(reason)` blocks.
+    pub fn read(self, answer: &str) -> Result<(), String> {
+        match self {
+            Parser::YesNo => parse_content_safety(answer),
+            Parser::NemoGuardPrompt => parse_nemoguard(answer, "User Safety"),
+            Parser::NemoGuardResponse => parse_nemoguard(answer, "Response Safety"),
+        }
+    }
+}
 
 /// One judge task: its prompt, its model and its call parameters.
 #[derive(Debug)]
@@ -24,31 +74,41 @@ pub struct Judge {
     messages: Vec<(String, String)>,
     provider: Arc<dyn Provider>,
     params: CallParams,
+    parser: Parser,
     general_instructions: String,
 }
 
 impl Judge {
-    /// Prepares the judge for `task`: the model of `type: <model_type>` (or the
-    /// main model), and the task's prompt, which is required.
+    /// Prepares the judge for prompt `task`; the prompt is required.
     pub fn new(
         config: &Config,
         providers: &Providers,
         flow: &FlowRef,
         task: &str,
-        model_type: &str,
+        model: JudgeModel<'_>,
+        default_parser: Parser,
     ) -> Result<Self, ConfigError> {
-        let (model, provider) = match (config.model_of_type(model_type), providers.get(model_type))
-        {
-            (Some(m), Some(p)) => (m, p.clone()),
-            _ => {
-                let main = config.main_model();
-                let p = providers.get("main").cloned().ok_or_else(|| {
-                    ConfigError::invalid(&flow.source, &flow.key, "no main model provider")
-                })?;
-                (main, p)
+        let (entry, provider) = match model {
+            JudgeModel::PreferType(t) | JudgeModel::Type(t) => {
+                match (config.model_of_type(t), providers.get(t)) {
+                    (Some(m), Some(p)) => (m, p.clone()),
+                    _ if matches!(model, JudgeModel::Type(_)) => {
+                        return Err(ConfigError::invalid(
+                            &flow.source,
+                            &flow.key,
+                            format!("`{}` needs a model entry with `type: {t}`", flow.name),
+                        ));
+                    }
+                    _ => {
+                        let p = providers.get("main").cloned().ok_or_else(|| {
+                            ConfigError::invalid(&flow.source, &flow.key, "no main model")
+                        })?;
+                        (config.main_model(), p)
+                    }
+                }
             }
         };
-        let prompt = config.prompt(task, model).ok_or_else(|| {
+        let prompt = config.prompt(task, entry).ok_or_else(|| {
             ConfigError::invalid(
                 config.main_file(),
                 "prompts",
@@ -66,9 +126,9 @@ impl Judge {
         };
         for (i, (role, content)) in parts.into_iter().enumerate() {
             let role = match role.as_str() {
-                "bot" | "assistant" => "assistant".to_string(),
-                "system" => "system".to_string(),
-                _ => "user".to_string(),
+                "bot" | "assistant" => "assistant",
+                "system" => "system",
+                _ => "user",
             };
             let name = format!("{task}#{i}");
             env.add_template_owned(name.clone(), content).map_err(|e| {
@@ -78,7 +138,7 @@ impl Judge {
                     format!("template for task `{task}` does not parse: {e}"),
                 )
             })?;
-            messages.push((role, name));
+            messages.push((role.to_string(), name));
         }
         Ok(Judge {
             task: task.to_string(),
@@ -90,6 +150,7 @@ impl Judge {
                 max_tokens: Some(prompt.max_tokens.unwrap_or(DEFAULT_JUDGE_MAX_TOKENS)),
                 stop: prompt.stop.clone(),
             },
+            parser: Parser::from_prompt(prompt, default_parser)?,
             general_instructions: config
                 .instructions
                 .get("general")
@@ -98,16 +159,12 @@ impl Judge {
         })
     }
 
-    /// The rendered prompt messages for these inputs.
-    pub fn render(
-        &self,
-        user_input: &str,
-        bot_response: Option<&str>,
-    ) -> Result<Vec<ChatMessage>, RailError> {
+    /// The rendered prompt messages for this input.
+    pub fn render(&self, input: &RailInput<'_>) -> Result<Vec<ChatMessage>, RailError> {
         // The variables NeMo's prompts use.
         let vars = minijinja::context! {
-            user_input => user_input,
-            bot_response => bot_response,
+            user_input => input.user_input,
+            bot_response => input.bot_response,
             general_instructions => &self.general_instructions,
         };
         self.messages
@@ -125,16 +182,18 @@ impl Judge {
             .collect()
     }
 
-    /// Renders the prompt, calls the judge model (never streaming) and returns
-    /// its raw answer.
-    pub async fn ask(
+    /// Calls the judge model (never streaming) with `messages`; records the
+    /// call when the request keeps a log.
+    pub async fn call(
         &self,
-        user_input: &str,
-        bot_response: Option<&str>,
+        messages: Vec<ChatMessage>,
+        input: &RailInput<'_>,
     ) -> Result<String, RailError> {
+        let started = Instant::now();
+        let prompt = input.calls.map(|_| CallRecord::prompt_text(&messages));
         let request = ChatRequest {
             task: self.task.clone(),
-            messages: self.render(user_input, bot_response)?,
+            messages,
             params: self.params.clone(),
         };
         let completion = self
@@ -142,20 +201,42 @@ impl Judge {
             .complete(request)
             .await
             .map_err(|e| RailError(format!("judge call for `{}` failed: {e}", self.task)))?;
+        if let (Some(calls), Some(prompt)) = (input.calls, prompt) {
+            calls.record(CallRecord {
+                task: self.task.clone(),
+                prompt,
+                completion: completion.text.clone(),
+                usage: completion.usage,
+                duration: started.elapsed(),
+            });
+        }
         Ok(completion.text)
     }
+
+    /// Renders, calls and reads the answer with the prompt's parser.
+    pub async fn decide(&self, input: &RailInput<'_>) -> Result<Verdict, RailError> {
+        let answer = self.call(self.render(input)?, input).await?;
+        Ok(match self.parser.read(&answer) {
+            Ok(()) => Verdict::Allow,
+            Err(reason) => Verdict::Block { reason },
+        })
+    }
+}
+
+fn words(answer: &str) -> impl Iterator<Item = String> + '_ {
+    answer.split_whitespace().map(|w| {
+        w.chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    })
 }
 
 /// Parses a yes/no judge answer as NeMo does: the first two words, lower-cased
 /// with punctuation removed; "safe"/"no" allow, "unsafe"/"yes" block, anything
 /// else blocks. Returns `true` when the content is allowed.
 pub fn parse_yes_no(answer: &str) -> bool {
-    for word in answer.split_whitespace().take(2) {
-        let word: String = word
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect();
+    for word in words(answer).take(2) {
         match word.as_str() {
             "safe" | "no" => return true,
             "unsafe" | "yes" => return false,
@@ -165,9 +246,59 @@ pub fn parse_yes_no(answer: &str) -> bool {
     false
 }
 
+/// `is_content_safe`: like [`parse_yes_no`]; a block's reason carries the
+/// violated categories that follow "unsafe" (Llama Guard's `unsafe\nS1,S3`).
+pub fn parse_content_safety(answer: &str) -> Result<(), String> {
+    if parse_yes_no(answer) {
+        return Ok(());
+    }
+    let categories: Vec<&str> = answer
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .skip_while(|w| !w.to_lowercase().contains("unsafe"))
+        .skip(1)
+        .filter(|w| !w.is_empty())
+        .collect();
+    Err(if categories.is_empty() {
+        format!("the judge answered {:?}", answer.trim())
+    } else {
+        format!("unsafe: {}", categories.join(", "))
+    })
+}
+
+/// Reads NemoGuard's JSON answer (`{"User Safety": "unsafe", "Safety
+/// Categories": "S1, S3"}`) by `field`. Text around the JSON object is
+/// ignored; an answer that is not such JSON blocks, as in NeMo.
+pub fn parse_nemoguard(answer: &str, field: &str) -> Result<(), String> {
+    let json = match (answer.find('{'), answer.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &answer[start..=end],
+        _ => {
+            return Err(format!(
+                "the judge's answer is not JSON: {:?}",
+                answer.trim()
+            ));
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|_| format!("the judge's answer is not JSON: {:?}", answer.trim()))?;
+    let rating = value
+        .get(field)
+        .and_then(|v| v.as_str())
+        .map(|s| s.trim().to_lowercase())
+        .ok_or_else(|| format!("the judge's answer has no {field:?}: {json}"))?;
+    match rating.as_str() {
+        "safe" => Ok(()),
+        _ => Err(
+            match value.get("Safety Categories").and_then(|v| v.as_str()) {
+                Some(c) if !c.trim().is_empty() => format!("{rating}: {}", c.trim()),
+                _ => rating,
+            },
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_yes_no;
+    use super::*;
 
     #[test]
     fn yes_no_answers_parse_like_nemo() {
@@ -178,6 +309,7 @@ mod tests {
             "safe",
             "Safe!",
             "Answer: no",
+            "**No**",
         ] {
             assert!(parse_yes_no(allowed), "{allowed:?} should allow");
         }
@@ -193,5 +325,44 @@ mod tests {
         ] {
             assert!(!parse_yes_no(blocked), "{blocked:?} should block");
         }
+    }
+
+    #[test]
+    fn content_safety_answers_carry_categories() {
+        assert_eq!(parse_content_safety("safe"), Ok(()));
+        assert_eq!(
+            parse_content_safety("unsafe\nS1,S3"),
+            Err("unsafe: S1, S3".into())
+        );
+        assert_eq!(
+            parse_content_safety("unsafe"),
+            Err("the judge answered \"unsafe\"".into())
+        );
+        assert!(parse_content_safety("I cannot say").is_err());
+    }
+
+    #[test]
+    fn nemoguard_json_is_read_by_field() {
+        let safe = r#"{"User Safety": "safe"}"#;
+        assert_eq!(parse_nemoguard(safe, "User Safety"), Ok(()));
+        let unsafe_ = r#"Output: {"User Safety": "unsafe", "Response Safety": "safe", "Safety Categories": "Violence, Threat"}"#;
+        assert_eq!(
+            parse_nemoguard(unsafe_, "User Safety"),
+            Err("unsafe: Violence, Threat".into())
+        );
+        assert_eq!(parse_nemoguard(unsafe_, "Response Safety"), Ok(()));
+        assert!(
+            parse_nemoguard("safe", "User Safety").is_err(),
+            "not JSON blocks"
+        );
+        assert!(parse_nemoguard(r#"{"User Safety": "Unsafe"}"#, "User Safety").is_err());
+        assert!(
+            parse_nemoguard(r#"{"Response Safety": "safe"}"#, "User Safety").is_err(),
+            "missing field blocks"
+        );
+        assert!(
+            parse_nemoguard(r#"{"User Safety": "safe""#, "User Safety").is_err(),
+            "broken JSON blocks"
+        );
     }
 }

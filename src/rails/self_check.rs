@@ -3,14 +3,16 @@
 
 use futures_util::{FutureExt, future::BoxFuture};
 
-use super::{Judge, Providers, Rail, RailError, RailInput, Stage, Verdict, parse_yes_no};
+use super::{
+    Providers, Rail, RailError, RailInput, Stage, Verdict,
+    judge::{Judge, JudgeModel, Parser},
+};
 use crate::config::{Config, ConfigError, FlowRef};
 
 /// A self-check rail for one stage.
 #[derive(Debug)]
 pub struct SelfCheck {
     flow: String,
-    stage: Stage,
     judge: Judge,
 }
 
@@ -27,8 +29,14 @@ impl SelfCheck {
         };
         Ok(SelfCheck {
             flow: flow.name.clone(),
-            stage,
-            judge: Judge::new(config, providers, flow, task, task)?,
+            judge: Judge::new(
+                config,
+                providers,
+                flow,
+                task,
+                JudgeModel::PreferType(task),
+                Parser::YesNo,
+            )?,
         })
     }
 }
@@ -39,20 +47,6 @@ impl Rail for SelfCheck {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        async move {
-            let bot = match self.stage {
-                Stage::Input => None,
-                Stage::Output => Some(input.bot_response.unwrap_or_default()),
-            };
-            let answer = self.judge.ask(input.user_input, bot).await?;
-            Ok(if parse_yes_no(&answer) {
-                Verdict::Allow
-            } else {
-                Verdict::Block {
-                    reason: format!("the judge answered {:?}", answer.trim()),
-                }
-            })
-        }
-        .boxed()
+        async move { self.judge.decide(&input).await }.boxed()
     }
 }

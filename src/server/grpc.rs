@@ -8,9 +8,9 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    engine::{self, Event, Registry},
+    engine::{self, Event, GenerationLog, Registry},
     error::Error,
-    llm::{CallParams, ChatMessage},
+    llm::{CallParams, ChatMessage, Usage},
     pb,
 };
 
@@ -66,7 +66,13 @@ impl TryFrom<pb::GenerateRequest> for (String, engine::Request) {
             .map(|pb::Message { role, content }| ChatMessage { role, content })
             .collect();
         let mut engine_options = engine::Options::default();
-        if let Some(pb::GenerationOptions { llm_params, rails }) = options {
+        if let Some(pb::GenerationOptions {
+            llm_params,
+            rails,
+            log,
+        }) = options
+        {
+            engine_options.log = log;
             if let Some(pb::LlmParams {
                 temperature,
                 max_tokens,
@@ -85,9 +91,17 @@ impl TryFrom<pb::GenerateRequest> for (String, engine::Request) {
                     stop,
                 };
             }
-            if let Some(pb::RailsSelection { input, output }) = rails {
+            if let Some(pb::RailsSelection {
+                input,
+                output,
+                input_flows,
+                output_flows,
+            }) = rails
+            {
                 engine_options.input_rails = input.unwrap_or(true);
                 engine_options.output_rails = output.unwrap_or(true);
+                engine_options.input_flows = (!input_flows.is_empty()).then_some(input_flows);
+                engine_options.output_flows = (!output_flows.is_empty()).then_some(output_flows);
             }
         }
         Ok((
@@ -105,6 +119,7 @@ fn to_pb(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
         content,
         violation,
         usage,
+        log,
     } = response;
     pb::GenerateResponse {
         message: Some(pb::Message {
@@ -117,13 +132,59 @@ fn to_pb(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
             r#type: v.kind.to_string(),
             code: v.code.to_string(),
             message: v.message,
+            reason: v.reason,
         }),
-        usage: usage.map(|u| pb::TokenUsage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        }),
+        usage: usage.map(usage_pb),
         config_id: config_id.to_string(),
+        log: log.map(log_pb),
+    }
+}
+
+fn usage_pb(u: Usage) -> pb::TokenUsage {
+    pb::TokenUsage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn log_pb(log: GenerationLog) -> pb::GenerationLog {
+    let GenerationLog {
+        rails,
+        llm_calls,
+        timing,
+    } = log;
+    pb::GenerationLog {
+        rails: rails
+            .into_iter()
+            .map(|r| pb::ActivatedRail {
+                flow: r.flow,
+                stage: r.stage.to_string(),
+                decision: r.decision.as_str().to_string(),
+                reason: r.reason,
+                duration_ms: ms(r.duration),
+            })
+            .collect(),
+        llm_calls: llm_calls
+            .into_iter()
+            .map(|c| pb::LlmCall {
+                task: c.task,
+                prompt: c.prompt,
+                completion: c.completion,
+                usage: c.usage.map(usage_pb),
+                duration_ms: ms(c.duration),
+            })
+            .collect(),
+        timing: Some(pb::PhaseTiming {
+            input_rails_ms: ms(timing.input_rails),
+            generation_ms: ms(timing.generation),
+            output_rails_ms: ms(timing.output_rails),
+            total_ms: ms(timing.total),
+        }),
     }
 }
 
@@ -167,7 +228,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
             }),
             Ok(Event::Final(response)) => Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Final(to_pb(
-                    &id, response,
+                    &id, *response,
                 ))),
             }),
             Err(e) => {

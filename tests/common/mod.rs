@@ -41,6 +41,12 @@ pub struct Script {
     pub block_word: String,
     /// Report token usage at the end of the stream.
     pub usage: bool,
+    /// Judge answers by a needle in the prompt, checked in order before `block_word`.
+    pub judge_answers: Vec<(String, String)>,
+    /// Pause before a judge answers.
+    pub judge_delay: Duration,
+    /// When set, only judge prompts containing this are delayed.
+    pub slow_judge: Option<String>,
 }
 
 impl Default for Script {
@@ -52,6 +58,9 @@ impl Default for Script {
             status: None,
             block_word: "BLOCKME".into(),
             usage: true,
+            judge_answers: Vec::new(),
+            judge_delay: Duration::ZERO,
+            slow_judge: None,
         }
     }
 }
@@ -172,20 +181,60 @@ async fn completions(State(state): State<Arc<FakeState>>, Json(body): Json<Value
         })
         .unwrap_or_default();
     if body["stream"] != json!(true) {
-        let is_main = body["messages"][0]["role"] == json!("system") || prompt.is_empty();
-        let content = if is_main {
+        // Main calls start with the test configs' general instruction.
+        let is_main = body["messages"][0]["content"] == json!("You are a test bot.");
+        let (content, wait) = if is_main {
             // A whole answer takes as long as streaming it would.
-            tokio::time::sleep(script.delay * script.tokens.len() as u32).await;
-            script.tokens.concat()
-        } else if prompt.contains(&script.block_word) {
-            "Yes".to_string()
+            (
+                script.tokens.concat(),
+                script.delay * script.tokens.len() as u32,
+            )
         } else {
-            "No".to_string()
+            let answer = if let Some((_, answer)) = script
+                .judge_answers
+                .iter()
+                .find(|(needle, _)| prompt.contains(needle.as_str()))
+            {
+                answer.clone()
+            } else if prompt.contains(&script.block_word) {
+                "Yes".to_string()
+            } else {
+                "No".to_string()
+            };
+            let slow = script
+                .slow_judge
+                .as_ref()
+                .is_none_or(|needle| prompt.contains(needle.as_str()));
+            (
+                answer,
+                if slow {
+                    script.judge_delay
+                } else {
+                    Duration::ZERO
+                },
+            )
         };
-        return Json(json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+        let body = json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}))
-        .into_response();
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}});
+        // The body is sent after the wait, so a client that goes away during
+        // it is noticed (the write fails and the guard is dropped unfinished).
+        let stream = async_stream::stream! {
+            let mut guard = DropGuard { state: state.clone(), finished: false };
+            // Leading whitespace is valid JSON; writing it while waiting makes
+            // a closed connection fail the next write.
+            let until = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20).min(until - tokio::time::Instant::now())).await;
+                yield Ok::<Bytes, std::io::Error>(Bytes::from_static(b" "));
+            }
+            yield Ok(Bytes::from(body.to_string()));
+            guard.finished = true;
+        };
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap();
     }
     let stream = async_stream::stream! {
         let mut guard = DropGuard { state: state.clone(), finished: false };

@@ -1,0 +1,58 @@
+//! What a request's log (`options.log`) reports: the rails that ran, the LLM
+//! calls, and the time spent per phase.
+
+use std::time::Duration;
+
+use crate::{llm::CallRecord, rails::Stage};
+
+/// A rail's decision, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Block,
+    /// The rail rewrote the text (masking, omission).
+    Modify,
+    /// The rail could not decide.
+    Error,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Block => "block",
+            Decision::Modify => "modify",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// One rail run (per window, for output rails on a stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RailRecord {
+    pub flow: String,
+    pub stage: Stage,
+    pub decision: Decision,
+    /// The rail's explanation (empty when it allowed).
+    pub reason: String,
+    pub duration: Duration,
+}
+
+/// Time spent per phase of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseTiming {
+    pub input_rails: Duration,
+    /// From the main LLM call to its last token.
+    pub generation: Duration,
+    /// All output rail checks (every window, when streaming).
+    pub output_rails: Duration,
+    pub total: Duration,
+}
+
+/// The log of one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationLog {
+    pub rails: Vec<RailRecord>,
+    pub llm_calls: Vec<CallRecord>,
+    pub timing: PhaseTiming,
+}
