@@ -8,6 +8,7 @@ mod handler;
 mod log;
 mod preconditions;
 mod registry;
+mod stream;
 mod window;
 
 use std::{path::Path, sync::Arc, time::Instant};
@@ -17,9 +18,7 @@ use futures_util::{StreamExt, stream::BoxStream, stream::FuturesUnordered};
 use crate::{
     config::{self, Config, ConfigError},
     error::Error,
-    llm::{
-        self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, Provider, Usage,
-    },
+    llm::{self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Provider, Usage},
     rails::{self, Providers, Rail, RailInput, RailSet, Stage, Verdict},
 };
 
@@ -185,7 +184,23 @@ impl Guardrails {
 
     /// Builds providers and rails for a validated config.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::build(config, None)
+    }
+
+    /// Like [`Guardrails::new`], with your own provider as the main model
+    /// (the config's `type: main` entry still names it in errors and logs).
+    pub fn with_main_provider(
+        config: Config,
+        main: Arc<dyn Provider>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, Some(main))
+    }
+
+    fn build(config: Config, main: Option<Arc<dyn Provider>>) -> Result<Self, ConfigError> {
         let mut providers = Providers::new();
+        if let Some(main) = main {
+            providers.insert("main".into(), main);
+        }
         for model in &config.models {
             providers
                 .entry(model.kind.clone())
@@ -384,136 +399,10 @@ impl Guardrails {
     /// upstream request.
     pub fn stream(&self, request: Request) -> Result<EventStream, Error> {
         let started = Instant::now();
-        let mut run = self.inner.start(&request)?;
-        let inner = self.inner.clone();
+        let run = self.inner.start(&request)?;
         let output_on = !run.output.is_empty();
-        preconditions::check(&inner.config, inner.main.can_stream(), output_on)?;
-        Ok(Box::pin(async_stream::stream! {
-            let history_len = request.messages.len() - 1;
-            let (violation, rewritten) = match run.input_check(&inner, &request.messages).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            };
-            if let Some(v) = violation {
-                let response = inner.blocked(v);
-                // NeMo streams the refusal as one chunk.
-                if !response.content.is_empty() {
-                    yield Ok(Event::Chunk(response.content.clone()));
-                }
-                yield Ok(Event::Final(Box::new(run.finish(response, started))));
-                return;
-            }
-            let user_input = rewritten.unwrap_or_else(|| request.messages[history_len].content.clone());
-            let main_request = inner.main_request(request, &user_input);
-            let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
-            let generation = Instant::now();
-            let settings = inner.config.output_streaming;
-            let mut deltas = inner.main.stream(main_request);
-            // The whole answer as generated; windows are slices of it.
-            let mut content = String::new();
-            let mut usage = None;
-            let mut windows = output_on.then(|| Windows::new(settings.chunk_size, settings.context_size));
-            let hold = output_on && !settings.stream_first;
-            // Chunks held back until their window passes (stream_first: false).
-            let mut held: Vec<String> = Vec::new();
-            // What the client received, when it can differ from a prefix of
-            // `content` (held chunks, rewritten windows).
-            let mut delivered = String::new();
-            // Bytes of `content` the client received (stream_first: true).
-            let mut sent = 0usize;
-            let mut violation = None;
-            let mut ended = false;
-            loop {
-                let window = match deltas.next().await {
-                    Some(Ok(Delta::Text(text))) => {
-                        content.push_str(&text);
-                        let window = windows.as_mut().and_then(|w| w.push(content.len()));
-                        if hold {
-                            held.push(text);
-                        } else {
-                            sent = content.len();
-                            yield Ok(Event::Chunk(text));
-                        }
-                        match window {
-                            Some(w) => w,
-                            None => continue,
-                        }
-                    }
-                    Some(Ok(Delta::Usage(u))) => {
-                        usage = Some(u);
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        yield Err(Error::Upstream(e));
-                        return;
-                    }
-                    None => {
-                        ended = true;
-                        run.timing.generation = generation.elapsed();
-                        match windows.as_mut().and_then(Windows::finish) {
-                            Some(w) => w,
-                            None => break,
-                        }
-                    }
-                };
-                let checked = run.output_check(&inner, &user_input, &content[window.bytes.clone()]).await;
-                match checked {
-                    Err(Error::Rail { rail, message }) => {
-                        violation = Some(Violation::failed(&rail, Stage::Output, message));
-                        break;
-                    }
-                    Err(e) => {
-                        yield Err(e);
-                        return;
-                    }
-                    Ok(Checked::Stop(v)) => {
-                        violation = Some(v);
-                        break;
-                    }
-                    Ok(Checked::Pass) => {
-                        for text in held.drain(..) {
-                            delivered.push_str(&text);
-                            yield Ok(Event::Chunk(text));
-                        }
-                    }
-                    Ok(Checked::Rewritten(text)) => {
-                        // Only reached with stream_first: false and no
-                        // context (config validation): the held chunks are
-                        // exactly this window.
-                        held.clear();
-                        delivered.push_str(&text);
-                        yield Ok(Event::Chunk(text));
-                    }
-                }
-                if ended {
-                    break;
-                }
-            }
-            // Dropping the upstream stream now cancels the LLM request at once.
-            drop(deltas);
-            if !ended {
-                run.timing.generation = generation.elapsed();
-            }
-            if let (Some(log), Some(prompt)) = (&run.log, prompt) {
-                log.calls.record(CallRecord {
-                    task: "general".into(),
-                    prompt,
-                    completion: content.clone(),
-                    usage,
-                    duration: run.timing.generation,
-                });
-            }
-            if hold {
-                content = delivered;
-            } else {
-                content.truncate(sent);
-            }
-            let response = Response { content, violation, usage, log: None };
-            yield Ok(Event::Final(Box::new(run.finish(response, started))));
-        }))
+        preconditions::check(&self.inner.config, self.inner.main.can_stream(), output_on)?;
+        Ok(stream::run(self.inner.clone(), run, request, started))
     }
 }
 
@@ -597,14 +486,23 @@ enum Checked {
 
 /// Per-request logging state.
 struct RunLog {
-    calls: CallLog,
+    calls: Arc<CallLog>,
     rails: Vec<RailRecord>,
+}
+
+/// The call log and the rail records of a request log, borrowed apart.
+fn log_parts(log: &mut Option<RunLog>) -> (Option<&CallLog>, Option<&mut Vec<RailRecord>>) {
+    match log {
+        Some(RunLog { calls, rails }) => (Some(&**calls), Some(rails)),
+        None => (None, None),
+    }
 }
 
 /// One request's selected rails, log and timings.
 struct Run {
     input: RailSet,
-    output: RailSet,
+    /// Shared with the window checks of a stream.
+    output: Arc<RailSet>,
     log: Option<RunLog>,
     timing: PhaseTiming,
 }
@@ -619,14 +517,19 @@ impl Run {
             return Ok((None, None));
         };
         let started = Instant::now();
+        let (calls, records) = log_parts(&mut self.log);
+        let input = RailInput {
+            user_input: &last.content,
+            bot_response: None,
+            history,
+            calls,
+        };
         let outcome = run_rails(
             &self.input,
             inner.config.input.parallel,
             Stage::Input,
-            &last.content,
-            None,
-            history,
-            self.log.as_mut(),
+            input,
+            records,
         )
         .await;
         self.timing.input_rails = started.elapsed();
@@ -643,14 +546,19 @@ impl Run {
             return Ok(Checked::Pass);
         }
         let started = Instant::now();
+        let (calls, records) = log_parts(&mut self.log);
+        let input = RailInput {
+            user_input,
+            bot_response: Some(text),
+            history: &[],
+            calls,
+        };
         let outcome = run_rails(
             &self.output,
             inner.config.output.parallel,
             Stage::Output,
-            user_input,
-            Some(text),
-            &[],
-            self.log.as_mut(),
+            input,
+            records,
         )
         .await;
         self.timing.output_rails += started.elapsed();
@@ -687,14 +595,14 @@ impl Inner {
                 o.input_flows.as_ref(),
                 "options.rails.input_flows",
             )?,
-            output: select(
+            output: Arc::new(select(
                 &self.output,
                 o.output_rails,
                 o.output_flows.as_ref(),
                 "options.rails.output_flows",
-            )?,
+            )?),
             log: o.log.then(|| RunLog {
-                calls: CallLog::default(),
+                calls: Arc::new(CallLog::default()),
                 rails: Vec::new(),
             }),
             timing: PhaseTiming::default(),
@@ -748,18 +656,12 @@ async fn run_rails(
     rails: &[Arc<dyn Rail>],
     parallel: bool,
     stage: Stage,
-    user_input: &str,
-    bot_response: Option<&str>,
-    history: &[ChatMessage],
-    log: Option<&mut RunLog>,
+    input: RailInput<'_>,
+    mut records: Option<&mut Vec<RailRecord>>,
 ) -> Result<(Option<Violation>, Option<String>), Error> {
     if rails.is_empty() {
         return Ok((None, None));
     }
-    let (calls, mut records) = match log {
-        Some(RunLog { calls, rails }) => (Some(&*calls), Some(rails)),
-        None => (None, None),
-    };
     let mut record =
         |rail: &Arc<dyn Rail>, verdict: &Result<Verdict, rails::RailError>, started: Instant| {
             if let Some(records) = records.as_deref_mut() {
@@ -784,12 +686,6 @@ async fn run_rails(
     };
     let mut rewritten: Option<String> = None;
     if parallel && rails.len() > 1 {
-        let input = RailInput {
-            user_input,
-            bot_response,
-            history,
-            calls,
-        };
         let mut pending: FuturesUnordered<_> = rails
             .iter()
             .map(|rail| async move {
@@ -814,14 +710,13 @@ async fn run_rails(
         let input = RailInput {
             user_input: match (stage, current) {
                 (Stage::Input, Some(t)) => t,
-                _ => user_input,
+                _ => input.user_input,
             },
             bot_response: match (stage, current) {
                 (Stage::Output, Some(t)) => Some(t),
-                _ => bot_response,
+                _ => input.bot_response,
             },
-            history,
-            calls,
+            ..input
         };
         let started = Instant::now();
         let verdict = rail.check(input).await;

@@ -273,6 +273,13 @@ pub type Providers = BTreeMap<String, Arc<dyn Provider>>;
 /// The rails of one stage, in configured order.
 pub type RailSet = Vec<Arc<dyn Rail>>;
 
+/// The `rails.config` sections streamguard's rails read.
+const SETTINGS: &[&str] = &[
+    "sensitive_data_detection",
+    "injection_detection",
+    "regex_detection",
+];
+
 /// Non-fatal findings while building rails (shown by `check` and logged at start).
 pub type Warnings = Vec<String>;
 
@@ -331,6 +338,15 @@ pub fn build(
     };
     let input = stage(&config.input.flows)?;
     let output = stage(&config.output.flows)?;
+    for (name, (file, _)) in &config.rail_settings {
+        if !SETTINGS.contains(&name.as_str()) {
+            warnings.push(format!(
+                "{}: `rails.config.{name}` is not used by any streamguard rail (known: {})",
+                file.display(),
+                SETTINGS.join(", ")
+            ));
+        }
+    }
     Ok((input, output))
 }
 

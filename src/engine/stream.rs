@@ -1,0 +1,230 @@
+//! The streaming path: input rails, then the main LLM's chunks relayed as
+//! they arrive while output rails check them in windows.
+//!
+//! Window checks run concurrently with reading the upstream: while window N
+//! is judged, the chunks of window N+1 buffer. What may be sent is decided by
+//! one rule: with `stream_first`, a chunk is sent unless an earlier window is
+//! still being checked; without it, only once its own window passed. So on a
+//! block nothing after the blocked window has reached the client.
+
+use std::{collections::VecDeque, sync::Arc, time::Instant};
+
+use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
+
+use super::{
+    CallLog, CallRecord, Error, Event, EventStream, Inner, RailRecord, RailSet, Request, Response,
+    Run, Stage, Violation, Window, Windows, run_rails,
+};
+use crate::{
+    llm::Delta,
+    rails::{RailInput, flow_spec},
+};
+
+/// The outcome of one window check.
+struct WindowCheck {
+    window: Window,
+    outcome: Result<(Option<Violation>, Option<String>), Error>,
+    records: Vec<RailRecord>,
+    took: std::time::Duration,
+}
+
+/// A window check that owns what it needs, so it can run while the stream
+/// goes on. The window text is copied once per window, never per chunk.
+fn check_window(
+    inner: Arc<Inner>,
+    rails: Arc<RailSet>,
+    user_input: Arc<str>,
+    window: Window,
+    text: String,
+    calls: Option<Arc<CallLog>>,
+) -> BoxFuture<'static, WindowCheck> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let mut records = Vec::new();
+        let input = RailInput {
+            user_input: &user_input,
+            bot_response: Some(&text),
+            history: &[],
+            calls: calls.as_deref(),
+        };
+        let outcome = run_rails(
+            &rails,
+            inner.config.output.parallel,
+            Stage::Output,
+            input,
+            calls.is_some().then_some(&mut records),
+        )
+        .await;
+        WindowCheck {
+            window,
+            outcome,
+            records,
+            took: started.elapsed(),
+        }
+    })
+}
+
+/// Runs a streaming request whose preconditions have been checked.
+pub(super) fn run(
+    inner: Arc<Inner>,
+    mut run: Run,
+    request: Request,
+    started: Instant,
+) -> EventStream {
+    Box::pin(async_stream::stream! {
+        let (violation, rewritten) = match run.input_check(&inner, &request.messages).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                yield Err(e);
+                return;
+            }
+        };
+        if let Some(v) = violation {
+            let response = inner.blocked(v);
+            // NeMo streams the refusal as one chunk.
+            if !response.content.is_empty() {
+                yield Ok(Event::Chunk(response.content.clone()));
+            }
+            yield Ok(Event::Final(Box::new(run.finish(response, started))));
+            return;
+        }
+        let last = request.messages.len() - 1;
+        let user_input: Arc<str> = match rewritten {
+            Some(text) => text.into(),
+            None => request.messages[last].content.as_str().into(),
+        };
+        let main_request = inner.main_request(request, &user_input);
+        let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
+        let calls = run.log.as_ref().map(|l| l.calls.clone());
+        let generation = Instant::now();
+
+        let settings = inner.config.output_streaming;
+        let checking = !run.output.is_empty();
+        let stream_first = !checking || settings.stream_first;
+        // Only rewriting rails make what was sent differ from a prefix of the answer.
+        let rewrites = run.output.iter().any(|r| flow_spec(r.flow()).is_some_and(|s| s.rewrites));
+        let mut windows = Windows::new(settings.chunk_size, settings.context_size);
+        let mut deltas = inner.main.stream(main_request);
+        // The answer as generated; windows are slices of it.
+        let mut content = String::new();
+        let mut usage = None;
+        // Window checks in flight, oldest first, and the chunk index each ends at.
+        let mut pending = FuturesOrdered::new();
+        let mut pending_ends: VecDeque<usize> = VecDeque::new();
+        // Chunks received but not sent yet; `next_chunk` is the index of the first.
+        let mut unsent: VecDeque<String> = VecDeque::new();
+        let mut next_chunk = 0usize;
+        // Chunks covered by windows that passed.
+        let mut passed = 0usize;
+        let mut sent_bytes = 0usize;
+        let mut delivered = String::new();
+        let mut violation = None;
+        let mut upstream_done = false;
+        loop {
+            let limit = if stream_first {
+                pending_ends.front().copied().unwrap_or(usize::MAX)
+            } else {
+                passed
+            };
+            while next_chunk < limit {
+                let Some(text) = unsent.pop_front() else { break };
+                next_chunk += 1;
+                sent_bytes += text.len();
+                if rewrites {
+                    delivered.push_str(&text);
+                }
+                yield Ok(Event::Chunk(text));
+            }
+            if upstream_done && pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                // Verdicts first: a block must stop the stream before more is read.
+                biased;
+                Some(check) = pending.next(), if !pending.is_empty() => {
+                    let check: WindowCheck = check;
+                    pending_ends.pop_front();
+                    run.timing.output_rails += check.took;
+                    if let Some(log) = run.log.as_mut() {
+                        log.rails.extend(check.records);
+                    }
+                    match check.outcome {
+                        Err(Error::Rail { rail, message }) => {
+                            violation = Some(Violation::failed(&rail, Stage::Output, message));
+                            break;
+                        }
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
+                        Ok((Some(v), _)) => {
+                            violation = Some(v);
+                            break;
+                        }
+                        Ok((None, None)) => passed = check.window.new_chunks.end,
+                        Ok((None, Some(text))) => {
+                            // Rewriting rails need stream_first: false and no
+                            // context (config validation), so the unsent chunks
+                            // start with exactly this window's chunks.
+                            let n = check.window.new_chunks.len().min(unsent.len());
+                            unsent.drain(..n);
+                            next_chunk += n;
+                            passed = check.window.new_chunks.end;
+                            delivered.push_str(&text);
+                            yield Ok(Event::Chunk(text));
+                        }
+                    }
+                }
+                delta = deltas.next(), if !upstream_done => match delta {
+                    Some(Ok(Delta::Text(text))) => {
+                        content.push_str(&text);
+                        unsent.push_back(text);
+                        if checking && let Some(w) = windows.push(content.len()) {
+                            pending_ends.push_back(w.new_chunks.end);
+                            let text = content[w.bytes.clone()].to_string();
+                            pending.push_back(check_window(inner.clone(), run.output.clone(), user_input.clone(), w, text, calls.clone()));
+                        }
+                    }
+                    Some(Ok(Delta::Usage(u))) => usage = Some(u),
+                    Some(Err(e)) => {
+                        yield Err(Error::Upstream(e));
+                        return;
+                    }
+                    None => {
+                        upstream_done = true;
+                        run.timing.generation = generation.elapsed();
+                        if checking && let Some(w) = windows.finish() {
+                            pending_ends.push_back(w.new_chunks.end);
+                            let text = content[w.bytes.clone()].to_string();
+                            pending.push_back(check_window(inner.clone(), run.output.clone(), user_input.clone(), w, text, calls.clone()));
+                        }
+                    }
+                },
+            }
+        }
+        // On a block this drops the upstream request at once, and any window
+        // checks still in flight.
+        drop(deltas);
+        drop(pending);
+        if !upstream_done {
+            run.timing.generation = generation.elapsed();
+        }
+        if let (Some(log), Some(prompt)) = (&run.log, prompt) {
+            log.calls.record(CallRecord {
+                task: "general".into(),
+                prompt,
+                completion: content.clone(),
+                usage,
+                duration: run.timing.generation,
+            });
+        }
+        let content = if rewrites {
+            delivered
+        } else {
+            content.truncate(sent_bytes);
+            content
+        };
+        let response = Response { content, violation, usage, log: None };
+        yield Ok(Event::Final(Box::new(run.finish(response, started))));
+    })
+}
