@@ -52,6 +52,45 @@ impl Error {
         tonic::Status::new(code, self.to_string())
     }
 
+    /// The HTTP status for this error. Exhaustive, like [`Error::to_status`].
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::ConfigNotFound { .. } => 404,
+            Error::InvalidRequest { .. } => 400,
+            Error::StreamingUnsupported(_) => 400,
+            Error::Upstream(LlmError::Connect { .. } | LlmError::MissingApiKey(_)) => 503,
+            Error::Upstream(LlmError::Timeout { .. }) => 504,
+            Error::Upstream(LlmError::Status { .. } | LlmError::Api(_) | LlmError::Protocol(_)) => {
+                502
+            }
+            Error::Rail { .. } => 502,
+            Error::Config(_) => 500,
+            Error::DeadlineExceeded(_) => 504,
+        }
+    }
+
+    /// The OpenAI-style error `type` and `code` for JSON bodies.
+    pub fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::ConfigNotFound { .. } => ("invalid_request_error", "config_not_found"),
+            Error::InvalidRequest { .. } => ("invalid_request_error", "invalid_value"),
+            Error::StreamingUnsupported(_) => ("invalid_request_error", "streaming_unsupported"),
+            Error::Upstream(_) => ("upstream_error", "upstream_unavailable"),
+            Error::Rail { .. } => ("upstream_error", "rail_execution_failure"),
+            Error::Config(_) => ("server_error", "config_error"),
+            Error::DeadlineExceeded(_) => ("timeout_error", "deadline_exceeded"),
+        }
+    }
+
+    /// The request field at fault, when there is one.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidRequest { field, .. } => Some(field),
+            Error::ConfigNotFound { .. } => Some("config_id"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidRequest {
             field,

@@ -28,6 +28,9 @@ enum Command {
         /// Address for gRPC.
         #[arg(long, default_value = "127.0.0.1:50051", env = "STREAMGUARD_GRPC_ADDR")]
         grpc_addr: SocketAddr,
+        /// Also serve the HTTP API (NeMo endpoints, OpenAI-compatible) here.
+        #[arg(long, env = "STREAMGUARD_HTTP_ADDR")]
+        http_addr: Option<SocketAddr>,
         /// Config used when a request names none.
         #[arg(long)]
         default_config_id: Option<String>,
@@ -68,8 +71,9 @@ pub async fn run() -> ExitCode {
         Command::Serve {
             config,
             grpc_addr,
+            http_addr,
             default_config_id,
-        } => serve(config, grpc_addr, default_config_id).await,
+        } => serve(config, grpc_addr, http_addr, default_config_id).await,
         Command::Check { config } => return check(&config),
         Command::Chat {
             config,
@@ -153,6 +157,7 @@ async fn chat(
 async fn serve(
     root: PathBuf,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     default_config_id: Option<String>,
 ) -> anyhow::Result<()> {
     let registry = Registry::load(&root)
@@ -169,7 +174,37 @@ async fn serve(
         .await
         .with_context(|| format!("binding gRPC address {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
-    crate::server::serve(listener, Arc::new(registry), shutdown_signal()).await?;
+    let registry = Arc::new(registry);
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let http = match http_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP address {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "HTTP listening");
+            Some(tokio::spawn(crate::server::serve_http(
+                l,
+                registry.clone(),
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    crate::server::serve(listener, registry, stopped()).await?;
+    if let Some(http) = http {
+        http.await??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

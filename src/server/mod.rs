@@ -1,7 +1,8 @@
 //! The network front ends over one engine: gRPC (`Guardrails`, health,
-//! reflection).
+//! reflection) and HTTP (NeMo's endpoints, OpenAI-compatible streaming).
 
 mod grpc;
+pub mod http;
 
 use std::{future::Future, sync::Arc};
 
@@ -23,6 +24,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Serves the HTTP API on an already-bound listener until `shutdown`
+/// completes, then lets in-flight responses finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, http::router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
 }
 
 /// Serves gRPC on an already-bound listener until `shutdown` completes, then

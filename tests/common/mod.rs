@@ -443,3 +443,16 @@ pub async fn collect(
     }
     Ok(out)
 }
+
+/// Serves the HTTP API for every config under `root` on 127.0.0.1:0; returns its base URL.
+pub async fn start_http(root: &Path) -> String {
+    let registry = Arc::new(Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        streamguard::server::serve_http(listener, registry, std::future::pending())
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}
