@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, EngineKind, ModelConfig};
 
 pub use limits::ReceiveLimits;
-pub use openai::OpenAiProvider;
+pub use openai::{OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data};
 pub use scripted::{ScriptedProvider, ScriptedSettings};
 
 /// One chat message sent to a model.

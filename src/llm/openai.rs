@@ -297,14 +297,18 @@ fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
     })
 }
 
-/// What one SSE event means for the stream.
-enum Parsed {
+/// What one SSE `data:` payload of a chat-completions stream means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Text (absent for role-only and empty deltas), usage, and whether a
+    /// `finish_reason` was set.
     Deltas(Option<String>, Option<Usage>, bool),
+    /// `data: [DONE]`.
     Done,
 }
 
 /// Parses one `data:` payload of a chat-completions stream.
-fn parse_event(data: &str) -> Result<Parsed, LlmError> {
+pub fn parse_event(data: &str) -> Result<Parsed, LlmError> {
     let data = data.trim();
     if data == "[DONE]" {
         return Ok(Parsed::Done);

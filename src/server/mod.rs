@@ -7,7 +7,7 @@ pub mod http;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::engine::Registry;
 
@@ -35,6 +35,14 @@ pub async fn serve_http(
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    use axum::serve::ListenerExt;
+    // Chunks are small writes: without TCP_NODELAY, Nagle holds each one
+    // back until the previous is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(registry))
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -80,7 +88,12 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Chunks are small writes: without TCP_NODELAY, Nagle holds each
+            // one back until the previous is acknowledged.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
