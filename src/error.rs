@@ -33,6 +33,18 @@ pub enum Error {
     /// The caller's deadline passed.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),
+    /// No or an unknown API key.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The API key may not use this config.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The server is at its concurrency limit.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The server is shutting down.
+    #[error("{0}")]
+    ShuttingDown(String),
 }
 
 impl Error {
@@ -44,10 +56,15 @@ impl Error {
             Error::ConfigNotFound { .. } => Code::NotFound,
             Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::StreamingUnsupported(_) => Code::FailedPrecondition,
+            Error::Upstream(LlmError::Timeout { .. }) => Code::DeadlineExceeded,
             Error::Upstream(_) => Code::Unavailable,
             Error::Rail { .. } => Code::Unavailable,
             Error::Config(_) => Code::Internal,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::ShuttingDown(_) => Code::Unavailable,
         };
         tonic::Status::new(code, self.to_string())
     }
@@ -66,6 +83,10 @@ impl Error {
             Error::Rail { .. } => 502,
             Error::Config(_) => 500,
             Error::DeadlineExceeded(_) => 504,
+            Error::Unauthenticated(_) => 401,
+            Error::PermissionDenied(_) => 403,
+            Error::Overloaded(_) => 429,
+            Error::ShuttingDown(_) => 503,
         }
     }
 
@@ -79,6 +100,10 @@ impl Error {
             Error::Rail { .. } => ("upstream_error", "rail_execution_failure"),
             Error::Config(_) => ("server_error", "config_error"),
             Error::DeadlineExceeded(_) => ("timeout_error", "deadline_exceeded"),
+            Error::Unauthenticated(_) => ("authentication_error", "invalid_api_key"),
+            Error::PermissionDenied(_) => ("permission_error", "config_not_allowed"),
+            Error::Overloaded(_) => ("rate_limit_error", "too_many_concurrent_requests"),
+            Error::ShuttingDown(_) => ("server_error", "shutting_down"),
         }
     }
 

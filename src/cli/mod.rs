@@ -8,7 +8,14 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::{config, engine::Registry};
+use std::time::Duration;
+
+use crate::{
+    config,
+    engine::Registry,
+    llm::UpstreamSettings,
+    server::{ApiKeys, ServerSettings},
+};
 
 /// Guardrails around streaming LLMs, for NeMo Guardrails configs.
 #[derive(Debug, Parser)]
@@ -20,21 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the configs over gRPC (Guardrails, health, reflection).
-    Serve {
-        /// A config directory, or a directory of config directories.
-        #[arg(long, env = "STREAMGUARD_CONFIG")]
-        config: PathBuf,
-        /// Address for gRPC.
-        #[arg(long, default_value = "127.0.0.1:50051", env = "STREAMGUARD_GRPC_ADDR")]
-        grpc_addr: SocketAddr,
-        /// Also serve the HTTP API (NeMo endpoints, OpenAI-compatible) here.
-        #[arg(long, env = "STREAMGUARD_HTTP_ADDR")]
-        http_addr: Option<SocketAddr>,
-        /// Config used when a request names none.
-        #[arg(long)]
-        default_config_id: Option<String>,
-    },
+    /// Serve the configs over gRPC (Guardrails, health, reflection) and optionally HTTP.
+    Serve(Box<ServeArgs>),
     /// Chat with a config, locally or through a running server.
     Chat {
         /// A config directory, or a directory of configs (then pick one with --config-id).
@@ -58,6 +52,63 @@ enum Command {
     },
 }
 
+fn secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{s}` is not a number of seconds"))
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A config directory, or a directory of config directories.
+    #[arg(long, env = "STREAMGUARD_CONFIG")]
+    config: PathBuf,
+    /// Address for gRPC.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "STREAMGUARD_GRPC_ADDR")]
+    grpc_addr: SocketAddr,
+    /// Also serve the HTTP API (NeMo endpoints, OpenAI-compatible) here.
+    #[arg(long, env = "STREAMGUARD_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Config used when a request names none.
+    #[arg(long)]
+    default_config_id: Option<String>,
+    /// API keys file (YAML: keys: [{name, sha256, configs}]); without it, no authentication.
+    #[arg(long, env = "STREAMGUARD_API_KEYS")]
+    api_keys: Option<PathBuf>,
+    /// Requests served at once; more are refused with RESOURCE_EXHAUSTED / 429.
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// Largest request, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_request_bytes: usize,
+    /// Most messages in one request.
+    #[arg(long, default_value_t = 512)]
+    max_messages: usize,
+    /// Longest message content, in bytes.
+    #[arg(long, default_value_t = 256 << 10)]
+    max_content_bytes: usize,
+    /// Seconds in-flight streams may run after SIGTERM before they are ended.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    shutdown_grace: Duration,
+    /// Seconds to connect to an upstream LLM.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    upstream_connect_timeout: Duration,
+    /// Seconds until the upstream's first token.
+    #[arg(long, default_value = "60", value_parser = secs)]
+    first_token_timeout: Duration,
+    /// Seconds allowed between two upstream tokens.
+    #[arg(long, default_value = "60", value_parser = secs)]
+    idle_timeout: Duration,
+    /// Seconds for a whole upstream call.
+    #[arg(long, default_value = "600", value_parser = secs)]
+    request_timeout: Duration,
+    /// Retries of upstream connection errors, 429 and 5xx before the first chunk.
+    #[arg(long, default_value_t = 2)]
+    upstream_retries: u32,
+}
+
 /// Runs the CLI and returns the process exit code.
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -68,12 +119,7 @@ pub async fn run() -> ExitCode {
         "info"
     });
     let result = match cli.command {
-        Command::Serve {
-            config,
-            grpc_addr,
-            http_addr,
-            default_config_id,
-        } => serve(config, grpc_addr, http_addr, default_config_id).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Check { config } => return check(&config),
         Command::Chat {
             config,
@@ -154,15 +200,38 @@ async fn chat(
     chat::run(backend, path, streaming).await
 }
 
-async fn serve(
-    root: PathBuf,
-    addr: SocketAddr,
-    http_addr: Option<SocketAddr>,
-    default_config_id: Option<String>,
-) -> anyhow::Result<()> {
-    let registry = Registry::load(&root)
-        .with_context(|| format!("loading configs from {}", root.display()))?
-        .with_default(default_config_id)?;
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let upstream = UpstreamSettings {
+        connect_timeout: args.upstream_connect_timeout,
+        first_token_timeout: args.first_token_timeout,
+        idle_timeout: args.idle_timeout,
+        request_timeout: args.request_timeout,
+        retries: args.upstream_retries,
+    };
+    let root = args.config.clone();
+    let default_config_id = args.default_config_id.clone();
+    let load = move || -> anyhow::Result<Registry> {
+        Ok(Registry::load_with(&root, &upstream)
+            .with_context(|| format!("loading configs from {}", root.display()))?
+            .with_default(default_config_id.clone())?)
+    };
+    let registry = load()?;
+    let api_keys = match &args.api_keys {
+        Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
+        None => {
+            tracing::warn!("no --api-keys: requests are not authenticated");
+            None
+        }
+    };
+    let settings = ServerSettings {
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_request_bytes: args.max_request_bytes,
+        max_messages: args.max_messages,
+        max_content_bytes: args.max_content_bytes,
+        api_keys,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let (addr, http_addr) = (args.grpc_addr, args.http_addr);
     for g in registry.iter() {
         for w in g.warnings() {
             tracing::warn!(config = %g.config().id, "{w}");
@@ -174,7 +243,32 @@ async fn serve(
         .await
         .with_context(|| format!("binding gRPC address {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
-    let registry = Arc::new(registry);
+    let state = crate::server::State::new(registry, settings);
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the configs; a broken edit leaves the old ones serving.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match load() {
+                    Ok(registry) => {
+                        let ids: Vec<String> =
+                            registry.iter().map(|g| g.config().id.clone()).collect();
+                        state.replace_registry(registry);
+                        tracing::info!(configs = ?ids, "configs reloaded");
+                    }
+                    Err(e) => tracing::error!(
+                        "config reload failed, still serving the previous configs: {e:#}"
+                    ),
+                }
+            }
+        });
+    }
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -191,7 +285,7 @@ async fn serve(
             tracing::info!(addr = %l.local_addr()?, "HTTP listening");
             Some(tokio::spawn(crate::server::serve_http(
                 l,
-                registry.clone(),
+                state.clone(),
                 stopped(),
             )))
         }
@@ -201,7 +295,7 @@ async fn serve(
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    crate::server::serve(listener, registry, stopped()).await?;
+    crate::server::serve(listener, state, stopped()).await?;
     if let Some(http) = http {
         http.await??;
     }

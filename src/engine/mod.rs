@@ -18,7 +18,10 @@ use futures_util::{StreamExt, stream::BoxStream, stream::FuturesUnordered};
 use crate::{
     config::{self, Config, ConfigError},
     error::Error,
-    llm::{self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Provider, Usage},
+    llm::{
+        self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Provider,
+        UpstreamSettings, Usage,
+    },
     rails::{self, Providers, Rail, RailInput, RailSet, Stage, Verdict},
 };
 
@@ -184,7 +187,13 @@ impl Guardrails {
 
     /// Builds providers and rails for a validated config.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        Self::build(config, None)
+        Self::build(config, None, &UpstreamSettings::default())
+    }
+
+    /// Like [`Guardrails::new`], with upstream timeouts and retries other
+    /// than the defaults (a model's own `parameters` still win).
+    pub fn with_upstream(config: Config, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
+        Self::build(config, None, upstream)
     }
 
     /// Like [`Guardrails::new`], with your own provider as the main model
@@ -193,10 +202,14 @@ impl Guardrails {
         config: Config,
         main: Arc<dyn Provider>,
     ) -> Result<Self, ConfigError> {
-        Self::build(config, Some(main))
+        Self::build(config, Some(main), &UpstreamSettings::default())
     }
 
-    fn build(config: Config, main: Option<Arc<dyn Provider>>) -> Result<Self, ConfigError> {
+    fn build(
+        config: Config,
+        main: Option<Arc<dyn Provider>>,
+        upstream: &UpstreamSettings,
+    ) -> Result<Self, ConfigError> {
         let mut providers = Providers::new();
         if let Some(main) = main {
             providers.insert("main".into(), main);
@@ -204,7 +217,7 @@ impl Guardrails {
         for model in &config.models {
             providers
                 .entry(model.kind.clone())
-                .or_insert(llm::build(model)?);
+                .or_insert(llm::build(model, upstream)?);
         }
         let main = providers
             .get("main")

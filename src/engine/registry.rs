@@ -6,6 +6,7 @@ use super::Guardrails;
 use crate::{
     config::{self, ConfigError},
     error::Error,
+    llm::UpstreamSettings,
 };
 
 /// Loaded configs by id, with an optional default for requests without one.
@@ -19,13 +20,18 @@ impl Registry {
     /// Loads every config under `root` (see [`config::load_root`]). In
     /// single-config mode that config is the default.
     pub fn load(root: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(root, &UpstreamSettings::default())
+    }
+
+    /// [`Registry::load`] with upstream timeouts and retries.
+    pub fn load_with(root: &Path, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
         let loaded = config::load_root(root)?;
         let single = config::is_single_config(root);
         let mut configs = BTreeMap::new();
         let mut errors = Vec::new();
         for c in loaded {
             let id = c.id.clone();
-            match Guardrails::new(c) {
+            match Guardrails::with_upstream(c, upstream) {
                 Ok(g) => {
                     configs.insert(id, g);
                 }

@@ -112,9 +112,14 @@ pub enum LlmError {
     /// The response broke the protocol (bad JSON, cut-off stream).
     #[error("bad response from the model: {0}")]
     Protocol(String),
-    /// No data within the allowed time.
-    #[error("no {what} from the model within {after:?}")]
-    Timeout { what: &'static str, after: Duration },
+    /// A time limit passed (`limit` names it: `connect_timeout`,
+    /// `first_token_timeout`, `idle_timeout`, `request_timeout`).
+    #[error("{limit} ({after:?}) passed waiting for model `{model}`")]
+    Timeout {
+        limit: &'static str,
+        after: Duration,
+        model: String,
+    },
     /// The API key env var is not set.
     #[error("API key env var `{0}` is not set")]
     MissingApiKey(String),
@@ -178,12 +183,41 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn stream(&self, request: ChatRequest) -> DeltaStream;
 }
 
+/// Defaults for talking to upstream LLMs; a model's `parameters` override
+/// them (`connect_timeout`, `first_token_timeout`, `idle_timeout`,
+/// `request_timeout` in seconds, `retries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// A whole call: the whole answer, streamed or not.
+    pub request_timeout: Duration,
+    /// Retries of connection errors, 429 and 5xx, before any chunk arrived.
+    pub retries: u32,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout: Duration::from_secs(10),
+            first_token_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(600),
+            retries: 2,
+        }
+    }
+}
+
 /// Builds the provider for a model entry. Errors name the entry's file and key.
-pub fn build(model: &ModelConfig) -> Result<Arc<dyn Provider>, ConfigError> {
+pub fn build(
+    model: &ModelConfig,
+    upstream: &UpstreamSettings,
+) -> Result<Arc<dyn Provider>, ConfigError> {
     Ok(match model.engine {
         EngineKind::Scripted => Arc::new(ScriptedProvider::from_config(model)?),
         EngineKind::OpenAi | EngineKind::Nim | EngineKind::VllmOpenAi => {
-            Arc::new(OpenAiProvider::from_config(model)?)
+            Arc::new(OpenAiProvider::from_config(model, upstream)?)
         }
     })
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     CallParams, ChatRequest, Completion, Delta, DeltaStream, LlmError, Provider, ReceiveLimits,
-    Usage,
+    UpstreamSettings, Usage,
 };
 use crate::config::{ConfigError, EngineKind, ModelConfig};
 
@@ -36,6 +36,9 @@ struct Inner {
     can_stream: bool,
     limits: ReceiveLimits,
     request_timeout: Duration,
+    connect_timeout: Duration,
+    retries: u32,
+    model_name: Arc<str>,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -48,21 +51,19 @@ impl std::fmt::Debug for OpenAiProvider {
     }
 }
 
-/// One HTTP client (and connection pool) for all models of the process.
-fn shared_client() -> Result<reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            // reqwest is built without a default crypto provider; use ring.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
+/// An HTTP client (and connection pool) for one model entry.
+fn client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    // reqwest is built without a default crypto provider; use ring.
+    static PROVIDER: OnceLock<()> = OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn seconds(params: &mut Map<String, Value>, key: &str) -> Option<Duration> {
@@ -72,23 +73,43 @@ fn seconds(params: &mut Map<String, Value>, key: &str) -> Option<Duration> {
 
 impl OpenAiProvider {
     /// Builds the client from a model entry.
-    pub fn from_config(model: &ModelConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(
+        model: &ModelConfig,
+        upstream: &UpstreamSettings,
+    ) -> Result<Self, ConfigError> {
         let mut defaults = model.parameters.clone();
         // Rail calls never stream and the main call decides per request: a
         // `stream` setting in the config must not leak into either.
         for key in ["stream", "streaming", "stream_options", "n"] {
             defaults.remove(key);
         }
-        let mut limits = ReceiveLimits::default();
-        if let Some(d) = seconds(&mut defaults, "first_token_timeout") {
-            limits.initial = d;
-        }
-        if let Some(d) = seconds(&mut defaults, "idle_timeout") {
-            limits.idle = d;
-        }
         let request_timeout = seconds(&mut defaults, "request_timeout")
             .or_else(|| seconds(&mut defaults, "timeout"))
-            .unwrap_or(Duration::from_secs(120));
+            .unwrap_or(upstream.request_timeout);
+        let limits = ReceiveLimits {
+            initial: seconds(&mut defaults, "first_token_timeout")
+                .unwrap_or(upstream.first_token_timeout),
+            idle: seconds(&mut defaults, "idle_timeout").unwrap_or(upstream.idle_timeout),
+            lifetime: request_timeout,
+        };
+        let connect_timeout =
+            seconds(&mut defaults, "connect_timeout").unwrap_or(upstream.connect_timeout);
+        let retries = match defaults
+            .remove("retries")
+            .or_else(|| defaults.remove("max_retries"))
+        {
+            None => upstream.retries,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        &model.source,
+                        format!("{}.parameters.retries", model.key),
+                        "must be a whole number",
+                    )
+                })?,
+        };
 
         let (default_base, default_key_var) = match model.engine {
             EngineKind::Nim => (
@@ -123,7 +144,7 @@ impl OpenAiProvider {
                 None => Ok(None),
             }
         };
-        let http = shared_client().map_err(|e| {
+        let http = client(connect_timeout).map_err(|e| {
             ConfigError::invalid(&model.source, &model.key, format!("HTTP client: {e}"))
         })?;
         Ok(OpenAiProvider {
@@ -136,6 +157,9 @@ impl OpenAiProvider {
                 can_stream: model.streaming,
                 limits,
                 request_timeout,
+                connect_timeout,
+                retries,
+                model_name: model.model.as_str().into(),
             }),
         })
     }
@@ -167,12 +191,32 @@ impl Inner {
         Value::Object(body)
     }
 
+    /// Sends the call, retrying connection errors, 429 and 5xx with jittered
+    /// exponential backoff. Nothing has reached the caller yet when this runs,
+    /// so a retry is invisible to it.
     async fn send(
         &self,
         request: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::Response, LlmError> {
-        let mut builder = self.http.post(&self.url).json(&self.body(request, stream));
+        let body = self.body(request, stream);
+        let mut attempt = 0;
+        loop {
+            match self.send_once(&body, stream).await {
+                Err(e) if attempt < self.retries && retryable(&e) => {
+                    attempt += 1;
+                    let base = 100u64 << attempt.min(6);
+                    let wait = Duration::from_millis(base / 2 + fastrand::u64(0..=base));
+                    tracing::warn!(model = %self.model_name, attempt, error = %e, ?wait, "retrying upstream call");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(&self, body: &Value, stream: bool) -> Result<reqwest::Response, LlmError> {
+        let mut builder = self.http.post(&self.url).json(body);
         match &self.api_key {
             Ok(Some(key)) => builder = builder.bearer_auth(key),
             Ok(None) => {}
@@ -205,9 +249,15 @@ impl Inner {
 
     fn transport_error(&self, e: &reqwest::Error) -> LlmError {
         if e.is_timeout() {
+            let (limit, after) = if e.is_connect() {
+                ("connect_timeout", self.connect_timeout)
+            } else {
+                ("request_timeout", self.request_timeout)
+            };
             return LlmError::Timeout {
-                what: "response",
-                after: self.request_timeout,
+                limit,
+                after,
+                model: self.model_name.to_string(),
             };
         }
         // The innermost cause says "Connection refused" and the like.
@@ -221,6 +271,16 @@ impl Inner {
             url: self.url.clone(),
             message,
         }
+    }
+}
+
+/// Worth another try: the endpoint was unreachable, overloaded or failing.
+fn retryable(e: &LlmError) -> bool {
+    match e {
+        LlmError::Connect { .. } => true,
+        LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+        LlmError::Timeout { limit, .. } => *limit == "connect_timeout",
+        LlmError::Api(_) | LlmError::Protocol(_) | LlmError::MissingApiKey(_) => false,
     }
 }
 
@@ -418,7 +478,7 @@ impl Provider for OpenAiProvider {
                 }
             }
         };
-        limits.apply(Box::pin(stream))
+        limits.apply(self.inner.model_name.clone(), Box::pin(stream))
     }
 }
 

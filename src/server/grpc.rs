@@ -8,21 +8,23 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    engine::{self, Event, GenerationLog, Registry},
+    Guardrails,
+    engine::{self, Event, GenerationLog},
     error::Error,
     llm::{CallParams, ChatMessage, Usage},
     pb,
+    server::{State, admission::Admitted},
 };
 
-/// The gRPC service over a config registry.
+/// The gRPC service over the server's shared state.
 #[derive(Debug, Clone)]
 pub struct GuardrailsService {
-    registry: Arc<Registry>,
+    state: Arc<State>,
 }
 
 impl GuardrailsService {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        GuardrailsService { registry }
+    pub fn new(state: Arc<State>) -> Self {
+        GuardrailsService { state }
     }
 
     /// The tonic server for this service.
@@ -188,23 +190,51 @@ fn log_pb(log: GenerationLog) -> pb::GenerationLog {
     }
 }
 
+fn authorization(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("authorization").and_then(|v| v.to_str().ok())
+}
+
+/// An admitted request, ready to run.
+type Prepared = (Admitted, Guardrails, engine::Request, Option<Duration>);
+
+impl GuardrailsService {
+    /// Admits the caller, converts the request and finds its config.
+    fn prepare(&self, request: Request<pb::GenerateRequest>) -> Result<Prepared, Error> {
+        let admitted = self
+            .state
+            .admission
+            .admit(authorization(request.metadata()))?;
+        let limit = deadline(request.metadata());
+        let (config_id, request) = request.into_inner().try_into()?;
+        self.state.admission.check(&request)?;
+        let rails = self.state.registry().get(&config_id)?.clone();
+        admitted.authorize(&rails.config().id)?;
+        Ok((admitted, rails, request, limit))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::guardrails_server::Guardrails for GuardrailsService {
     async fn generate(
         &self,
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        let limit = deadline(request.metadata());
-        let (config_id, request) = request.into_inner().try_into()?;
-        let rails = self.registry.get(&config_id)?;
+        let (admitted, rails, request, limit) = self.prepare(request)?;
         let id = rails.config().id.clone();
         let work = rails.generate(request);
-        let response = match limit {
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .map_err(|_| Error::DeadlineExceeded(limit))??,
-            None => work.await?,
+        let aborted = self.state.aborted();
+        let response = tokio::select! {
+            r = async {
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, work)
+                        .await
+                        .map_err(|_| Error::DeadlineExceeded(limit))?,
+                    None => work.await,
+                }
+            } => r?,
+            () = aborted => return Err(Error::ShuttingDown("the server is shutting down".into()).into()),
         };
+        drop(admitted);
         Ok(Response::new(to_pb(&id, response)))
     }
 
@@ -214,13 +244,10 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         &self,
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
-        let limit = deadline(request.metadata());
-        let (config_id, request) = request.into_inner().try_into()?;
-        let rails = self.registry.get(&config_id)?;
+        let (admitted, rails, request, limit) = self.prepare(request)?;
         let id = rails.config().id.clone();
         // Preconditions and request errors fail the RPC before any LLM call.
-        let events = rails.stream(request)?;
-        let mut events = events.map(move |event| match event {
+        let mut events = rails.stream(request)?.map(move |event| match event {
             Ok(Event::Chunk(text)) => Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Chunk(pb::Chunk {
                     text,
@@ -236,37 +263,47 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                 Err(e.to_status())
             }
         });
+        let aborted = self.state.aborted();
         // When the caller goes away tonic drops this stream, which drops the
-        // engine stream and with it the upstream HTTP request.
-        let stream: StreamResult = match limit {
-            None => Box::pin(events),
-            Some(limit) => Box::pin(async_stream::stream! {
-                let timer = tokio::time::sleep(limit);
-                tokio::pin!(timer);
-                loop {
-                    tokio::select! {
-                        item = events.next() => match item {
-                            Some(item) => yield item,
-                            None => break,
-                        },
-                        () = &mut timer => {
-                            yield Err(Error::DeadlineExceeded(limit).to_status());
-                            break;
-                        }
+        // engine stream and with it the upstream HTTP request. The caller's
+        // deadline and the end of the shutdown grace end it too.
+        let stream: StreamResult = Box::pin(async_stream::stream! {
+            let _admitted = admitted;
+            let timer = tokio::time::sleep(limit.unwrap_or(Duration::MAX / 4));
+            tokio::pin!(timer);
+            tokio::pin!(aborted);
+            loop {
+                tokio::select! {
+                    item = events.next() => match item {
+                        Some(item) => yield item,
+                        None => break,
+                    },
+                    () = &mut timer, if limit.is_some() => {
+                        yield Err(Error::DeadlineExceeded(limit.unwrap_or_default()).to_status());
+                        break;
+                    }
+                    () = &mut aborted => {
+                        yield Err(Error::ShuttingDown("the server is shutting down; retry on another replica".into()).to_status());
+                        break;
                     }
                 }
-            }),
-        };
+            }
+        });
         Ok(Response::new(stream))
     }
 
     async fn list_configs(
         &self,
-        _request: Request<pb::ListConfigsRequest>,
+        request: Request<pb::ListConfigsRequest>,
     ) -> Result<Response<pb::ListConfigsResponse>, Status> {
-        let configs = self
-            .registry
+        let admitted = self
+            .state
+            .admission
+            .admit(authorization(request.metadata()))?;
+        let registry = self.state.registry();
+        let configs = registry
             .iter()
+            .filter(|g| admitted.authorize(&g.config().id).is_ok())
             .map(|g| {
                 let c = g.config();
                 let streaming = g.check_streaming();

@@ -19,8 +19,8 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
-    http::StatusCode,
+    extract::{DefaultBodyLimit, State as AxumState},
+    http::{HeaderMap, StatusCode},
     response::{
         IntoResponse, Response as HttpResponse,
         sse::{Event as SseEvent, Sse},
@@ -36,28 +36,41 @@ use crate::{
     error::Error,
     llm::{CallParams, ChatMessage, Usage},
     rails::Stage,
+    server::State,
 };
 
-/// The HTTP router over a config registry.
-pub fn router(registry: Arc<Registry>) -> Router {
+/// The HTTP router over the server's shared state.
+pub fn router(state: Arc<State>) -> Router {
+    let max_body = state.admission.settings.max_request_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/rails/configs", get(list_configs))
         .route("/health", get(health))
         .route("/healthz", get(health))
-        .with_state(registry)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
 }
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn list_configs(State(registry): State<Arc<Registry>>) -> Json<Value> {
+async fn list_configs(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> HttpResponse {
+    let admitted = match state.admission.admit(authorization(&headers)) {
+        Ok(a) => a,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let registry = state.registry();
     let ids: Vec<Value> = registry
         .iter()
+        .filter(|g| admitted.authorize(&g.config().id).is_ok())
         .map(|g| json!({"id": g.config().id}))
         .collect();
-    Json(Value::Array(ids))
+    Json(Value::Array(ids)).into_response()
 }
 
 /// A message in either body shape.
@@ -407,23 +420,31 @@ fn whole_reply(openai: bool, model: &str, config_id: &str, r: Response) -> Value
     }
 }
 
-async fn chat_completions(State(registry): State<Arc<Registry>>, body: Bytes) -> HttpResponse {
-    match handle(&registry, &body).await {
+async fn chat_completions(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    match handle(&state, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(registry: &Registry, body: &[u8]) -> Result<HttpResponse, ApiError> {
+async fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    let admitted = state.admission.admit(authorization(headers))?;
+    let registry = state.registry();
     let Parsed {
         config_id,
         request,
         stream,
         openai,
         model,
-    } = parse(body, registry)?;
-    let rails = registry.get(&config_id)?;
+    } = parse(body, &registry)?;
+    state.admission.check(&request)?;
+    let rails = registry.get(&config_id)?.clone();
     let config_id = rails.config().id.clone();
+    admitted.authorize(&config_id)?;
     let model = if model.is_empty() {
         config_id.clone()
     } else {
@@ -442,6 +463,8 @@ async fn handle(registry: &Registry, body: &[u8]) -> Result<HttpResponse, ApiErr
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let sse = async_stream::stream! {
+        // The concurrency slot is held until the stream ends.
+        let _admitted = admitted;
         let data = |v: Value| Ok::<SseEvent, Infallible>(SseEvent::default().data(v.to_string()));
         yield data(chunk(json!({"role": "assistant", "content": ""}), None));
         let mut events = events;

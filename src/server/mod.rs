@@ -1,17 +1,64 @@
 //! The network front ends over one engine: gRPC (`Guardrails`, health,
 //! reflection) and HTTP (NeMo's endpoints, OpenAI-compatible streaming).
 
+pub mod admission;
 mod grpc;
 pub mod http;
 
 use std::{future::Future, sync::Arc};
 
-use tokio::net::TcpListener;
+use arc_swap::ArcSwap;
+use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::TcpIncoming;
 
 use crate::engine::Registry;
 
+pub use admission::{Admission, ApiKeys, ServerSettings};
 pub use grpc::GuardrailsService;
+
+/// What every front end of one server shares: the configs (swapped whole on
+/// reload, read without a lock), admission control, and the drain signal.
+#[derive(Debug)]
+pub struct State {
+    registry: ArcSwap<Registry>,
+    pub admission: Admission,
+    /// Flips to true when the shutdown grace has passed: streams still
+    /// running end with UNAVAILABLE.
+    abort: watch::Sender<bool>,
+}
+
+impl State {
+    pub fn new(registry: Registry, settings: ServerSettings) -> Arc<Self> {
+        Arc::new(State {
+            registry: ArcSwap::from_pointee(registry),
+            admission: Admission::new(settings),
+            abort: watch::channel(false).0,
+        })
+    }
+
+    /// The configs now; a request keeps the snapshot it started with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Serves `registry` from now on (hot reload).
+    pub fn replace_registry(&self, registry: Registry) {
+        self.registry.store(Arc::new(registry));
+    }
+
+    /// Ends every stream still in flight with UNAVAILABLE.
+    pub fn abort_streams(&self) {
+        self.abort.send_replace(true);
+    }
+
+    /// Completes when [`State::abort_streams`] was called.
+    pub fn aborted(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.abort.subscribe();
+        async move {
+            let _ = rx.wait_for(|a| *a).await;
+        }
+    }
+}
 
 /// The encoded descriptor set of `streamguard.v1`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -32,7 +79,7 @@ pub enum ServeError {
 /// completes, then lets in-flight responses finish.
 pub async fn serve_http(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     use axum::serve::ListenerExt;
@@ -43,7 +90,7 @@ pub async fn serve_http(
             tracing::warn!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(registry))
+    axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -53,11 +100,13 @@ pub async fn serve_http(
 /// stops accepting, reports NOT_SERVING and lets in-flight streams finish.
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let service = GuardrailsService::new(registry);
+    let max_bytes = state.admission.settings.max_request_bytes;
+    let grace = state.admission.settings.shutdown_grace;
+    let service = GuardrailsService::new(state.clone());
     health
         .set_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
         .await;
@@ -81,13 +130,24 @@ pub async fn serve(
         drain_health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        // After the grace period, streams still running are ended.
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                ?grace,
+                "shutdown grace passed: ending the remaining streams"
+            );
+            state.abort_streams();
+        });
     };
 
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(service.into_server())
+        .add_service(service.into_server().max_decoding_message_size(max_bytes))
         .serve_with_incoming_shutdown(
             // Chunks are small writes: without TCP_NODELAY, Nagle holds each
             // one back until the previous is acknowledged.

@@ -21,7 +21,11 @@ use axum::{
     routing::post,
 };
 use serde_json::{Value, json};
-use streamguard::{engine::Registry, pb::guardrails_client::GuardrailsClient};
+use streamguard::{
+    engine::Registry,
+    pb::guardrails_client::GuardrailsClient,
+    server::{ServerSettings, State as ServerState},
+};
 use tokio::sync::{Notify, oneshot};
 use tonic::transport::Channel;
 
@@ -47,6 +51,8 @@ pub struct Script {
     pub judge_delay: Duration,
     /// When set, only judge prompts containing this are delayed.
     pub slow_judge: Option<String>,
+    /// Answer the first this-many requests with HTTP 503.
+    pub fail_first: usize,
 }
 
 impl Default for Script {
@@ -61,6 +67,7 @@ impl Default for Script {
             judge_answers: Vec::new(),
             judge_delay: Duration::ZERO,
             slow_judge: None,
+            fail_first: 0,
         }
     }
 }
@@ -166,8 +173,15 @@ fn chunk(content: Value) -> Value {
 }
 
 async fn completions(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Response {
-    state.requests.lock().unwrap().push(body.clone());
+    let seen = {
+        let mut requests = state.requests.lock().unwrap();
+        requests.push(body.clone());
+        requests.len()
+    };
     let script = state.script.lock().unwrap().clone();
+    if seen <= script.fail_first {
+        return (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response();
+    }
     if let Some((status, text)) = script.status {
         return (StatusCode::from_u16(status).unwrap(), text).into_response();
     }
@@ -370,7 +384,18 @@ impl Server {
 
 /// Serves every config under `root` on 127.0.0.1:0.
 pub async fn start(root: &Path) -> Server {
-    let registry = Arc::new(Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")));
+    start_with(root, ServerSettings::default()).await
+}
+
+/// Serves every config under `root` on 127.0.0.1:0 with these settings.
+pub async fn start_with(root: &Path, settings: ServerSettings) -> Server {
+    let registry = Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}"));
+    let state = ServerState::new(registry, settings);
+    start_state(state).await
+}
+
+/// Serves `state` over gRPC on 127.0.0.1:0.
+pub async fn start_state(registry: Arc<ServerState>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -446,7 +471,15 @@ pub async fn collect(
 
 /// Serves the HTTP API for every config under `root` on 127.0.0.1:0; returns its base URL.
 pub async fn start_http(root: &Path) -> String {
-    let registry = Arc::new(Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")));
+    start_http_with(root, ServerSettings::default()).await
+}
+
+/// [`start_http`] with these settings.
+pub async fn start_http_with(root: &Path, settings: ServerSettings) -> String {
+    let registry = ServerState::new(
+        Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")),
+        settings,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

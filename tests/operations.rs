@@ -1,0 +1,530 @@
+//! Production operations over real sockets and real processes: API keys,
+//! concurrency and size limits, upstream timeouts and retries, hot reload,
+//! and graceful shutdown.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use common::*;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use streamguard::{
+    pb,
+    server::{ApiKeys, ServerSettings},
+};
+use tonic::{Code, metadata::MetadataValue};
+
+fn with_key(req: pb::GenerateRequest, key: Option<&str>) -> tonic::Request<pb::GenerateRequest> {
+    let mut r = tonic::Request::new(req);
+    if let Some(k) = key {
+        r.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {k}")).unwrap(),
+        );
+    }
+    r
+}
+
+fn keys_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let digest = |k: &str| format!("{:x}", Sha256::digest(k.as_bytes()));
+    let path = dir.join("keys.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "keys:\n  - name: support-app\n    sha256: {}\n    configs: [support]\n  - name: admin\n    sha256: {}\n",
+            digest("key-support"),
+            digest("key-admin")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_and_authorize_per_config_on_grpc_and_http() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("support", &config(&llm.base_url(), "streaming: True\n"));
+    configs.add("sales", &config(&llm.base_url(), "streaming: True\n"));
+    let keys = Arc::new(ApiKeys::load(&keys_file(configs.root())).unwrap());
+    let settings = ServerSettings {
+        api_keys: Some(keys),
+        ..ServerSettings::default()
+    };
+    let mut server = start_with(configs.root(), settings.clone()).await;
+
+    let table: &[(Option<&str>, &str, Option<Code>)] = &[
+        (None, "support", Some(Code::Unauthenticated)),
+        (Some("wrong"), "support", Some(Code::Unauthenticated)),
+        (Some("key-support"), "support", None),
+        (Some("key-support"), "sales", Some(Code::PermissionDenied)),
+        (Some("key-admin"), "sales", None),
+    ];
+    for (key, id, expected) in table {
+        let got = server
+            .client
+            .generate(with_key(request(id, "hi"), *key))
+            .await;
+        assert_eq!(
+            got.as_ref().err().map(|s| s.code()),
+            *expected,
+            "{key:?} on {id}"
+        );
+        let stream = server
+            .client
+            .stream_generate(with_key(request(id, "hi"), *key))
+            .await;
+        assert_eq!(
+            stream.as_ref().err().map(|s| s.code()),
+            *expected,
+            "stream {key:?} on {id}"
+        );
+    }
+    // ListConfigs shows only what the key may use; health stays open.
+    let mut list = tonic::Request::new(pb::ListConfigsRequest {});
+    list.metadata_mut().insert(
+        "authorization",
+        MetadataValue::from_static("Bearer key-support"),
+    );
+    let ids: Vec<String> = server
+        .client
+        .list_configs(list)
+        .await
+        .unwrap()
+        .into_inner()
+        .configs
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["support"]);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    assert!(
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new()
+            })
+            .await
+            .is_ok()
+    );
+
+    let base = start_http_with(configs.root(), settings).await;
+    let http = reqwest::Client::new();
+    let body = json!({"config_id": "support", "messages": [{"role": "user", "content": "hi"}]});
+    let status = |key: Option<&'static str>, id: &'static str| {
+        let mut b = body.clone();
+        b["config_id"] = json!(id);
+        let mut r = http.post(format!("{base}/v1/chat/completions")).json(&b);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(None, "support").await, 401);
+    assert_eq!(status(Some("wrong"), "support").await, 401);
+    assert_eq!(status(Some("key-support"), "support").await, 200);
+    assert_eq!(status(Some("key-support"), "sales").await, 403);
+    assert_eq!(
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_request_beyond_the_concurrency_limit_is_refused_at_once() {
+    let llm = fake_llm(Script {
+        tokens: tokens(&"slow ".repeat(100)),
+        delay: Duration::from_millis(20),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let settings = ServerSettings {
+        max_concurrent_requests: Some(2),
+        ..ServerSettings::default()
+    };
+    let mut server = start_with(configs.root(), settings.clone()).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = server
+            .client
+            .stream_generate(request("bot", "hi"))
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap();
+        open.push(s);
+    }
+    let refused = server
+        .client
+        .stream_generate(request("bot", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("limit of 2"),
+        "{}",
+        refused.message()
+    );
+    // A finished stream frees its slot.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        server
+            .client
+            .stream_generate(request("bot", "hi"))
+            .await
+            .is_ok()
+    );
+
+    let base = start_http_with(
+        configs.root(),
+        ServerSettings {
+            max_concurrent_requests: Some(0),
+            ..settings
+        },
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"config_id": "bot", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+}
+
+#[tokio::test]
+async fn oversize_requests_and_too_many_messages_are_refused() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let settings = ServerSettings {
+        max_request_bytes: 4096,
+        max_messages: 3,
+        max_content_bytes: 1000,
+        ..ServerSettings::default()
+    };
+    let mut server = start_with(configs.root(), settings.clone()).await;
+    let big = "x".repeat(10_000);
+    let s = server
+        .client
+        .generate(request("bot", &big))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{s:?}"
+    );
+    let s = server
+        .client
+        .generate(request("bot", &"y".repeat(2000)))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("messages[0].content") && s.message().contains("1000"),
+        "{}",
+        s.message()
+    );
+    let mut many = request("bot", "hi");
+    many.messages = (0..4)
+        .map(|_| pb::Message {
+            role: "user".into(),
+            content: "a".into(),
+        })
+        .collect();
+    let s = server.client.generate(many).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("at most 3"), "{}", s.message());
+    assert!(llm.state.requests().is_empty());
+
+    let base = start_http_with(configs.root(), settings).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"config_id": "bot", "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_ends_with_deadline_exceeded_naming_the_timeout_and_model() {
+    let llm = fake_llm(Script {
+        delay: Duration::from_secs(5),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let yml = config(&llm.base_url(), "streaming: True\n").replace(
+        "      base_url:",
+        "      first_token_timeout: 0.3\n      base_url:",
+    );
+    configs.add("bot", &yml);
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
+    let s = got.error.expect("a timeout");
+    assert_eq!(s.code(), Code::DeadlineExceeded);
+    assert!(
+        s.message().contains("first_token_timeout") && s.message().contains("fake-model"),
+        "{}",
+        s.message()
+    );
+    llm.state.wait_disconnect().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_are_retried_before_the_first_chunk_and_never_after() {
+    let llm = fake_llm(Script {
+        fail_first: 2,
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, Script::default().tokens);
+    assert_eq!(llm.state.requests().len(), 3, "two 503s, then success");
+
+    // A failure after chunks were sent is not retried.
+    llm.state.requests.lock().unwrap().clear();
+    llm.state.set(Script {
+        fail_after: Some(2),
+        ..Script::default()
+    });
+    let got = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks.len(), 2);
+    assert_eq!(got.error.unwrap().code(), Code::Unavailable);
+    assert_eq!(llm.state.requests().len(), 1);
+
+    // Three 503s exhaust the two retries.
+    llm.state.requests.lock().unwrap().clear();
+    llm.state.set(Script {
+        fail_first: 3,
+        ..Script::default()
+    });
+    let s = server
+        .client
+        .generate(request("bot", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(s.message().contains("503"), "{}", s.message());
+}
+
+/// A `streamguard serve` process on free ports; stderr is collected.
+struct Process {
+    child: std::process::Child,
+    grpc: String,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_server(root: &std::path::Path, extra: &[&str]) -> Process {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamguard"))
+        .args(["serve", "--config"])
+        .arg(root)
+        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    Process {
+        child,
+        grpc: format!("http://127.0.0.1:{port}"),
+        log,
+    }
+}
+
+impl Process {
+    async fn client(&self) -> pb::guardrails_client::GuardrailsClient<tonic::transport::Channel> {
+        for _ in 0..100 {
+            if let Ok(c) = pb::guardrails_client::GuardrailsClient::connect(self.grpc.clone()).await
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not start: {}", self.log.lock().unwrap());
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn ids(
+    client: &mut pb::guardrails_client::GuardrailsClient<tonic::transport::Channel>,
+) -> Vec<String> {
+    client
+        .list_configs(pb::ListConfigsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .configs
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_configs_and_a_broken_edit_keeps_the_old_ones_serving() {
+    let configs = Configs::new();
+    configs.add("a", &config("http://127.0.0.1:9/v1", ""));
+    let server = spawn_server(configs.root(), &[]);
+    let mut client = server.client().await;
+    assert_eq!(ids(&mut client).await, ["a"]);
+
+    configs.add("b", &config("http://127.0.0.1:9/v1", "streaming: True\n"));
+    server.signal("-HUP");
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = ids(&mut client).await;
+        if seen.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ["a", "b"]);
+
+    std::fs::write(configs.root().join("b/config.yml"), "models: [oops\n").unwrap();
+    server.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ids(&mut client).await,
+        ["a", "b"],
+        "the previous configs keep serving"
+    );
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("config reload failed") && log.contains("b/config.yml"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_stream_finish_refuses_new_calls_and_exits_zero() {
+    let llm = fake_llm(Script {
+        tokens: tokens(&"tock ".repeat(30)),
+        delay: Duration::from_millis(30),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = spawn_server(configs.root(), &[]);
+    let mut client = server.client().await;
+    let mut stream = client
+        .stream_generate(request("bot", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    server.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while the stream drains.
+    let refused = pb::guardrails_client::GuardrailsClient::connect(server.grpc.clone()).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted during the drain"
+    );
+    let mut finals = 0;
+    while let Some(msg) = stream.message().await.unwrap() {
+        if let Some(pb::stream_generate_response::Event::Final(_)) = msg.event {
+            finals += 1;
+        }
+    }
+    assert_eq!(finals, 1, "the in-flight stream completed");
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_shutdown_grace_remaining_streams_end_with_unavailable() {
+    let llm = fake_llm(Script {
+        tokens: tokens(&"tock ".repeat(200)),
+        delay: Duration::from_millis(30),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = spawn_server(configs.root(), &["--shutdown-grace", "0.5"]);
+    let mut client = server.client().await;
+    let mut stream = client
+        .stream_generate(request("bot", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    server.signal("-TERM");
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("shutting down"),
+        "{}",
+        status.message()
+    );
+    llm.state.wait_disconnect().await;
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
