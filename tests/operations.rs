@@ -528,3 +528,100 @@ async fn past_the_shutdown_grace_remaining_streams_end_with_unavailable() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn request_ids_come_back_and_traceparent_reaches_the_llm() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut req = tonic::Request::new(request("bot", "hi"));
+    req.metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("req-123"));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static(trace));
+    let r = server.client.stream_generate(req).await.unwrap();
+    assert_eq!(r.metadata().get("x-request-id").unwrap(), "req-123");
+    let mut s = r.into_inner();
+    while s.message().await.unwrap().is_some() {}
+    assert_eq!(llm.state.requests()[0]["_traceparent"], trace);
+    // Without one, an id is generated; errors carry it too.
+    let r = server.client.generate(request("bot", "hi")).await.unwrap();
+    assert!(!r.metadata().get("x-request-id").unwrap().is_empty());
+    let e = server
+        .client
+        .generate(request("nope", "hi"))
+        .await
+        .unwrap_err();
+    assert!(e.metadata().get("x-request-id").is_some());
+
+    let base = start_http(configs.root()).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-request-id", "http-7")
+        .header("traceparent", trace)
+        .json(&json!({"config_id": "bot", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "http-7");
+    let status = r.status().as_u16();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    let all = llm.state.requests();
+    assert_eq!(all.last().unwrap()["_traceparent"], trace, "{all:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_key_material_reaches_the_logs_even_at_trace_level() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let yml = config(&llm.base_url(), "streaming: True\n").replace(
+        "      base_url:",
+        "      api_key: sk-upstream-SECRET-0001\n      base_url:",
+    );
+    configs.add("support", &yml);
+    let keys = keys_file(configs.root());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamguard"))
+        .env("RUST_LOG", "trace")
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(configs.root())
+        .arg("--api-keys")
+        .arg(&keys)
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let grpc = loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(line) = text.lines().find(|l| l.contains("gRPC listening")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON log lines");
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut client = pb::guardrails_client::GuardrailsClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    for key in ["key-support", "wrong-key-XYZ"] {
+        let _ = client
+            .generate(with_key(request("support", "hi"), Some(key)))
+            .await;
+    }
+    assert_eq!(llm.state.requests().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let text = log.lock().unwrap().clone();
+    assert!(text.lines().count() > 3, "{text}");
+    for secret in ["key-support", "wrong-key-XYZ", "sk-upstream-SECRET-0001"] {
+        assert!(!text.contains(secret), "`{secret}` leaked into the logs");
+    }
+}

@@ -21,8 +21,23 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "streamguard", version, about)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STREAMGUARD_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +89,9 @@ struct ServeArgs {
     /// Config used when a request names none.
     #[arg(long)]
     default_config_id: Option<String>,
+    /// Serve Prometheus `/metrics` here (it is also on the HTTP listener).
+    #[arg(long, env = "STREAMGUARD_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// API keys file (YAML: keys: [{name, sha256, configs}]); without it, no authentication.
     #[arg(long, env = "STREAMGUARD_API_KEYS")]
     api_keys: Option<PathBuf>,
@@ -113,11 +131,12 @@ struct ServeArgs {
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     // The chat's terminal is for the conversation; only warnings go to it.
-    init_tracing(if matches!(cli.command, Command::Chat { .. }) {
+    let level = if matches!(cli.command, Command::Chat { .. }) {
         "warn"
     } else {
         "info"
-    });
+    };
+    init_tracing(level, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Check { config } => return check(&config),
@@ -137,14 +156,22 @@ pub async fn run() -> ExitCode {
     }
 }
 
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+fn init_tracing(default_level: &str, format: LogFormat) {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.to_string());
+    // The HTTP/2 and HTTP stacks log headers at trace level; capping them
+    // keeps `authorization` values out of logs whatever RUST_LOG says.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{wanted},h2=info,hyper=info,hyper_util=info,reqwest=info"
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn check(root: &std::path::Path) -> ExitCode {
@@ -231,7 +258,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_keys,
         shutdown_grace: args.shutdown_grace,
     };
-    let (addr, http_addr) = (args.grpc_addr, args.http_addr);
+    let (addr, http_addr, metrics_addr) = (args.grpc_addr, args.http_addr, args.metrics_addr);
     for g in registry.iter() {
         for w in g.warnings() {
             tracing::warn!(config = %g.config().id, "{w}");
@@ -291,6 +318,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(addr) = metrics_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics address {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "metrics listening");
+        tokio::spawn(crate::server::metrics::serve(l, stopped()));
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

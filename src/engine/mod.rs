@@ -40,6 +40,8 @@ pub struct Request {
     /// Oldest first; the last message must be the user's.
     pub messages: Vec<ChatMessage>,
     pub options: Options,
+    /// The caller's W3C `traceparent`, passed on to the main LLM call.
+    pub traceparent: Option<String>,
 }
 
 impl From<Vec<ChatMessage>> for Request {
@@ -47,6 +49,7 @@ impl From<Vec<ChatMessage>> for Request {
         Request {
             messages,
             options: Options::default(),
+            traceparent: None,
         }
     }
 }
@@ -57,6 +60,7 @@ impl Request {
         Request {
             messages: vec![ChatMessage::new("user", text)],
             options: Options::default(),
+            traceparent: None,
         }
     }
 }
@@ -278,7 +282,7 @@ impl Guardrails {
             .main
             .complete(main_request)
             .await
-            .map_err(Error::Upstream)?;
+            .map_err(upstream_error)?;
         run.timing.generation = generation.elapsed();
         if let (Some(log), Some(prompt)) = (&run.log, prompt) {
             log.calls.record(CallRecord {
@@ -417,6 +421,12 @@ impl Guardrails {
         preconditions::check(&self.inner.config, self.inner.main.can_stream(), output_on)?;
         Ok(stream::run(self.inner.clone(), run, request, started))
     }
+}
+
+/// Counts an upstream failure and wraps it.
+fn upstream_error(e: llm::LlmError) -> Error {
+    metrics::counter!("streamguard_upstream_errors_total", "kind" => e.kind()).increment(1);
+    Error::Upstream(e)
 }
 
 /// Checks the request shape and returns the user's last message.
@@ -628,6 +638,7 @@ impl Inner {
         let Request {
             mut messages,
             options,
+            traceparent,
         } = request;
         if let Some(last) = messages.last_mut()
             && last.content != user_input
@@ -643,6 +654,7 @@ impl Inner {
             task: "general".into(),
             messages: all,
             params: options.llm_params,
+            traceparent,
         }
     }
 
@@ -675,24 +687,36 @@ async fn run_rails(
     if rails.is_empty() {
         return Ok((None, None));
     }
-    let mut record =
-        |rail: &Arc<dyn Rail>, verdict: &Result<Verdict, rails::RailError>, started: Instant| {
-            if let Some(records) = records.as_deref_mut() {
-                let (decision, reason) = match verdict {
-                    Ok(Verdict::Allow) => (Decision::Allow, String::new()),
-                    Ok(Verdict::Block { reason }) => (Decision::Block, reason.clone()),
-                    Ok(Verdict::Modify { reason, .. }) => (Decision::Modify, reason.clone()),
-                    Err(e) => (Decision::Error, e.0.clone()),
-                };
-                records.push(RailRecord {
-                    flow: rail.flow().to_string(),
-                    stage,
-                    decision,
-                    reason,
-                    duration: started.elapsed(),
-                });
-            }
+    let mut record = |rail: &Arc<dyn Rail>,
+                      verdict: &Result<Verdict, rails::RailError>,
+                      started: Instant| {
+        let decision = match verdict {
+            Ok(Verdict::Allow) => Decision::Allow,
+            Ok(Verdict::Block { .. }) => Decision::Block,
+            Ok(Verdict::Modify { .. }) => Decision::Modify,
+            Err(_) => Decision::Error,
         };
+        let took = started.elapsed();
+        metrics::counter!("streamguard_rail_runs_total", "rail" => rail.flow().to_string(), "decision" => decision.as_str())
+                .increment(1);
+        metrics::histogram!("streamguard_rail_duration_seconds", "rail" => rail.flow().to_string())
+            .record(took.as_secs_f64());
+        if let Some(records) = records.as_deref_mut() {
+            let (decision, reason) = match verdict {
+                Ok(Verdict::Allow) => (Decision::Allow, String::new()),
+                Ok(Verdict::Block { reason }) => (Decision::Block, reason.clone()),
+                Ok(Verdict::Modify { reason, .. }) => (Decision::Modify, reason.clone()),
+                Err(e) => (Decision::Error, e.0.clone()),
+            };
+            records.push(RailRecord {
+                flow: rail.flow().to_string(),
+                stage,
+                decision,
+                reason,
+                duration: started.elapsed(),
+            });
+        }
+    };
     let fail = |rail: &Arc<dyn Rail>, e: rails::RailError| Error::Rail {
         rail: rail.flow().to_string(),
         message: e.0,

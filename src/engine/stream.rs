@@ -20,6 +20,33 @@ use crate::{
     rails::{RailInput, flow_spec},
 };
 
+/// Counts a stream in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("streamguard_streams_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("streamguard_streams_in_flight").decrement(1.0);
+    }
+}
+
+/// Time to the first chunk as the caller saw it, and what streamguard added
+/// to the upstream's time to first token.
+fn first_chunk_metrics(config_id: &str, started: Instant, upstream: Option<std::time::Duration>) {
+    let total = started.elapsed();
+    metrics::histogram!("streamguard_time_to_first_chunk_seconds", "config" => config_id.to_string())
+        .record(total.as_secs_f64());
+    let added = total.saturating_sub(upstream.unwrap_or_default());
+    metrics::histogram!("streamguard_added_first_chunk_seconds", "config" => config_id.to_string())
+        .record(added.as_secs_f64());
+}
+
 /// The outcome of one window check.
 struct WindowCheck {
     window: Window,
@@ -96,6 +123,12 @@ pub(super) fn run(
         let main_request = inner.main_request(request, &user_input);
         let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
         let calls = run.log.as_ref().map(|l| l.calls.clone());
+        let config_id = inner.config.id.clone();
+        // Metric handles are resolved once; per chunk only an atomic moves.
+        let chunk_counter = metrics::counter!("streamguard_chunks_total", "config" => config_id.clone());
+        let _in_flight = InFlight::new();
+        let mut first_sent = false;
+        let mut upstream_ttft = None;
         let generation = Instant::now();
 
         let settings = inner.config.output_streaming;
@@ -133,6 +166,11 @@ pub(super) fn run(
                 if rewrites {
                     delivered.push_str(&text);
                 }
+                if !first_sent {
+                    first_sent = true;
+                    first_chunk_metrics(&config_id, started, upstream_ttft);
+                }
+                chunk_counter.increment(1);
                 yield Ok(Event::Chunk(text));
             }
             if upstream_done && pending.is_empty() {
@@ -177,6 +215,12 @@ pub(super) fn run(
                 }
                 delta = deltas.next(), if !upstream_done => match delta {
                     Some(Ok(Delta::Text(text))) => {
+                        if upstream_ttft.is_none() {
+                            let t = generation.elapsed();
+                            metrics::histogram!("streamguard_upstream_first_token_seconds", "config" => config_id.clone())
+                                .record(t.as_secs_f64());
+                            upstream_ttft = Some(t);
+                        }
                         content.push_str(&text);
                         unsent.push_back(text);
                         if checking && let Some(w) = windows.push(content.len()) {
@@ -187,7 +231,7 @@ pub(super) fn run(
                     }
                     Some(Ok(Delta::Usage(u))) => usage = Some(u),
                     Some(Err(e)) => {
-                        yield Err(Error::Upstream(e));
+                        yield Err(super::upstream_error(e));
                         return;
                     }
                     None => {
@@ -224,6 +268,10 @@ pub(super) fn run(
             content.truncate(sent_bytes);
             content
         };
+        if let Some(u) = usage {
+            metrics::counter!("streamguard_tokens_total", "config" => config_id.clone())
+                .increment(u64::from(u.completion_tokens));
+        }
         let response = Response { content, violation, usage, log: None };
         yield Ok(Event::Final(Box::new(run.finish(response, started))));
     })

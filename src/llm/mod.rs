@@ -60,6 +60,8 @@ pub struct ChatRequest {
     pub task: String,
     pub messages: Vec<ChatMessage>,
     pub params: CallParams,
+    /// The caller's W3C `traceparent`, passed on to the upstream request.
+    pub traceparent: Option<String>,
 }
 
 /// Token counts reported by the model.
@@ -123,6 +125,20 @@ pub enum LlmError {
     /// The API key env var is not set.
     #[error("API key env var `{0}` is not set")]
     MissingApiKey(String),
+}
+
+impl LlmError {
+    /// A short name for metrics: `connect`, `status`, `api`, `protocol`, `timeout`, `api_key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Connect { .. } => "connect",
+            LlmError::Status { .. } => "status",
+            LlmError::Api(_) => "api",
+            LlmError::Protocol(_) => "protocol",
+            LlmError::Timeout { .. } => "timeout",
+            LlmError::MissingApiKey(_) => "api_key",
+        }
+    }
 }
 
 /// One LLM call, as a request log shows it.

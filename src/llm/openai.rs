@@ -200,9 +200,10 @@ impl Inner {
         stream: bool,
     ) -> Result<reqwest::Response, LlmError> {
         let body = self.body(request, stream);
+        let trace = request.traceparent.as_deref();
         let mut attempt = 0;
         loop {
-            match self.send_once(&body, stream).await {
+            match self.send_once(&body, stream, trace).await {
                 Err(e) if attempt < self.retries && retryable(&e) => {
                     attempt += 1;
                     let base = 100u64 << attempt.min(6);
@@ -215,8 +216,16 @@ impl Inner {
         }
     }
 
-    async fn send_once(&self, body: &Value, stream: bool) -> Result<reqwest::Response, LlmError> {
+    async fn send_once(
+        &self,
+        body: &Value,
+        stream: bool,
+        traceparent: Option<&str>,
+    ) -> Result<reqwest::Response, LlmError> {
         let mut builder = self.http.post(&self.url).json(body);
+        if let Some(t) = traceparent {
+            builder = builder.header("traceparent", t);
+        }
         match &self.api_key {
             Ok(Some(key)) => builder = builder.bearer_auth(key),
             Ok(None) => {}

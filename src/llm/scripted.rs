@@ -249,6 +249,7 @@ mod tests {
             task: task.into(),
             messages: vec![ChatMessage::new("user", user)],
             params: CallParams::default(),
+            traceparent: None,
         }
     }
 

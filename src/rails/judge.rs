@@ -195,6 +195,7 @@ impl Judge {
             task: self.task.clone(),
             messages,
             params: self.params.clone(),
+            traceparent: None,
         };
         let completion = self
             .provider

@@ -6,6 +6,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::Instrument;
 
 use crate::{
     Guardrails,
@@ -111,6 +112,7 @@ impl TryFrom<pb::GenerateRequest> for (String, engine::Request) {
             engine::Request {
                 messages,
                 options: engine_options,
+                traceparent: None,
             },
         ))
     }
@@ -190,6 +192,25 @@ fn log_pb(log: GenerationLog) -> pb::GenerationLog {
     }
 }
 
+fn request_id_of(metadata: &MetadataMap) -> String {
+    super::request_id(metadata.get("x-request-id").and_then(|v| v.to_str().ok()))
+}
+
+/// Returns the request id in the response metadata (or the error's).
+fn set_request_id<T>(result: &mut Result<Response<T>, Status>, rid: &str) {
+    let Ok(value) = rid.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>() else {
+        return;
+    };
+    match result {
+        Ok(r) => {
+            r.metadata_mut().insert("x-request-id", value);
+        }
+        Err(s) => {
+            s.metadata_mut().insert("x-request-id", value);
+        }
+    }
+}
+
 fn authorization(metadata: &MetadataMap) -> Option<&str> {
     metadata.get("authorization").and_then(|v| v.to_str().ok())
 }
@@ -204,8 +225,16 @@ impl GuardrailsService {
             .state
             .admission
             .admit(authorization(request.metadata()))?;
+        tracing::Span::current().record("key", admitted.key_name());
         let limit = deadline(request.metadata());
-        let (config_id, request) = request.into_inner().try_into()?;
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (config_id, mut request): (String, engine::Request) =
+            request.into_inner().try_into()?;
+        request.traceparent = traceparent;
         self.state.admission.check(&request)?;
         let rails = self.state.registry().get(&config_id)?.clone();
         admitted.authorize(&rails.config().id)?;
@@ -216,6 +245,49 @@ impl GuardrailsService {
 #[tonic::async_trait]
 impl pb::guardrails_server::Guardrails for GuardrailsService {
     async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let rid = request_id_of(request.metadata());
+        let span = tracing::info_span!("request", method = "Generate", request_id = %rid, key = tracing::field::Empty);
+        let mut result = self.generate_inner(request).instrument(span).await;
+        set_request_id(&mut result, &rid);
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let config = result
+            .as_ref()
+            .map_or("", |r| r.get_ref().config_id.as_str());
+        super::metrics::request(config, "Generate", format!("{code:?}"));
+        result
+    }
+
+    type StreamGenerateStream = StreamResult;
+
+    async fn stream_generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::StreamGenerateStream>, Status> {
+        let rid = request_id_of(request.metadata());
+        let span = tracing::info_span!("request", method = "StreamGenerate", request_id = %rid, key = tracing::field::Empty);
+        let mut result = span.in_scope(|| self.stream_generate_inner(request));
+        if let Err(s) = &result {
+            super::metrics::request("", "StreamGenerate", format!("{:?}", s.code()));
+        }
+        set_request_id(&mut result, &rid);
+        result
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<pb::ListConfigsRequest>,
+    ) -> Result<Response<pb::ListConfigsResponse>, Status> {
+        self.list_configs_inner(request)
+    }
+}
+
+impl GuardrailsService {
+    async fn generate_inner(
         &self,
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
@@ -238,12 +310,10 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         Ok(Response::new(to_pb(&id, response)))
     }
 
-    type StreamGenerateStream = StreamResult;
-
-    async fn stream_generate(
+    fn stream_generate_inner(
         &self,
         request: Request<pb::GenerateRequest>,
-    ) -> Result<Response<Self::StreamGenerateStream>, Status> {
+    ) -> Result<Response<StreamResult>, Status> {
         let (admitted, rails, request, limit) = self.prepare(request)?;
         let id = rails.config().id.clone();
         // Preconditions and request errors fail the RPC before any LLM call.
@@ -267,32 +337,42 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         // When the caller goes away tonic drops this stream, which drops the
         // engine stream and with it the upstream HTTP request. The caller's
         // deadline and the end of the shutdown grace end it too.
+        let config = rails.config().id.clone();
         let stream: StreamResult = Box::pin(async_stream::stream! {
             let _admitted = admitted;
+            let mut code = tonic::Code::Ok;
             let timer = tokio::time::sleep(limit.unwrap_or(Duration::MAX / 4));
             tokio::pin!(timer);
             tokio::pin!(aborted);
             loop {
                 tokio::select! {
                     item = events.next() => match item {
-                        Some(item) => yield item,
+                        Some(item) => {
+                            if let Err(s) = &item {
+                                code = s.code();
+                            }
+                            yield item;
+                        }
                         None => break,
                     },
                     () = &mut timer, if limit.is_some() => {
+                        code = tonic::Code::DeadlineExceeded;
                         yield Err(Error::DeadlineExceeded(limit.unwrap_or_default()).to_status());
                         break;
                     }
                     () = &mut aborted => {
+                        code = tonic::Code::Unavailable;
                         yield Err(Error::ShuttingDown("the server is shutting down; retry on another replica".into()).to_status());
                         break;
                     }
                 }
             }
+            super::metrics::request(&config, "StreamGenerate", format!("{code:?}"));
         });
         Ok(Response::new(stream))
     }
 
-    async fn list_configs(
+    fn list_configs_inner(
         &self,
         request: Request<pb::ListConfigsRequest>,
     ) -> Result<Response<pb::ListConfigsResponse>, Status> {

@@ -30,6 +30,7 @@ use axum::{
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::{
     engine::{self, Event, Registry, Response, Violation},
@@ -47,6 +48,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/rails/configs", get(list_configs))
         .route("/health", get(health))
         .route("/healthz", get(health))
+        .route("/metrics", get(|| async { super::metrics::render() }))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -331,6 +333,7 @@ fn parse(bytes: &[u8], registry: &Registry) -> Result<Parsed, ApiError> {
         request: engine::Request {
             messages: converted,
             options: opts,
+            traceparent: None,
         },
         stream,
         openai,
@@ -425,22 +428,38 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    match handle(&state, &headers, &body).await {
+    let rid = super::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+    let span = tracing::info_span!("request", method = "chat_completions", request_id = %rid);
+    let (config, mut response) = match handle(&state, &headers, &body).instrument(span).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => (String::new(), e.into_response()),
+    };
+    super::metrics::request(&config, "http_chat_completions", response.status().as_str());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&rid) {
+        response.headers_mut().insert("x-request-id", v);
     }
+    response
 }
 
-async fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<HttpResponse, ApiError> {
+/// Serves one chat completion; returns the config id with the response.
+async fn handle(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, HttpResponse), ApiError> {
     let admitted = state.admission.admit(authorization(headers))?;
     let registry = state.registry();
     let Parsed {
         config_id,
-        request,
+        mut request,
         stream,
         openai,
         model,
     } = parse(body, &registry)?;
+    request.traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     state.admission.check(&request)?;
     let rails = registry.get(&config_id)?.clone();
     let config_id = rails.config().id.clone();
@@ -452,7 +471,8 @@ async fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<HttpR
     };
     if !stream {
         let response = rails.generate(request).await?;
-        return Ok(Json(whole_reply(openai, &model, &config_id, response)).into_response());
+        let reply = Json(whole_reply(openai, &model, &config_id, response)).into_response();
+        return Ok((config_id, reply));
     }
     // Errors up to here (preconditions included) are plain HTTP errors.
     let events = rails.stream(request)?;
@@ -501,5 +521,5 @@ async fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<HttpR
         }
         yield Ok(SseEvent::default().data("[DONE]"));
     };
-    Ok(Sse::new(sse).into_response())
+    Ok((config_id, Sse::new(sse).into_response()))
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 mod grpc;
 pub mod http;
+pub mod metrics;
 
 use std::{future::Future, sync::Arc};
 
@@ -15,6 +16,24 @@ use crate::engine::Registry;
 
 pub use admission::{Admission, ApiKeys, ServerSettings};
 pub use grpc::GuardrailsService;
+
+/// The caller's `x-request-id`, or a new one.
+pub fn request_id(given: Option<&str>) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    match given
+        .map(str::trim)
+        .filter(|g| !g.is_empty() && g.len() <= 128 && g.is_ascii())
+    {
+        Some(g) => g.to_string(),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{nanos:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+        }
+    }
+}
 
 /// What every front end of one server shares: the configs (swapped whole on
 /// reload, read without a lock), admission control, and the drain signal.
@@ -83,6 +102,7 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     use axum::serve::ListenerExt;
+    metrics::install();
     // Chunks are small writes: without TCP_NODELAY, Nagle holds each one
     // back until the previous is acknowledged.
     let listener = listener.tap_io(|tcp| {
@@ -103,6 +123,7 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    metrics::install();
     let (health, health_service) = tonic_health::server::health_reporter();
     let max_bytes = state.admission.settings.max_request_bytes;
     let grace = state.admission.settings.shutdown_grace;

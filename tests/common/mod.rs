@@ -172,10 +172,19 @@ fn chunk(content: Value) -> Value {
            "choices": [{"index": 0, "delta": content, "finish_reason": null}]})
 }
 
-async fn completions(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Response {
+async fn completions(
+    State(state): State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let seen = {
         let mut requests = state.requests.lock().unwrap();
-        requests.push(body.clone());
+        // Recorded with the request (not sent back): the trace header it carried.
+        let mut recorded = body.clone();
+        if let Some(t) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            recorded["_traceparent"] = json!(t);
+        }
+        requests.push(recorded);
         requests.len()
     };
     let script = state.script.lock().unwrap().clone();
