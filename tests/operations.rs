@@ -619,6 +619,7 @@ async fn no_key_material_reaches_the_logs_even_at_trace_level() {
     assert_eq!(llm.state.requests().len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = child.kill();
+    let _ = child.wait();
     let text = log.lock().unwrap().clone();
     assert!(text.lines().count() > 3, "{text}");
     for secret in ["key-support", "wrong-key-XYZ", "sk-upstream-SECRET-0001"] {
