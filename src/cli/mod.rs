@@ -14,7 +14,7 @@ use crate::{
     config,
     engine::Registry,
     llm::UpstreamSettings,
-    server::{ApiKeys, ServerSettings},
+    server::{ApiKeys, ServerSettings, tls::TlsMaterial},
 };
 
 /// Guardrails around streaming LLMs, for NeMo Guardrails configs.
@@ -92,6 +92,15 @@ struct ServeArgs {
     /// Serve Prometheus `/metrics` here (it is also on the HTTP listener).
     #[arg(long, env = "STREAMGUARD_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for every listener; needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// API keys file (YAML: keys: [{name, sha256, configs}]); without it, no authentication.
     #[arg(long, env = "STREAMGUARD_API_KEYS")]
     api_keys: Option<PathBuf>,
@@ -250,7 +259,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsMaterial::load(cert, key, args.tls_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
     let settings = ServerSettings {
+        tls,
         max_concurrent_requests: args.max_concurrent_requests,
         max_request_bytes: args.max_request_bytes,
         max_messages: args.max_messages,

@@ -25,6 +25,8 @@ pub struct ServerSettings {
     pub api_keys: Option<Arc<ApiKeys>>,
     /// How long in-flight streams may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) for every listener; `None`: plaintext.
+    pub tls: Option<super::tls::TlsMaterial>,
 }
 
 impl Default for ServerSettings {
@@ -36,6 +38,7 @@ impl Default for ServerSettings {
             max_content_bytes: 256 << 10,
             api_keys: None,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admission;
 mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod tls;
 
 use std::{future::Future, sync::Arc};
 
@@ -103,6 +104,15 @@ pub async fn serve_http(
 ) -> Result<(), ServeError> {
     use axum::serve::ListenerExt;
     metrics::install();
+    let router = http::router(state.clone());
+    if let Some(tls) = &state.admission.settings.tls {
+        let config = tls.server_config().map_err(std::io::Error::other)?;
+        let listener = tls::TlsListener::new(listener, config)?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        return Ok(());
+    }
     // Chunks are small writes: without TCP_NODELAY, Nagle holds each one
     // back until the previous is acknowledged.
     let listener = listener.tap_io(|tcp| {
@@ -110,7 +120,7 @@ pub async fn serve_http(
             tracing::warn!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -127,6 +137,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     let max_bytes = state.admission.settings.max_request_bytes;
     let grace = state.admission.settings.shutdown_grace;
+    let state_tls = state.admission.settings.tls.clone();
     let service = GuardrailsService::new(state.clone());
     health
         .set_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
@@ -162,7 +173,11 @@ pub async fn serve(
         });
     };
 
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &state_tls {
+        builder = builder.tls_config(tls.tonic())?;
+    }
+    builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)

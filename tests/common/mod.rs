@@ -498,3 +498,17 @@ pub async fn start_http_with(root: &Path, settings: ServerSettings) -> String {
     });
     format!("http://{addr}")
 }
+
+/// Serves gRPC with these (TLS) settings on 127.0.0.1:0; returns the address.
+pub async fn start_with_tls(root: &Path, settings: ServerSettings) -> SocketAddr {
+    let registry = Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}"));
+    let state = ServerState::new(registry, settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        streamguard::server::serve(listener, state, std::future::pending())
+            .await
+            .unwrap();
+    });
+    addr
+}
