@@ -626,3 +626,61 @@ async fn no_key_material_reaches_the_logs_even_at_trace_level() {
         assert!(!text.contains(secret), "`{secret}` leaked into the logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_reloads_an_edited_config_without_a_restart() {
+    let configs = Configs::new();
+    configs.add("a", &config("http://127.0.0.1:9/v1", ""));
+    let server = spawn_server(
+        configs.root(),
+        &[
+            "--watch",
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let mut client = server.client().await;
+    assert_eq!(ids(&mut client).await, ["a"]);
+    let streaming = |c: &pb::ListConfigsResponse| c.configs[0].streaming_supported;
+
+    // Edit a's config on disk: it becomes streamable without a restart.
+    std::fs::write(
+        configs.root().join("a/config.yml"),
+        config("http://127.0.0.1:9/v1", "streaming: True\n"),
+    )
+    .unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        let list = client
+            .list_configs(pb::ListConfigsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if streaming(&list) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ok,
+        "the edit never took effect: {}",
+        server.log.lock().unwrap()
+    );
+
+    // A broken edit is refused and the previous config keeps serving.
+    std::fs::write(configs.root().join("a/config.yml"), "models: [oops\n").unwrap();
+    for _ in 0..50 {
+        if server.log.lock().unwrap().contains("config reload failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.log.lock().unwrap().contains("config reload failed"));
+    let list = client
+        .list_configs(pb::ListConfigsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(streaming(&list), "the previous config keeps serving");
+}

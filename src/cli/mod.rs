@@ -116,6 +116,9 @@ struct ServeArgs {
     /// Longest message content, in bytes.
     #[arg(long, default_value_t = 256 << 10)]
     max_content_bytes: usize,
+    /// Reload the configs when files under --config change (debounced).
+    #[arg(long)]
+    watch: bool,
     /// Seconds in-flight streams may run after SIGTERM before they are ended.
     #[arg(long, default_value = "30", value_parser = secs)]
     shutdown_grace: Duration,
@@ -287,10 +290,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC address {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
     let state = crate::server::State::new(registry, settings);
+    // SIGHUP and, with --watch, file changes reload the configs; a broken
+    // edit is logged and counted, and the previous configs keep serving.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(why) = reload_rx.recv().await {
+                match load() {
+                    Ok(registry) => {
+                        let ids: Vec<String> =
+                            registry.iter().map(|g| g.config().id.clone()).collect();
+                        state.replace_registry(registry);
+                        metrics::counter!("streamguard_config_reloads_total", "result" => "ok")
+                            .increment(1);
+                        tracing::info!(configs = ?ids, trigger = why, "configs reloaded");
+                    }
+                    Err(e) => {
+                        metrics::counter!("streamguard_config_reloads_total", "result" => "failed")
+                            .increment(1);
+                        tracing::error!(
+                            trigger = why,
+                            "config reload failed, still serving the previous configs: {e:#}"
+                        );
+                    }
+                }
+            }
+        });
+    }
     #[cfg(unix)]
     {
-        // SIGHUP reloads the configs; a broken edit leaves the old ones serving.
-        let state = state.clone();
+        let tx = reload_tx.clone();
         tokio::spawn(async move {
             let Ok(mut hup) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -298,20 +328,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 return;
             };
             while hup.recv().await.is_some() {
-                match load() {
-                    Ok(registry) => {
-                        let ids: Vec<String> =
-                            registry.iter().map(|g| g.config().id.clone()).collect();
-                        state.replace_registry(registry);
-                        tracing::info!(configs = ?ids, "configs reloaded");
-                    }
-                    Err(e) => tracing::error!(
-                        "config reload failed, still serving the previous configs: {e:#}"
-                    ),
-                }
+                let _ = tx.try_send("SIGHUP");
             }
         });
     }
+    // Kept alive for as long as the server runs.
+    let _watcher = if args.watch {
+        Some(watch(&args.config, reload_tx.clone())?)
+    } else {
+        None
+    };
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -351,6 +377,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Watches the config root; changes (debounced) request a reload.
+fn watch(
+    root: &std::path::Path,
+    reload: tokio::sync::mpsc::Sender<&'static str>,
+) -> anyhow::Result<
+    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+> {
+    use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+    let mut debouncer = new_debouncer(
+        Duration::from_millis(300),
+        move |events: DebounceEventResult| {
+            if events.is_ok() {
+                let _ = reload.try_send("watch");
+            }
+        },
+    )
+    .context("starting the file watcher")?;
+    debouncer
+        .watcher()
+        .watch(root, RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", root.display()))?;
+    tracing::info!(root = %root.display(), "watching configs for changes");
+    Ok(debouncer)
 }
 
 /// Completes on ctrl-c or SIGTERM.
