@@ -169,21 +169,59 @@ pub async fn run() -> ExitCode {
 }
 
 fn init_tracing(default_level: &str, format: LogFormat) {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.to_string());
     // The HTTP/2 and HTTP stacks log headers at trace level; capping them
     // keeps `authorization` values out of logs whatever RUST_LOG says.
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{wanted},h2=info,hyper=info,hyper_util=info,reqwest=info"
+        "{wanted},h2=info,hyper=info,hyper_util=info,reqwest=info,tonic=info,tower=info"
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp::layer());
+    let _ = registry.try_init();
+}
+
+/// OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (gRPC).
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub fn layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("warning: OTLP exporter not started: {e}");
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("streamguard")
+            .build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("streamguard");
+        opentelemetry::global::set_tracer_provider(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
 }
 
 fn check(root: &std::path::Path) -> ExitCode {
