@@ -8,9 +8,9 @@
 //! # Layout
 //!
 //! ```text
-//! client ──gRPC──▶ server ──▶ engine ──▶ input rails ──▶ llm provider ──SSE──▶ upstream LLM
-//!                    ▲           │                          │
-//!                    └─ chunks ◀─┴── output rails ◀─────────┘
+//! client ──gRPC/HTTP──▶ server ──▶ engine ──▶ input rails ──▶ llm provider ──SSE──▶ upstream LLM
+//!                         ▲           │                          │
+//!                         └─ chunks ◀─┴── output rails ◀─────────┘   (whole answer, or windows)
 //! ```
 //!
 //! - [`config`]: loads a config directory (all `*.yml` merged) into validated
@@ -19,9 +19,13 @@
 //!   in-process scripted model.
 //! - [`rails`]: the built-in rails behind one [`rails::Rail`] trait.
 //! - [`engine`]: the order of work, the streaming preconditions, the chunk
-//!   windows; [`engine::Guardrails`] is the library entry point.
-//! - [`server`]: gRPC (`streamguard.v1.Guardrails`, health, reflection).
-//! - [`cli`]: the `serve` and `check` commands.
+//!   windows (checked while the stream goes on), the streaming handler;
+//!   [`engine::Guardrails`] is the library entry point.
+//! - [`server`]: the transports over one shared state: gRPC
+//!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha), HTTP
+//!   (NeMo's endpoints and OpenAI-compatible SSE), admission (API keys,
+//!   limits), TLS, metrics; `serve(listener, state, shutdown)`.
+//! - [`cli`]: the `serve`, `chat` and `check` commands.
 //! - [`error`]: the one domain error and its mapping to gRPC status codes.
 
 pub mod cli;
