@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Instant};
 
 use minijinja::Environment;
 
-use super::{Providers, RailError, RailInput, Verdict};
+use futures_util::{FutureExt, future::BoxFuture};
+
+use super::{Providers, Rail, RailError, RailInput, Verdict};
 use crate::{
     config::{Config, ConfigError, FlowRef, Prompt, PromptBody},
     llm::{CallParams, CallRecord, ChatMessage, ChatRequest, Provider},
@@ -221,6 +223,33 @@ impl Judge {
             Ok(()) => Verdict::Allow,
             Err(reason) => Verdict::Block { reason },
         })
+    }
+}
+
+/// A rail decided by one judge call read with the prompt's parser (self
+/// check, content safety, Llama Guard).
+#[derive(Debug)]
+pub struct JudgeRail {
+    flow: String,
+    judge: Judge,
+}
+
+impl JudgeRail {
+    pub fn new(flow: &FlowRef, judge: Judge) -> Self {
+        JudgeRail {
+            flow: flow.name.clone(),
+            judge,
+        }
+    }
+}
+
+impl Rail for JudgeRail {
+    fn flow(&self) -> &str {
+        &self.flow
+    }
+
+    fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
+        async move { self.judge.decide(&input).await }.boxed()
     }
 }
 

@@ -292,17 +292,17 @@ fn build_one(
     let stage = flow_spec(&flow.name).map_or(Stage::Input, |s| s.stage);
     Ok(match flow.name.as_str() {
         "self check input" | "self check output" => {
-            Arc::new(self_check::SelfCheck::new(config, providers, flow, stage)?)
+            Arc::new(self_check::rail(config, providers, flow, stage)?)
         }
-        "content safety check input" | "content safety check output" => Arc::new(
-            content_safety::ContentSafety::new(config, providers, flow, stage)?,
-        ),
+        "content safety check input" | "content safety check output" => {
+            Arc::new(content_safety::rail(config, providers, flow, stage)?)
+        }
         "topic safety check input" => {
             Arc::new(topic_safety::TopicSafety::new(config, providers, flow)?)
         }
-        "llama guard check input" | "llama guard check output" => Arc::new(
-            llama_guard::LlamaGuard::new(config, providers, flow, stage)?,
-        ),
+        "llama guard check input" | "llama guard check output" => {
+            Arc::new(llama_guard::rail(config, providers, flow, stage)?)
+        }
         "detect sensitive data on input" | "detect sensitive data on output" => Arc::new(
             sensitive_data::SensitiveData::new(config, flow, stage, false, warnings)?,
         ),
