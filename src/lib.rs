@@ -29,6 +29,7 @@
 //! - [`error`]: the one domain error and its mapping to gRPC status codes.
 
 pub mod cli;
+pub mod colang;
 pub mod config;
 pub mod engine;
 pub mod error;

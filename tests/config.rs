@@ -24,6 +24,8 @@ fn load_err(dir: &std::path::Path) -> String {
 #[test]
 fn nemo_configs_within_streamguards_rails_load_unchanged() {
     for dir in [
+        "examples-bots-hello_world",
+        "examples-configs-streaming",
         "derived-examples-configs-sensitive_data_detection_v1",
         "derived-tests-test_configs-injection_detection",
         "examples-configs-content_safety",
@@ -75,15 +77,22 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
 fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
         ("examples-bots-abc", "kb"),
-        ("examples-configs-jailbreak_detection", ".co"),
+        (
+            "examples-configs-jailbreak_detection",
+            "jailbreak detection heuristics",
+        ),
         ("examples-configs-nemoguards", "jailbreak detection model"),
         (
             "examples-configs-privateai-pii_detection",
             "detect pii on input",
         ),
         ("examples-configs-trend_micro", "trend ai guard input"),
-        ("tests-test_configs-fact_checking", ".co"),
-        ("tests-test_configs-mvp_v2_x", ".co"),
+        (
+            "tests-test_configs-fact_checking",
+            "`$check_facts` variables",
+        ),
+        ("tests-test_configs-mvp_v2_x", "Colang 2"),
+        ("examples-configs-sensitive_data_detection_v2", "Colang 2"),
         ("tests-test_configs-output_rails", "actions.py"),
         (
             "tests-test_configs-parallel_rails_with_exceptions",

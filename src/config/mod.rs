@@ -252,6 +252,8 @@ pub struct Config {
     pub lowest_temperature: f64,
     pub enable_rails_exceptions: bool,
     pub sample_conversation: Option<String>,
+    /// The Colang 1.0 dialog of the `*.co` files, if there are any.
+    pub dialog: Option<crate::colang::Dialog>,
 }
 
 impl Config {
@@ -427,18 +429,24 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "default".to_string());
     let mut parts = Vec::new();
+    let mut dialog: Option<crate::colang::Dialog> = None;
     for file in walk(dir)? {
         let rel_kb = file
             .strip_prefix(dir)
             .ok()
             .is_some_and(|r| r.starts_with("kb"));
         if is_colang(&file) {
-            return Err(ConfigError::invalid(
-                &file,
-                "Colang",
-                "Colang dialog rails (*.co files) are not supported yet; \
-                 streamguard runs input/output rails from config.yml",
-            ));
+            let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let d = dialog.get_or_insert_with(crate::colang::Dialog::default);
+            crate::colang::parse_into(d, &file, &text).map_err(|e| ConfigError::Invalid {
+                file: e.file.clone(),
+                key: format!("line {}", e.line),
+                message: e.message,
+            })?;
+            continue;
         }
         if file.extension().and_then(|e| e.to_str()) == Some("py") {
             return Err(ConfigError::invalid(
@@ -479,7 +487,9 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
             "no *.yml or *.yaml files in the config directory",
         ));
     }
-    validate(id, dir, parts)
+    let mut config = validate(id, dir, parts)?;
+    config.dialog = dialog;
+    Ok(config)
 }
 
 /// Validates one YAML document as a whole config with id `id` (no directory;
@@ -508,6 +518,7 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
         lowest_temperature: 0.001,
         enable_rails_exceptions: false,
         sample_conversation: None,
+        dialog: None,
     };
     let main_file = config.main_file();
 

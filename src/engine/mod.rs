@@ -223,10 +223,19 @@ impl Guardrails {
                 .entry(model.kind.clone())
                 .or_insert(llm::build(model, upstream)?);
         }
-        let main = providers
+        let mut main = providers
             .get("main")
             .cloned()
             .ok_or_else(|| ConfigError::invalid(config.main_file(), "models", "no main model"))?;
+        // With Colang dialog flows, the dialog runtime answers in front of the
+        // main model; everything downstream streams from it unchanged.
+        if let Some(dialog) = &config.dialog {
+            main = Arc::new(crate::colang::runtime::DialogRuntime::new(
+                &config,
+                dialog.clone(),
+                main,
+            )?);
+        }
         let mut warnings = Vec::new();
         let (input, output) = rails::build(&config, &providers, &mut warnings)?;
         let system_prompt = config

@@ -121,7 +121,18 @@ impl OpenAiProvider {
                 ("https://api.openai.com/v1", Some("OPENAI_API_KEY"))
             }
         };
-        let base = model.base_url.as_deref().unwrap_or(default_base);
+        // OpenAI SDKs' convention: OPENAI_BASE_URL redirects `engine: openai`
+        // entries that name no endpoint, so NeMo configs run unchanged against
+        // any OpenAI-compatible server.
+        let env_base = (model.engine == EngineKind::OpenAi && model.base_url.is_none())
+            .then(|| std::env::var("OPENAI_BASE_URL").ok())
+            .flatten();
+        let custom_base = model.base_url.is_some() || env_base.is_some();
+        let base = model
+            .base_url
+            .as_deref()
+            .or(env_base.as_deref())
+            .unwrap_or(default_base);
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
 
         let literal_key = match defaults.remove("api_key") {
@@ -138,7 +149,7 @@ impl OpenAiProvider {
                 Some(var) => match std::env::var(var) {
                     Ok(k) => Ok(Some(k)),
                     // A self-hosted endpoint usually needs no key.
-                    Err(_) if model.base_url.is_some() => Ok(None),
+                    Err(_) if custom_base => Ok(None),
                     Err(_) => Err(var.to_string()),
                 },
                 None => Ok(None),

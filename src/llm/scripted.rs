@@ -112,16 +112,25 @@ impl ScriptedProvider {
     }
 
     fn answer(&self, request: &ChatRequest) -> String {
-        if request.task != "general" {
-            return self.judge(request);
-        }
-        let last_user = request
+        let prompt = request
             .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map(|m| m.content.to_lowercase())
+            .last()
+            .map(|m| m.content.as_str())
             .unwrap_or_default();
+        let last_user = match request.task.as_str() {
+            "general" => request
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| m.content.to_lowercase())
+                .unwrap_or_default(),
+            // Dialog tasks: the user's turn is the prompt's last `user "…"` line.
+            "generate_bot_message" => dialog_user(prompt).to_lowercase(),
+            "generate_user_intent" => return dialog_intent(prompt),
+            "generate_next_steps" => return "general response".into(),
+            _ => return self.judge(request),
+        };
         let s = &self.inner.settings;
         if let Some(r) = s
             .responses
@@ -153,6 +162,50 @@ impl ScriptedProvider {
         };
         (if flagged { bad } else { good }).to_string()
     }
+}
+
+/// The text of the last `user "…"` line of a Colang-style prompt.
+fn dialog_user(prompt: &str) -> &str {
+    prompt
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("user \"")
+                .and_then(|r| r.strip_suffix('"'))
+        })
+        .unwrap_or_default()
+}
+
+/// Answers an intent prompt the way a model would: the intent of the example
+/// (`user "…"` then an indented intent) sharing most words with the user's turn.
+fn dialog_intent(prompt: &str) -> String {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let asked = words(dialog_user(prompt));
+    let lines: Vec<&str> = prompt.lines().collect();
+    let mut best = (0, "unknown".to_string());
+    for pair in lines.windows(2) {
+        let (Some(example), Some(intent)) = (
+            pair[0]
+                .strip_prefix("user \"")
+                .and_then(|r| r.strip_suffix('"')),
+            pair[1].strip_prefix("  "),
+        ) else {
+            continue;
+        };
+        let example = words(example);
+        let shared = example.iter().filter(|w| asked.contains(w)).count();
+        // At least half of the example's words, so "what is …" is not "what can you do".
+        if shared > best.0 && shared * 2 >= example.len() {
+            best = (shared, intent.trim().to_string());
+        }
+    }
+    best.1
 }
 
 /// Splits text into word chunks that keep their leading whitespace, the way

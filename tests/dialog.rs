@@ -1,0 +1,312 @@
+//! Colang 1.0 dialog rails end to end (multi-call mode): NeMo's own streaming
+//! and hello_world bots over the fake OpenAI server scripted to answer the
+//! dialog prompts.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use streamguard::pb;
+
+fn nemo(dir: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/nemo-configs")
+        .join(dir)
+}
+
+/// Copies a NeMo config dir and points its main model at the fake LLM.
+fn copy_config(configs: &Configs, from: &str, id: &str, base_url: &str, extra: &str) {
+    let dir = configs.dir.path().join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(nemo(from)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name == "config.yml" {
+            let yml = std::fs::read_to_string(&path).unwrap().replacen(
+                "    engine: openai\n",
+                &format!("    engine: openai\n    parameters:\n      base_url: {base_url}\n"),
+                1,
+            );
+            std::fs::write(dir.join(name), format!("{yml}\n{extra}")).unwrap();
+        } else if name.ends_with(".co") {
+            std::fs::copy(&path, dir.join(name)).unwrap();
+        }
+    }
+}
+
+/// The current-turn part of the intent prompt for `text`.
+fn asked(text: &str) -> String {
+    format!("between the user and the bot:\nuser \"{text}\"")
+}
+
+#[tokio::test]
+async fn nemos_streaming_example_greets_with_its_predefined_message_as_one_chunk() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![(asked("Hello"), "  express greeting".into())],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("streaming", "Hello"))
+        .await
+        .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, ["Hello there!"]);
+    assert_eq!(
+        got.finals[0].message.as_ref().unwrap().content,
+        "Hello there!"
+    );
+    // One dialog call (the intent); no message generation, nothing streamed upstream.
+    let calls = llm.state.requests();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let prompt = calls[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("The bot is talkative and\nquirky") || prompt.contains("talkative"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("user \"Hello\"\n  express greeting"),
+        "examples are in the prompt: {prompt}"
+    );
+}
+
+#[tokio::test]
+async fn an_unmatched_question_streams_the_generated_message_without_prefix_or_quotes() {
+    let llm = fake_llm(Script {
+        // Checked in order: the next-steps prompt ends with the intent and `bot`.
+        judge_answers: vec![
+            (
+                "  ask about geography\nbot".into(),
+                "bot answer geography question".into(),
+            ),
+            (
+                asked("What is the capital of France?"),
+                "ask about geography".into(),
+            ),
+        ],
+        tokens: vec![
+            " ".into(),
+            "\"The".into(),
+            " capital".into(),
+            " is".into(),
+            " Paris.".into(),
+            "\"".into(),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(
+        &mut server.client,
+        request("streaming", "What is the capital of France?"),
+    )
+    .await
+    .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, ["The", " capital", " is", " Paris."]);
+    assert_eq!(
+        got.finals[0].message.as_ref().unwrap().content,
+        "The capital is Paris."
+    );
+    let calls = llm.state.requests();
+    let tasks: Vec<bool> = calls.iter().map(|c| c["stream"] == true).collect();
+    assert_eq!(
+        tasks,
+        [false, false, true],
+        "intent, next steps, then the streamed message"
+    );
+    let message_prompt = calls[2]["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        message_prompt
+            .trim_end()
+            .ends_with("bot answer geography question"),
+        "{message_prompt}"
+    );
+}
+
+#[tokio::test]
+async fn when_and_else_branches_follow_the_conversation_over_two_turns() {
+    let llm = fake_llm(Script {
+        // Checked in order: the second turn's prompt also starts with "Hi".
+        judge_answers: vec![
+            ("user \"Not so good\"".into(), "express feeling bad".into()),
+            (asked("Hi"), "express greeting".into()),
+        ],
+        tokens: tokens("\"I am sorry to hear that.\""),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-bots-hello_world",
+        "hello",
+        &llm.base_url(),
+        "streaming: True\n",
+    );
+    let mut server = start(configs.root()).await;
+
+    let first = server
+        .client
+        .generate(request("hello", "Hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    let greeting = first.message.unwrap().content;
+    assert_eq!(
+        greeting,
+        "Hello world!\nHow are you doing?",
+        "{:#?}",
+        llm.state.requests()
+    );
+
+    let mut second = request("hello", "Not so good");
+    second.messages = vec![
+        pb::Message {
+            role: "user".into(),
+            content: "Hi".into(),
+        },
+        pb::Message {
+            role: "assistant".into(),
+            content: greeting,
+        },
+        pb::Message {
+            role: "user".into(),
+            content: "Not so good".into(),
+        },
+    ];
+    let got = collect(&mut server.client, second).await.unwrap();
+    assert_eq!(got.chunks.concat(), "I am sorry to hear that.");
+    let message_prompt = llm.state.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message_prompt.trim_end().ends_with("bot express empathy"),
+        "the `else when` arm chose the bot step: {message_prompt}"
+    );
+    assert!(
+        message_prompt.contains("user \"Hi\"\n  express greeting\nbot\n  \"Hello world!"),
+        "history as Colang: {message_prompt}"
+    );
+}
+
+#[tokio::test]
+async fn an_input_rail_blocks_before_any_dialog_call() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "prompts:\n  - task: self_check_input\n    content: 'Block? {{ user_input }}'\n",
+    );
+    let yml_path = configs.dir.path().join("streaming/config.yml");
+    let yml = std::fs::read_to_string(&yml_path).unwrap().replace(
+        "rails:\n",
+        "rails:\n  input:\n    flows: [self check input]\n",
+    );
+    std::fs::write(&yml_path, yml).unwrap();
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("streaming", "BLOCKME now"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks, ["I'm sorry, I can't respond to that."]);
+    assert_eq!(
+        got.finals[0].violation.as_ref().unwrap().rail,
+        "self check input"
+    );
+    assert_eq!(
+        llm.state.requests().len(),
+        1,
+        "only the input rail's judge ran"
+    );
+}
+
+#[tokio::test]
+async fn openai_base_url_from_the_environment_runs_nemo_configs_unchanged() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![(asked("Hello"), "express greeting".into())],
+        ..Script::default()
+    })
+    .await;
+    let out = tokio::task::spawn_blocking({
+        let base = llm.base_url();
+        move || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamguard"))
+                .args(["chat", "--config"])
+                .arg(nemo("examples-configs-streaming"))
+                .arg("--streaming")
+                .env("OPENAI_BASE_URL", base)
+                .env_remove("OPENAI_API_KEY")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"Hello\n").unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello there!\n");
+}
+
+#[test]
+fn the_dialog_example_runs_on_the_scripted_model() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamguard"))
+        .args(["chat", "--config", "examples/configs/dialog", "--streaming"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello\nWhat can you do?\nWhat is the capital of France?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Hello there!");
+    assert_eq!(lines[1], "I am an AI assistant and I'm here to help.");
+    assert!(
+        lines[2].starts_with("The capital of France is Paris"),
+        "{text}"
+    );
+}
