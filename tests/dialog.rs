@@ -29,12 +29,17 @@ fn copy_config(configs: &Configs, from: &str, id: &str, base_url: &str, extra: &
                 &format!("    engine: openai\n    parameters:\n      base_url: {base_url}\n"),
                 1,
             );
-            std::fs::write(dir.join(name), format!("{yml}\n{extra}")).unwrap();
+            std::fs::write(dir.join(name), yml).unwrap();
+            if !extra.is_empty() {
+                std::fs::write(dir.join("extra.yml"), extra).unwrap();
+            }
         } else if name.ends_with(".co") {
             std::fs::copy(&path, dir.join(name)).unwrap();
         }
     }
 }
+
+const MULTI_CALL: &str = "rails:\n  dialog:\n    single_call:\n      enabled: False\n";
 
 /// The current-turn part of the intent prompt for `text`.
 fn asked(text: &str) -> String {
@@ -54,7 +59,7 @@ async fn nemos_streaming_example_greets_with_its_predefined_message_as_one_chunk
         "examples-configs-streaming",
         "streaming",
         &llm.base_url(),
-        "",
+        MULTI_CALL,
     );
     let mut server = start(configs.root()).await;
     let got = collect(&mut server.client, request("streaming", "Hello"))
@@ -111,7 +116,7 @@ async fn an_unmatched_question_streams_the_generated_message_without_prefix_or_q
         "examples-configs-streaming",
         "streaming",
         &llm.base_url(),
-        "",
+        MULTI_CALL,
     );
     let mut server = start(configs.root()).await;
     let got = collect(
@@ -308,5 +313,246 @@ fn the_dialog_example_runs_on_the_scripted_model() {
     assert!(
         lines[2].starts_with("The capital of France is Paris"),
         "{text}"
+    );
+}
+
+/// Splits a single-call answer into the chunks a model would send.
+fn chunked(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| p.to_string()).collect()
+}
+
+#[tokio::test]
+async fn single_call_greeting_uses_the_predefined_message_over_the_generated_one() {
+    let llm = fake_llm(Script {
+        tokens: chunked(&[
+            "  express",
+            " greeting\nbot",
+            " express greeting\n",
+            "  \"Hi",
+            " friend!\"",
+        ]),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("streaming", "Hello"))
+        .await
+        .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(
+        got.chunks,
+        ["Hello there!"],
+        "the flow's message overrides the generated one"
+    );
+    let fin = &got.finals[0];
+    let d = fin.dialog.as_ref().expect("intents in the final event");
+    assert_eq!(
+        (d.user_intent.as_str(), d.bot_intent.as_str()),
+        ("express greeting", "express greeting")
+    );
+    let calls = llm.state.requests();
+    assert_eq!(calls.len(), 1, "one call in single-call mode");
+    assert_eq!(calls[0]["stream"], true);
+}
+
+#[tokio::test]
+async fn single_call_streams_only_the_message_part_of_the_answer() {
+    let llm = fake_llm(Script {
+        tokens: chunked(&[
+            "  ask about",
+            " geography\nbot",
+            " answer geography question\n  \"",
+            "The",
+            " capital",
+            " is",
+            " Paris.",
+            "\"",
+        ]),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(
+        &mut server.client,
+        request("streaming", "What is the capital of France?"),
+    )
+    .await
+    .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, ["The", " capital", " is", " Paris."]);
+    assert_eq!(
+        got.finals[0].dialog.as_ref().unwrap().bot_intent,
+        "answer geography question"
+    );
+    assert_eq!(llm.state.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unparseable_single_call_answer_falls_back_to_multi_call() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Sorry, I only answer in prose."),
+        judge_answers: vec![(asked("Hello"), "express greeting".into())],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("streaming", "Hello"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks, ["Hello there!"]);
+    let streamed: Vec<bool> = llm
+        .state
+        .requests()
+        .iter()
+        .map(|r| r["stream"] == true)
+        .collect();
+    assert_eq!(
+        streamed,
+        [true, false],
+        "the single call, then the multi-call intent call"
+    );
+}
+
+/// The examples shown in the intent prompt, in order.
+fn shown_examples(prompt: &str) -> Vec<String> {
+    let part = prompt
+        .split("# This is how the user talks:")
+        .nth(1)
+        .unwrap_or_default();
+    let part = part
+        .split("# This is the current conversation")
+        .next()
+        .unwrap_or_default();
+    part.lines()
+        .filter_map(|l| {
+            l.strip_prefix("user \"")
+                .map(|r| r.trim_end_matches('"').to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn examples_are_chosen_lexically_or_by_embeddings() {
+    let co = "define user ask capabilities\n  \"What can you do?\"\n  \"Can you help me?\"\n  \"What are your capabilities?\"\n\
+              define user express greeting\n  \"Hello\"\n  \"Hi there\"\n  \"Good morning\"\n\
+              define user ask politics\n  \"Which party should I vote for?\"\n";
+    for (with_embeddings, first) in [(false, "What can you do?"), (true, "Hello")] {
+        let llm = fake_llm(Script::default()).await;
+        let configs = Configs::new();
+        let mut yml = config(
+            &llm.base_url(),
+            "rails:\n  dialog:\n    single_call:\n      enabled: False\nstreaming: True\n",
+        );
+        if with_embeddings {
+            yml = yml.replacen(
+                "instructions:",
+                &format!("  - type: embeddings\n    engine: openai\n    model: fake-embed\n    parameters:\n      base_url: {}\ninstructions:", llm.base_url()),
+                1,
+            );
+        }
+        let dir = configs.add("bot", &yml);
+        std::fs::write(dir.join("flows.co"), co).unwrap();
+        let mut server = start(configs.root()).await;
+        // No word in common with any example: only embeddings can tell.
+        let _ = collect(&mut server.client, request("bot", "Greetings, friend"))
+            .await
+            .unwrap();
+        let requests = llm.state.requests();
+        let intent = requests
+            .iter()
+            .find_map(|r| {
+                r["messages"][0]["content"]
+                    .as_str()
+                    .filter(|c| c.contains("# This is how the user talks:"))
+            })
+            .unwrap();
+        let shown = shown_examples(intent);
+        assert_eq!(shown.len(), 5);
+        assert_eq!(shown[0], first, "embeddings={with_embeddings}: {shown:?}");
+        if with_embeddings {
+            // The examples were embedded once, then the query.
+            let embeds: Vec<usize> = requests
+                .iter()
+                .filter_map(|r| r["embeddings"].as_array().map(Vec::len))
+                .collect();
+            assert_eq!(embeds, [7, 1]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_request_log_lists_the_dialog_calls() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![
+            (
+                "  ask about geography\nbot".into(),
+                "answer geography question".into(),
+            ),
+            (asked("Where is Paris?"), "ask about geography".into()),
+        ],
+        tokens: tokens("\"In France.\""),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        MULTI_CALL,
+    );
+    let mut server = start(configs.root()).await;
+    let mut req = request("streaming", "Where is Paris?");
+    req.options = Some(pb::GenerationOptions {
+        log: true,
+        ..Default::default()
+    });
+    let r = server.client.generate(req).await.unwrap().into_inner();
+    assert_eq!(r.message.unwrap().content, "In France.");
+    let tasks: Vec<String> = r
+        .log
+        .unwrap()
+        .llm_calls
+        .into_iter()
+        .map(|c| c.task)
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            "generate_user_intent",
+            "generate_next_steps",
+            "generate_bot_message",
+            "general"
+        ]
+    );
+    let d = r.dialog.unwrap();
+    assert_eq!(
+        (d.user_intent.as_str(), d.bot_intent.as_str()),
+        ("ask about geography", "answer geography question")
     );
 }

@@ -161,6 +161,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         usage,
         config_id: _,
         log: _,
+        dialog,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),
@@ -182,6 +183,10 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             total_tokens: u.total_tokens,
         }),
         log: None,
+        dialog: dialog.map(|d| crate::engine::DialogTurn {
+            user_intent: d.user_intent,
+            bot_intent: d.bot_intent,
+        }),
     }
 }
 

@@ -19,9 +19,10 @@ use minijinja::Environment;
 
 use super::{Dialog, Step};
 use crate::{
-    config::{Config, ConfigError, PromptBody},
+    config::{Config, ConfigError, EngineKind, PromptBody},
     llm::{
-        CallParams, ChatMessage, ChatRequest, Completion, Delta, DeltaStream, LlmError, Provider,
+        CallParams, CallRecord, ChatMessage, ChatRequest, Completion, Delta, DeltaStream, LlmError,
+        OpenAiProvider, Provider, UpstreamSettings,
     },
 };
 
@@ -58,6 +59,41 @@ const BOT_MESSAGE: &str = r#"{{ general_instructions }}
   {{ user_intent }}
 bot {{ bot_intent }}
 "#;
+
+const INTENT_STEPS_MESSAGE: &str = r#"{{ general_instructions }}
+{% if sample_conversation %}
+# This is how a conversation between a user and the bot can go:
+{{ sample_conversation }}
+{% endif %}
+# This is how the user talks:
+{% for ex in examples %}user "{{ ex.0 }}"
+  {{ ex.1 }}
+{% endfor %}
+# Continue the conversation in the same format: the user's intent, then the
+# bot's intent and the bot's message, like this:
+# user "<the user's message>"
+#   <the user's intent>
+# bot <the bot's intent>
+#   "<the bot's message>"
+
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+"#;
+
+/// The start of a single-call answer: both intents, and the message still
+/// coming.
+struct SingleCall {
+    user_intent: String,
+    bot_intent: String,
+    /// For the request log.
+    prompt: String,
+    started: std::time::Instant,
+    /// Everything the call has answered so far.
+    raw: String,
+    /// Message text already read past the `bot …` line.
+    rest: String,
+    stream: DeltaStream,
+}
 
 /// Lexical ranking of the `define user` examples (BM25).
 #[derive(Debug)]
@@ -148,6 +184,10 @@ struct Inner {
     general: String,
     sample: String,
     temperature: f64,
+    single_call: bool,
+    /// A `type: embeddings` model: examples are ranked by cosine similarity
+    /// of its embeddings (the examples' computed once, on first use).
+    embeddings: Option<(OpenAiProvider, tokio::sync::OnceCell<Vec<Vec<f32>>>)>,
 }
 
 impl DialogRuntime {
@@ -156,9 +196,24 @@ impl DialogRuntime {
         config: &Config,
         dialog: Dialog,
         llm: Arc<dyn Provider>,
+        upstream: &UpstreamSettings,
     ) -> Result<Self, ConfigError> {
+        let mut inner = Inner::new(config, dialog, llm)?;
+        if let Some(model) = config.model_of_type("embeddings") {
+            if model.engine == EngineKind::Scripted {
+                return Err(ConfigError::invalid(
+                    &model.source,
+                    format!("{}.engine", model.key),
+                    "the embeddings model needs an OpenAI-compatible engine (`/v1/embeddings`)",
+                ));
+            }
+            inner.embeddings = Some((
+                OpenAiProvider::from_config(model, upstream)?,
+                tokio::sync::OnceCell::new(),
+            ));
+        }
         Ok(DialogRuntime {
-            inner: Arc::new(Inner::new(config, dialog, llm)?),
+            inner: Arc::new(inner),
         })
     }
 }
@@ -171,6 +226,7 @@ impl Inner {
             ("generate_user_intent", USER_INTENT),
             ("generate_next_steps", NEXT_STEPS),
             ("generate_bot_message", BOT_MESSAGE),
+            ("generate_intent_steps_message", INTENT_STEPS_MESSAGE),
         ] {
             // A prompt of the same task in prompts.yml overrides ours.
             let (source, text) = match config
@@ -209,7 +265,48 @@ impl Inner {
                 .unwrap_or_default(),
             sample: config.sample_conversation.clone().unwrap_or_default(),
             temperature: config.lowest_temperature,
+            single_call: config.single_call,
+            embeddings: None,
         })
+    }
+
+    /// The examples most relevant to `query`: by embeddings when the config
+    /// has an embeddings model (lexically if that fails), else by BM25.
+    async fn relevant(&self, query: &str) -> Vec<(String, String)> {
+        if let Some((model, cache)) = &self.embeddings {
+            let texts: Vec<String> = self.examples.docs.iter().map(|d| d.0.clone()).collect();
+            let ranked = async {
+                let examples = cache.get_or_try_init(|| model.embed(&texts)).await?;
+                let q = model.embed(&[query.to_string()]).await?;
+                let q = q.first().cloned().unwrap_or_default();
+                let mut scored: Vec<(f32, usize)> = examples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (cosine(&q, e), i))
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                Ok::<_, LlmError>(
+                    scored
+                        .into_iter()
+                        .take(TOP_K)
+                        .map(|(_, i)| {
+                            (
+                                self.examples.docs[i].0.clone(),
+                                self.examples.docs[i].1.clone(),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }
+            .await;
+            match ranked {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "embeddings failed; ranking examples lexically")
+                }
+            }
+        }
+        self.examples.top(query, TOP_K)
     }
 
     /// The intent whose example equals `text` (for earlier turns, without an LLM call).
@@ -257,6 +354,79 @@ impl Inner {
                 stop: params.stop.clone(),
             },
             traceparent: None,
+            calls: None,
+        }
+    }
+
+    /// One non-streaming dialog call, recorded in the request's log.
+    async fn ask(
+        &self,
+        task: &str,
+        prompt: String,
+        request: &ChatRequest,
+    ) -> Result<String, LlmError> {
+        let started = std::time::Instant::now();
+        let call = self.request(task, prompt.clone(), &request.params);
+        let completion = self.llm.complete(call).await?;
+        if let Some(calls) = &request.calls {
+            calls.record(CallRecord {
+                task: task.to_string(),
+                prompt: format!("user: {prompt}"),
+                completion: completion.text.clone(),
+                usage: completion.usage,
+                duration: started.elapsed(),
+            });
+        }
+        Ok(completion.text)
+    }
+
+    /// Starts the single call and reads it up to the end of the `bot …`
+    /// line; `None` when the answer does not have that shape (the caller
+    /// falls back to multi-call).
+    async fn single_call(
+        &self,
+        prompt: String,
+        params: &CallParams,
+    ) -> Result<Option<SingleCall>, LlmError> {
+        let started = std::time::Instant::now();
+        let mut request = self.request("generate_intent_steps_message", prompt.clone(), params);
+        request.params.temperature = None;
+        let mut stream = self.llm.stream(request);
+        let mut buf = String::new();
+        loop {
+            let lines: Vec<&str> = buf.split_inclusive('\n').collect();
+            let complete: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.ends_with('\n') && !l.trim().is_empty())
+                .copied()
+                .collect();
+            if complete.len() >= 2 {
+                let bot_line = complete[1].trim();
+                if !bot_line.starts_with("bot ") || complete[0].trim().starts_with("bot ") {
+                    return Ok(None);
+                }
+                let user_intent = read_intent(complete[0]);
+                let bot_intent = read_intent(bot_line);
+                let end = buf
+                    .find(complete[1])
+                    .map_or(buf.len(), |at| at + complete[1].len());
+                let rest = buf[end..].to_string();
+                return Ok(Some(SingleCall {
+                    user_intent,
+                    bot_intent,
+                    prompt,
+                    started,
+                    raw: buf.clone(),
+                    rest,
+                    stream,
+                }));
+            }
+            match stream.next().await {
+                Some(Ok(Delta::Text(t))) => buf.push_str(&t),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            }
         }
     }
 
@@ -326,6 +496,13 @@ impl Inner {
             .flatten()
             .collect()
     }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let n = norm(a) * norm(b);
+    if n == 0.0 { 0.0 } else { dot / n }
 }
 
 /// The first non-empty line of an answer, read leniently: without a `user ` /
@@ -417,6 +594,7 @@ impl Provider for DialogRuntime {
                 match d? {
                     Delta::Text(t) => text.push_str(&t),
                     Delta::Usage(u) => usage = Some(u),
+                    Delta::Dialog { .. } => {}
                 }
             }
             Ok(Completion { text, usage })
@@ -433,29 +611,48 @@ impl Provider for DialogRuntime {
             };
             let user_input = last.content.clone();
             let history = runtime.history(earlier);
-            let examples: Vec<(String, String)> = runtime.examples.top(&user_input, TOP_K);
+            let examples: Vec<(String, String)> = runtime.relevant(&user_input).await;
             let ctx = minijinja::context! {
                 general_instructions => runtime.general.trim(),
                 sample_conversation => runtime.sample.trim(),
                 examples => examples,
-                history => history,
+                history => &history,
                 user_input => &user_input,
             };
-            let prompt = match runtime.render("generate_user_intent", ctx) {
-                Ok(p) => p,
-                Err(e) => { yield Err(e); return; }
+            // Single-call mode: intents and message in one call; an answer of
+            // another shape falls back to multi-call.
+            let mut single = None;
+            if runtime.single_call {
+                let prompt = match runtime.render("generate_intent_steps_message", ctx.clone()) {
+                    Ok(p) => p,
+                    Err(e) => { yield Err(e); return; }
+                };
+                match runtime.single_call(prompt, &request.params).await {
+                    Ok(s) => single = s,
+                    Err(e) => { yield Err(e); return; }
+                }
+            }
+            let intent = match &single {
+                Some(s) => s.user_intent.clone(),
+                None => {
+                    let prompt = match runtime.render("generate_user_intent", ctx) {
+                        Ok(p) => p,
+                        Err(e) => { yield Err(e); return; }
+                    };
+                    match runtime.ask("generate_user_intent", prompt, &request).await {
+                        Ok(text) => read_intent(&text),
+                        Err(e) => { yield Err(e); return; }
+                    }
+                }
             };
-            let answer = match runtime.llm.complete(runtime.request("generate_user_intent", prompt, &request.params)).await {
-                Ok(c) => c.text,
-                Err(e) => { yield Err(e); return; }
-            };
-            let intent = read_intent(&answer);
-            let bot_intents = match runtime.plan(earlier, &intent) {
-                Some(p) if !p.is_empty() => p,
+            let single_bot = single.as_ref().map(|s| s.bot_intent.clone());
+            let bot_intents = match (runtime.plan(earlier, &intent), single_bot) {
+                (Some(p), _) if !p.is_empty() => p,
+                (_, Some(b)) => vec![b],
                 _ => {
                     let ctx = minijinja::context! {
                         general_instructions => runtime.general.trim(),
-                        history => runtime.history(earlier),
+                        history => &history,
                         user_input => &user_input,
                         user_intent => &intent,
                     };
@@ -463,49 +660,83 @@ impl Provider for DialogRuntime {
                         Ok(p) => p,
                         Err(e) => { yield Err(e); return; }
                     };
-                    match runtime.llm.complete(runtime.request("generate_next_steps", prompt, &request.params)).await {
-                        Ok(c) => vec![read_intent(&c.text)],
+                    match runtime.ask("generate_next_steps", prompt, &request).await {
+                        Ok(text) => vec![read_intent(&text)],
                         Err(e) => { yield Err(e); return; }
                     }
                 }
             };
+            yield Ok(Delta::Dialog {
+                user_intent: intent.clone(),
+                bot_intent: bot_intents.last().cloned().unwrap_or_default(),
+            });
             for (i, bot) in bot_intents.iter().enumerate() {
                 if i > 0 {
                     yield Ok(Delta::Text("\n".into()));
                 }
+                // A predefined message wins, also over a single call's own
+                // message (NeMo's message override); it is one chunk.
                 if let Some(message) = runtime.dialog.bots.get(bot).and_then(|m| m.first()) {
-                    // A predefined message is one chunk.
                     yield Ok(Delta::Text(message.clone()));
                     continue;
                 }
-                let ctx = minijinja::context! {
-                    general_instructions => runtime.general.trim(),
-                    history => runtime.history(earlier),
-                    user_input => &user_input,
-                    user_intent => &intent,
-                    bot_intent => bot,
-                };
-                let prompt = match runtime.render("generate_bot_message", ctx) {
-                    Ok(p) => p,
-                    Err(e) => { yield Err(e); return; }
-                };
-                let mut request = runtime.request("generate_bot_message", prompt, &request.params);
-                request.params.temperature = None;
-                let mut tokens = runtime.llm.stream(request);
                 let mut cleaner = MessageCleaner::default();
+                let logging = request.calls.is_some();
+                let (mut tokens, task, prompt, started, mut raw) = match single.take_if(|s| s.bot_intent == *bot) {
+                    // The single call's message, as it keeps arriving.
+                    Some(s) => {
+                        if let Some(out) = cleaner.push(&s.rest) {
+                            yield Ok(Delta::Text(out));
+                        }
+                        (s.stream, "generate_intent_steps_message", s.prompt, s.started, s.raw)
+                    }
+                    None => {
+                        let ctx = minijinja::context! {
+                            general_instructions => runtime.general.trim(),
+                            history => &history,
+                            user_input => &user_input,
+                            user_intent => &intent,
+                            bot_intent => bot,
+                        };
+                        let prompt = match runtime.render("generate_bot_message", ctx) {
+                            Ok(p) => p,
+                            Err(e) => { yield Err(e); return; }
+                        };
+                        let mut call = runtime.request("generate_bot_message", prompt.clone(), &request.params);
+                        call.params.temperature = None;
+                        (runtime.llm.stream(call), "generate_bot_message", prompt, std::time::Instant::now(), String::new())
+                    }
+                };
+                let mut usage = None;
                 while let Some(d) = tokens.next().await {
                     match d {
                         Ok(Delta::Text(t)) => {
+                            if logging {
+                                raw.push_str(&t);
+                            }
                             if let Some(out) = cleaner.push(&t) {
                                 yield Ok(Delta::Text(out));
                             }
                         }
-                        Ok(Delta::Usage(u)) => yield Ok(Delta::Usage(u)),
+                        Ok(Delta::Usage(u)) => {
+                            usage = Some(u);
+                            yield Ok(Delta::Usage(u));
+                        }
+                        Ok(other) => yield Ok(other),
                         Err(e) => { yield Err(e); return; }
                     }
                 }
                 if let Some(out) = cleaner.finish() {
                     yield Ok(Delta::Text(out));
+                }
+                if let Some(calls) = &request.calls {
+                    calls.record(CallRecord {
+                        task: task.to_string(),
+                        prompt: format!("user: {prompt}"),
+                        completion: raw,
+                        usage,
+                        duration: started.elapsed(),
+                    });
                 }
             }
         })

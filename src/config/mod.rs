@@ -254,6 +254,8 @@ pub struct Config {
     pub sample_conversation: Option<String>,
     /// The Colang 1.0 dialog of the `*.co` files, if there are any.
     pub dialog: Option<crate::colang::Dialog>,
+    /// `rails.dialog.single_call.enabled`: one LLM call per dialog turn.
+    pub single_call: bool,
 }
 
 impl Config {
@@ -519,6 +521,7 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
         enable_rails_exceptions: false,
         sample_conversation: None,
         dialog: None,
+        single_call: false,
     };
     let main_file = config.main_file();
 
@@ -587,8 +590,10 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
                     ));
                 }
             }
-            if let Some(dialog) = &rails.dialog {
-                check_dialog(dialog, &file)?;
+            if let Some(dialog) = &rails.dialog
+                && let Some(single) = check_dialog(dialog, &file)?
+            {
+                config.single_call = single;
             }
             if let Some(input) = rails.input {
                 for (i, f) in input.flows.iter().enumerate() {
@@ -686,9 +691,10 @@ fn validate(id: String, dir: &Path, parts: Vec<(PathBuf, RawFile)>) -> Result<Co
     Ok(config)
 }
 
-fn check_dialog(dialog: &serde_yaml::Value, file: &Path) -> Result<(), ConfigError> {
-    // `single_call` only tunes how dialog flows call the LLM; with no dialog
-    // flows (no *.co files got this far) it has no effect.
+/// Checks `rails.dialog`; returns `single_call.enabled` when set.
+fn check_dialog(dialog: &serde_yaml::Value, file: &Path) -> Result<Option<bool>, ConfigError> {
+    // `single_call` tunes how dialog flows call the LLM; without *.co files
+    // it has no effect.
     if let Some(map) = dialog.as_mapping() {
         for (k, _) in map {
             let key = k.as_str().unwrap_or_default();
@@ -701,7 +707,17 @@ fn check_dialog(dialog: &serde_yaml::Value, file: &Path) -> Result<(), ConfigErr
             }
         }
     }
-    Ok(())
+    let enabled = dialog.get("single_call").and_then(|s| s.get("enabled"));
+    match enabled {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+            ConfigError::invalid(
+                file,
+                "rails.dialog.single_call.enabled",
+                "must be True or False",
+            )
+        }),
+    }
 }
 
 fn model(m: RawModel, file: &Path, key: String) -> Result<ModelConfig, ConfigError> {

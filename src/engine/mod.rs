@@ -146,6 +146,40 @@ pub struct Response {
     pub usage: Option<Usage>,
     /// The request's log, when `options.log` asked for it.
     pub log: Option<GenerationLog>,
+    /// With Colang dialog rails: how the dialog read the turn.
+    pub dialog: Option<DialogTurn>,
+}
+
+/// The intents a dialog turn was answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DialogTurn {
+    pub user_intent: String,
+    pub bot_intent: String,
+}
+
+/// Collects a streamed answer into a completion and the dialog's intents.
+async fn collect(
+    mut stream: llm::DeltaStream,
+) -> Result<(llm::Completion, Option<DialogTurn>), llm::LlmError> {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut dialog = None;
+    while let Some(d) = stream.next().await {
+        match d? {
+            llm::Delta::Text(t) => text.push_str(&t),
+            llm::Delta::Usage(u) => usage = Some(u),
+            llm::Delta::Dialog {
+                user_intent,
+                bot_intent,
+            } => {
+                dialog = Some(DialogTurn {
+                    user_intent,
+                    bot_intent,
+                })
+            }
+        }
+    }
+    Ok((llm::Completion { text, usage }, dialog))
 }
 
 /// One event of a streamed answer.
@@ -234,6 +268,7 @@ impl Guardrails {
                 &config,
                 dialog.clone(),
                 main,
+                upstream,
             )?);
         }
         let mut warnings = Vec::new();
@@ -281,17 +316,20 @@ impl Guardrails {
             return Ok(run.finish(inner.blocked(v), started));
         }
         let user_input = rewritten.unwrap_or_else(|| request.messages[history_len].content.clone());
-        let main_request = inner.main_request(request, &user_input);
+        let mut main_request = inner.main_request(request, &user_input);
+        main_request.calls = run.log.as_ref().map(|l| l.calls.clone());
         let prompt = run
             .log
             .as_ref()
             .map(|_| CallRecord::prompt_text(&main_request.messages));
         let generation = Instant::now();
-        let completion = inner
-            .main
-            .complete(main_request)
-            .await
-            .map_err(upstream_error)?;
+        let (completion, dialog) = if inner.config.dialog.is_some() {
+            // The dialog runtime reports its intents beside the text.
+            collect(inner.main.stream(main_request)).await
+        } else {
+            inner.main.complete(main_request).await.map(|c| (c, None))
+        }
+        .map_err(upstream_error)?;
         run.timing.generation = generation.elapsed();
         if let (Some(log), Some(prompt)) = (&run.log, prompt) {
             log.calls.record(CallRecord {
@@ -319,6 +357,7 @@ impl Guardrails {
             violation: None,
             usage: completion.usage,
             log: None,
+            dialog,
         };
         Ok(run.finish(response, started))
     }
@@ -664,6 +703,7 @@ impl Inner {
             messages: all,
             params: options.llm_params,
             traceparent,
+            calls: None,
         }
     }
 
@@ -679,6 +719,7 @@ impl Inner {
             violation: Some(violation),
             usage: None,
             log: None,
+            dialog: None,
         }
     }
 }

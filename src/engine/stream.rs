@@ -120,7 +120,8 @@ pub(super) fn run(
             Some(text) => text.into(),
             None => request.messages[last].content.as_str().into(),
         };
-        let main_request = inner.main_request(request, &user_input);
+        let mut main_request = inner.main_request(request, &user_input);
+        main_request.calls = run.log.as_ref().map(|l| l.calls.clone());
         let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
         let calls = run.log.as_ref().map(|l| l.calls.clone());
         let config_id = inner.config.id.clone();
@@ -152,6 +153,7 @@ pub(super) fn run(
         let mut sent_bytes = 0usize;
         let mut delivered = String::new();
         let mut violation = None;
+        let mut dialog = None;
         let mut upstream_done = false;
         loop {
             let limit = if stream_first {
@@ -230,6 +232,9 @@ pub(super) fn run(
                         }
                     }
                     Some(Ok(Delta::Usage(u))) => usage = Some(u),
+                    Some(Ok(Delta::Dialog { user_intent, bot_intent })) => {
+                        dialog = Some(super::DialogTurn { user_intent, bot_intent });
+                    }
                     Some(Err(e)) => {
                         yield Err(super::upstream_error(e));
                         return;
@@ -272,7 +277,7 @@ pub(super) fn run(
             metrics::counter!("streamguard_tokens_total", "config" => config_id.clone())
                 .increment(u64::from(u.completion_tokens));
         }
-        let response = Response { content, violation, usage, log: None };
+        let response = Response { content, violation, usage, log: None, dialog };
         yield Ok(Event::Final(Box::new(run.finish(response, started))));
     })
 }

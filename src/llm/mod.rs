@@ -62,6 +62,9 @@ pub struct ChatRequest {
     pub params: CallParams,
     /// The caller's W3C `traceparent`, passed on to the upstream request.
     pub traceparent: Option<String>,
+    /// Where a provider that makes calls of its own (the dialog runtime)
+    /// records them, when the request keeps a log.
+    pub calls: Option<Arc<CallLog>>,
 }
 
 /// Token counts reported by the model.
@@ -89,6 +92,11 @@ pub enum Delta {
     Text(String),
     /// Token usage, usually after the last text.
     Usage(Usage),
+    /// The dialog runtime's reading of the turn (Colang dialog rails only).
+    Dialog {
+        user_intent: String,
+        bot_intent: String,
+    },
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.

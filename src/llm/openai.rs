@@ -29,6 +29,7 @@ pub struct OpenAiProvider {
 struct Inner {
     http: reqwest::Client,
     url: String,
+    embeddings_url: String,
     model: String,
     api_key: Result<Option<String>, String>,
     /// Config `parameters` sent with every call (temperature, top_p, …).
@@ -134,6 +135,7 @@ impl OpenAiProvider {
             .or(env_base.as_deref())
             .unwrap_or(default_base);
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        let embeddings_url = format!("{}/embeddings", base.trim_end_matches('/'));
 
         let literal_key = match defaults.remove("api_key") {
             Some(Value::String(k)) => Some(k),
@@ -162,6 +164,7 @@ impl OpenAiProvider {
             inner: Arc::new(Inner {
                 http,
                 url,
+                embeddings_url,
                 model: model.model.clone(),
                 api_key,
                 defaults,
@@ -173,6 +176,67 @@ impl OpenAiProvider {
                 model_name: model.model.as_str().into(),
             }),
         })
+    }
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsBody {
+    #[serde(default)]
+    data: Vec<EmbeddingItem>,
+    error: Option<ErrorField>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    embedding: Vec<f32>,
+}
+
+impl OpenAiProvider {
+    /// Embeds `inputs` with the `/embeddings` endpoint, in order.
+    pub async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let inner = &self.inner;
+        let mut builder = inner
+            .http
+            .post(&inner.embeddings_url)
+            .timeout(inner.request_timeout)
+            .json(&json!({"model": inner.model, "input": inputs}));
+        match &inner.api_key {
+            Ok(Some(key)) => builder = builder.bearer_auth(key),
+            Ok(None) => {}
+            Err(var) => return Err(LlmError::MissingApiKey(var.clone())),
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| inner.transport_error(&e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| inner.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(LlmError::Status {
+                url: inner.embeddings_url.clone(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(MAX_ERROR_BODY)
+                    .collect(),
+            });
+        }
+        let body: EmbeddingsBody = serde_json::from_slice(&bytes)
+            .map_err(|e| LlmError::Protocol(format!("embeddings answer is not valid JSON: {e}")))?;
+        if let Some(err) = body.error {
+            return Err(LlmError::Api(err.into_message()));
+        }
+        if body.data.len() != inputs.len() {
+            return Err(LlmError::Protocol(format!(
+                "{} embeddings for {} inputs",
+                body.data.len(),
+                inputs.len()
+            )));
+        }
+        Ok(body.data.into_iter().map(|d| d.embedding).collect())
     }
 }
 

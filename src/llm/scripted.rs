@@ -303,6 +303,7 @@ mod tests {
             messages: vec![ChatMessage::new("user", user)],
             params: CallParams::default(),
             traceparent: None,
+            calls: None,
         }
     }
 

@@ -198,6 +198,7 @@ impl Judge {
             messages,
             params: self.params.clone(),
             traceparent: None,
+            calls: None,
         };
         let completion = self
             .provider

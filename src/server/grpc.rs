@@ -124,6 +124,7 @@ fn to_pb(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
         violation,
         usage,
         log,
+        dialog,
     } = response;
     pb::GenerateResponse {
         message: Some(pb::Message {
@@ -141,6 +142,10 @@ fn to_pb(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
         usage: usage.map(usage_pb),
         config_id: config_id.to_string(),
         log: log.map(log_pb),
+        dialog: dialog.map(|d| pb::DialogTurn {
+            user_intent: d.user_intent,
+            bot_intent: d.bot_intent,
+        }),
     }
 }
 

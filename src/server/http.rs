@@ -407,6 +407,10 @@ fn whole_reply(openai: bool, model: &str, config_id: &str, r: Response) -> Value
         if let Some(log) = &r.log {
             v["guardrails"]["log"] = log_json(log);
         }
+        if let Some(d) = &r.dialog {
+            v["guardrails"]["dialog"] =
+                json!({"user_intent": d.user_intent, "bot_intent": d.bot_intent});
+        }
         v
     } else {
         let mut v = json!({"messages": [{"role": "assistant", "content": r.content}], "config_id": config_id});
@@ -418,6 +422,9 @@ fn whole_reply(openai: bool, model: &str, config_id: &str, r: Response) -> Value
         }
         if let Some(log) = &r.log {
             v["log"] = log_json(log);
+        }
+        if let Some(d) = &r.dialog {
+            v["output_data"] = json!({"user_intent": d.user_intent, "bot_intent": d.bot_intent});
         }
         v
     }

@@ -297,12 +297,46 @@ async fn completions(
         .unwrap()
 }
 
+/// A toy embedding: one dimension per concept, so similar intents point the
+/// same way without sharing words.
+async fn embeddings(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Response {
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(json!({"embeddings": body["input"].clone()}));
+    let concepts: [&[&str]; 3] = [
+        &["hello", "hi", "greetings", "hey", "morning"],
+        &["can", "do", "help", "capabilities"],
+        &["vote", "party", "government"],
+    ];
+    let data: Vec<Value> = body["input"]
+        .as_array()
+        .map(|inputs| {
+            inputs
+                .iter()
+                .map(|text| {
+                    let t = text.as_str().unwrap_or_default().to_lowercase();
+                    let mut v: Vec<f32> = concepts
+                        .iter()
+                        .map(|words| words.iter().filter(|w| t.contains(**w)).count() as f32)
+                        .collect();
+                    v.push(0.01);
+                    json!({"object": "embedding", "embedding": v})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({"object": "list", "data": data, "model": "fake-embed"})).into_response()
+}
+
 /// Starts the fake LLM on 127.0.0.1:0.
 pub async fn fake_llm(script: Script) -> FakeLlm {
     let state = Arc::new(FakeState::default());
     state.set(script);
     let app = Router::new()
         .route("/v1/chat/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
