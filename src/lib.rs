@@ -18,6 +18,9 @@
 //! - [`llm`]: the [`llm::Provider`] trait, the OpenAI-compatible client and the
 //!   in-process scripted model.
 //! - [`rails`]: the built-in rails behind one [`rails::Rail`] trait.
+//! - [`colang`]: Colang 1.0 dialog flows: the parser, and the dialog runtime
+//!   that answers in front of the main model (so every stage downstream is
+//!   unchanged).
 //! - [`engine`]: the order of work, the streaming preconditions, the chunk
 //!   windows (checked while the stream goes on), the streaming handler;
 //!   [`engine::Guardrails`] is the library entry point.
