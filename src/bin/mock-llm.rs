@@ -46,7 +46,7 @@ struct Args {
 struct Mock {
     ttft: Duration,
     gap: Duration,
-    /// The pre-rendered SSE events: role chunk, tokens, finish+usage, [DONE].
+    /// The pre-rendered SSE events: role chunk, tokens, finish+usage, `[DONE]`.
     first: Bytes,
     tokens: Vec<Bytes>,
     last: Bytes,

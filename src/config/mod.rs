@@ -2,7 +2,7 @@
 //!
 //! Two phases, as NeMo users expect and as strict services do: every
 //! `*.yml`/`*.yaml` file is parsed on its own into strict serde types
-//! ([`raw`]), then the parts are merged and validated into a [`Config`] whose
+//! (`raw`), then the parts are merged and validated into a [`Config`] whose
 //! errors name the file and the key. A config *root* is either one config
 //! directory (it has a `config.yml`: NeMo's single-config mode) or a directory
 //! of config sub-directories, one per config id.

@@ -4,7 +4,7 @@
 //! Every rail implements one trait, [`Rail`]; the [`CATALOG`] lists the flow
 //! names a config may use, and [`build`] turns a config's flows into rails.
 //! An unknown flow is a config error that lists the known ones. One file per
-//! rail kind; [`judge`] holds what the LLM-judge rails share.
+//! rail kind; `judge` holds what the LLM-judge rails share.
 
 mod content_safety;
 mod injection;
