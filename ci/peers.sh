@@ -18,7 +18,7 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8151) 2>/dev/null && break; 
 echo "grpcurl list:"
 grpcurl -plaintext $GRPC list | tee /tmp/peers-list.txt
 grep -q '^streamguard.v1.Guardrails$' /tmp/peers-list.txt
-grpcurl -plaintext -d '{"config_id":"streaming","messages":[{"role":"user","content":"hello"}]}' \
+grpcurl -plaintext -d '{"config_id":"streaming","messages":[{"role":"user","content":"What is the capital of France?"}]}' \
   $GRPC streamguard.v1.Guardrails/StreamGenerate >/tmp/peers-stream.json
 chunks=$(grep -c '"chunk"' /tmp/peers-stream.json)
 grep -q '"final"' /tmp/peers-stream.json

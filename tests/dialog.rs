@@ -287,7 +287,12 @@ async fn openai_base_url_from_the_environment_runs_nemo_configs_unchanged() {
 fn the_dialog_example_runs_on_the_scripted_model() {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamguard"))
-        .args(["chat", "--config", "examples/configs/dialog", "--streaming"])
+        .args([
+            "chat",
+            "--config",
+            "examples/configs/streaming",
+            "--streaming",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

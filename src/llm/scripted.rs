@@ -129,8 +129,24 @@ impl ScriptedProvider {
             "generate_bot_message" => dialog_user(prompt).to_lowercase(),
             "generate_user_intent" => return dialog_intent(prompt),
             "generate_next_steps" => return "general response".into(),
+            // Single call: both intents, then the message, as a model writes them.
+            "generate_intent_steps_message" => {
+                let user = dialog_user(prompt).to_lowercase();
+                let message = self.reply_for(&user);
+                let message = message.trim().trim_matches('"');
+                return format!(
+                    "  {}\nbot general response\n  \"{message}\"",
+                    dialog_intent(prompt)
+                );
+            }
             _ => return self.judge(request),
         };
+        self.reply_for(&last_user)
+    }
+
+    /// The reply to a (lower-cased) user message: a matching `responses`
+    /// entry, else the next of `replies`.
+    fn reply_for(&self, last_user: &str) -> String {
         let s = &self.inner.settings;
         if let Some(r) = s
             .responses
