@@ -1,7 +1,10 @@
 //! The domain error and its one mapping to the wire.
 //!
 //! Inner code returns [`Error`]; transports convert at the edge with
-//! [`Error::to_status`] (gRPC) so `tonic::Status` never leaks into signatures.
+//! [`Error::to_status`] (gRPC) and [`Error::http_status`] (HTTP) so
+//! `tonic::Status` never leaks into signatures.
+
+use std::path::PathBuf;
 
 use crate::{config::ConfigError, llm::LlmError};
 
@@ -18,9 +21,16 @@ pub enum Error {
         field: &'static str,
         message: String,
     },
+    /// An HTTP body that is not JSON or not of the expected shape; `param` is
+    /// the path to the offending value.
+    #[error("{message}")]
+    InvalidBody {
+        param: Option<String>,
+        message: String,
+    },
     /// The request asks to stream but the config breaks a streaming precondition.
     #[error("{0}")]
-    StreamingUnsupported(#[from] crate::engine::PreconditionFailure),
+    StreamingUnsupported(#[from] PreconditionFailure),
     /// The main LLM could not be reached or failed.
     #[error("main LLM failed: {0}")]
     Upstream(#[source] LlmError),
@@ -47,14 +57,64 @@ pub enum Error {
     ShuttingDown(String),
 }
 
+/// Which streaming precondition a config breaks, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreconditionFailure {
+    /// Rule 1: the config does not enable streaming.
+    #[error(
+        "streaming precondition 1 (streaming enabled) failed: config `{id}` does not enable streaming. \
+         Fix: add `streaming: True` to {}, or call Generate instead of StreamGenerate.",
+        file.display()
+    )]
+    StreamingDisabled { id: String, file: PathBuf },
+    /// Rule 2: the main model cannot stream.
+    #[error(
+        "streaming precondition 2 (main LLM can stream) failed: the main model `{model}` of config `{id}` \
+         cannot stream (`{key}` in {} declares `streaming: false`). Fix: point the main model at an \
+         endpoint that streams and remove `streaming: false` from `{key}`, or call Generate instead of StreamGenerate.",
+        file.display()
+    )]
+    ModelCannotStream {
+        id: String,
+        model: String,
+        file: PathBuf,
+        key: String,
+    },
+    /// Rule 3: output rails without output-rail streaming.
+    #[error(
+        "streaming precondition 3 (no output rails unless output-rail streaming is enabled) failed: config `{id}` \
+         has output rails ({flows}) but rails.output.streaming.enabled is False. Fix: set \
+         `rails.output.streaming.enabled: True` in {} so output rails run on chunk windows, or call \
+         Generate instead of StreamGenerate.",
+        file.display()
+    )]
+    OutputRailsNotStreamable {
+        id: String,
+        flows: String,
+        file: PathBuf,
+    },
+}
+
+impl PreconditionFailure {
+    /// The rule number (1, 2 or 3) this failure breaks.
+    pub fn rule(&self) -> u8 {
+        match self {
+            PreconditionFailure::StreamingDisabled { .. } => 1,
+            PreconditionFailure::ModelCannotStream { .. } => 2,
+            PreconditionFailure::OutputRailsNotStreamable { .. } => 3,
+        }
+    }
+}
+
 impl Error {
-    /// The gRPC status for this error. Exhaustive on purpose: a new variant
-    /// must choose its code.
-    pub fn to_status(&self) -> tonic::Status {
+    /// The gRPC status code for this error. Exhaustive on purpose: a new
+    /// variant must choose its code.
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let code = match self {
+        match self {
             Error::ConfigNotFound { .. } => Code::NotFound,
             Error::InvalidRequest { .. } => Code::InvalidArgument,
+            Error::InvalidBody { .. } => Code::InvalidArgument,
             Error::StreamingUnsupported(_) => Code::FailedPrecondition,
             Error::Upstream(LlmError::Timeout { .. }) => Code::DeadlineExceeded,
             Error::Upstream(_) => Code::Unavailable,
@@ -65,15 +125,20 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::ShuttingDown(_) => Code::Unavailable,
-        };
-        tonic::Status::new(code, self.to_string())
+        }
     }
 
-    /// The HTTP status for this error. Exhaustive, like [`Error::to_status`].
+    /// The gRPC status for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code(), self.to_string())
+    }
+
+    /// The HTTP status for this error. Exhaustive, like [`Error::code`].
     pub fn http_status(&self) -> u16 {
         match self {
             Error::ConfigNotFound { .. } => 404,
             Error::InvalidRequest { .. } => 400,
+            Error::InvalidBody { .. } => 422,
             Error::StreamingUnsupported(_) => 400,
             Error::Upstream(LlmError::Connect { .. } | LlmError::MissingApiKey(_)) => 503,
             Error::Upstream(LlmError::Timeout { .. }) => 504,
@@ -95,6 +160,7 @@ impl Error {
         match self {
             Error::ConfigNotFound { .. } => ("invalid_request_error", "config_not_found"),
             Error::InvalidRequest { .. } => ("invalid_request_error", "invalid_value"),
+            Error::InvalidBody { .. } => ("invalid_request_error", "invalid_body"),
             Error::StreamingUnsupported(_) => ("invalid_request_error", "streaming_unsupported"),
             Error::Upstream(_) => ("upstream_error", "upstream_unavailable"),
             Error::Rail { .. } => ("upstream_error", "rail_execution_failure"),
@@ -108,9 +174,10 @@ impl Error {
     }
 
     /// The request field at fault, when there is one.
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
             Error::InvalidRequest { field, .. } => Some(field),
+            Error::InvalidBody { param, .. } => param.as_deref(),
             Error::ConfigNotFound { .. } => Some("config_id"),
             _ => None,
         }

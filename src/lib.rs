@@ -32,8 +32,8 @@
 //! - [`error`]: the one domain error and its mapping to gRPC status codes.
 
 pub mod cli;
-pub mod colang;
 pub mod config;
+pub mod dialog;
 pub mod engine;
 pub mod error;
 pub mod llm;

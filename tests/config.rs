@@ -48,19 +48,19 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "derived-tests-test_streaming-output_rails_streaming_config",
     ))
     .unwrap();
-    assert!(c.streaming && c.output_streaming.enabled && !c.output_streaming.stream_first);
+    assert!(c.streaming() && c.output_streaming().enabled && !c.output_streaming().stream_first);
     assert_eq!(
         (
-            c.output_streaming.chunk_size,
-            c.output_streaming.context_size
+            c.output_streaming().chunk_size,
+            c.output_streaming().context_size
         ),
         (4, 2)
     );
     let c = config::load(&nemo("derived-tests-test_configs-parallel_rails")).unwrap();
-    assert!(c.input.parallel && c.output.parallel);
-    assert!(c.instructions["general"].contains("ABC Bot"));
+    assert!(c.input().parallel && c.output().parallel);
+    assert!(c.instructions()["general"].contains("ABC Bot"));
     let c = config::load(&nemo("derived-tests-test_guardrail_exceptions")).unwrap();
-    assert!(c.enable_rails_exceptions);
+    assert!(c.enable_rails_exceptions());
     // Entities that need a named-entity model load with a warning, never silently.
     let g =
         streamguard::Guardrails::load(nemo("derived-examples-configs-sensitive_data_detection_v1"))
@@ -210,9 +210,9 @@ fn files_of_a_config_are_merged() {
     )
     .unwrap();
     let c = config::load(&dir).unwrap();
-    assert_eq!(c.input.flows[0].name, "self check input");
-    assert!(c.streaming);
-    assert_eq!(c.prompts.len(), 2, "prompts.yml merged too");
+    assert_eq!(c.input().flows[0].name, "self check input");
+    assert!(c.streaming());
+    assert_eq!(c.prompts().len(), 2, "prompts.yml merged too");
 }
 
 #[test]

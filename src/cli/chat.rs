@@ -44,7 +44,10 @@ impl Backend {
             (Some(id), _) => registry.get(id)?.clone(),
             (None, Some(id)) => registry.get(id)?.clone(),
             (None, None) => {
-                let ids: Vec<_> = registry.iter().map(|g| g.config().id.clone()).collect();
+                let ids: Vec<_> = registry
+                    .iter()
+                    .map(|g| g.config().id().to_string())
+                    .collect();
                 match ids.as_slice() {
                     [only] => registry.get(only)?.clone(),
                     _ => {
@@ -57,7 +60,7 @@ impl Backend {
                 }
             }
         };
-        let path = rails.config().path.display().to_string();
+        let path = rails.config().path().display().to_string();
         Ok((Backend::Local(rails), path))
     }
 
@@ -118,7 +121,7 @@ impl Backend {
                         .messages
                         .into_iter()
                         .map(|m| pb::Message {
-                            role: m.role,
+                            role: m.role.as_str().to_string(),
                             content: m.content,
                         })
                         .collect(),
@@ -171,9 +174,12 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             } else {
                 crate::rails::Stage::Input
             },
+            kind: if v.code == crate::engine::ViolationKind::RailFailed.code() {
+                crate::engine::ViolationKind::RailFailed
+            } else {
+                crate::engine::ViolationKind::Blocked
+            },
             rail: v.rail,
-            kind: "guardrails_violation",
-            code: "content_blocked",
             message: v.message,
             reason: v.reason,
         }),
@@ -226,10 +232,10 @@ pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> any
             return Ok(());
         }
         let mut messages = history.clone();
-        messages.push(ChatMessage::new("user", text));
+        messages.push(ChatMessage::user(text));
         match answer(&mut backend, messages.clone(), streaming, &mut stdout).await {
             Ok(Some(response)) => {
-                messages.push(ChatMessage::new("assistant", response.content));
+                messages.push(ChatMessage::assistant(response.content));
                 history = messages;
             }
             Ok(None) => eprintln!("\n(answer stopped)"),

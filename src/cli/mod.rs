@@ -11,10 +11,9 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use crate::{
-    config,
     engine::Registry,
     llm::UpstreamSettings,
-    server::{ApiKeys, ServerSettings, tls::TlsMaterial},
+    server::{ApiKeys, Server, ServerSettings, tls::TlsMaterial},
 };
 
 /// Guardrails around streaming LLMs, for NeMo Guardrails configs.
@@ -225,12 +224,20 @@ mod otlp {
 }
 
 fn check(root: &std::path::Path) -> ExitCode {
-    let loaded = config::load_root(root)
-        .map_err(|e| e.to_string())
-        .and_then(|_| Registry::load(root).map_err(|e| e.to_string()));
-    match loaded {
-        Ok(registry) => {
-            for g in registry.iter() {
+    let each = match Registry::load_each(root, &UpstreamSettings::default()) {
+        Ok(each) => each,
+        Err(e) => {
+            eprintln!("{}: invalid config", root.display());
+            for line in e.to_string().lines() {
+                eprintln!("  error: {line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = Vec::new();
+    for built in each {
+        match built {
+            Ok(g) => {
                 let c = g.config();
                 let streaming = match g.check_streaming() {
                     Ok(()) => "streaming: yes".to_string(),
@@ -238,25 +245,28 @@ fn check(root: &std::path::Path) -> ExitCode {
                 };
                 println!(
                     "ok  {}  main={}  input={}  output={}  {streaming}",
-                    c.id,
-                    c.main_model().model,
-                    c.input.flows.len(),
-                    c.output.flows.len()
+                    c.id(),
+                    c.main_model().model(),
+                    c.input().flows.len(),
+                    c.output().flows.len()
                 );
                 for w in g.warnings() {
                     println!("    warning: {w}");
                 }
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{}: invalid config", root.display());
-            for line in e.lines() {
-                eprintln!("  error: {line}");
-            }
-            ExitCode::FAILURE
+            Err(e) => failed.push(e),
         }
     }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{}: invalid config", root.display());
+    for e in failed {
+        for line in e.to_string().lines() {
+            eprintln!("  error: {line}");
+        }
+    }
+    ExitCode::FAILURE
 }
 
 async fn chat(
@@ -285,14 +295,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: args.request_timeout,
         retries: args.upstream_retries,
     };
-    let root = args.config.clone();
-    let default_config_id = args.default_config_id.clone();
-    let load = move || -> anyhow::Result<Registry> {
-        Ok(Registry::load_with(&root, &upstream)
-            .with_context(|| format!("loading configs from {}", root.display()))?
-            .with_default(default_config_id.clone())?)
-    };
-    let registry = load()?;
     let api_keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
         None => {
@@ -315,131 +317,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_keys,
         shutdown_grace: args.shutdown_grace,
     };
-    let (addr, http_addr, metrics_addr) = (args.grpc_addr, args.http_addr, args.metrics_addr);
-    for g in registry.iter() {
-        for w in g.warnings() {
-            tracing::warn!(config = %g.config().id, "{w}");
-        }
-    }
-    let ids: Vec<&str> = registry.iter().map(|g| g.config().id.as_str()).collect();
-    tracing::info!(configs = ?ids, default = ?registry.default_id(), "configs loaded");
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding gRPC address {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
-    let state = crate::server::State::new(registry, settings);
-    // SIGHUP and, with --watch, file changes reload the configs; a broken
-    // edit is logged and counted, and the previous configs keep serving.
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
-    {
-        let state = state.clone();
-        tokio::spawn(async move {
-            while let Some(why) = reload_rx.recv().await {
-                match load() {
-                    Ok(registry) => {
-                        let ids: Vec<String> =
-                            registry.iter().map(|g| g.config().id.clone()).collect();
-                        state.replace_registry(registry);
-                        metrics::counter!("streamguard_config_reloads_total", "result" => "ok")
-                            .increment(1);
-                        tracing::info!(configs = ?ids, trigger = why, "configs reloaded");
-                    }
-                    Err(e) => {
-                        metrics::counter!("streamguard_config_reloads_total", "result" => "failed")
-                            .increment(1);
-                        tracing::error!(
-                            trigger = why,
-                            "config reload failed, still serving the previous configs: {e:#}"
-                        );
-                    }
-                }
-            }
-        });
-    }
-    #[cfg(unix)]
-    {
-        let tx = reload_tx.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let _ = tx.try_send("SIGHUP");
-            }
-        });
-    }
-    // Kept alive for as long as the server runs.
-    let _watcher = if args.watch {
-        Some(watch(&args.config, reload_tx.clone())?)
-    } else {
-        None
-    };
-    // One signal stops both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let http = match http_addr {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding HTTP address {addr}"))?;
-            tracing::info!(addr = %l.local_addr()?, "HTTP listening");
-            Some(tokio::spawn(crate::server::serve_http(
-                l,
-                state.clone(),
-                stopped(),
-            )))
-        }
-        None => None,
-    };
-    if let Some(addr) = metrics_addr {
+    let bind = |addr: SocketAddr, what: &'static str| async move {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding metrics address {addr}"))?;
-        tracing::info!(addr = %l.local_addr()?, "metrics listening");
-        tokio::spawn(crate::server::metrics::serve(l, stopped()));
+            .with_context(|| format!("binding {what} address {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "{what} listening");
+        anyhow::Ok(l)
+    };
+    let mut builder = Server::builder()
+        .config_root(&args.config)
+        .upstream(upstream)
+        .default_config(args.default_config_id.clone())
+        .settings(settings)
+        .reload_on_sighup(true)
+        .watch(args.watch)
+        .grpc(bind(args.grpc_addr, "gRPC").await?);
+    if let Some(addr) = args.http_addr {
+        builder = builder.http(bind(addr, "HTTP").await?);
     }
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    crate::server::serve(listener, state, stopped()).await?;
-    if let Some(http) = http {
-        http.await??;
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics(bind(addr, "metrics").await?);
     }
-    tracing::info!("stopped");
+    let server = builder
+        .build()
+        .await
+        .with_context(|| format!("loading configs from {}", args.config.display()))?;
+    let registry = server.state().registry();
+    for g in registry.iter() {
+        for w in g.warnings() {
+            tracing::warn!(config = %g.config().id(), "{w}");
+        }
+    }
+    let ids: Vec<&str> = registry.iter().map(|g| g.config().id()).collect();
+    tracing::info!(configs = ?ids, default = ?registry.default_id(), "configs loaded");
+    server.run(shutdown_signal()).await?;
     Ok(())
-}
-
-/// Watches the config root; changes (debounced) request a reload.
-fn watch(
-    root: &std::path::Path,
-    reload: tokio::sync::mpsc::Sender<&'static str>,
-) -> anyhow::Result<
-    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
-> {
-    use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
-    let mut debouncer = new_debouncer(
-        Duration::from_millis(300),
-        move |events: DebounceEventResult| {
-            if events.is_ok() {
-                let _ = reload.try_send("watch");
-            }
-        },
-    )
-    .context("starting the file watcher")?;
-    debouncer
-        .watcher()
-        .watch(root, RecursiveMode::Recursive)
-        .with_context(|| format!("watching {}", root.display()))?;
-    tracing::info!(root = %root.display(), "watching configs for changes");
-    Ok(debouncer)
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -95,6 +95,11 @@ impl StopFilter {
         }
     }
 
+    /// Whether there are no stop strings.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stops.is_empty()
+    }
+
     /// Returns the text to emit now (if any) and whether to go on.
     pub(crate) fn push(&mut self, chunk: String) -> (Option<String>, bool) {
         if self.stopped {

@@ -1,199 +1,52 @@
-//! The order of work: input rails → the main LLM → output rails, for whole
-//! answers ([`Guardrails::generate`]) and streams ([`Guardrails::stream`]).
+//! The order of work: input rails → the answer (the main LLM, or the dialog
+//! in front of it) → output rails, for whole answers ([`Guardrails::generate`])
+//! and streams ([`Guardrails::stream`]).
 //!
-//! Every front end (gRPC, the CLI, the library) calls these two methods; none
-//! re-implements rails, prompts or the streaming rules.
+//! Every front end (gRPC, HTTP, the CLI, the library) calls these methods;
+//! none re-implements rails, prompts or the streaming rules.
+//!
+//! - [`answer`]: the seam the engine asks for the answer stream.
+//! - `run`: a request's selected rails, its log and timings.
+//! - [`Relay`]: the state of one guarded stream; `stream` drives it.
+//! - [`Windows`]: the chunk-window bookkeeping.
+//! - [`StreamingHandler`]: NeMo's streaming-handler style.
+//! - [`Registry`]: the configs a server serves.
 
+pub mod answer;
+mod build;
+mod generate;
 mod handler;
 mod log;
 mod preconditions;
 mod registry;
+mod relay;
+mod run;
 mod stream;
+mod types;
 mod window;
 
 use std::{path::Path, sync::Arc, time::Instant};
 
-use futures_util::{StreamExt, stream::BoxStream, stream::FuturesUnordered};
+use futures_util::{StreamExt, stream::BoxStream};
 
 use crate::{
     config::{self, Config, ConfigError},
     error::Error,
-    llm::{
-        self, CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Provider,
-        UpstreamSettings, Usage,
-    },
-    rails::{self, Providers, Rail, RailInput, RailSet, Stage, Verdict},
+    llm::{self, ChatMessage, ChatRequest, Provider, UpstreamSettings},
+    rails::RailSet,
 };
+use answer::Answerer;
 
+pub use crate::error::PreconditionFailure;
+pub use answer::DialogTurn;
 pub use handler::{HandlerChunks, StreamingHandler};
 pub use log::{Decision, GenerationLog, PhaseTiming, RailRecord};
-pub use preconditions::PreconditionFailure;
 pub use registry::Registry;
+pub use relay::{Relay, RelayOutcome, WindowCheck, WindowVerdict};
+pub use types::{
+    Event, EventStream, Options, REFUSAL, Request, Response, Violation, ViolationKind,
+};
 pub use window::{Window, Windows};
-
-/// NeMo's predefined refusal.
-pub const REFUSAL: &str = "I'm sorry, I can't respond to that.";
-
-/// A conversation to answer, with per-request options.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    /// Oldest first; the last message must be the user's.
-    pub messages: Vec<ChatMessage>,
-    pub options: Options,
-    /// The caller's W3C `traceparent`, passed on to the main LLM call.
-    pub traceparent: Option<String>,
-}
-
-impl From<Vec<ChatMessage>> for Request {
-    fn from(messages: Vec<ChatMessage>) -> Self {
-        Request {
-            messages,
-            options: Options::default(),
-            traceparent: None,
-        }
-    }
-}
-
-impl Request {
-    /// A one-turn request.
-    pub fn user(text: impl Into<String>) -> Self {
-        Request {
-            messages: vec![ChatMessage::new("user", text)],
-            options: Options::default(),
-            traceparent: None,
-        }
-    }
-}
-
-/// Per-request options.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Options {
-    /// Parameters for the main LLM call.
-    pub llm_params: CallParams,
-    /// Run the input rails.
-    pub input_rails: bool,
-    /// Run the output rails.
-    pub output_rails: bool,
-    /// Run only these configured input flows (`None`: all).
-    pub input_flows: Option<Vec<String>>,
-    /// Run only these configured output flows (`None`: all).
-    pub output_flows: Option<Vec<String>>,
-    /// Return a [`GenerationLog`] with the response.
-    pub log: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            llm_params: CallParams::default(),
-            input_rails: true,
-            output_rails: true,
-            input_flows: None,
-            output_flows: None,
-            log: false,
-        }
-    }
-}
-
-/// Why a rail stopped the request or the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The flow that blocked.
-    pub rail: String,
-    pub stage: Stage,
-    /// `guardrails_violation`, or `internal_error` when the rail failed.
-    pub kind: &'static str,
-    /// `content_blocked`, or `rail_execution_failure`.
-    pub code: &'static str,
-    /// `Blocked by <flow> rails.`
-    pub message: String,
-    /// The rail's own explanation.
-    pub reason: String,
-}
-
-impl Violation {
-    fn blocked(rail: &str, stage: Stage, reason: String) -> Self {
-        Violation {
-            rail: rail.to_string(),
-            stage,
-            kind: "guardrails_violation",
-            code: "content_blocked",
-            message: format!("Blocked by {rail} rails."),
-            reason,
-        }
-    }
-
-    fn failed(rail: &str, stage: Stage, reason: String) -> Self {
-        Violation {
-            rail: rail.to_string(),
-            stage,
-            kind: "internal_error",
-            code: "rail_execution_failure",
-            message: format!("Error in {rail} rail: {reason}"),
-            reason,
-        }
-    }
-}
-
-/// The guarded answer.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Response {
-    /// The assistant's content: the answer, the refusal, or (on a blocked
-    /// stream) exactly the text the client received.
-    pub content: String,
-    pub violation: Option<Violation>,
-    /// Main LLM token usage, when the LLM reported it.
-    pub usage: Option<Usage>,
-    /// The request's log, when `options.log` asked for it.
-    pub log: Option<GenerationLog>,
-    /// With Colang dialog rails: how the dialog read the turn.
-    pub dialog: Option<DialogTurn>,
-}
-
-/// The intents a dialog turn was answered with.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DialogTurn {
-    pub user_intent: String,
-    pub bot_intent: String,
-}
-
-/// Collects a streamed answer into a completion and the dialog's intents.
-async fn collect(
-    mut stream: llm::DeltaStream,
-) -> Result<(llm::Completion, Option<DialogTurn>), llm::LlmError> {
-    let mut text = String::new();
-    let mut usage = None;
-    let mut dialog = None;
-    while let Some(d) = stream.next().await {
-        match d? {
-            llm::Delta::Text(t) => text.push_str(&t),
-            llm::Delta::Usage(u) => usage = Some(u),
-            llm::Delta::Dialog {
-                user_intent,
-                bot_intent,
-            } => {
-                dialog = Some(DialogTurn {
-                    user_intent,
-                    bot_intent,
-                })
-            }
-        }
-    }
-    Ok((llm::Completion { text, usage }, dialog))
-}
-
-/// One event of a streamed answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A piece of the answer, as the model produced it.
-    Chunk(String),
-    /// The whole response; always the last event. Boxed so the per-chunk
-    /// events stay small.
-    Final(Box<Response>),
-}
-
-/// A streamed answer: chunks, then one [`Event::Final`], or an error.
-pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 
 /// One loaded config with its providers and rails, ready to serve.
 #[derive(Debug, Clone)]
@@ -204,9 +57,9 @@ pub struct Guardrails {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    main: Arc<dyn Provider>,
-    input: Vec<Arc<dyn Rail>>,
-    output: Vec<Arc<dyn Rail>>,
+    answerer: Arc<dyn Answerer>,
+    input: RailSet,
+    output: RailSet,
     system_prompt: Option<String>,
     warnings: Vec<String>,
 }
@@ -248,43 +101,16 @@ impl Guardrails {
         main: Option<Arc<dyn Provider>>,
         upstream: &UpstreamSettings,
     ) -> Result<Self, ConfigError> {
-        let mut providers = Providers::new();
-        if let Some(main) = main {
-            providers.insert("main".into(), main);
-        }
-        for model in &config.models {
-            providers
-                .entry(model.kind.clone())
-                .or_insert(llm::build(model, upstream)?);
-        }
-        let mut main = providers
-            .get("main")
-            .cloned()
-            .ok_or_else(|| ConfigError::invalid(config.main_file(), "models", "no main model"))?;
-        // With Colang dialog flows, the dialog runtime answers in front of the
-        // main model; everything downstream streams from it unchanged.
-        if let Some(dialog) = &config.dialog {
-            main = Arc::new(crate::colang::runtime::DialogRuntime::new(
-                &config,
-                dialog.clone(),
-                main,
-                upstream,
-            )?);
-        }
-        let mut warnings = Vec::new();
-        let (input, output) = rails::build(&config, &providers, &mut warnings)?;
-        let system_prompt = config
-            .instructions
-            .get("general")
-            .map(|s| s.trim().to_string());
+        let built = build::build(&config, main, upstream)?;
+        let system_prompt = config.instruction("general").map(|s| s.trim().to_string());
         Ok(Guardrails {
             inner: Arc::new(Inner {
                 config,
-                main,
-                input,
-                output,
+                answerer: built.answerer,
+                input: built.rails.input,
+                output: built.rails.output,
                 system_prompt,
-                warnings,
+                warnings: built.rails.warnings,
             }),
         })
     }
@@ -301,65 +127,15 @@ impl Guardrails {
 
     /// Whether a streaming request with default options may be served.
     pub fn check_streaming(&self) -> Result<(), PreconditionFailure> {
-        preconditions::check(&self.inner.config, self.inner.main.can_stream(), true)
+        preconditions::check(&self.inner.config, self.inner.answerer.can_stream(), true)
     }
 
-    /// Answers the conversation whole: input rails, the main LLM, output rails
+    /// Answers the conversation whole: input rails, the answer, output rails
     /// on the whole answer. Works on every config.
     pub async fn generate(&self, request: Request) -> Result<Response, Error> {
         let started = Instant::now();
-        let mut run = self.inner.start(&request)?;
-        let inner = &self.inner;
-        let history_len = request.messages.len() - 1;
-        let (violation, rewritten) = run.input_check(inner, &request.messages).await?;
-        if let Some(v) = violation {
-            return Ok(run.finish(inner.blocked(v), started));
-        }
-        let user_input = rewritten.unwrap_or_else(|| request.messages[history_len].content.clone());
-        let mut main_request = inner.main_request(request, &user_input);
-        main_request.calls = run.log.as_ref().map(|l| l.calls.clone());
-        let prompt = run
-            .log
-            .as_ref()
-            .map(|_| CallRecord::prompt_text(&main_request.messages));
-        let generation = Instant::now();
-        let (completion, dialog) = if inner.config.dialog.is_some() {
-            // The dialog runtime reports its intents beside the text.
-            collect(inner.main.stream(main_request)).await
-        } else {
-            inner.main.complete(main_request).await.map(|c| (c, None))
-        }
-        .map_err(upstream_error)?;
-        run.timing.generation = generation.elapsed();
-        if let (Some(log), Some(prompt)) = (&run.log, prompt) {
-            log.calls.record(CallRecord {
-                task: "general".into(),
-                prompt,
-                completion: completion.text.clone(),
-                usage: completion.usage,
-                duration: run.timing.generation,
-            });
-        }
-        let mut content = completion.text;
-        match run.output_check(inner, &user_input, &content).await? {
-            Checked::Pass => {}
-            Checked::Rewritten(text) => content = text,
-            Checked::Stop(v) => {
-                let response = Response {
-                    usage: completion.usage,
-                    ..inner.blocked(v)
-                };
-                return Ok(run.finish(response, started));
-            }
-        }
-        let response = Response {
-            content,
-            violation: None,
-            usage: completion.usage,
-            log: None,
-            dialog,
-        };
-        Ok(run.finish(response, started))
+        let run = self.inner.start(&request)?;
+        generate::run(&self.inner, run, request, started).await
     }
 
     /// Streams just the text chunks of the answer: the counterpart of NeMo's
@@ -466,7 +242,11 @@ impl Guardrails {
         let started = Instant::now();
         let run = self.inner.start(&request)?;
         let output_on = !run.output.is_empty();
-        preconditions::check(&self.inner.config, self.inner.main.can_stream(), output_on)?;
+        preconditions::check(
+            &self.inner.config,
+            self.inner.answerer.can_stream(),
+            output_on,
+        )?;
         Ok(stream::run(self.inner.clone(), run, request, started))
     }
 }
@@ -477,239 +257,49 @@ fn upstream_error(e: llm::LlmError) -> Error {
     Error::Upstream(e)
 }
 
-/// Checks the request shape and returns the user's last message.
-fn validate(request: &Request) -> Result<&str, Error> {
-    let Some(last) = request.messages.last() else {
-        return Err(Error::invalid(
-            "messages",
-            "at least one message is required",
-        ));
-    };
-    for (i, m) in request.messages.iter().enumerate() {
-        if !matches!(m.role.as_str(), "user" | "assistant" | "system") {
-            return Err(Error::InvalidRequest {
-                field: "messages.role",
-                message: format!(
-                    "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
-                    m.role
-                ),
-            });
-        }
-    }
-    if last.role != "user" {
-        return Err(Error::InvalidRequest {
-            field: "messages",
-            message: format!(
-                "the last message must have role `user`, not `{}`",
-                last.role
-            ),
-        });
-    }
-    if let Some(t) = request.options.llm_params.temperature
-        && !(0.0..=2.0).contains(&t)
-    {
-        return Err(Error::invalid(
-            "options.llm_params.temperature",
-            format!("{t} is outside 0..=2"),
-        ));
-    }
-    Ok(&last.content)
-}
-
-/// The rails of a stage that a request selected.
-fn select(
-    rails: &RailSet,
-    on: bool,
-    only: Option<&Vec<String>>,
-    field: &'static str,
-) -> Result<RailSet, Error> {
-    if !on {
-        return Ok(Vec::new());
-    }
-    let Some(only) = only else {
-        return Ok(rails.clone());
-    };
-    for name in only {
-        if !rails.iter().any(|r| r.flow() == name) {
-            let configured: Vec<&str> = rails.iter().map(|r| r.flow()).collect();
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "`{name}` is not a configured flow of this stage; configured: [{}]",
-                    configured.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(rails
-        .iter()
-        .filter(|r| only.iter().any(|n| n == r.flow()))
-        .cloned()
-        .collect())
-}
-
-/// What an output check decided for a text.
-enum Checked {
-    Pass,
-    Rewritten(String),
-    Stop(Violation),
-}
-
-/// Per-request logging state.
-struct RunLog {
-    calls: Arc<CallLog>,
-    rails: Vec<RailRecord>,
-}
-
-/// The call log and the rail records of a request log, borrowed apart.
-fn log_parts(log: &mut Option<RunLog>) -> (Option<&CallLog>, Option<&mut Vec<RailRecord>>) {
-    match log {
-        Some(RunLog { calls, rails }) => (Some(&**calls), Some(rails)),
-        None => (None, None),
-    }
-}
-
-/// One request's selected rails, log and timings.
-struct Run {
-    input: RailSet,
-    /// Shared with the window checks of a stream.
-    output: Arc<RailSet>,
-    log: Option<RunLog>,
-    timing: PhaseTiming,
-}
-
-impl Run {
-    async fn input_check(
-        &mut self,
-        inner: &Inner,
-        messages: &[ChatMessage],
-    ) -> Result<(Option<Violation>, Option<String>), Error> {
-        let Some((last, history)) = messages.split_last() else {
-            return Ok((None, None));
-        };
-        let started = Instant::now();
-        let (calls, records) = log_parts(&mut self.log);
-        let input = RailInput {
-            user_input: &last.content,
-            bot_response: None,
-            history,
-            calls,
-        };
-        let outcome = run_rails(
-            &self.input,
-            inner.config.input.parallel,
-            Stage::Input,
-            input,
-            records,
-        )
-        .await;
-        self.timing.input_rails = started.elapsed();
-        outcome
-    }
-
-    async fn output_check(
-        &mut self,
-        inner: &Inner,
-        user_input: &str,
-        text: &str,
-    ) -> Result<Checked, Error> {
-        if self.output.is_empty() {
-            return Ok(Checked::Pass);
-        }
-        let started = Instant::now();
-        let (calls, records) = log_parts(&mut self.log);
-        let input = RailInput {
-            user_input,
-            bot_response: Some(text),
-            history: &[],
-            calls,
-        };
-        let outcome = run_rails(
-            &self.output,
-            inner.config.output.parallel,
-            Stage::Output,
-            input,
-            records,
-        )
-        .await;
-        self.timing.output_rails += started.elapsed();
-        Ok(match outcome? {
-            (Some(v), _) => Checked::Stop(v),
-            (None, Some(t)) => Checked::Rewritten(t),
-            (None, None) => Checked::Pass,
-        })
-    }
-
-    fn finish(self, mut response: Response, started: Instant) -> Response {
-        if let Some(log) = self.log {
-            let mut timing = self.timing;
-            timing.total = started.elapsed();
-            response.log = Some(GenerationLog {
-                rails: log.rails,
-                llm_calls: log.calls.take(),
-                timing,
-            });
-        }
-        response
-    }
-}
-
 impl Inner {
     /// Validates the request and selects its rails.
-    fn start(&self, request: &Request) -> Result<Run, Error> {
-        validate(request)?;
-        let o = &request.options;
-        Ok(Run {
-            input: select(
-                &self.input,
-                o.input_rails,
-                o.input_flows.as_ref(),
-                "options.rails.input_flows",
-            )?,
-            output: Arc::new(select(
-                &self.output,
-                o.output_rails,
-                o.output_flows.as_ref(),
-                "options.rails.output_flows",
-            )?),
-            log: o.log.then(|| RunLog {
-                calls: Arc::new(CallLog::default()),
-                rails: Vec::new(),
-            }),
-            timing: PhaseTiming::default(),
-        })
+    fn start(&self, request: &Request) -> Result<run::Run, Error> {
+        run::Run::start(
+            request,
+            &self.input,
+            &self.output,
+            (self.config.input().parallel, self.config.output().parallel),
+        )
     }
 
-    /// The main LLM call: the general instruction, then the conversation
-    /// with the (possibly rewritten) last user message.
-    fn main_request(&self, request: Request, user_input: &str) -> ChatRequest {
+    /// The main call: the general instruction, then the conversation with
+    /// the last user message (rewritten by an input rail when `rewritten`).
+    /// Returns it with the user input the output rails see.
+    fn main_request(&self, request: Request, rewritten: Option<String>) -> (ChatRequest, Arc<str>) {
         let Request {
             mut messages,
             options,
             traceparent,
         } = request;
-        if let Some(last) = messages.last_mut()
-            && last.content != user_input
-        {
-            last.content = user_input.to_string();
-        }
+        let user_input: Arc<str> = match (rewritten, messages.last_mut()) {
+            (Some(text), Some(last)) => {
+                let shared: Arc<str> = text.as_str().into();
+                last.content = text;
+                shared
+            }
+            (None, Some(last)) => last.content.as_str().into(),
+            (_, None) => "".into(),
+        };
         let mut all = Vec::with_capacity(messages.len() + 1);
         if let Some(system) = &self.system_prompt {
-            all.push(ChatMessage::new("system", system.clone()));
+            all.push(ChatMessage::system(system.clone()));
         }
         all.extend(messages);
-        ChatRequest {
-            task: "general".into(),
-            messages: all,
-            params: options.llm_params,
-            traceparent,
-            calls: None,
-        }
+        let mut call = ChatRequest::new("general", all);
+        call.params = options.llm_params;
+        call.traceparent = traceparent;
+        (call, user_input)
     }
 
     fn blocked(&self, violation: Violation) -> Response {
         // With rails exceptions the response carries only the violation.
-        let content = if self.config.enable_rails_exceptions {
+        let content = if self.config.enable_rails_exceptions() {
             String::new()
         } else {
             REFUSAL.to_string()
@@ -722,99 +312,4 @@ impl Inner {
             dialog: None,
         }
     }
-}
-
-/// Runs rails in order (stopping at the first block; a rewrite feeds the
-/// next rail) or all at once (the first block wins; dropping the rest
-/// cancels them). Returns the violation, or the rewritten text.
-async fn run_rails(
-    rails: &[Arc<dyn Rail>],
-    parallel: bool,
-    stage: Stage,
-    input: RailInput<'_>,
-    mut records: Option<&mut Vec<RailRecord>>,
-) -> Result<(Option<Violation>, Option<String>), Error> {
-    if rails.is_empty() {
-        return Ok((None, None));
-    }
-    let mut record = |rail: &Arc<dyn Rail>,
-                      verdict: &Result<Verdict, rails::RailError>,
-                      started: Instant| {
-        let decision = match verdict {
-            Ok(Verdict::Allow) => Decision::Allow,
-            Ok(Verdict::Block { .. }) => Decision::Block,
-            Ok(Verdict::Modify { .. }) => Decision::Modify,
-            Err(_) => Decision::Error,
-        };
-        let took = started.elapsed();
-        metrics::counter!("streamguard_rail_runs_total", "rail" => rail.flow().to_string(), "decision" => decision.as_str())
-                .increment(1);
-        metrics::histogram!("streamguard_rail_duration_seconds", "rail" => rail.flow().to_string())
-            .record(took.as_secs_f64());
-        if let Some(records) = records.as_deref_mut() {
-            let (decision, reason) = match verdict {
-                Ok(Verdict::Allow) => (Decision::Allow, String::new()),
-                Ok(Verdict::Block { reason }) => (Decision::Block, reason.clone()),
-                Ok(Verdict::Modify { reason, .. }) => (Decision::Modify, reason.clone()),
-                Err(e) => (Decision::Error, e.0.clone()),
-            };
-            records.push(RailRecord {
-                flow: rail.flow().to_string(),
-                stage,
-                decision,
-                reason,
-                duration: started.elapsed(),
-            });
-        }
-    };
-    let fail = |rail: &Arc<dyn Rail>, e: rails::RailError| Error::Rail {
-        rail: rail.flow().to_string(),
-        message: e.0,
-    };
-    let mut rewritten: Option<String> = None;
-    if parallel && rails.len() > 1 {
-        let mut pending: FuturesUnordered<_> = rails
-            .iter()
-            .map(|rail| async move {
-                let started = Instant::now();
-                (rail, rail.check(input).await, started)
-            })
-            .collect();
-        while let Some((rail, verdict, started)) = pending.next().await {
-            record(rail, &verdict, started);
-            match verdict.map_err(|e| fail(rail, e))? {
-                Verdict::Allow => {}
-                Verdict::Block { reason } => {
-                    return Ok((Some(Violation::blocked(rail.flow(), stage, reason)), None));
-                }
-                Verdict::Modify { text, .. } => rewritten = Some(text),
-            }
-        }
-        return Ok((None, rewritten));
-    }
-    for rail in rails {
-        let current = rewritten.as_deref();
-        let input = RailInput {
-            user_input: match (stage, current) {
-                (Stage::Input, Some(t)) => t,
-                _ => input.user_input,
-            },
-            bot_response: match (stage, current) {
-                (Stage::Output, Some(t)) => Some(t),
-                _ => input.bot_response,
-            },
-            ..input
-        };
-        let started = Instant::now();
-        let verdict = rail.check(input).await;
-        record(rail, &verdict, started);
-        match verdict.map_err(|e| fail(rail, e))? {
-            Verdict::Allow => {}
-            Verdict::Block { reason } => {
-                return Ok((Some(Violation::blocked(rail.flow(), stage, reason)), None));
-            }
-            Verdict::Modify { text, .. } => rewritten = Some(text),
-        }
-    }
-    Ok((None, rewritten))
 }

@@ -23,27 +23,23 @@ impl Registry {
         Self::load_with(root, &UpstreamSettings::default())
     }
 
-    /// [`Registry::load`] with upstream timeouts and retries.
+    /// [`Registry::load`] with upstream timeouts and retries. Every broken
+    /// config is reported, not just the first.
     pub fn load_with(root: &Path, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
-        let loaded = config::load_root(root)?;
-        let single = config::is_single_config(root);
         let mut configs = BTreeMap::new();
         let mut errors = Vec::new();
-        for c in loaded {
-            let id = c.id.clone();
-            match Guardrails::with_upstream(c, upstream) {
+        for built in Self::load_each(root, upstream)? {
+            match built {
                 Ok(g) => {
-                    configs.insert(id, g);
+                    configs.insert(g.config().id().to_string(), g);
                 }
                 Err(e) => errors.push(e),
             }
         }
-        match errors.len() {
-            0 => {}
-            1 => return Err(errors.remove(0)),
-            _ => return Err(ConfigError::Many(errors)),
+        if let Some(e) = ConfigError::from_list(errors) {
+            return Err(e);
         }
-        let default_id = if single {
+        let default_id = if config::is_single_config(root) {
             configs.keys().next().cloned()
         } else {
             None
@@ -54,12 +50,24 @@ impl Registry {
         })
     }
 
+    /// Loads and builds each config under `root` on its own (for `check`,
+    /// which reports every one). Fails only when `root` itself is unusable.
+    pub fn load_each(
+        root: &Path,
+        upstream: &UpstreamSettings,
+    ) -> Result<Vec<Result<Guardrails, ConfigError>>, ConfigError> {
+        Ok(config::load_each(root)?
+            .into_iter()
+            .map(|c| c.and_then(|c| Guardrails::with_upstream(c, upstream)))
+            .collect())
+    }
+
     /// A registry of already-built configs.
     pub fn from_configs(configs: impl IntoIterator<Item = Guardrails>) -> Self {
         Registry {
             configs: configs
                 .into_iter()
-                .map(|g| (g.config().id.clone(), g))
+                .map(|g| (g.config().id().to_string(), g))
                 .collect(),
             default_id: None,
         }

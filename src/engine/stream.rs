@@ -1,40 +1,24 @@
-//! The streaming path: input rails, then the main LLM's chunks relayed as
-//! they arrive while output rails check them in windows.
-//!
-//! Window checks run concurrently with reading the upstream: while window N
-//! is judged, the chunks of window N+1 buffer. What may be sent is decided by
-//! one rule: with `stream_first`, a chunk is sent unless an earlier window is
-//! still being checked; without it, only once its own window passed. So on a
-//! block nothing after the blocked window has reached the client.
+//! The streaming path: input rails, then the answer's chunks relayed as they
+//! arrive while output rails check them in windows. The decisions are the
+//! [`Relay`]'s; this is the thin async loop around it: it feeds the relay
+//! the answer's pieces, runs the window checks it hands out (concurrently
+//! with reading the answer: while window N is judged, window N+1 buffers)
+//! and yields what it releases.
 
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
 use super::{
-    CallLog, CallRecord, Error, Event, EventStream, Inner, RailRecord, RailSet, Request, Response,
-    Run, Stage, Violation, Window, Windows, run_rails,
+    Error, Event, EventStream, Inner, RailRecord, Request, Response, Violation,
+    answer::{AnswerRequest, DialogTurn, Piece, PieceStream},
+    relay::{Relay, WindowCheck, WindowVerdict},
+    run::{Run, run_rails},
 };
 use crate::{
-    llm::Delta,
-    rails::{RailInput, flow_spec},
+    llm::{CallLog, CallRecord, Usage},
+    rails::{RailInput, RailSet, Stage},
 };
-
-/// Counts a stream in flight for as long as it lives.
-struct InFlight;
-
-impl InFlight {
-    fn new() -> Self {
-        metrics::gauge!("streamguard_streams_in_flight").increment(1.0);
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!("streamguard_streams_in_flight").decrement(1.0);
-    }
-}
 
 /// Time to the first chunk as the caller saw it, and what streamguard added
 /// to the upstream's time to first token.
@@ -47,237 +31,284 @@ fn first_chunk_metrics(config_id: &str, started: Instant, upstream: Option<std::
         .record(added.as_secs_f64());
 }
 
-/// The outcome of one window check.
-struct WindowCheck {
-    window: Window,
-    outcome: Result<(Option<Violation>, Option<String>), Error>,
+/// A decided window check.
+struct Checked {
+    outcome: Result<WindowVerdict, Error>,
     records: Vec<RailRecord>,
     took: std::time::Duration,
 }
 
-/// A window check that owns what it needs, so it can run while the stream
-/// goes on. The window text is copied once per window, never per chunk.
-fn check_window(
-    inner: Arc<Inner>,
+/// What the window checks of one stream share.
+#[derive(Clone)]
+struct Checker {
     rails: Arc<RailSet>,
+    parallel: bool,
     user_input: Arc<str>,
-    window: Window,
-    text: String,
     calls: Option<Arc<CallLog>>,
-) -> BoxFuture<'static, WindowCheck> {
-    Box::pin(async move {
-        let started = Instant::now();
-        let mut records = Vec::new();
-        let input = RailInput {
-            user_input: &user_input,
-            bot_response: Some(&text),
-            history: &[],
-            calls: calls.as_deref(),
-        };
-        let outcome = run_rails(
-            &rails,
-            inner.config.output.parallel,
-            Stage::Output,
-            input,
-            calls.is_some().then_some(&mut records),
-        )
-        .await;
-        WindowCheck {
-            window,
-            outcome,
-            records,
-            took: started.elapsed(),
-        }
-    })
 }
 
-/// Runs a streaming request whose preconditions have been checked.
-pub(super) fn run(
-    inner: Arc<Inner>,
-    mut run: Run,
-    request: Request,
-    started: Instant,
-) -> EventStream {
-    Box::pin(async_stream::stream! {
-        let (violation, rewritten) = match run.input_check(&inner, &request.messages).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                yield Err(e);
-                return;
+impl Checker {
+    /// A window check that owns what it needs, so it runs while the stream goes on.
+    fn check(&self, check: WindowCheck) -> BoxFuture<'static, Checked> {
+        let this = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut records = Vec::new();
+            let input = RailInput {
+                user_input: &this.user_input,
+                bot_response: Some(&check.text),
+                history: &[],
+                calls: this.calls.as_deref(),
+            };
+            let logging = this.calls.is_some();
+            let outcome = run_rails(
+                &this.rails,
+                this.parallel,
+                Stage::Output,
+                input,
+                logging.then_some(&mut records),
+            )
+            .await;
+            let outcome =
+                match outcome {
+                    Ok((Some(v), _)) => Ok(WindowVerdict::Block(v)),
+                    Ok((None, Some(text))) => Ok(WindowVerdict::Rewrite(text)),
+                    Ok((None, None)) => Ok(WindowVerdict::Pass),
+                    // A rail that cannot run blocks the stream, as in NeMo.
+                    Err(Error::Rail { rail, message }) => Ok(WindowVerdict::Block(
+                        Violation::failed(&rail, Stage::Output, message),
+                    )),
+                    Err(e) => Err(e),
+                };
+            Checked {
+                outcome,
+                records,
+                took: started.elapsed(),
             }
-        };
+        })
+    }
+}
+
+/// One step of the loop: a window verdict, or a piece of the answer.
+enum Step {
+    Checked(Checked),
+    Piece(Option<Result<Piece, crate::llm::LlmError>>),
+}
+
+/// The state of one streaming request after its input rails passed.
+struct Driver {
+    inner: Arc<Inner>,
+    run: Run,
+    relay: Relay,
+    checker: Checker,
+    answer: PieceStream,
+    pending: FuturesOrdered<BoxFuture<'static, Checked>>,
+    started: Instant,
+    generation: Instant,
+    upstream_ttft: Option<std::time::Duration>,
+    first_sent: bool,
+    usage: Option<Usage>,
+    dialog: Option<DialogTurn>,
+    /// The main call's prompt, when the request keeps a log.
+    prompt: Option<String>,
+    chunk_counter: metrics::Counter,
+}
+
+/// How the input stage ended: blocked (with the events to send), or on to the answer.
+enum Start {
+    Blocked(Vec<Event>),
+    Answer(Box<Driver>),
+}
+
+impl Driver {
+    /// Runs the input rails; on a pass, starts the answer.
+    async fn start(
+        inner: Arc<Inner>,
+        mut run: Run,
+        request: Request,
+        started: Instant,
+    ) -> Result<Start, Error> {
+        let (violation, rewritten) = run.input_check(&request.messages).await?;
         if let Some(v) = violation {
             let response = inner.blocked(v);
+            let mut events = Vec::with_capacity(2);
             // NeMo streams the refusal as one chunk.
             if !response.content.is_empty() {
-                yield Ok(Event::Chunk(response.content.clone()));
+                events.push(Event::Chunk(response.content.clone()));
             }
-            yield Ok(Event::Final(Box::new(run.finish(response, started))));
-            return;
+            events.push(Event::Final(Box::new(run.finish(response, started))));
+            return Ok(Start::Blocked(events));
         }
-        let last = request.messages.len() - 1;
-        let user_input: Arc<str> = match rewritten {
-            Some(text) => text.into(),
-            None => request.messages[last].content.as_str().into(),
+        let (main, user_input) = inner.main_request(request, rewritten);
+        let prompt = run
+            .log
+            .as_ref()
+            .map(|_| CallRecord::prompt_text(&main.messages));
+        let checker = Checker {
+            rails: run.output.clone(),
+            parallel: run.output_parallel,
+            user_input,
+            calls: run.calls(),
         };
-        let mut main_request = inner.main_request(request, &user_input);
-        main_request.calls = run.log.as_ref().map(|l| l.calls.clone());
-        let prompt = run.log.as_ref().map(|_| CallRecord::prompt_text(&main_request.messages));
-        let calls = run.log.as_ref().map(|l| l.calls.clone());
-        let config_id = inner.config.id.clone();
+        let relay = Relay::new(
+            inner.config.output_streaming(),
+            !run.output.is_empty(),
+            run.rewrites,
+            Vec::new(),
+        );
         // Metric handles are resolved once; per chunk only an atomic moves.
-        let chunk_counter = metrics::counter!("streamguard_chunks_total", "config" => config_id.clone());
-        let _in_flight = InFlight::new();
-        let mut first_sent = false;
-        let mut upstream_ttft = None;
-        let generation = Instant::now();
+        let chunk_counter = metrics::counter!("streamguard_chunks_total", "config" => inner.config.id().to_string());
+        let answer = inner.answerer.stream(AnswerRequest {
+            chat: main,
+            calls: run.calls(),
+        });
+        Ok(Start::Answer(Box::new(Driver {
+            inner,
+            run,
+            relay,
+            checker,
+            answer,
+            pending: FuturesOrdered::new(),
+            started,
+            generation: Instant::now(),
+            upstream_ttft: None,
+            first_sent: false,
+            usage: None,
+            dialog: None,
+            prompt,
+            chunk_counter,
+        })))
+    }
 
-        let settings = inner.config.output_streaming;
-        let checking = !run.output.is_empty();
-        let stream_first = !checking || settings.stream_first;
-        // Only rewriting rails make what was sent differ from a prefix of the answer.
-        let rewrites = run.output.iter().any(|r| flow_spec(r.flow()).is_some_and(|s| s.rewrites));
-        let mut windows = Windows::new(settings.chunk_size, settings.context_size);
-        let mut deltas = inner.main.stream(main_request);
-        // The answer as generated; windows are slices of it.
-        let mut content = String::new();
-        let mut usage = None;
-        // Window checks in flight, oldest first, and the chunk index each ends at.
-        let mut pending = FuturesOrdered::new();
-        let mut pending_ends: VecDeque<usize> = VecDeque::new();
-        // Chunks received but not sent yet; `next_chunk` is the index of the first.
-        let mut unsent: VecDeque<String> = VecDeque::new();
-        let mut next_chunk = 0usize;
-        // Chunks covered by windows that passed.
-        let mut passed = 0usize;
-        let mut sent_bytes = 0usize;
-        let mut delivered = String::new();
-        let mut violation = None;
-        let mut dialog = None;
-        let mut upstream_done = false;
-        loop {
-            let limit = if stream_first {
-                pending_ends.front().copied().unwrap_or(usize::MAX)
-            } else {
-                passed
-            };
-            while next_chunk < limit {
-                let Some(text) = unsent.pop_front() else { break };
-                next_chunk += 1;
-                sent_bytes += text.len();
-                if rewrites {
-                    delivered.push_str(&text);
+    /// The next chunk the relay releases, counted.
+    fn release(&mut self) -> Option<String> {
+        let text = self.relay.release()?;
+        if !self.first_sent {
+            self.first_sent = true;
+            first_chunk_metrics(self.inner.config.id(), self.started, self.upstream_ttft);
+        }
+        self.chunk_counter.increment(1);
+        Some(text)
+    }
+
+    fn on_step(&mut self, step: Step) -> Result<(), Error> {
+        match step {
+            Step::Checked(checked) => {
+                self.run.timing.output_rails += checked.took;
+                if let Some(log) = self.run.log.as_mut() {
+                    log.rails.extend(checked.records);
                 }
-                if !first_sent {
-                    first_sent = true;
-                    first_chunk_metrics(&config_id, started, upstream_ttft);
-                }
-                chunk_counter.increment(1);
-                yield Ok(Event::Chunk(text));
+                self.relay.on_verdict(checked.outcome?);
             }
-            if upstream_done && pending.is_empty() {
-                break;
-            }
-            tokio::select! {
-                // Verdicts first: a block must stop the stream before more is read.
-                biased;
-                Some(check) = pending.next(), if !pending.is_empty() => {
-                    let check: WindowCheck = check;
-                    pending_ends.pop_front();
-                    run.timing.output_rails += check.took;
-                    if let Some(log) = run.log.as_mut() {
-                        log.rails.extend(check.records);
-                    }
-                    match check.outcome {
-                        Err(Error::Rail { rail, message }) => {
-                            violation = Some(Violation::failed(&rail, Stage::Output, message));
-                            break;
-                        }
-                        Err(e) => {
-                            yield Err(e);
-                            return;
-                        }
-                        Ok((Some(v), _)) => {
-                            violation = Some(v);
-                            break;
-                        }
-                        Ok((None, None)) => passed = check.window.new_chunks.end,
-                        Ok((None, Some(text))) => {
-                            // Rewriting rails need stream_first: false and no
-                            // context (config validation), so the unsent chunks
-                            // start with exactly this window's chunks.
-                            let n = check.window.new_chunks.len().min(unsent.len());
-                            unsent.drain(..n);
-                            next_chunk += n;
-                            passed = check.window.new_chunks.end;
-                            delivered.push_str(&text);
-                            yield Ok(Event::Chunk(text));
-                        }
-                    }
-                }
-                delta = deltas.next(), if !upstream_done => match delta {
-                    Some(Ok(Delta::Text(text))) => {
-                        if upstream_ttft.is_none() {
-                            let t = generation.elapsed();
-                            metrics::histogram!("streamguard_upstream_first_token_seconds", "config" => config_id.clone())
+            Step::Piece(piece) => {
+                match piece {
+                    Some(Ok(Piece::Text(text))) => {
+                        if self.upstream_ttft.is_none() {
+                            let t = self.generation.elapsed();
+                            metrics::histogram!("streamguard_upstream_first_token_seconds", "config" => self.inner.config.id().to_string())
                                 .record(t.as_secs_f64());
-                            upstream_ttft = Some(t);
+                            self.upstream_ttft = Some(t);
                         }
-                        content.push_str(&text);
-                        unsent.push_back(text);
-                        if checking && let Some(w) = windows.push(content.len()) {
-                            pending_ends.push_back(w.new_chunks.end);
-                            let text = content[w.bytes.clone()].to_string();
-                            pending.push_back(check_window(inner.clone(), run.output.clone(), user_input.clone(), w, text, calls.clone()));
-                        }
+                        self.relay.on_text(text);
                     }
-                    Some(Ok(Delta::Usage(u))) => usage = Some(u),
-                    Some(Ok(Delta::Dialog { user_intent, bot_intent })) => {
-                        dialog = Some(super::DialogTurn { user_intent, bot_intent });
-                    }
-                    Some(Err(e)) => {
-                        yield Err(super::upstream_error(e));
-                        return;
-                    }
-                    None => {
-                        upstream_done = true;
-                        run.timing.generation = generation.elapsed();
-                        if checking && let Some(w) = windows.finish() {
-                            pending_ends.push_back(w.new_chunks.end);
-                            let text = content[w.bytes.clone()].to_string();
-                            pending.push_back(check_window(inner.clone(), run.output.clone(), user_input.clone(), w, text, calls.clone()));
-                        }
-                    }
-                },
+                    Some(Ok(Piece::Usage(u))) => self.usage = Some(u),
+                    Some(Ok(Piece::Dialog(d))) => self.dialog = Some(d),
+                    Some(Err(e)) => return Err(super::upstream_error(e)),
+                    None => self.relay.on_end(),
+                }
+                if !self.relay.wants_input() && self.run.timing.generation.is_zero() {
+                    self.run.timing.generation = self.generation.elapsed();
+                }
+                while let Some(check) = self.relay.take_check() {
+                    self.pending.push_back(self.checker.check(check));
+                }
             }
         }
-        // On a block this drops the upstream request at once, and any window
-        // checks still in flight.
-        drop(deltas);
+        Ok(())
+    }
+
+    /// The final response. Dropping the answer stream here drops the
+    /// upstream request at once (on a block or a stop string), and any
+    /// window checks still in flight.
+    fn finish(self) -> Response {
+        let Driver {
+            inner,
+            mut run,
+            relay,
+            answer,
+            pending,
+            generation,
+            usage,
+            dialog,
+            prompt,
+            started,
+            ..
+        } = self;
+        drop(answer);
         drop(pending);
-        if !upstream_done {
+        if run.timing.generation.is_zero() {
             run.timing.generation = generation.elapsed();
         }
         if let (Some(log), Some(prompt)) = (&run.log, prompt) {
             log.calls.record(CallRecord {
                 task: "general".into(),
                 prompt,
-                completion: content.clone(),
+                completion: relay.received().to_string(),
                 usage,
                 duration: run.timing.generation,
             });
         }
-        let content = if rewrites {
-            delivered
-        } else {
-            content.truncate(sent_bytes);
-            content
-        };
         if let Some(u) = usage {
-            metrics::counter!("streamguard_tokens_total", "config" => config_id.clone())
+            metrics::counter!("streamguard_tokens_total", "config" => inner.config.id().to_string())
                 .increment(u64::from(u.completion_tokens));
         }
-        let response = Response { content, violation, usage, log: None, dialog };
-        yield Ok(Event::Final(Box::new(run.finish(response, started))));
+        let outcome = relay.finish();
+        let response = Response {
+            content: outcome.content,
+            violation: outcome.violation,
+            usage,
+            log: None,
+            dialog,
+        };
+        run.finish(response, started)
+    }
+}
+
+/// Runs a streaming request whose preconditions have been checked.
+pub(super) fn run(inner: Arc<Inner>, run: Run, request: Request, started: Instant) -> EventStream {
+    Box::pin(async_stream::stream! {
+        let mut d = match Driver::start(inner, run, request, started).await {
+            Ok(Start::Answer(d)) => d,
+            Ok(Start::Blocked(events)) => {
+                for e in events {
+                    yield Ok(e);
+                }
+                return;
+            }
+            Err(e) => {
+                yield Err(e);
+                return;
+            }
+        };
+        loop {
+            while let Some(text) = d.release() {
+                yield Ok(Event::Chunk(text));
+            }
+            if d.relay.is_finished() {
+                break;
+            }
+            let step = tokio::select! {
+                // Verdicts first: a block must stop the stream before more is read.
+                biased;
+                Some(checked) = d.pending.next(), if !d.pending.is_empty() => Step::Checked(checked),
+                piece = d.answer.next(), if d.relay.wants_input() => Step::Piece(piece),
+                else => break,
+            };
+            if let Err(e) = d.on_step(step) {
+                yield Err(e);
+                return;
+            }
+        }
+        yield Ok(Event::Final(Box::new(d.finish())));
     })
 }

@@ -1,13 +1,15 @@
-//! LLM providers: one trait, an OpenAI-compatible HTTP client and an
-//! in-process scripted model.
+//! LLM providers: one chat trait, one embeddings trait, an OpenAI-compatible
+//! HTTP client and an in-process scripted model.
 //!
 //! A provider answers a [`ChatRequest`] either whole ([`Provider::complete`])
 //! or as a stream of [`Delta`]s ([`Provider::stream`]). Streams are lazy and
 //! own everything they need: dropping one drops the HTTP response body, which
-//! cancels the upstream request.
+//! cancels the upstream request. Nothing here knows about rails or dialogs.
 
+mod http;
 mod limits;
 mod openai;
+mod retry;
 mod scripted;
 
 use std::{
@@ -19,26 +21,72 @@ use std::{
 use futures_util::{future::BoxFuture, stream::BoxStream};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, EngineKind, ModelConfig};
+use crate::config::{ConfigError, EngineKind, ModelConfig, ProviderSettings};
 
 pub use limits::ReceiveLimits;
 pub use openai::{OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data};
-pub use scripted::{ScriptedProvider, ScriptedSettings};
+pub use scripted::ScriptedProvider;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    /// The role a wire name means (`user`, `assistant`, `system`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "system" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One chat message sent to a model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
+    pub role: Role,
     pub content: String,
 }
 
 impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
         ChatMessage {
-            role: role.into(),
+            role,
             content: content.into(),
         }
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
     }
 }
 
@@ -56,15 +104,24 @@ pub struct CallParams {
 pub struct ChatRequest {
     /// What the call is for: `general` for the main answer, or the prompt task
     /// (`self_check_input`, …). Providers may log it; the scripted model
-    /// answers judge tasks by it.
+    /// picks its answer by it.
     pub task: String,
     pub messages: Vec<ChatMessage>,
     pub params: CallParams,
     /// The caller's W3C `traceparent`, passed on to the upstream request.
     pub traceparent: Option<String>,
-    /// Where a provider that makes calls of its own (the dialog runtime)
-    /// records them, when the request keeps a log.
-    pub calls: Option<Arc<CallLog>>,
+}
+
+impl ChatRequest {
+    /// A call for `task` with `messages` and default parameters.
+    pub fn new(task: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        ChatRequest {
+            task: task.into(),
+            messages,
+            params: CallParams::default(),
+            traceparent: None,
+        }
+    }
 }
 
 /// Token counts reported by the model.
@@ -92,11 +149,6 @@ pub enum Delta {
     Text(String),
     /// Token usage, usually after the last text.
     Usage(Usage),
-    /// The dialog runtime's reading of the turn (Colang dialog rails only).
-    Dialog {
-        user_intent: String,
-        bot_intent: String,
-    },
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.
@@ -207,6 +259,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn stream(&self, request: ChatRequest) -> DeltaStream;
 }
 
+/// An embeddings model.
+pub trait Embedder: Send + Sync + fmt::Debug {
+    /// One vector per input, in order.
+    fn embed(&self, inputs: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, LlmError>>;
+}
+
 /// Defaults for talking to upstream LLMs; a model's `parameters` override
 /// them (`connect_timeout`, `first_token_timeout`, `idle_timeout`,
 /// `request_timeout` in seconds, `retries`).
@@ -233,15 +291,32 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// Builds the provider for a model entry. Errors name the entry's file and key.
+/// Builds the chat provider for a model entry. Errors name the entry's file and key.
 pub fn build(
     model: &ModelConfig,
     upstream: &UpstreamSettings,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
-    Ok(match model.engine {
-        EngineKind::Scripted => Arc::new(ScriptedProvider::from_config(model)?),
-        EngineKind::OpenAi | EngineKind::Nim | EngineKind::VllmOpenAi => {
-            Arc::new(OpenAiProvider::from_config(model, upstream)?)
+    Ok(match model.settings() {
+        ProviderSettings::Scripted(s) => {
+            Arc::new(ScriptedProvider::new(s.clone(), model.streaming()))
         }
+        ProviderSettings::OpenAi(s) => Arc::new(OpenAiProvider::new(model, s, upstream)?),
     })
+}
+
+/// Builds the embeddings client for a model entry (`type: embeddings`).
+pub fn build_embedder(
+    model: &ModelConfig,
+    upstream: &UpstreamSettings,
+) -> Result<Arc<dyn Embedder>, ConfigError> {
+    match model.settings() {
+        ProviderSettings::OpenAi(s) if model.engine() != EngineKind::Scripted => {
+            Ok(Arc::new(OpenAiProvider::new(model, s, upstream)?))
+        }
+        _ => Err(ConfigError::invalid(
+            model.source(),
+            format!("{}.engine", model.key()),
+            "the embeddings model needs an OpenAI-compatible engine (`/v1/embeddings`)",
+        )),
+    }
 }

@@ -1,22 +1,9 @@
 //! The scripted model: an in-process provider for demos and tests.
 //!
-//! It streams configured replies word by word with a delay, answers judge
-//! prompts (any task other than `general`) by looking for block words, and can
-//! be declared unable to stream (`streaming: false` on the model entry).
-//!
-//! ```yaml
-//! models:
-//!   - type: main
-//!     engine: scripted
-//!     model: demo
-//!     parameters:
-//!       delay_ms: 40                 # between chunks
-//!       replies: ["Hello! How can I help?"]   # cycled
-//!       responses:                   # picked when the user message contains `when`
-//!         - when: weather
-//!           reply: I cannot see the sky, but I hope it is sunny.
-//!       block_words: [hack, bomb]    # judges flag prompts containing these
-//! ```
+//! It streams configured replies word by word with a delay, and answers calls
+//! for other prompt tasks (judges, dialog steps) from the `tasks` table of
+//! its config entry ([`ScriptedSettings`]); it knows no task names itself.
+//! It can be declared unable to stream (`streaming: false` on the entry).
 
 use std::{
     sync::{
@@ -27,39 +14,9 @@ use std::{
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
-use serde::Deserialize;
 
-use super::{ChatRequest, Completion, Delta, DeltaStream, LlmError, Provider, Usage};
-use crate::config::{ConfigError, ModelConfig};
-
-/// The `parameters` of a scripted model entry.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScriptedSettings {
-    /// Replies for the main task, used in turn.
-    #[serde(default)]
-    pub replies: Vec<String>,
-    /// Replies chosen by a substring of the last user message (case-insensitive).
-    #[serde(default)]
-    pub responses: Vec<ScriptedResponse>,
-    /// Delay before each chunk after the first, in milliseconds.
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// Delay before the first chunk, in milliseconds.
-    #[serde(default)]
-    pub first_token_ms: u64,
-    /// Judge prompts containing any of these (case-insensitive) are flagged.
-    #[serde(default)]
-    pub block_words: Vec<String>,
-}
-
-/// A reply chosen by what the user said.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScriptedResponse {
-    pub when: String,
-    pub reply: String,
-}
+use super::{ChatRequest, Completion, Delta, DeltaStream, LlmError, Provider, Role, Usage};
+use crate::config::{ScriptedAnswer, ScriptedSettings, ScriptedTask};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -70,7 +27,8 @@ pub struct ScriptedProvider {
 #[derive(Debug)]
 struct Inner {
     settings: ScriptedSettings,
-    block_words: Vec<String>,
+    /// Per task rule, its flag words lower-cased.
+    flags: Vec<Vec<String>>,
     can_stream: bool,
     turn: AtomicUsize,
 }
@@ -78,70 +36,84 @@ struct Inner {
 const DEFAULT_REPLY: &str =
     "This is the scripted model. Configure `parameters.replies` to change what it says.";
 
+/// The main answer's task.
+const GENERAL: &str = "general";
+
 impl ScriptedProvider {
     /// A scripted model from settings.
     pub fn new(settings: ScriptedSettings, can_stream: bool) -> Self {
-        let block_words = settings
-            .block_words
+        let flags = settings
+            .tasks
             .iter()
-            .map(|w| w.to_lowercase())
+            .map(|t| t.flag.iter().map(|w| w.to_lowercase()).collect())
             .collect();
         ScriptedProvider {
             inner: Arc::new(Inner {
                 settings,
-                block_words,
+                flags,
                 can_stream,
                 turn: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Builds it from a model entry; unknown parameters are errors naming the key.
-    pub fn from_config(model: &ModelConfig) -> Result<Self, ConfigError> {
-        let settings: ScriptedSettings = serde_json::from_value(serde_json::Value::Object(
-            model.parameters.clone(),
-        ))
-        .map_err(|e| {
-            ConfigError::invalid(
-                &model.source,
-                format!("{}.parameters", model.key),
-                e.to_string(),
-            )
-        })?;
-        Ok(Self::new(settings, model.streaming))
+    /// The table entry for `task`: an exact name, or a prefix ending in `*`.
+    fn rule(&self, task: &str) -> Option<(&ScriptedTask, &[String])> {
+        let s = &self.inner.settings;
+        s.tasks
+            .iter()
+            .zip(&self.inner.flags)
+            .find(|(t, _)| match t.task.strip_suffix('*') {
+                Some(prefix) => task.starts_with(prefix),
+                None => t.task == task,
+            })
+            .map(|(t, f)| (t, f.as_slice()))
     }
 
     fn answer(&self, request: &ChatRequest) -> String {
+        let last_user = || {
+            request
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.to_lowercase())
+                .unwrap_or_default()
+        };
+        if request.task == GENERAL {
+            return self.reply_for(&last_user());
+        }
+        let Some((rule, flags)) = self.rule(&request.task) else {
+            return self.reply_for(&last_user());
+        };
         let prompt = request
             .messages
             .last()
             .map(|m| m.content.as_str())
             .unwrap_or_default();
-        let last_user = match request.task.as_str() {
-            "general" => request
-                .messages
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .map(|m| m.content.to_lowercase())
-                .unwrap_or_default(),
-            // Dialog tasks: the user's turn is the prompt's last `user "…"` line.
-            "generate_bot_message" => dialog_user(prompt).to_lowercase(),
-            "generate_user_intent" => return dialog_intent(prompt),
-            "generate_next_steps" => return "general response".into(),
-            // Single call: both intents, then the message, as a model writes them.
-            "generate_intent_steps_message" => {
-                let user = dialog_user(prompt).to_lowercase();
-                let message = self.reply_for(&user);
-                let message = message.trim().trim_matches('"');
-                return format!(
-                    "  {}\nbot general response\n  \"{message}\"",
-                    dialog_intent(prompt)
-                );
+        if !flags.is_empty() {
+            let flagged = request.messages.iter().any(|m| {
+                let text = m.content.to_lowercase();
+                flags.iter().any(|w| text.contains(w))
+            });
+            if flagged {
+                return rule.flagged.clone().unwrap_or_default();
             }
-            _ => return self.judge(request),
-        };
-        self.reply_for(&last_user)
+        }
+        match rule.answer {
+            Some(ScriptedAnswer::ClosestIntent) => closest_intent(prompt),
+            Some(ScriptedAnswer::Reply) => self.reply_for(&prompt_user(prompt).to_lowercase()),
+            Some(ScriptedAnswer::IntentAndReply) => {
+                let message = self.reply_for(&prompt_user(prompt).to_lowercase());
+                let bot = rule.bot_intent.as_deref().unwrap_or("general response");
+                format!(
+                    "  {}\nbot {bot}\n  \"{}\"",
+                    closest_intent(prompt),
+                    message.trim().trim_matches('"')
+                )
+            }
+            None => rule.reply.clone().unwrap_or_default(),
+        }
     }
 
     /// The reply to a (lower-cased) user message: a matching `responses`
@@ -161,27 +133,10 @@ impl ScriptedProvider {
         let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed);
         s.replies[turn % s.replies.len()].clone()
     }
-
-    /// Answers a judge prompt in the vocabulary its task expects.
-    fn judge(&self, request: &ChatRequest) -> String {
-        let flagged = request.messages.iter().any(|m| {
-            let text = m.content.to_lowercase();
-            self.inner.block_words.iter().any(|w| text.contains(w))
-        });
-        let task = request.task.as_str();
-        let (bad, good) = if task.starts_with("content_safety") || task.starts_with("llama_guard") {
-            ("unsafe", "safe")
-        } else if task.starts_with("topic_safety") {
-            ("off-topic", "on-topic")
-        } else {
-            ("Yes", "No")
-        };
-        (if flagged { bad } else { good }).to_string()
-    }
 }
 
 /// The text of the last `user "…"` line of a Colang-style prompt.
-fn dialog_user(prompt: &str) -> &str {
+fn prompt_user(prompt: &str) -> &str {
     prompt
         .lines()
         .rev()
@@ -195,14 +150,14 @@ fn dialog_user(prompt: &str) -> &str {
 
 /// Answers an intent prompt the way a model would: the intent of the example
 /// (`user "…"` then an indented intent) sharing most words with the user's turn.
-fn dialog_intent(prompt: &str) -> String {
+fn closest_intent(prompt: &str) -> String {
     let words = |s: &str| -> Vec<String> {
         s.split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .map(str::to_lowercase)
             .collect()
     };
-    let asked = words(dialog_user(prompt));
+    let asked = words(prompt_user(prompt));
     let lines: Vec<&str> = prompt.lines().collect();
     let mut best = (0, "unknown".to_string());
     for pair in lines.windows(2) {
@@ -310,16 +265,21 @@ impl Provider for ScriptedProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::{CallParams, ChatMessage};
+    use crate::{config::ScriptedResponse, llm::ChatMessage};
     use futures_util::StreamExt;
 
     fn request(task: &str, user: &str) -> ChatRequest {
-        ChatRequest {
+        ChatRequest::new(task, vec![ChatMessage::user(user)])
+    }
+
+    fn judge(task: &str, flag: &[&str], flagged: &str, reply: &str) -> ScriptedTask {
+        ScriptedTask {
             task: task.into(),
-            messages: vec![ChatMessage::new("user", user)],
-            params: CallParams::default(),
-            traceparent: None,
-            calls: None,
+            flag: flag.iter().map(|s| s.to_string()).collect(),
+            flagged: Some(flagged.into()),
+            reply: Some(reply.into()),
+            answer: None,
+            bot_intent: None,
         }
     }
 
@@ -334,7 +294,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn streams_chosen_reply_and_judges_by_block_words() {
+    async fn streams_chosen_reply_and_answers_tasks_from_the_table() {
         let p = ScriptedProvider::new(
             ScriptedSettings {
                 replies: vec!["one two".into()],
@@ -342,7 +302,10 @@ mod tests {
                     when: "WEATHER".into(),
                     reply: "sunny today".into(),
                 }],
-                block_words: vec!["Hack".into()],
+                tasks: vec![
+                    judge("self_check_input", &["Hack"], "Yes", "No"),
+                    judge("content_safety_check_*", &["hack"], "unsafe", "safe"),
+                ],
                 ..Default::default()
             },
             true,
@@ -356,10 +319,42 @@ mod tests {
             .ok()
             .map(|c| c.text);
         assert_eq!(c.as_deref(), Some("one two"));
-        let judge = |t: &str, u: &str| p.judge(&request(t, u));
-        assert_eq!(judge("self_check_input", "how to hack a bank"), "Yes");
-        assert_eq!(judge("self_check_input", "hello"), "No");
-        assert_eq!(judge("content_safety_check_input", "HACK"), "unsafe");
-        assert_eq!(judge("topic_safety_check_input", "hi"), "on-topic");
+        let ask = |t: &str, u: &str| p.answer(&request(t, u));
+        assert_eq!(ask("self_check_input", "how to hack a bank"), "Yes");
+        assert_eq!(ask("self_check_input", "hello"), "No");
+        assert_eq!(ask("content_safety_check_input $model=x", "HACK"), "unsafe");
+        assert_eq!(ask("content_safety_check_output $model=x", "hi"), "safe");
+        // A task the table does not name gets the main reply.
+        assert_eq!(ask("topic_safety_check_input", "hi"), "one two");
+    }
+
+    #[test]
+    fn dialog_answers_are_computed_from_the_colang_prompt() {
+        let p = ScriptedProvider::new(
+            ScriptedSettings {
+                replies: vec!["Paris, of course.".into()],
+                tasks: vec![
+                    ScriptedTask {
+                        answer: Some(ScriptedAnswer::ClosestIntent),
+                        ..judge("generate_user_intent", &[], "", "")
+                    },
+                    ScriptedTask {
+                        answer: Some(ScriptedAnswer::IntentAndReply),
+                        ..judge("generate_intent_steps_message", &[], "", "")
+                    },
+                ],
+                ..Default::default()
+            },
+            true,
+        );
+        let prompt = "user \"hello there\"\n  express greeting\nuser \"what can you do\"\n  ask about capabilities\n# now\nuser \"hello!\"\n";
+        assert_eq!(
+            p.answer(&request("generate_user_intent", prompt)),
+            "express greeting"
+        );
+        assert_eq!(
+            p.answer(&request("generate_intent_steps_message", prompt)),
+            "  express greeting\nbot general response\n  \"Paris, of course.\""
+        );
     }
 }

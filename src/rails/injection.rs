@@ -87,10 +87,7 @@ pub struct InjectionDetection {
 impl InjectionDetection {
     pub fn new(config: &Config, flow: &FlowRef) -> Result<Self, ConfigError> {
         let settings: Settings = config.rail_settings("injection_detection")?;
-        let file = config
-            .rail_settings
-            .get("injection_detection")
-            .map_or_else(|| config.main_file(), |(f, _)| f.clone());
+        let file = config.rail_settings_file("injection_detection");
         let key = |k: &str| format!("rails.config.injection_detection.{k}");
         if settings.yara_path.as_deref().is_some_and(|p| !p.is_empty())
             || !settings.yara_rules.is_empty()

@@ -47,10 +47,7 @@ impl RegexCheck {
             Stage::Input => &settings.input,
             Stage::Output => &settings.output,
         };
-        let file = config
-            .rail_settings
-            .get("regex_detection")
-            .map_or_else(|| config.main_file(), |(f, _)| f.clone());
+        let file = config.rail_settings_file("regex_detection");
         let compile = |pattern: &str, key: String| {
             RegexBuilder::new(pattern)
                 .case_insensitive(options.case_insensitive)

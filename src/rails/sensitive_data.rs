@@ -293,6 +293,52 @@ impl Recognizers {
     }
 }
 
+/// The recognizers of one entity: the config's own (patterns, deny lists),
+/// then the built-in ones. Empty when nothing recognizes it.
+fn recognizers_for(
+    entity: &str,
+    custom: &[CustomRecognizer],
+    file: &std::path::Path,
+) -> Result<Vec<Recognizer>, ConfigError> {
+    let mut out = Vec::new();
+    for r in custom.iter().filter(|r| r.supported_entity == entity) {
+        for (i, p) in r.patterns.iter().enumerate() {
+            let pattern = Regex::new(&p.regex).map_err(|e| {
+                ConfigError::invalid(
+                    file,
+                    format!(
+                        "rails.config.sensitive_data_detection.recognizers ({entity}).patterns[{i}]"
+                    ),
+                    e.to_string(),
+                )
+            })?;
+            out.push(Recognizer {
+                kind: entity.to_string(),
+                pattern,
+                validate: any,
+            });
+        }
+        if !r.deny_list.is_empty() {
+            let words: Vec<String> = r.deny_list.iter().map(|w| regex::escape(w)).collect();
+            let pattern =
+                Regex::new(&format!(r"(?i)\b(?:{})\b", words.join("|"))).map_err(|e| {
+                    ConfigError::invalid(
+                        file,
+                        "rails.config.sensitive_data_detection.recognizers",
+                        e.to_string(),
+                    )
+                })?;
+            out.push(Recognizer {
+                kind: entity.to_string(),
+                pattern,
+                validate: any,
+            });
+        }
+    }
+    out.extend(built_in().iter().filter(|r| r.kind == entity).cloned());
+    Ok(out)
+}
+
 /// The `detect …` and `mask …` rails.
 #[derive(Debug)]
 pub struct SensitiveData {
@@ -317,10 +363,7 @@ impl SensitiveData {
             Stage::Output => &settings.output,
         };
         let key = format!("rails.config.sensitive_data_detection.{stage}.entities");
-        let file = config
-            .rail_settings
-            .get("sensitive_data_detection")
-            .map_or_else(|| config.main_file(), |(f, _)| f.clone());
+        let file = config.rail_settings_file("sensitive_data_detection");
         if options.entities.is_empty() {
             return Err(ConfigError::invalid(
                 &file,
@@ -335,56 +378,11 @@ impl SensitiveData {
         let mut active = Vec::new();
         let mut unsupported = Vec::new();
         for entity in &options.entities {
-            let custom: Vec<&CustomRecognizer> = settings
-                .recognizers
-                .iter()
-                .filter(|r| &r.supported_entity == entity)
-                .collect();
-            let mut covered = false;
-            for r in custom {
-                for (i, p) in r.patterns.iter().enumerate() {
-                    let pattern = Regex::new(&p.regex).map_err(|e| {
-                        ConfigError::invalid(
-                            &file,
-                            format!("rails.config.sensitive_data_detection.recognizers ({entity}).patterns[{i}]"),
-                            e.to_string(),
-                        )
-                    })?;
-                    active.push(Recognizer {
-                        kind: entity.clone(),
-                        pattern,
-                        validate: any,
-                    });
-                    covered = true;
-                }
-                if !r.deny_list.is_empty() {
-                    let words: Vec<String> = r.deny_list.iter().map(|w| regex::escape(w)).collect();
-                    let pattern = Regex::new(&format!(r"(?i)\b(?:{})\b", words.join("|")))
-                        .map_err(|e| {
-                            ConfigError::invalid(
-                                &file,
-                                "rails.config.sensitive_data_detection.recognizers",
-                                e.to_string(),
-                            )
-                        })?;
-                    active.push(Recognizer {
-                        kind: entity.clone(),
-                        pattern,
-                        validate: any,
-                    });
-                    covered = true;
-                }
-            }
-            let built: Vec<Recognizer> = built_in()
-                .iter()
-                .filter(|r| &r.kind == entity)
-                .cloned()
-                .collect();
-            covered |= !built.is_empty();
-            active.extend(built);
-            if !covered {
+            let found = recognizers_for(entity, &settings.recognizers, &file)?;
+            if found.is_empty() {
                 unsupported.push(entity.as_str());
             }
+            active.extend(found);
         }
         if !unsupported.is_empty() {
             warnings.push(format!(

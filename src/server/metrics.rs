@@ -45,6 +45,10 @@ fn describe() {
         "streamguard_requests_total",
         "Requests by config, method and status code."
     );
+    describe_counter!(
+        "streamguard_requests_blocked_total",
+        "Requests a rail blocked, by config, method and stage (also counted in streamguard_requests_total)."
+    );
     describe_gauge!("streamguard_streams_in_flight", "Streams being served now.");
     describe_histogram!(
         "streamguard_time_to_first_chunk_seconds",
@@ -79,6 +83,22 @@ fn describe() {
         "streamguard_config_reloads_total",
         "Config reloads by result."
     );
+}
+
+/// Counts a request a rail blocked.
+pub fn blocked(config: &str, method: &'static str, stage: crate::rails::Stage) {
+    metrics::counter!("streamguard_requests_blocked_total", "config" => config.to_string(), "method" => method, "stage" => stage.as_str())
+        .increment(1);
+}
+
+/// A response stream started.
+pub fn stream_started() {
+    metrics::gauge!("streamguard_streams_in_flight").increment(1.0);
+}
+
+/// A response stream ended (finished, failed or dropped).
+pub fn stream_ended() {
+    metrics::gauge!("streamguard_streams_in_flight").decrement(1.0);
 }
 
 /// Counts a finished request.

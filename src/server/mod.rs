@@ -1,39 +1,54 @@
-//! The network front ends over one engine: gRPC (`Guardrails`, health,
-//! reflection) and HTTP (NeMo's endpoints, OpenAI-compatible streaming).
+//! The network front ends over one engine, and the server that runs them.
+//!
+//! - [`Server`] (`builder`): listeners (taken already bound), TLS, keys,
+//!   limits, reload (SIGHUP, `--watch`), drain; `run(shutdown)`.
+//! - `edge`: what both transports share: one `prepare` (admit the key,
+//!   convert, check limits, find the config, authorize, deadline, request
+//!   id, traceparent) and one adapter that bounds every response stream
+//!   (deadline, shutdown grace, outcome metrics counted once).
+//! - `grpc`: `streamguard.v1.Guardrails`, health, reflection v1 and v1alpha.
+//! - `http`: NeMo's endpoints and OpenAI-compatible SSE.
+//! - `admission` (keys, limits), `tls`, `metrics`, `reload`.
+//!
+//! Each transport only converts its wire format to the engine's types and back.
 
 pub mod admission;
+mod builder;
+mod edge;
 mod grpc;
 pub mod http;
 pub mod metrics;
+mod reload;
 pub mod tls;
 
 use std::{future::Future, sync::Arc};
 
 use arc_swap::ArcSwap;
-use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::server::TcpIncoming;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use crate::engine::Registry;
+use crate::{config::ConfigError, engine::Registry};
 
 pub use admission::{Admission, ApiKeys, ServerSettings};
+pub use builder::{Server, ServerBuilder};
+pub use edge::{Transport, request_id};
 pub use grpc::GuardrailsService;
+pub use reload::{ReloadHandle, ReloadReport};
 
-/// The caller's `x-request-id`, or a new one.
-pub fn request_id(given: Option<&str>) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    match given
-        .map(str::trim)
-        .filter(|g| !g.is_empty() && g.len() <= 128 && g.is_ascii())
-    {
-        Some(g) => g.to_string(),
-        None => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("{nanos:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-        }
-    }
+/// Something the running server did, for operators and tests to wait on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// The configs were reloaded (SIGHUP, a file change, or a handle).
+    Reloaded(ReloadReport),
+    /// A reload failed; the previous configs keep serving.
+    ReloadFailed {
+        trigger: &'static str,
+        error: String,
+    },
+    /// Shutdown began: listeners stop accepting, in-flight calls go on.
+    Draining,
+    /// The shutdown grace passed: the calls still running were ended.
+    GraceExpired,
 }
 
 /// What every front end of one server shares: the configs (swapped whole on
@@ -42,9 +57,10 @@ pub fn request_id(given: Option<&str>) -> String {
 pub struct State {
     registry: ArcSwap<Registry>,
     pub admission: Admission,
-    /// Flips to true when the shutdown grace has passed: streams still
-    /// running end with UNAVAILABLE.
-    abort: watch::Sender<bool>,
+    /// Cancelled when the shutdown grace has passed: calls still running
+    /// end with UNAVAILABLE (gRPC) or an error event (SSE).
+    expired: CancellationToken,
+    events: broadcast::Sender<ServerEvent>,
 }
 
 impl State {
@@ -52,7 +68,8 @@ impl State {
         Arc::new(State {
             registry: ArcSwap::from_pointee(registry),
             admission: Admission::new(settings),
-            abort: watch::channel(false).0,
+            expired: CancellationToken::new(),
+            events: broadcast::channel(64).0,
         })
     }
 
@@ -66,17 +83,25 @@ impl State {
         self.registry.store(Arc::new(registry));
     }
 
-    /// Ends every stream still in flight with UNAVAILABLE.
+    /// Ends every call still in flight (the shutdown grace passed).
     pub fn abort_streams(&self) {
-        self.abort.send_replace(true);
+        self.expired.cancel();
+        self.emit(ServerEvent::GraceExpired);
     }
 
     /// Completes when [`State::abort_streams`] was called.
     pub fn aborted(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.abort.subscribe();
-        async move {
-            let _ = rx.wait_for(|a| *a).await;
-        }
+        self.expired.clone().cancelled_owned()
+    }
+
+    /// The server's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: ServerEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
     }
 }
 
@@ -84,112 +109,17 @@ impl State {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("streamguard_descriptor");
 
-/// Why the server stopped with an error.
+/// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
-}
-
-/// Serves the HTTP API on an already-bound listener until `shutdown`
-/// completes, then lets in-flight responses finish.
-pub async fn serve_http(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    use axum::serve::ListenerExt;
-    metrics::install();
-    let router = http::router(state.clone());
-    if let Some(tls) = &state.admission.settings.tls {
-        let config = tls.server_config().map_err(std::io::Error::other)?;
-        let listener = tls::TlsListener::new(listener, config)?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        return Ok(());
-    }
-    // Chunks are small writes: without TCP_NODELAY, Nagle holds each one
-    // back until the previous is acknowledged.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
-}
-
-/// Serves gRPC on an already-bound listener until `shutdown` completes, then
-/// stops accepting, reports NOT_SERVING and lets in-flight streams finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    metrics::install();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let max_bytes = state.admission.settings.max_request_bytes;
-    let grace = state.admission.settings.shutdown_grace;
-    let state_tls = state.admission.settings.tls.clone();
-    let service = GuardrailsService::new(state.clone());
-    health
-        .set_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
-        .await;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let drain_health = health.clone();
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        drain_health
-            .set_not_serving::<crate::pb::guardrails_server::GuardrailsServer<GuardrailsService>>()
-            .await;
-        drain_health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        // After the grace period, streams still running are ended.
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            tracing::warn!(
-                ?grace,
-                "shutdown grace passed: ending the remaining streams"
-            );
-            state.abort_streams();
-        });
-    };
-
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &state_tls {
-        builder = builder.tls_config(tls.tonic())?;
-    }
-    builder
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service.into_server().max_decoding_message_size(max_bytes))
-        .serve_with_incoming_shutdown(
-            // Chunks are small writes: without TCP_NODELAY, Nagle holds each
-            // one back until the previous is acknowledged.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
-    Ok(())
+    #[error("{0}")]
+    Setup(String),
 }

@@ -21,11 +21,7 @@ use axum::{
     routing::post,
 };
 use serde_json::{Value, json};
-use streamguard::{
-    engine::Registry,
-    pb::guardrails_client::GuardrailsClient,
-    server::{ServerSettings, State as ServerState},
-};
+use streamguard::{pb::guardrails_client::GuardrailsClient, server::ServerSettings};
 use tokio::sync::{Notify, oneshot};
 use tonic::transport::Channel;
 
@@ -430,24 +426,39 @@ pub async fn start(root: &Path) -> Server {
     start_with(root, ServerSettings::default()).await
 }
 
-/// Serves every config under `root` on 127.0.0.1:0 with these settings.
-pub async fn start_with(root: &Path, settings: ServerSettings) -> Server {
-    let registry = Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}"));
-    let state = ServerState::new(registry, settings);
-    start_state(state).await
+/// Builds the library's server for `root` with these settings.
+pub fn builder(root: &Path, settings: ServerSettings) -> streamguard::server::ServerBuilder {
+    streamguard::server::Server::builder()
+        .config_root(root)
+        .settings(settings)
 }
 
-/// Serves `state` over gRPC on 127.0.0.1:0.
-pub async fn start_state(registry: Arc<ServerState>) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+/// A listener on 127.0.0.1:0.
+pub async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Serves every config under `root` over gRPC on 127.0.0.1:0 with these settings.
+pub async fn start_with(root: &Path, settings: ServerSettings) -> Server {
+    let server = builder(root, settings)
+        .grpc(listener().await)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("configs load: {e}"));
+    start_server(server).await
+}
+
+/// Runs a built server until [`Server::shutdown`]; connects a gRPC client.
+pub async fn start_server(server: streamguard::server::Server) -> Server {
+    let addr = server.grpc_addr().expect("a gRPC listener");
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
-        streamguard::server::serve(listener, registry, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
     });
     let client = GuardrailsClient::connect(format!("http://{addr}"))
         .await
@@ -519,30 +530,24 @@ pub async fn start_http(root: &Path) -> String {
 
 /// [`start_http`] with these settings.
 pub async fn start_http_with(root: &Path, settings: ServerSettings) -> String {
-    let registry = ServerState::new(
-        Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}")),
-        settings,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        streamguard::server::serve_http(listener, registry, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let server = builder(root, settings)
+        .http(listener().await)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("configs load: {e}"));
+    let addr = server.http_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
     format!("http://{addr}")
 }
 
 /// Serves gRPC with these (TLS) settings on 127.0.0.1:0; returns the address.
 pub async fn start_with_tls(root: &Path, settings: ServerSettings) -> SocketAddr {
-    let registry = Registry::load(root).unwrap_or_else(|e| panic!("configs load: {e}"));
-    let state = ServerState::new(registry, settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        streamguard::server::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let server = builder(root, settings)
+        .grpc(listener().await)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("configs load: {e}"));
+    let addr = server.grpc_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
     addr
 }

@@ -1,5 +1,4 @@
-//! Colang 1.0 dialog rails: the parser for the subset streamguard runs, and
-//! the dialog runtime ([`runtime`]).
+//! The Colang 1.0 parser for the subset streamguard runs.
 //!
 //! Supported: `define user NAME` with quoted examples, `define bot NAME` with
 //! quoted messages, `define flow [NAME]` / `define subflow NAME` with the
@@ -7,64 +6,7 @@
 //! `else` branches, `do SUBFLOW` and `stop`; `#` comments. Anything else is
 //! refused with the file, the line and the construct.
 
-pub mod runtime;
-
-use std::{collections::BTreeMap, fmt, path::PathBuf};
-
-/// A Colang file that streamguard cannot run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}: {message}", file.display())]
-pub struct ColangError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
-}
-
-/// One step of a flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// `user NAME`: the user's intent at this point.
-    User(String),
-    /// `bot NAME`: what the bot says.
-    Bot(String),
-    /// `when user …` / `else when user …` / `else`: the arm whose intent
-    /// matches the next user turn (`None` is `else`).
-    Branch(Vec<(Option<String>, Vec<Step>)>),
-    /// `do NAME`: the subflow's steps, inline.
-    Do(String),
-    /// `stop`: the flow ends here.
-    Stop,
-}
-
-/// A `define flow` (or `define subflow`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flow {
-    pub name: Option<String>,
-    pub steps: Vec<Step>,
-}
-
-/// Everything the `*.co` files of a config define.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dialog {
-    /// `define user`: intent → example utterances, in file order.
-    pub users: Vec<(String, Vec<String>)>,
-    /// `define bot`: intent → messages.
-    pub bots: BTreeMap<String, Vec<String>>,
-    pub flows: Vec<Flow>,
-    pub subflows: BTreeMap<String, Flow>,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::User(i) => write!(f, "user {i}"),
-            Step::Bot(i) => write!(f, "bot {i}"),
-            Step::Branch(_) => f.write_str("when …"),
-            Step::Do(s) => write!(f, "do {s}"),
-            Step::Stop => f.write_str("stop"),
-        }
-    }
-}
+use super::{ColangError, Dialog, Flow, Step};
 
 struct Line<'a> {
     number: usize,
@@ -128,7 +70,7 @@ pub fn parse_into(
         line,
         message,
     };
-    let mut lines = Vec::new();
+    let mut owned = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let no_tab = raw.replace('\t', "    ");
         let body = strip_comment(&no_tab).trim_end().to_string();
@@ -136,9 +78,9 @@ pub fn parse_into(
             continue;
         }
         let indent = body.len() - body.trim_start().len();
-        lines.push((i + 1, indent, body.trim().to_string()));
+        owned.push((i + 1, indent, body.trim().to_string()));
     }
-    let lines: Vec<Line<'_>> = lines
+    let lines: Vec<Line<'_>> = owned
         .iter()
         .map(|(n, ind, t)| Line {
             number: *n,
@@ -162,65 +104,87 @@ pub fn parse_into(
         let body = &lines[at + 1..body_end];
         let words: Vec<&str> = head.text.split_whitespace().collect();
         match words.as_slice() {
-            ["define", "user", rest @ ..] | ["define", "bot", rest @ ..] => {
-                let intent = name(&rest.join(" "))
-                    .ok_or_else(|| err(head.number, format!("`{}` needs a name", head.text)))?;
-                let mut texts = Vec::new();
-                for l in body {
-                    let t = l.text.strip_prefix("- ").unwrap_or(l.text);
-                    texts.push(quoted(t).ok_or_else(|| {
-                        err(
-                            l.number,
-                            format!("expected a quoted message, found `{}`", l.text),
-                        )
-                    })?);
-                }
-                if words[1] == "user" {
-                    match dialog.users.iter_mut().find(|(n, _)| *n == intent) {
-                        Some((_, ex)) => ex.extend(texts),
-                        None => dialog.users.push((intent, texts)),
-                    }
-                } else {
-                    dialog.bots.entry(intent).or_default().extend(texts);
-                }
+            ["define", kind @ ("user" | "bot"), rest @ ..] => {
+                define_messages(dialog, kind == &"user", rest, head, body, &err)?
             }
             ["define", kind @ ("flow" | "subflow"), rest @ ..] => {
-                let flow_name = if rest.is_empty() {
-                    None
-                } else {
-                    Some(name(&rest.join(" ")).ok_or_else(|| {
-                        err(head.number, format!("bad flow name in `{}`", head.text))
-                    })?)
-                };
-                let base = body.first().map_or(2, |l| l.indent);
-                let (steps, used) = parse_steps(body, 0, base, &err)?;
-                if used != body.len() {
-                    return Err(err(
-                        body[used].number,
-                        format!("unexpected indentation before `{}`", body[used].text),
-                    ));
-                }
-                if *kind == "subflow" {
-                    let n = flow_name
-                        .clone()
-                        .ok_or_else(|| err(head.number, "a subflow needs a name".into()))?;
-                    dialog.subflows.insert(
-                        n,
-                        Flow {
-                            name: flow_name,
-                            steps,
-                        },
-                    );
-                } else {
-                    dialog.flows.push(Flow {
-                        name: flow_name,
-                        steps,
-                    });
-                }
+                define_flow(dialog, kind == &"subflow", rest, head, body, &err)?
             }
             _ => return Err(err(head.number, refusal(head.text))),
         }
         at = body_end;
+    }
+    Ok(())
+}
+
+type ErrFn<'a> = dyn Fn(usize, String) -> ColangError + 'a;
+
+/// `define user NAME` / `define bot NAME` and their quoted lines.
+fn define_messages(
+    dialog: &mut Dialog,
+    user: bool,
+    rest: &[&str],
+    head: &Line<'_>,
+    body: &[Line<'_>],
+    err: &ErrFn<'_>,
+) -> Result<(), ColangError> {
+    let intent = name(&rest.join(" "))
+        .ok_or_else(|| err(head.number, format!("`{}` needs a name", head.text)))?;
+    let mut texts = Vec::new();
+    for l in body {
+        let t = l.text.strip_prefix("- ").unwrap_or(l.text);
+        texts.push(quoted(t).ok_or_else(|| {
+            err(
+                l.number,
+                format!("expected a quoted message, found `{}`", l.text),
+            )
+        })?);
+    }
+    if user {
+        match dialog.users.iter_mut().find(|(n, _)| *n == intent) {
+            Some((_, ex)) => ex.extend(texts),
+            None => dialog.users.push((intent, texts)),
+        }
+    } else {
+        dialog.bots.entry(intent).or_default().extend(texts);
+    }
+    Ok(())
+}
+
+/// `define flow [NAME]` / `define subflow NAME` and their steps.
+fn define_flow(
+    dialog: &mut Dialog,
+    subflow: bool,
+    rest: &[&str],
+    head: &Line<'_>,
+    body: &[Line<'_>],
+    err: &ErrFn<'_>,
+) -> Result<(), ColangError> {
+    let flow_name = if rest.is_empty() {
+        None
+    } else {
+        Some(
+            name(&rest.join(" "))
+                .ok_or_else(|| err(head.number, format!("bad flow name in `{}`", head.text)))?,
+        )
+    };
+    let base = body.first().map_or(2, |l| l.indent);
+    let (steps, used) = parse_steps(body, 0, base, err)?;
+    if used != body.len() {
+        return Err(err(
+            body[used].number,
+            format!("unexpected indentation before `{}`", body[used].text),
+        ));
+    }
+    let flow = Flow {
+        name: flow_name.clone(),
+        steps,
+    };
+    if subflow {
+        let n = flow_name.ok_or_else(|| err(head.number, "a subflow needs a name".into()))?;
+        dialog.subflows.insert(n, flow);
+    } else {
+        dialog.flows.push(flow);
     }
     Ok(())
 }
@@ -231,7 +195,7 @@ fn parse_steps(
     lines: &[Line<'_>],
     start: usize,
     indent: usize,
-    err: &dyn Fn(usize, String) -> ColangError,
+    err: &ErrFn<'_>,
 ) -> Result<(Vec<Step>, usize), ColangError> {
     let mut steps = Vec::new();
     let mut at = start;
@@ -290,11 +254,7 @@ fn parse_steps(
     Ok((steps, at))
 }
 
-fn arm_intent(
-    text: &str,
-    line: usize,
-    err: &dyn Fn(usize, String) -> ColangError,
-) -> Result<String, ColangError> {
+fn arm_intent(text: &str, line: usize, err: &ErrFn<'_>) -> Result<String, ColangError> {
     name(text).ok_or_else(|| err(line, format!("bad intent `{text}`")))
 }
 
@@ -303,7 +263,7 @@ fn parse_block(
     lines: &[Line<'_>],
     at: usize,
     indent: usize,
-    err: &dyn Fn(usize, String) -> ColangError,
+    err: &ErrFn<'_>,
 ) -> Result<(Vec<Step>, usize), ColangError> {
     match lines.get(at + 1) {
         Some(next) if next.indent > indent => parse_steps(lines, at + 1, next.indent, err),

@@ -1,0 +1,326 @@
+//! Merging the parsed files of one config directory and validating them into
+//! a [`Config`]: every error names the file and the key.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    Config, ConfigError, FlowRef, ModelConfig, OutputStreaming, Prompt, PromptBody, RailStage,
+    raw::{RawFile, RawOutputRails, RawPrompt, RawRails},
+};
+
+/// Keys NeMo knows that streamguard refuses by name.
+fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 8] {
+    [
+        ("knowledge_base", raw.knowledge_base.is_some()),
+        ("core", raw.core.is_some()),
+        ("actions_server_url", raw.actions_server_url.is_some()),
+        (
+            "embedding_search_provider",
+            raw.embedding_search_provider.is_some(),
+        ),
+        ("passthrough", raw.passthrough.is_some()),
+        ("import_paths", raw.import_paths.is_some()),
+        ("user_messages", raw.user_messages.is_some()),
+        ("bot_messages", raw.bot_messages.is_some()),
+    ]
+}
+
+pub(super) fn validate(
+    id: String,
+    dir: &Path,
+    parts: Vec<(PathBuf, RawFile)>,
+) -> Result<Config, ConfigError> {
+    let mut config = Config {
+        id,
+        path: dir.to_path_buf(),
+        models: Vec::new(),
+        instructions: BTreeMap::new(),
+        prompts: Vec::new(),
+        input: RailStage::default(),
+        output: RailStage::default(),
+        output_streaming: OutputStreaming::default(),
+        rail_settings: BTreeMap::new(),
+        streaming: false,
+        lowest_temperature: 0.001,
+        enable_rails_exceptions: false,
+        sample_conversation: None,
+        colang: Vec::new(),
+        action_files: Vec::new(),
+        kb: Vec::new(),
+        single_call: false,
+    };
+    for (file, raw) in parts {
+        merge(&mut config, &file, raw)?;
+    }
+    place_main_model(&mut config)?;
+    Ok(config)
+}
+
+/// Merges one file into the config: lists append, scalars override.
+fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigError> {
+    if let Some((key, _)) = unsupported_keys(&raw).iter().find(|(_, present)| *present) {
+        return Err(ConfigError::invalid(
+            file,
+            *key,
+            "not supported by streamguard",
+        ));
+    }
+    if let Some(v) = &raw.colang_version
+        && v.trim() != "1.0"
+    {
+        return Err(ConfigError::invalid(
+            file,
+            "colang_version",
+            format!("Colang {v} is not supported; streamguard runs Colang 1.0 flows (`define …`)"),
+        ));
+    }
+    if let Some(mode) = &raw.prompting_mode
+        && mode.as_str() != Some("standard")
+    {
+        return Err(ConfigError::invalid(
+            file,
+            "prompting_mode",
+            "only `standard` is supported",
+        ));
+    }
+    for (i, m) in raw.models.into_iter().enumerate() {
+        config
+            .models
+            .push(ModelConfig::from_raw(m, file, format!("models[{i}]"))?);
+    }
+    for ins in raw.instructions {
+        config.instructions.insert(ins.kind, ins.content);
+    }
+    for (i, p) in raw.prompts.into_iter().enumerate() {
+        config
+            .prompts
+            .push(prompt(p, file, format!("prompts[{i}]"))?);
+    }
+    if let Some(rails) = raw.rails {
+        merge_rails(config, file, rails)?;
+    }
+    if let Some(s) = raw.streaming {
+        config.streaming = s;
+    }
+    if let Some(t) = raw.lowest_temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ConfigError::invalid(
+                file,
+                "lowest_temperature",
+                "must be between 0 and 2",
+            ));
+        }
+        config.lowest_temperature = t;
+    }
+    if let Some(e) = raw.enable_rails_exceptions {
+        config.enable_rails_exceptions = e;
+    }
+    if raw.sample_conversation.is_some() {
+        config.sample_conversation = raw.sample_conversation;
+    }
+    Ok(())
+}
+
+fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), ConfigError> {
+    for (key, present) in [
+        ("rails.retrieval", rails.retrieval.is_some()),
+        ("rails.actions", rails.actions.is_some()),
+    ] {
+        if present {
+            return Err(ConfigError::invalid(
+                file,
+                key,
+                "not supported by streamguard",
+            ));
+        }
+    }
+    if let Some(dialog) = &rails.dialog
+        && let Some(single) = check_dialog(dialog, file)?
+    {
+        config.single_call = single;
+    }
+    if let Some(input) = rails.input {
+        for (i, f) in input.flows.iter().enumerate() {
+            let key = format!("rails.input.flows[{i}]");
+            config.input.flows.push(parse_flow(f, file, key)?);
+        }
+        if let Some(p) = input.parallel {
+            config.input.parallel = p;
+        }
+    }
+    if let Some(output) = rails.output {
+        merge_output(config, file, output)?;
+    }
+    if let Some(settings) = rails.config {
+        for (k, v) in settings {
+            let Some(name) = k.as_str() else {
+                return Err(ConfigError::invalid(
+                    file,
+                    "rails.config",
+                    "keys must be rail names",
+                ));
+            };
+            config
+                .rail_settings
+                .insert(name.to_string(), (file.to_path_buf(), v));
+        }
+    }
+    Ok(())
+}
+
+fn merge_output(
+    config: &mut Config,
+    file: &Path,
+    output: RawOutputRails,
+) -> Result<(), ConfigError> {
+    for (i, f) in output.flows.iter().enumerate() {
+        let key = format!("rails.output.flows[{i}]");
+        config.output.flows.push(parse_flow(f, file, key)?);
+    }
+    if let Some(p) = output.parallel {
+        config.output.parallel = p;
+    }
+    if let Some(s) = output.streaming {
+        let o = &mut config.output_streaming;
+        o.enabled = s.enabled.unwrap_or(o.enabled);
+        o.chunk_size = s.chunk_size.unwrap_or(o.chunk_size);
+        o.context_size = s.context_size.unwrap_or(o.context_size);
+        o.stream_first = s.stream_first.unwrap_or(o.stream_first);
+        if o.chunk_size == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "rails.output.streaming.chunk_size",
+                "must be at least 1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Exactly one `type: main` model, moved to the front.
+fn place_main_model(config: &mut Config) -> Result<(), ConfigError> {
+    let mains: Vec<usize> = (0..config.models.len())
+        .filter(|&i| config.models[i].kind() == "main")
+        .collect();
+    match mains.as_slice() {
+        [] => Err(ConfigError::invalid(
+            config.main_file(),
+            "models",
+            "no model with `type: main`; add one, e.g. `- type: main` with `engine: openai` and `model: gpt-4o-mini`",
+        )),
+        [one] => {
+            let main = config.models.remove(*one);
+            config.models.insert(0, main);
+            Ok(())
+        }
+        [_, second, ..] => {
+            let m = &config.models[*second];
+            Err(ConfigError::invalid(
+                m.source(),
+                m.key(),
+                "a second model with `type: main`; a config has exactly one main model",
+            ))
+        }
+    }
+}
+
+/// Parses a flow reference with its `$name=value` arguments.
+fn parse_flow(text: &str, source: &Path, key: String) -> Result<FlowRef, ConfigError> {
+    let mut parts = text.split(" $");
+    let name = parts.next().unwrap_or_default().trim().to_string();
+    let mut args = BTreeMap::new();
+    for arg in parts {
+        let Some((k, v)) = arg.split_once('=') else {
+            return Err(ConfigError::invalid(
+                source,
+                key,
+                format!("flow argument `${arg}` must look like `$name=value`"),
+            ));
+        };
+        args.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+    }
+    Ok(FlowRef {
+        name,
+        args,
+        source: source.to_path_buf(),
+        key,
+    })
+}
+
+/// Checks `rails.dialog`; returns `single_call.enabled` when set.
+fn check_dialog(dialog: &serde_yaml::Value, file: &Path) -> Result<Option<bool>, ConfigError> {
+    // `single_call` tunes how dialog flows call the LLM; without *.co files
+    // it has no effect.
+    if let Some(map) = dialog.as_mapping() {
+        for (k, _) in map {
+            let key = k.as_str().unwrap_or_default();
+            if key != "single_call" && key != "user_messages" {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("rails.dialog.{key}"),
+                    "not supported by streamguard",
+                ));
+            }
+        }
+    }
+    let enabled = dialog.get("single_call").and_then(|s| s.get("enabled"));
+    match enabled {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+            ConfigError::invalid(
+                file,
+                "rails.dialog.single_call.enabled",
+                "must be True or False",
+            )
+        }),
+    }
+}
+
+fn prompt(p: RawPrompt, file: &Path, key: String) -> Result<Prompt, ConfigError> {
+    let RawPrompt {
+        task,
+        content,
+        messages,
+        models,
+        max_tokens,
+        output_parser,
+        stop,
+        mode,
+        max_length: _,
+    } = p;
+    if let Some(mode) = mode
+        && mode != "standard"
+    {
+        return Err(ConfigError::invalid(
+            file,
+            format!("{key}.mode"),
+            "only `standard` prompts are supported",
+        ));
+    }
+    let body = match (content, messages) {
+        (Some(c), None) => PromptBody::Content(c),
+        (None, Some(m)) => {
+            PromptBody::Messages(m.into_iter().map(|m| (m.kind, m.content)).collect())
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                file,
+                key,
+                format!("prompt for task `{task}` needs exactly one of `content` or `messages`"),
+            ));
+        }
+    };
+    Ok(Prompt {
+        task,
+        body,
+        models,
+        max_tokens,
+        output_parser,
+        stop: stop.unwrap_or_default(),
+        source: file.to_path_buf(),
+        key,
+    })
+}

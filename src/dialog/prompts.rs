@@ -1,0 +1,116 @@
+//! The prompts of the dialog tasks: NeMo's defaults (Colang-style
+//! conversation text), overridden by a prompt of the same task in the
+//! config's `prompts.yml`.
+
+use minijinja::Environment;
+
+use crate::{
+    config::{Config, ConfigError, PromptBody},
+    llm::LlmError,
+};
+
+/// The intent of the user's turn.
+pub(super) const USER_INTENT_TASK: &str = "generate_user_intent";
+/// The bot intent when no flow prescribes one.
+pub(super) const NEXT_STEPS_TASK: &str = "generate_next_steps";
+/// The bot message for a bot intent without a predefined message.
+pub(super) const BOT_MESSAGE_TASK: &str = "generate_bot_message";
+/// Single-call mode: both intents and the message in one call.
+pub(super) const SINGLE_CALL_TASK: &str = "generate_intent_steps_message";
+
+const USER_INTENT: &str = r#"{{ general_instructions }}
+{% if sample_conversation %}
+# This is how a conversation between a user and the bot can go:
+{{ sample_conversation }}
+{% endif %}
+# This is how the user talks:
+{% for ex in examples %}user "{{ ex.0 }}"
+  {{ ex.1 }}
+{% endfor %}
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+"#;
+
+const NEXT_STEPS: &str = r#"{{ general_instructions }}
+
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+  {{ user_intent }}
+bot
+"#;
+
+const BOT_MESSAGE: &str = r#"{{ general_instructions }}
+
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+  {{ user_intent }}
+bot {{ bot_intent }}
+"#;
+
+const INTENT_STEPS_MESSAGE: &str = r#"{{ general_instructions }}
+{% if sample_conversation %}
+# This is how a conversation between a user and the bot can go:
+{{ sample_conversation }}
+{% endif %}
+# This is how the user talks:
+{% for ex in examples %}user "{{ ex.0 }}"
+  {{ ex.1 }}
+{% endfor %}
+# Continue the conversation in the same format: the user's intent, then the
+# bot's intent and the bot's message, like this:
+# user "<the user's message>"
+#   <the user's intent>
+# bot <the bot's intent>
+#   "<the bot's message>"
+
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+"#;
+
+/// The dialog tasks' templates of one config.
+#[derive(Debug)]
+pub(super) struct Prompts {
+    env: Environment<'static>,
+}
+
+impl Prompts {
+    pub(super) fn new(config: &Config) -> Result<Self, ConfigError> {
+        let mut env = Environment::new();
+        for (task, default) in [
+            (USER_INTENT_TASK, USER_INTENT),
+            (NEXT_STEPS_TASK, NEXT_STEPS),
+            (BOT_MESSAGE_TASK, BOT_MESSAGE),
+            (SINGLE_CALL_TASK, INTENT_STEPS_MESSAGE),
+        ] {
+            // A prompt of the same task in prompts.yml overrides ours.
+            let prompt = config.prompt(task, config.main_model());
+            let text = match prompt.map(|p| &p.body) {
+                Some(PromptBody::Content(c)) => c.clone(),
+                Some(PromptBody::Messages(m)) => m
+                    .iter()
+                    .map(|(_, c)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                None => default.to_string(),
+            };
+            env.add_template_owned(task, text)
+                .map_err(|e| match prompt {
+                    Some(p) => ConfigError::invalid(
+                        &p.source,
+                        &p.key,
+                        format!("template for task `{task}` does not parse: {e}"),
+                    ),
+                    None => ConfigError::invalid(config.main_file(), "prompts", e.to_string()),
+                })?;
+        }
+        Ok(Prompts { env })
+    }
+
+    /// Renders the prompt of `task`.
+    pub(super) fn render(&self, task: &str, ctx: minijinja::Value) -> Result<String, LlmError> {
+        self.env
+            .get_template(task)
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| LlmError::Protocol(format!("dialog prompt `{task}` does not render: {e}")))
+    }
+}

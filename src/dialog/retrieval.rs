@@ -1,0 +1,187 @@
+//! Which `define user` examples the intent prompt shows: ranked by cosine
+//! similarity of an embeddings model when the config has one (the examples'
+//! vectors computed once, on first use), else lexically by BM25.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use super::Dialog;
+use crate::llm::{Embedder, LlmError};
+
+/// Examples shown to the intent prompt.
+pub(super) const TOP_K: usize = 5;
+
+/// Lexical ranking of the `define user` examples (BM25).
+#[derive(Debug)]
+pub(super) struct Examples {
+    docs: Vec<(String, String, Vec<String>)>,
+    df: BTreeMap<String, usize>,
+    avg_len: f64,
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+impl Examples {
+    pub(super) fn new(dialog: &Dialog) -> Self {
+        let docs: Vec<(String, String, Vec<String>)> = dialog
+            .users
+            .iter()
+            .flat_map(|(intent, examples)| {
+                examples
+                    .iter()
+                    .map(move |e| (e.clone(), intent.clone(), tokens(e)))
+            })
+            .collect();
+        let mut df = BTreeMap::new();
+        for (_, _, toks) in &docs {
+            let mut seen: Vec<&String> = toks.iter().collect();
+            seen.sort();
+            seen.dedup();
+            for t in seen {
+                *df.entry(t.clone()).or_insert(0) += 1;
+            }
+        }
+        let avg_len =
+            docs.iter().map(|d| d.2.len()).sum::<usize>() as f64 / docs.len().max(1) as f64;
+        Examples { docs, df, avg_len }
+    }
+
+    /// The `k` examples most relevant to `query`, best first; ties keep file order.
+    pub(super) fn top(&self, query: &str, k: usize) -> Vec<(String, String)> {
+        let q = tokens(query);
+        let n = self.docs.len() as f64;
+        let mut scored: Vec<(f64, usize)> = self
+            .docs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, toks))| {
+                let len = toks.len() as f64;
+                let score: f64 = q
+                    .iter()
+                    .map(|t| {
+                        let tf = toks.iter().filter(|x| *x == t).count() as f64;
+                        if tf == 0.0 {
+                            return 0.0;
+                        }
+                        let df = *self.df.get(t).unwrap_or(&0) as f64;
+                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+                        idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len / self.avg_len.max(1.0)))
+                    })
+                    .sum();
+                (score, i)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(_, i)| (self.docs[i].0.clone(), self.docs[i].1.clone()))
+            .collect()
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let n = norm(a) * norm(b);
+    if n == 0.0 { 0.0 } else { dot / n }
+}
+
+/// An embeddings model and the examples' vectors, computed on first use.
+type Embeddings = (Arc<dyn Embedder>, tokio::sync::OnceCell<Vec<Vec<f32>>>);
+
+/// The examples and how they are ranked.
+#[derive(Debug)]
+pub(super) struct Retrieval {
+    examples: Examples,
+    embedder: Option<Embeddings>,
+}
+
+impl Retrieval {
+    pub(super) fn new(dialog: &Dialog, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        Retrieval {
+            examples: Examples::new(dialog),
+            embedder: embedder.map(|e| (e, tokio::sync::OnceCell::new())),
+        }
+    }
+
+    /// The examples most relevant to `query`: by embeddings when there is an
+    /// embeddings model (lexically if that fails), else by BM25.
+    pub(super) async fn relevant(&self, query: &str) -> Vec<(String, String)> {
+        if let Some((model, cache)) = &self.embedder {
+            match self.by_embeddings(model.as_ref(), cache, query).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "embeddings failed; ranking examples lexically")
+                }
+            }
+        }
+        self.examples.top(query, TOP_K)
+    }
+
+    async fn by_embeddings(
+        &self,
+        model: &dyn Embedder,
+        cache: &tokio::sync::OnceCell<Vec<Vec<f32>>>,
+        query: &str,
+    ) -> Result<Vec<(String, String)>, LlmError> {
+        let docs = &self.examples.docs;
+        let examples = cache
+            .get_or_try_init(|| model.embed(docs.iter().map(|d| d.0.clone()).collect()))
+            .await?;
+        let q = model.embed(vec![query.to_string()]).await?;
+        let q = q.first().cloned().unwrap_or_default();
+        let mut scored: Vec<(f32, usize)> = examples
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (cosine(&q, e), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Ok(scored
+            .into_iter()
+            .take(TOP_K)
+            .map(|(_, i)| (docs[i].0.clone(), docs[i].1.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialog::Dialog;
+
+    #[test]
+    fn lexical_retrieval_ranks_the_closest_examples_first() {
+        let mut d = Dialog::default();
+        d.users.push((
+            "express greeting".into(),
+            vec!["Hello".into(), "Hi there".into()],
+        ));
+        d.users.push((
+            "ask about capabilities".into(),
+            vec![
+                "What can you do?".into(),
+                "What can you help me with?".into(),
+            ],
+        ));
+        d.users.push((
+            "ask about politics".into(),
+            vec!["Which party should I vote for?".into()],
+        ));
+        let ex = Examples::new(&d);
+        let top = ex.top("what can you help with", 2);
+        assert_eq!(
+            top[0],
+            (
+                "What can you help me with?".to_string(),
+                "ask about capabilities".to_string()
+            )
+        );
+        assert_eq!(top[1].1, "ask about capabilities");
+        assert_eq!(ex.top("should I vote", 1)[0].1, "ask about politics");
+    }
+}

@@ -1,0 +1,488 @@
+//! The Colang 1.0 dialog runtime, as the engine's [`Answerer`]: it wraps the
+//! main model, so the engine streams from it exactly as from the model and
+//! input rails, output-rail windows and every front end apply unchanged.
+//!
+//! Per turn: one `generate_user_intent` call (general instruction, sample
+//! conversation, the most relevant `define user` examples, the conversation
+//! as Colang history); the intent is matched against the flows (a flow that
+//! starts with it, or a `when` arm continuing a flow whose bot step was the
+//! last answer); with no match one `generate_next_steps` call predicts the
+//! bot intent. A `define bot` message is sent as-is (one chunk); otherwise a
+//! `generate_bot_message` call writes it and streams to the caller, with the
+//! `bot …` line and the quotes stripped as the tokens arrive. In single-call
+//! mode one call writes both intents and the message.
+
+use std::{sync::Arc, time::Instant};
+
+use futures_util::StreamExt;
+
+use super::{
+    Dialog, Step,
+    message::{MessageCleaner, read_intent},
+    prompts::{BOT_MESSAGE_TASK, NEXT_STEPS_TASK, Prompts, SINGLE_CALL_TASK, USER_INTENT_TASK},
+    retrieval::Retrieval,
+};
+use crate::{
+    config::{Config, ConfigError},
+    engine::answer::{AnswerRequest, Answerer, DialogTurn, Piece, PieceStream},
+    llm::{
+        CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder,
+        LlmError, Provider, Role,
+    },
+};
+
+/// How deep `do` may nest.
+const MAX_DEPTH: usize = 8;
+
+/// The dialog runtime of one config (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct DialogRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dialog: Dialog,
+    retrieval: Retrieval,
+    llm: Arc<dyn Provider>,
+    prompts: Prompts,
+    general: String,
+    sample: String,
+    temperature: f64,
+    single_call: bool,
+}
+
+/// The start of a single-call answer: both intents, and the message still
+/// coming.
+struct SingleCall {
+    user_intent: String,
+    bot_intent: String,
+    /// For the request log.
+    prompt: String,
+    started: Instant,
+    /// Everything the call has answered so far.
+    raw: String,
+    /// Message text already read past the `bot …` line.
+    rest: String,
+    stream: DeltaStream,
+}
+
+/// How the runtime read one turn.
+struct Turn {
+    user_input: String,
+    history: String,
+    intent: String,
+    bot_intents: Vec<String>,
+    single: Option<SingleCall>,
+}
+
+/// Where a bot message comes from.
+struct MessageCall {
+    tokens: DeltaStream,
+    task: &'static str,
+    prompt: String,
+    started: Instant,
+    /// What the call answered before the message (single call).
+    raw: String,
+    /// Message text already received (single call).
+    rest: String,
+}
+
+impl DialogRuntime {
+    /// The runtime over `llm` (the main model) for `config`'s dialog;
+    /// `embedder` ranks the intent examples when the config has one.
+    pub fn new(
+        config: &Config,
+        dialog: Dialog,
+        llm: Arc<dyn Provider>,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Result<Self, ConfigError> {
+        Ok(DialogRuntime {
+            inner: Arc::new(Inner {
+                retrieval: Retrieval::new(&dialog, embedder),
+                dialog,
+                llm,
+                prompts: Prompts::new(config)?,
+                general: config
+                    .instruction("general")
+                    .unwrap_or_default()
+                    .to_string(),
+                sample: config.sample_conversation().unwrap_or_default().to_string(),
+                temperature: config.lowest_temperature(),
+                single_call: config.single_call(),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    /// The intent whose example equals `text` (for earlier turns, without an LLM call).
+    fn known_intent(&self, text: &str) -> Option<&str> {
+        let t = text.trim().to_lowercase();
+        self.dialog
+            .users
+            .iter()
+            .find(|(_, ex)| ex.iter().any(|e| e.trim().to_lowercase() == t))
+            .map(|(i, _)| i.as_str())
+    }
+
+    /// The conversation before the last user message, as Colang history.
+    fn history(&self, turns: &[ChatMessage]) -> String {
+        let mut out = String::new();
+        for m in turns {
+            match m.role {
+                Role::User => {
+                    out.push_str(&format!("user \"{}\"\n", m.content));
+                    if let Some(i) = self.known_intent(&m.content) {
+                        out.push_str(&format!("  {i}\n"));
+                    }
+                }
+                Role::Assistant => out.push_str(&format!("bot\n  \"{}\"\n", m.content)),
+                Role::System => {}
+            }
+        }
+        out
+    }
+
+    fn call(&self, task: &str, prompt: String, params: &CallParams) -> ChatRequest {
+        let mut call = ChatRequest::new(task, vec![ChatMessage::user(prompt)]);
+        call.params = CallParams {
+            temperature: Some(self.temperature),
+            max_tokens: params.max_tokens,
+            stop: params.stop.clone(),
+        };
+        call
+    }
+
+    /// One non-streaming dialog call, recorded in the request's log.
+    async fn ask(
+        &self,
+        task: &str,
+        prompt: String,
+        request: &AnswerRequest,
+    ) -> Result<String, LlmError> {
+        let started = Instant::now();
+        let call = self.call(task, prompt.clone(), &request.chat.params);
+        let completion = self.llm.complete(call).await?;
+        record(
+            request.calls.as_deref(),
+            task,
+            &prompt,
+            completion.text.clone(),
+            completion.usage,
+            started,
+        );
+        Ok(completion.text)
+    }
+
+    /// Starts the single call and reads it up to the end of the `bot …`
+    /// line; `None` when the answer does not have that shape (the caller
+    /// falls back to multi-call).
+    async fn single_call(
+        &self,
+        prompt: String,
+        params: &CallParams,
+    ) -> Result<Option<SingleCall>, LlmError> {
+        let started = Instant::now();
+        let mut request = self.call(SINGLE_CALL_TASK, prompt.clone(), params);
+        request.params.temperature = None;
+        let mut stream = self.llm.stream(request);
+        let mut buf = String::new();
+        loop {
+            let complete: Vec<&str> = buf
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n') && !l.trim().is_empty())
+                .collect();
+            if complete.len() >= 2 {
+                let bot_line = complete[1].trim();
+                if !bot_line.starts_with("bot ") || complete[0].trim().starts_with("bot ") {
+                    return Ok(None);
+                }
+                let end = buf
+                    .find(complete[1])
+                    .map_or(buf.len(), |at| at + complete[1].len());
+                return Ok(Some(SingleCall {
+                    user_intent: read_intent(complete[0]),
+                    bot_intent: read_intent(bot_line),
+                    prompt,
+                    started,
+                    rest: buf[end..].to_string(),
+                    raw: buf,
+                    stream,
+                }));
+            }
+            match stream.next().await {
+                Some(Ok(Delta::Text(t))) => buf.push_str(&t),
+                Some(Ok(Delta::Usage(_))) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads the turn: the user's intent and the bot intents to answer with.
+    async fn read_turn(&self, request: &AnswerRequest) -> Result<Turn, LlmError> {
+        let turns: Vec<ChatMessage> = request
+            .chat
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .cloned()
+            .collect();
+        let (user_input, earlier) = match turns.split_last() {
+            Some((last, earlier)) => (last.content.clone(), earlier),
+            None => (String::new(), &[][..]),
+        };
+        let history = self.history(earlier);
+        let examples = self.retrieval.relevant(&user_input).await;
+        let ctx = minijinja::context! {
+            general_instructions => self.general.trim(),
+            sample_conversation => self.sample.trim(),
+            examples => examples,
+            history => &history,
+            user_input => &user_input,
+        };
+        // Single-call mode: intents and message in one call; an answer of
+        // another shape falls back to multi-call.
+        let single = if self.single_call {
+            let prompt = self.prompts.render(SINGLE_CALL_TASK, ctx.clone())?;
+            self.single_call(prompt, &request.chat.params).await?
+        } else {
+            None
+        };
+        // Intents are read out first: a borrow of the single call (its
+        // stream is not `Sync`) must not live across an await.
+        let single_intents = single
+            .as_ref()
+            .map(|s| (s.user_intent.clone(), s.bot_intent.clone()));
+        let intent = match &single_intents {
+            Some((user, _)) => user.clone(),
+            None => {
+                let prompt = self.prompts.render(USER_INTENT_TASK, ctx)?;
+                read_intent(&self.ask(USER_INTENT_TASK, prompt, request).await?)
+            }
+        };
+        let bot_intents = match (self.plan(earlier, &intent), single_intents) {
+            (Some(p), _) if !p.is_empty() => p,
+            (_, Some((_, bot))) => vec![bot],
+            _ => {
+                let ctx = minijinja::context! {
+                    general_instructions => self.general.trim(),
+                    history => &history,
+                    user_input => &user_input,
+                    user_intent => &intent,
+                };
+                let prompt = self.prompts.render(NEXT_STEPS_TASK, ctx)?;
+                vec![read_intent(
+                    &self.ask(NEXT_STEPS_TASK, prompt, request).await?,
+                )]
+            }
+        };
+        Ok(Turn {
+            user_input,
+            history,
+            intent,
+            bot_intents,
+            single,
+        })
+    }
+
+    /// The call that writes the message for `bot`: the single call's, when
+    /// it answered this intent, else a `generate_bot_message` call.
+    fn message_call(
+        &self,
+        turn: &mut Turn,
+        bot: &str,
+        params: &CallParams,
+    ) -> Result<MessageCall, LlmError> {
+        if let Some(s) = turn.single.take_if(|s| s.bot_intent == bot) {
+            return Ok(MessageCall {
+                tokens: s.stream,
+                task: SINGLE_CALL_TASK,
+                prompt: s.prompt,
+                started: s.started,
+                raw: s.raw,
+                rest: s.rest,
+            });
+        }
+        let ctx = minijinja::context! {
+            general_instructions => self.general.trim(),
+            history => &turn.history,
+            user_input => &turn.user_input,
+            user_intent => &turn.intent,
+            bot_intent => bot,
+        };
+        let prompt = self.prompts.render(BOT_MESSAGE_TASK, ctx)?;
+        let mut call = self.call(BOT_MESSAGE_TASK, prompt.clone(), params);
+        call.params.temperature = None;
+        Ok(MessageCall {
+            tokens: self.llm.stream(call),
+            task: BOT_MESSAGE_TASK,
+            prompt,
+            started: Instant::now(),
+            raw: String::new(),
+            rest: String::new(),
+        })
+    }
+
+    /// The bot intents the flows prescribe after `intent`, or `None`.
+    fn plan(&self, turns: &[ChatMessage], intent: &str) -> Option<Vec<String>> {
+        let last_bot = turns
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant)
+            .map(|m| m.content.trim());
+        // A `when` arm continuing a flow whose bot step was the last answer.
+        if let Some(last) = last_bot
+            && let Some(p) = self.continuation(last, intent)
+        {
+            return Some(p);
+        }
+        // A flow that starts with this intent.
+        self.dialog.flows.iter().find_map(|flow| {
+            let steps = self.inline(&flow.steps, 0);
+            match steps.first() {
+                Some(Step::User(u)) if u == intent => Some(self.bots_until_user(&steps[1..])),
+                _ => None,
+            }
+        })
+    }
+
+    /// The bots of the `when` arm for `intent` after a bot step that said `last`.
+    fn continuation(&self, last: &str, intent: &str) -> Option<Vec<String>> {
+        for flow in &self.dialog.flows {
+            let steps = self.inline(&flow.steps, 0);
+            for (i, step) in steps.iter().enumerate() {
+                let Step::Branch(arms) = step else { continue };
+                let said = i > 0
+                    && matches!(&steps[i - 1], Step::Bot(b) if self.dialog.bots.get(b).is_some_and(|ms| ms.iter().any(|m| last.ends_with(m.trim()))));
+                if !said {
+                    continue;
+                }
+                let arm = arms
+                    .iter()
+                    .find(|(a, _)| a.as_deref() == Some(intent))
+                    .or_else(|| arms.iter().find(|(a, _)| a.is_none()));
+                if let Some((_, body)) = arm {
+                    return Some(self.bots_until_user(&self.inline(body, 0)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Steps with `do` subflows inlined.
+    fn inline(&self, steps: &[Step], depth: usize) -> Vec<Step> {
+        let mut out = Vec::new();
+        for s in steps {
+            match s {
+                Step::Do(name) if depth < MAX_DEPTH => {
+                    if let Some(sub) = self.dialog.subflows.get(name) {
+                        out.extend(self.inline(&sub.steps, depth + 1));
+                    }
+                }
+                other => out.push(other.clone()),
+            }
+        }
+        out
+    }
+
+    /// The bot steps up to the next user turn.
+    fn bots_until_user(&self, steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map_while(|s| match s {
+                Step::Bot(b) => Some(Some(b.clone())),
+                Step::Do(_) => Some(None),
+                Step::User(_) | Step::Branch(_) | Step::Stop => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// Records a dialog call in the request's log, when it keeps one.
+fn record(
+    calls: Option<&CallLog>,
+    task: &str,
+    prompt: &str,
+    completion: String,
+    usage: Option<crate::llm::Usage>,
+    started: Instant,
+) {
+    if let Some(calls) = calls {
+        calls.record(CallRecord {
+            task: task.to_string(),
+            prompt: format!("user: {prompt}"),
+            completion,
+            usage,
+            duration: started.elapsed(),
+        });
+    }
+}
+
+/// Streams a generated bot message, cleaned as it arrives.
+fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream {
+    Box::pin(async_stream::try_stream! {
+        let MessageCall { mut tokens, task, prompt, started, mut raw, rest } = call;
+        let mut cleaner = MessageCleaner::default();
+        if let Some(out) = cleaner.push(&rest) {
+            yield Piece::Text(out);
+        }
+        let mut usage = None;
+        while let Some(d) = tokens.next().await {
+            match d? {
+                Delta::Text(t) => {
+                    if calls.is_some() {
+                        raw.push_str(&t);
+                    }
+                    if let Some(out) = cleaner.push(&t) {
+                        yield Piece::Text(out);
+                    }
+                }
+                Delta::Usage(u) => {
+                    usage = Some(u);
+                    yield Piece::Usage(u);
+                }
+            }
+        }
+        if let Some(out) = cleaner.finish() {
+            yield Piece::Text(out);
+        }
+        record(calls.as_deref(), task, &prompt, raw, usage, started);
+    })
+}
+
+impl Answerer for DialogRuntime {
+    fn can_stream(&self) -> bool {
+        self.inner.llm.can_stream()
+    }
+
+    fn stream(&self, request: AnswerRequest) -> PieceStream {
+        let runtime = self.inner.clone();
+        Box::pin(async_stream::try_stream! {
+            let mut turn = runtime.read_turn(&request).await?;
+            yield Piece::Dialog(DialogTurn {
+                user_intent: turn.intent.clone(),
+                bot_intent: turn.bot_intents.last().cloned().unwrap_or_default(),
+            });
+            let bots = std::mem::take(&mut turn.bot_intents);
+            for (i, bot) in bots.iter().enumerate() {
+                if i > 0 {
+                    yield Piece::Text("\n".into());
+                }
+                // A predefined message wins, also over a single call's own
+                // message (NeMo's message override); it is one chunk.
+                if let Some(message) = runtime.dialog.bots.get(bot).and_then(|m| m.first()) {
+                    yield Piece::Text(message.clone());
+                    continue;
+                }
+                let call = runtime.message_call(&mut turn, bot, &request.chat.params)?;
+                let mut message = message_stream(call, request.calls.clone());
+                while let Some(piece) = message.next().await {
+                    yield piece?;
+                }
+            }
+        })
+    }
+}

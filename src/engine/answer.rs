@@ -1,0 +1,123 @@
+//! The answer seam: what the engine asks for the answer to a turn.
+//!
+//! The main model answers through [`ModelAnswer`]; a dialog runtime (Colang)
+//! answers by wrapping a model and reports how it read the turn beside the
+//! text. The engine treats both alike, so input rails, output-rail windows
+//! and every front end apply to dialog answers unchanged. This module
+//! depends on nothing else in the engine, so `dialog` can implement it.
+
+use std::{fmt, sync::Arc};
+
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
+
+use crate::llm::{CallLog, ChatRequest, Completion, Delta, LlmError, Provider, Usage};
+
+/// The intents a dialog turn was answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DialogTurn {
+    pub user_intent: String,
+    pub bot_intent: String,
+}
+
+/// One item of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A non-empty piece of text, with the model's own boundaries.
+    Text(String),
+    /// Token usage.
+    Usage(Usage),
+    /// How a dialog read the turn.
+    Dialog(DialogTurn),
+}
+
+impl From<Delta> for Piece {
+    fn from(d: Delta) -> Self {
+        match d {
+            Delta::Text(t) => Piece::Text(t),
+            Delta::Usage(u) => Piece::Usage(u),
+        }
+    }
+}
+
+/// An answer as it is produced; ends after the last piece or with one error.
+pub type PieceStream = BoxStream<'static, Result<Piece, LlmError>>;
+
+/// The main call of a turn: the messages for the model, and where calls of
+/// its own are recorded when the request keeps a log.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub chat: ChatRequest,
+    pub calls: Option<Arc<CallLog>>,
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeAnswer {
+    pub completion: Completion,
+    pub dialog: Option<DialogTurn>,
+}
+
+/// What answers a turn.
+pub trait Answerer: Send + Sync + fmt::Debug {
+    /// Whether [`Answerer::stream`] really streams (streaming precondition 2).
+    fn can_stream(&self) -> bool;
+
+    /// The answer as it is produced.
+    fn stream(&self, request: AnswerRequest) -> PieceStream;
+
+    /// The whole answer.
+    fn complete(
+        &self,
+        request: AnswerRequest,
+    ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
+        collect(self.stream(request)).boxed()
+    }
+}
+
+/// Collects a streamed answer.
+pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut dialog = None;
+    while let Some(piece) = stream.next().await {
+        match piece? {
+            Piece::Text(t) => text.push_str(&t),
+            Piece::Usage(u) => usage = Some(u),
+            Piece::Dialog(d) => dialog = Some(d),
+        }
+    }
+    Ok(WholeAnswer {
+        completion: Completion { text, usage },
+        dialog,
+    })
+}
+
+/// The main model as the answerer: its own whole answer for `complete`, its
+/// stream for `stream`.
+#[derive(Debug, Clone)]
+pub struct ModelAnswer(pub Arc<dyn Provider>);
+
+impl Answerer for ModelAnswer {
+    fn can_stream(&self) -> bool {
+        self.0.can_stream()
+    }
+
+    fn stream(&self, request: AnswerRequest) -> PieceStream {
+        Box::pin(self.0.stream(request.chat).map(|d| d.map(Piece::from)))
+    }
+
+    fn complete(
+        &self,
+        request: AnswerRequest,
+    ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
+        self.0
+            .complete(request.chat)
+            .map(|c| {
+                c.map(|completion| WholeAnswer {
+                    completion,
+                    dialog: None,
+                })
+            })
+            .boxed()
+    }
+}

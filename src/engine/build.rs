@@ -1,0 +1,104 @@
+//! Turning a validated config into what serves it: the providers of its
+//! model entries, the answerer (the main model, or the dialog in front of
+//! it) and the rails. What the config holds but streamguard cannot run is
+//! refused here, naming the first such file as a reader meets it.
+
+use std::{path::Path, sync::Arc};
+
+use super::answer::{Answerer, ModelAnswer};
+use crate::{
+    config::{Config, ConfigError},
+    dialog::{self, Dialog},
+    llm::{self, Provider, UpstreamSettings},
+    rails::{self, Providers, Rails},
+};
+
+/// What serves a config.
+pub(super) struct Built {
+    pub answerer: Arc<dyn Answerer>,
+    pub rails: Rails,
+}
+
+/// The file an error names, for ordering refusals as the directory reads.
+fn file_of(e: &ConfigError) -> Option<&Path> {
+    match e {
+        ConfigError::Invalid { file, .. } | ConfigError::Parse { file, .. } => Some(file),
+        ConfigError::Io { path, .. } => Some(path),
+        ConfigError::Many(all) => all.first().and_then(file_of),
+    }
+}
+
+/// The first file of the config streamguard cannot use: Python actions or
+/// a knowledge base.
+fn unsupported_file(config: &Config) -> Option<ConfigError> {
+    let actions = config.action_files().first().map(|f| {
+        ConfigError::invalid(
+            f,
+            "actions",
+            "custom Python actions are not supported; use the built-in rail flows",
+        )
+    });
+    let kb = config.knowledge_base().first().map(|d| {
+        ConfigError::invalid(
+            &d.path,
+            "kb",
+            "knowledge bases (kb/ retrieval) are not supported",
+        )
+    });
+    match (actions, kb) {
+        (Some(a), Some(k)) => Some(if file_of(&k) < file_of(&a) { k } else { a }),
+        (a, k) => a.or(k),
+    }
+}
+
+/// The config's dialog, unless a file before the failing one is refused.
+fn dialog_of(config: &Config) -> Result<Option<Dialog>, ConfigError> {
+    let parsed = dialog::parse(config.colang_sources());
+    match (parsed, unsupported_file(config)) {
+        (Ok(d), None) => Ok(d),
+        (Ok(_), Some(refusal)) => Err(refusal),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(refusal)) => Err(if file_of(&refusal) < file_of(&e) {
+            refusal
+        } else {
+            e
+        }),
+    }
+}
+
+pub(super) fn build(
+    config: &Config,
+    main: Option<Arc<dyn Provider>>,
+    upstream: &UpstreamSettings,
+) -> Result<Built, ConfigError> {
+    let dialog = dialog_of(config)?;
+    let mut providers = Providers::new();
+    if let Some(main) = main {
+        providers.insert("main".into(), main);
+    }
+    for model in config.models() {
+        // Embeddings models are not chat models.
+        if model.kind() == "embeddings" || providers.contains_key(model.kind()) {
+            continue;
+        }
+        providers.insert(model.kind().to_string(), llm::build(model, upstream)?);
+    }
+    let main = providers
+        .get("main")
+        .cloned()
+        .ok_or_else(|| ConfigError::invalid(config.main_file(), "models", "no main model"))?;
+    // With Colang dialog flows, the dialog runtime answers in front of the
+    // main model; everything downstream streams from it unchanged.
+    let answerer: Arc<dyn Answerer> = match dialog {
+        Some(dialog) => {
+            let embedder = config
+                .model_of_type("embeddings")
+                .map(|m| llm::build_embedder(m, upstream))
+                .transpose()?;
+            Arc::new(dialog::DialogRuntime::new(config, dialog, main, embedder)?)
+        }
+        None => Arc::new(ModelAnswer(main)),
+    };
+    let rails = rails::build(config, &providers)?;
+    Ok(Built { answerer, rails })
+}

@@ -1,0 +1,160 @@
+//! The engine's request and response types, shared by every front end.
+
+use futures_util::stream::BoxStream;
+
+use super::{answer::DialogTurn, log::GenerationLog};
+use crate::{
+    error::Error,
+    llm::{CallParams, ChatMessage, Usage},
+    rails::Stage,
+};
+
+/// NeMo's predefined refusal.
+pub const REFUSAL: &str = "I'm sorry, I can't respond to that.";
+
+/// A conversation to answer, with per-request options.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Oldest first; the last message must be the user's.
+    pub messages: Vec<ChatMessage>,
+    pub options: Options,
+    /// The caller's W3C `traceparent`, passed on to the main LLM call.
+    pub traceparent: Option<String>,
+}
+
+impl From<Vec<ChatMessage>> for Request {
+    fn from(messages: Vec<ChatMessage>) -> Self {
+        Request {
+            messages,
+            options: Options::default(),
+            traceparent: None,
+        }
+    }
+}
+
+impl Request {
+    /// A one-turn request.
+    pub fn user(text: impl Into<String>) -> Self {
+        Request::from(vec![ChatMessage::user(text)])
+    }
+}
+
+/// Per-request options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Parameters for the main LLM call.
+    pub llm_params: CallParams,
+    /// Run the input rails.
+    pub input_rails: bool,
+    /// Run the output rails.
+    pub output_rails: bool,
+    /// Run only these configured input flows (`None`: all).
+    pub input_flows: Option<Vec<String>>,
+    /// Run only these configured output flows (`None`: all).
+    pub output_flows: Option<Vec<String>>,
+    /// Return a [`GenerationLog`] with the response.
+    pub log: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            llm_params: CallParams::default(),
+            input_rails: true,
+            output_rails: true,
+            input_flows: None,
+            output_flows: None,
+            log: false,
+        }
+    }
+}
+
+/// Whether a rail blocked the text or could not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViolationKind {
+    /// The rail decided to block.
+    Blocked,
+    /// The rail failed (its judge was unreachable, …), which blocks too.
+    RailFailed,
+}
+
+impl ViolationKind {
+    /// The violation `type` on the wire: `guardrails_violation` or `internal_error`.
+    pub fn type_str(self) -> &'static str {
+        match self {
+            ViolationKind::Blocked => "guardrails_violation",
+            ViolationKind::RailFailed => "internal_error",
+        }
+    }
+
+    /// The violation `code` on the wire: `content_blocked` or `rail_execution_failure`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ViolationKind::Blocked => "content_blocked",
+            ViolationKind::RailFailed => "rail_execution_failure",
+        }
+    }
+}
+
+/// Why a rail stopped the request or the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The flow that blocked.
+    pub rail: String,
+    pub stage: Stage,
+    pub kind: ViolationKind,
+    /// `Blocked by <flow> rails.`
+    pub message: String,
+    /// The rail's own explanation.
+    pub reason: String,
+}
+
+impl Violation {
+    pub(crate) fn blocked(rail: &str, stage: Stage, reason: String) -> Self {
+        Violation {
+            rail: rail.to_string(),
+            stage,
+            kind: ViolationKind::Blocked,
+            message: format!("Blocked by {rail} rails."),
+            reason,
+        }
+    }
+
+    pub(crate) fn failed(rail: &str, stage: Stage, reason: String) -> Self {
+        Violation {
+            rail: rail.to_string(),
+            stage,
+            kind: ViolationKind::RailFailed,
+            message: format!("Error in {rail} rail: {reason}"),
+            reason,
+        }
+    }
+}
+
+/// The guarded answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Response {
+    /// The assistant's content: the answer, the refusal, or (on a blocked
+    /// stream) exactly the text the client received.
+    pub content: String,
+    pub violation: Option<Violation>,
+    /// Main LLM token usage, when the LLM reported it.
+    pub usage: Option<Usage>,
+    /// The request's log, when `options.log` asked for it.
+    pub log: Option<GenerationLog>,
+    /// With Colang dialog rails: how the dialog read the turn.
+    pub dialog: Option<DialogTurn>,
+}
+
+/// One event of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A piece of the answer, as the model produced it.
+    Chunk(String),
+    /// The whole response; always the last event. Boxed so the per-chunk
+    /// events stay small.
+    Final(Box<Response>),
+}
+
+/// A streamed answer: chunks, then one [`Event::Final`], or an error.
+pub type EventStream = BoxStream<'static, Result<Event, Error>>;

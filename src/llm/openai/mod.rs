@@ -1,0 +1,443 @@
+//! OpenAI-compatible chat completions (OpenAI, NVIDIA NIM, vLLM, any server
+//! that speaks `/v1/chat/completions`), streamed over server-sent events, and
+//! `/v1/embeddings`.
+
+mod wire;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::{FutureExt, StreamExt, future::BoxFuture};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value, json};
+
+use super::{
+    ChatMessage, ChatRequest, Completion, Delta, DeltaStream, Embedder, LlmError, Provider,
+    ReceiveLimits, UpstreamSettings,
+    http::{self, Target},
+    retry,
+};
+use crate::config::{ConfigError, EngineKind, ModelConfig, OpenAiSettings};
+
+pub use wire::{Parsed, parse_event};
+
+/// A client for one model entry. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct OpenAiProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: String,
+    embeddings_url: String,
+    model: String,
+    api_key: Result<Option<String>, String>,
+    /// Config `parameters` sent with every call (temperature, top_p, …).
+    defaults: Map<String, Value>,
+    can_stream: bool,
+    limits: ReceiveLimits,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    retries: u32,
+    model_name: Arc<str>,
+}
+
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the API key.
+        f.debug_struct("OpenAiProvider")
+            .field("url", &self.inner.url)
+            .field("model", &self.inner.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The API key: a literal one, the named env var, or the engine's default
+/// env var (optional for a self-hosted endpoint). `Err` names the missing var.
+fn api_key(
+    settings: &OpenAiSettings,
+    default_var: Option<&str>,
+    custom_base: bool,
+) -> Result<Option<String>, String> {
+    if let Some(k) = &settings.api_key {
+        return Ok(Some(k.clone()));
+    }
+    if let Some(var) = &settings.api_key_env_var {
+        // Named explicitly: its absence is an error at call time.
+        return std::env::var(var).map(Some).map_err(|_| var.clone());
+    }
+    match default_var {
+        Some(var) => match std::env::var(var) {
+            Ok(k) => Ok(Some(k)),
+            // A self-hosted endpoint usually needs no key.
+            Err(_) if custom_base => Ok(None),
+            Err(_) => Err(var.to_string()),
+        },
+        None => Ok(None),
+    }
+}
+
+impl OpenAiProvider {
+    /// Builds the client for a model entry with its typed settings.
+    pub fn new(
+        model: &ModelConfig,
+        settings: &OpenAiSettings,
+        upstream: &UpstreamSettings,
+    ) -> Result<Self, ConfigError> {
+        let t = &settings.timeouts;
+        let request_timeout = t.request.unwrap_or(upstream.request_timeout);
+        let limits = ReceiveLimits {
+            initial: t.first_token.unwrap_or(upstream.first_token_timeout),
+            idle: t.idle.unwrap_or(upstream.idle_timeout),
+            lifetime: request_timeout,
+        };
+        let connect_timeout = t.connect.unwrap_or(upstream.connect_timeout);
+        let (default_base, default_key_var) = match model.engine() {
+            EngineKind::Nim => (
+                "https://integrate.api.nvidia.com/v1",
+                Some("NVIDIA_API_KEY"),
+            ),
+            EngineKind::VllmOpenAi => ("", None),
+            EngineKind::OpenAi | EngineKind::Scripted => {
+                ("https://api.openai.com/v1", Some("OPENAI_API_KEY"))
+            }
+        };
+        // OpenAI SDKs' convention: OPENAI_BASE_URL redirects `engine: openai`
+        // entries that name no endpoint, so NeMo configs run unchanged against
+        // any OpenAI-compatible server.
+        let env_base = (model.engine() == EngineKind::OpenAi && settings.base_url.is_none())
+            .then(|| std::env::var("OPENAI_BASE_URL").ok())
+            .flatten();
+        let custom_base = settings.base_url.is_some() || env_base.is_some();
+        let base = settings
+            .base_url
+            .as_deref()
+            .or(env_base.as_deref())
+            .unwrap_or(default_base)
+            .trim_end_matches('/');
+        let http = http::client(connect_timeout).map_err(|e| {
+            ConfigError::invalid(model.source(), model.key(), format!("HTTP client: {e}"))
+        })?;
+        Ok(OpenAiProvider {
+            inner: Arc::new(Inner {
+                http,
+                url: format!("{base}/chat/completions"),
+                embeddings_url: format!("{base}/embeddings"),
+                model: model.model().to_string(),
+                api_key: api_key(settings, default_key_var, custom_base),
+                defaults: settings.body.clone(),
+                can_stream: model.streaming(),
+                limits,
+                request_timeout,
+                connect_timeout,
+                retries: settings.retries.unwrap_or(upstream.retries),
+                model_name: model.model().into(),
+            }),
+        })
+    }
+}
+
+/// The request body, serialized straight from borrowed parts: the configured
+/// defaults, with the call's own parameters winning.
+struct Body<'a> {
+    inner: &'a Inner,
+    request: &'a ChatRequest,
+    stream: bool,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = &self.request.params;
+        let mut map = s.serialize_map(None)?;
+        let overridden = |k: &str| match k {
+            "model" | "messages" | "stream" | "stream_options" => true,
+            "temperature" => p.temperature.is_some(),
+            "max_tokens" => p.max_tokens.is_some(),
+            "stop" => !p.stop.is_empty(),
+            _ => false,
+        };
+        for (k, v) in &self.inner.defaults {
+            if !overridden(k) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry("model", &self.inner.model)?;
+        map.serialize_entry::<_, [ChatMessage]>("messages", &self.request.messages)?;
+        if let Some(t) = p.temperature {
+            map.serialize_entry("temperature", &t)?;
+        }
+        if let Some(m) = p.max_tokens {
+            map.serialize_entry("max_tokens", &m)?;
+        }
+        if !p.stop.is_empty() {
+            map.serialize_entry("stop", &p.stop)?;
+        }
+        if self.stream {
+            map.serialize_entry("stream", &true)?;
+            map.serialize_entry("stream_options", &json!({"include_usage": true}))?;
+        }
+        map.end()
+    }
+}
+
+impl Inner {
+    fn target(&self, url: &'static str) -> Target<'_> {
+        Target {
+            url: if url == "embeddings" {
+                &self.embeddings_url
+            } else {
+                &self.url
+            },
+            model: &self.model_name,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// Sends the call, retrying connection errors, 429 and 5xx with jittered
+    /// exponential backoff. Nothing has reached the caller yet when this runs,
+    /// so a retry is invisible to it.
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::Response, LlmError> {
+        let body = serde_json::to_vec(&Body {
+            inner: self,
+            request,
+            stream,
+        })
+        .map(Bytes::from)
+        .map_err(|e| LlmError::Protocol(format!("request body: {e}")))?;
+        let trace = request.traceparent.as_deref();
+        let mut attempt = 0;
+        loop {
+            match self.send_once(body.clone(), stream, trace).await {
+                Err(e) if attempt < self.retries && retry::retryable(&e) => {
+                    attempt += 1;
+                    let wait = retry::backoff(attempt);
+                    tracing::warn!(model = %self.model_name, attempt, error = %e, ?wait, "retrying upstream call");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn authorized(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, LlmError> {
+        match &self.api_key {
+            Ok(Some(key)) => Ok(builder.bearer_auth(key)),
+            Ok(None) => Ok(builder),
+            Err(var) => Err(LlmError::MissingApiKey(var.clone())),
+        }
+    }
+
+    async fn send_once(
+        &self,
+        body: Bytes,
+        stream: bool,
+        traceparent: Option<&str>,
+    ) -> Result<reqwest::Response, LlmError> {
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(t) = traceparent {
+            builder = builder.header("traceparent", t);
+        }
+        builder = self.authorized(builder)?;
+        if !stream {
+            builder = builder.timeout(self.request_timeout);
+        }
+        let target = self.target("chat");
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| target.transport_error(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(target.status_error(response).await)
+    }
+
+    /// Embeds `inputs` with the `/embeddings` endpoint, in order.
+    async fn embed(&self, inputs: Vec<String>) -> Result<Vec<Vec<f32>>, LlmError> {
+        let target = self.target("embeddings");
+        let builder = self
+            .http
+            .post(&self.embeddings_url)
+            .timeout(self.request_timeout)
+            .json(&json!({"model": self.model, "input": inputs}));
+        let response = self
+            .authorized(builder)?
+            .send()
+            .await
+            .map_err(|e| target.transport_error(&e))?;
+        if !response.status().is_success() {
+            return Err(target.status_error(response).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| target.transport_error(&e))?;
+        let body: wire::EmbeddingsBody = serde_json::from_slice(&bytes)
+            .map_err(|e| LlmError::Protocol(format!("embeddings answer is not valid JSON: {e}")))?;
+        if let Some(err) = body.error {
+            return Err(LlmError::Api(err.into_message()));
+        }
+        if body.data.len() != inputs.len() {
+            return Err(LlmError::Protocol(format!(
+                "{} embeddings for {} inputs",
+                body.data.len(),
+                inputs.len()
+            )));
+        }
+        Ok(body.data.into_iter().map(|d| d.embedding).collect())
+    }
+}
+
+impl Embedder for OpenAiProvider {
+    fn embed(&self, inputs: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, LlmError>> {
+        let inner = self.inner.clone();
+        async move { inner.embed(inputs).await }.boxed()
+    }
+}
+
+/// Relays a server's whole JSON answer to a stream request as deltas.
+async fn whole_answer(inner: &Inner, response: reqwest::Response) -> Vec<Result<Delta, LlmError>> {
+    match response.bytes().await {
+        Ok(bytes) => match wire::parse_completion(&bytes) {
+            Ok(c) => {
+                let mut out = Vec::new();
+                if !c.text.is_empty() {
+                    out.push(Ok(Delta::Text(c.text)));
+                }
+                out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
+                out
+            }
+            Err(e) => vec![Err(e)],
+        },
+        Err(e) => vec![Err(inner.target("chat").transport_error(&e))],
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn can_stream(&self) -> bool {
+        self.inner.can_stream
+    }
+
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
+        let inner = self.inner.clone();
+        async move {
+            let response = inner.send(&request, false).await?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| inner.target("chat").transport_error(&e))?;
+            wire::parse_completion(&bytes)
+        }
+        .boxed()
+    }
+
+    fn stream(&self, request: ChatRequest) -> DeltaStream {
+        let inner = self.inner.clone();
+        let limits = inner.limits;
+        let stream = async_stream::stream! {
+            let response = match inner.send(&request, true).await {
+                Ok(r) => r,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            };
+            let is_json = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_json {
+                // The server ignored `stream: true`; relay its whole answer.
+                for item in whole_answer(&inner, response).await {
+                    yield item;
+                }
+                return;
+            }
+            let mut events = response.bytes_stream().eventsource();
+            let mut finished = false;
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => match parse_event(&event.data) {
+                        Ok(Parsed::Done) => return,
+                        Ok(Parsed::Deltas(text, usage, fin)) => {
+                            finished |= fin;
+                            if let Some(t) = text {
+                                yield Ok(Delta::Text(t));
+                            }
+                            if let Some(u) = usage {
+                                yield Ok(Delta::Usage(u));
+                            }
+                        }
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        yield Err(LlmError::Protocol(format!("stream broke off: {e}")));
+                        return;
+                    }
+                    None => {
+                        if !finished {
+                            yield Err(LlmError::Protocol(
+                                "stream ended before `data: [DONE]` or a finish_reason".into(),
+                            ));
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        limits.apply(self.inner.model_name.clone(), Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::CallParams;
+
+    #[test]
+    fn the_body_puts_the_calls_parameters_over_the_configured_ones() {
+        let yaml = "models:\n  - type: main\n    engine: openai\n    model: m\n    parameters:\n      base_url: http://h/v1\n      temperature: 0.7\n      top_p: 0.9\n";
+        let config = crate::config::from_yaml("c", yaml).unwrap();
+        let model = config.main_model();
+        let crate::config::ProviderSettings::OpenAi(s) = model.settings() else {
+            panic!("openai")
+        };
+        let p = OpenAiProvider::new(model, s, &UpstreamSettings::default()).unwrap();
+        let mut request = ChatRequest::new("general", vec![ChatMessage::user("hi")]);
+        request.params = CallParams {
+            temperature: Some(0.1),
+            max_tokens: None,
+            stop: vec!["X".into()],
+        };
+        let body: Value = serde_json::to_value(Body {
+            inner: &p.inner,
+            request: &request,
+            stream: true,
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"top_p": 0.9, "model": "m", "temperature": 0.1, "stop": ["X"],
+                   "messages": [{"role": "user", "content": "hi"}],
+                   "stream": true, "stream_options": {"include_usage": true}})
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! The one table of rail flows: what each needs, whether it rewrites, and
+//! how it is built. Validation and construction both read it.
+
+use std::sync::Arc;
+
+use super::{
+    Providers, Rail, RailSet, Rails, Stage, Warnings,
+    injection::InjectionDetection,
+    judge::{self, JudgeModel, JudgeSpec, Shape},
+    regex_check::RegexCheck,
+    sensitive_data::SensitiveData,
+};
+use crate::config::{Config, ConfigError, FlowRef, RailStage};
+
+/// What building a rail can use.
+pub struct BuildContext<'a> {
+    pub config: &'a Config,
+    pub providers: &'a Providers,
+    pub warnings: &'a mut Warnings,
+}
+
+/// Builds a rail of its own kind for a flow of a stage.
+pub type BuildFn = fn(&mut BuildContext<'_>, &FlowRef, Stage) -> Result<Arc<dyn Rail>, ConfigError>;
+
+/// How a flow becomes a rail.
+#[derive(Clone, Copy)]
+pub enum Build {
+    /// The judge rail with this spec (one LLM call, its answer parsed).
+    Judge(JudgeSpec),
+    /// A rail of its own kind.
+    Native(BuildFn),
+}
+
+impl std::fmt::Debug for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Build::Judge(spec) => f.debug_tuple("Judge").field(spec).finish(),
+            Build::Native(_) => f.write_str("Native"),
+        }
+    }
+}
+
+/// A flow name streamguard knows.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowSpec {
+    pub name: &'static str,
+    pub stage: Stage,
+    /// What the config must provide (shown in errors and the README).
+    pub needs: &'static str,
+    /// Whether the rail may rewrite the text instead of allowing or blocking.
+    pub rewrites: bool,
+    pub build: Build,
+}
+
+const fn judge(name: &'static str, stage: Stage, needs: &'static str, spec: JudgeSpec) -> FlowSpec {
+    FlowSpec {
+        name,
+        stage,
+        needs,
+        rewrites: false,
+        build: Build::Judge(spec),
+    }
+}
+
+const SELF_CHECK: JudgeSpec = JudgeSpec {
+    task: "self_check",
+    model: JudgeModel::OwnTypeElseMain,
+    shape: Shape::Prompt,
+};
+const CONTENT_SAFETY: JudgeSpec = JudgeSpec {
+    task: "content_safety_check",
+    model: JudgeModel::FlowArg,
+    shape: Shape::Prompt,
+};
+const TOPIC_SAFETY: JudgeSpec = JudgeSpec {
+    task: "topic_safety_check",
+    model: JudgeModel::FlowArg,
+    shape: Shape::TopicControl,
+};
+const LLAMA_GUARD: JudgeSpec = JudgeSpec {
+    task: "llama_guard_check",
+    model: JudgeModel::Type("llama_guard"),
+    shape: Shape::Prompt,
+};
+
+const SENSITIVE_NEEDS_IN: &str = "`rails.config.sensitive_data_detection.input.entities`";
+const SENSITIVE_NEEDS_OUT: &str = "`rails.config.sensitive_data_detection.output.entities`";
+const REGEX_NEEDS_IN: &str =
+    "`rails.config.regex_detection.input` (`patterns`, `keywords`, `case_insensitive`)";
+const REGEX_NEEDS_OUT: &str =
+    "`rails.config.regex_detection.output` (`patterns`, `keywords`, `case_insensitive`)";
+
+fn detect(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    Ok(Arc::new(SensitiveData::new(
+        ctx.config,
+        flow,
+        stage,
+        false,
+        ctx.warnings,
+    )?))
+}
+
+fn mask(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    Ok(Arc::new(SensitiveData::new(
+        ctx.config,
+        flow,
+        stage,
+        true,
+        ctx.warnings,
+    )?))
+}
+
+fn regex(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    Ok(Arc::new(RegexCheck::new(ctx.config, flow, stage)?))
+}
+
+fn injection(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+    _: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    Ok(Arc::new(InjectionDetection::new(ctx.config, flow)?))
+}
+
+const fn native(
+    name: &'static str,
+    stage: Stage,
+    needs: &'static str,
+    rewrites: bool,
+    build: BuildFn,
+) -> FlowSpec {
+    FlowSpec {
+        name,
+        stage,
+        needs,
+        rewrites,
+        build: Build::Native(build),
+    }
+}
+
+/// Every built-in flow.
+pub const CATALOG: &[FlowSpec] = &[
+    judge(
+        "self check input",
+        Stage::Input,
+        "prompt `self_check_input`; judge model `type: self_check_input`, else the main model",
+        SELF_CHECK,
+    ),
+    judge(
+        "self check output",
+        Stage::Output,
+        "prompt `self_check_output`; judge model `type: self_check_output`, else the main model",
+        SELF_CHECK,
+    ),
+    judge(
+        "content safety check input",
+        Stage::Input,
+        "`$model=<type>`, a model of that type, prompt `content_safety_check_input $model=<type>`",
+        CONTENT_SAFETY,
+    ),
+    judge(
+        "content safety check output",
+        Stage::Output,
+        "`$model=<type>`, a model of that type, prompt `content_safety_check_output $model=<type>`",
+        CONTENT_SAFETY,
+    ),
+    judge(
+        "topic safety check input",
+        Stage::Input,
+        "`$model=<type>`, a model of that type, prompt `topic_safety_check_input $model=<type>`",
+        TOPIC_SAFETY,
+    ),
+    judge(
+        "llama guard check input",
+        Stage::Input,
+        "a model `type: llama_guard`, prompt `llama_guard_check_input`",
+        LLAMA_GUARD,
+    ),
+    judge(
+        "llama guard check output",
+        Stage::Output,
+        "a model `type: llama_guard`, prompt `llama_guard_check_output`",
+        LLAMA_GUARD,
+    ),
+    native(
+        "detect sensitive data on input",
+        Stage::Input,
+        SENSITIVE_NEEDS_IN,
+        false,
+        detect,
+    ),
+    native(
+        "detect sensitive data on output",
+        Stage::Output,
+        SENSITIVE_NEEDS_OUT,
+        false,
+        detect,
+    ),
+    native(
+        "mask sensitive data on input",
+        Stage::Input,
+        SENSITIVE_NEEDS_IN,
+        true,
+        mask,
+    ),
+    native(
+        "mask sensitive data on output",
+        Stage::Output,
+        SENSITIVE_NEEDS_OUT,
+        true,
+        mask,
+    ),
+    native(
+        "injection detection",
+        Stage::Output,
+        "`rails.config.injection_detection.injections` (sqli, template, code, xss) and `action` (reject, omit)",
+        true,
+        injection,
+    ),
+    native(
+        "regex check input",
+        Stage::Input,
+        REGEX_NEEDS_IN,
+        false,
+        regex,
+    ),
+    native(
+        "regex check output",
+        Stage::Output,
+        REGEX_NEEDS_OUT,
+        false,
+        regex,
+    ),
+];
+
+/// The `rails.config` sections streamguard's rails read.
+const SETTINGS: &[&str] = &[
+    "sensitive_data_detection",
+    "injection_detection",
+    "regex_detection",
+];
+
+/// The known flows of a stage, for error messages.
+pub fn known_flows(stage: Stage) -> String {
+    CATALOG
+        .iter()
+        .filter(|s| s.stage == stage)
+        .map(|s| format!("\n  - `{}` (needs {})", s.name, s.needs))
+        .collect()
+}
+
+/// The catalog entry of a flow name.
+pub fn flow_spec(name: &str) -> Option<&'static FlowSpec> {
+    CATALOG.iter().find(|s| s.name == name)
+}
+
+/// The spec of a configured flow, checked against its stage and against what
+/// rewriting rails need.
+fn checked_spec(
+    config: &Config,
+    stage: Stage,
+    rails: &RailStage,
+    flow: &FlowRef,
+) -> Result<&'static FlowSpec, ConfigError> {
+    let spec = match flow_spec(&flow.name) {
+        Some(s) if s.stage == stage => s,
+        Some(s) => {
+            return Err(ConfigError::invalid(
+                &flow.source,
+                &flow.key,
+                format!(
+                    "`{}` is an {} rail, not an {stage} rail",
+                    flow.name, s.stage
+                ),
+            ));
+        }
+        None => {
+            return Err(ConfigError::invalid(
+                &flow.source,
+                &flow.key,
+                format!(
+                    "unknown {stage} rail flow `{}`; streamguard knows:{}",
+                    flow.name,
+                    known_flows(stage)
+                ),
+            ));
+        }
+    };
+    if spec.rewrites && rails.parallel && rails.flows.len() > 1 {
+        return Err(ConfigError::invalid(
+            &flow.source,
+            &flow.key,
+            format!(
+                "`{}` rewrites the text, which parallel rails cannot combine; set `rails.{stage}.parallel: False`",
+                flow.name
+            ),
+        ));
+    }
+    let o = config.output_streaming();
+    if spec.rewrites
+        && stage == Stage::Output
+        && o.enabled
+        && (o.stream_first || o.context_size != 0)
+    {
+        return Err(ConfigError::invalid(
+            config.main_file(),
+            "rails.output.streaming",
+            format!(
+                "`{}` rewrites the answer, which on a stream only works when nothing is sent before its \
+                 window is rewritten and windows do not overlap; set `stream_first: False` and `context_size: 0`",
+                flow.name
+            ),
+        ));
+    }
+    Ok(spec)
+}
+
+/// Validates and builds the rails of both stages, in configured order.
+pub fn build(config: &Config, providers: &Providers) -> Result<Rails, ConfigError> {
+    let mut warnings = Warnings::new();
+    let mut stage = |stage: Stage, rails: &RailStage| -> Result<RailSet, ConfigError> {
+        let mut built = RailSet::with_capacity(rails.flows.len());
+        for flow in &rails.flows {
+            let spec = checked_spec(config, stage, rails, flow)?;
+            let mut ctx = BuildContext {
+                config,
+                providers,
+                warnings: &mut warnings,
+            };
+            built.push(match spec.build {
+                Build::Judge(judge_spec) => judge::build(&ctx, &judge_spec, flow, stage)?,
+                Build::Native(f) => f(&mut ctx, flow, stage)?,
+            });
+        }
+        Ok(built)
+    };
+    let input = stage(Stage::Input, config.input())?;
+    let output = stage(Stage::Output, config.output())?;
+    for (name, file) in config.rail_settings_sections() {
+        if !SETTINGS.contains(&name) {
+            warnings.push(format!(
+                "{}: `rails.config.{name}` is not used by any streamguard rail (known: {})",
+                file.display(),
+                SETTINGS.join(", ")
+            ));
+        }
+    }
+    Ok(Rails {
+        input,
+        output,
+        warnings,
+    })
+}

@@ -1,0 +1,340 @@
+//! The LLM-judge rail: one rail for every flow decided by one judge call
+//! (self check, content safety, topic safety, Llama Guard), driven by a
+//! [`JudgeSpec`] from the catalog. The task prompt is a Jinja2 template
+//! rendered with minijinja; the call never streams and runs at the config's
+//! lowest temperature; the answer is read by the prompt's output parser.
+
+mod parse;
+
+use std::{sync::Arc, time::Instant};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use minijinja::Environment;
+
+use super::{Rail, RailError, RailInput, Stage, Verdict, catalog::BuildContext};
+use crate::{
+    config::{Config, ConfigError, FlowRef, ModelConfig, Prompt, PromptBody},
+    llm::{CallParams, CallRecord, ChatMessage, ChatRequest, Provider, Role},
+};
+
+pub use parse::{parse_content_safety, parse_nemoguard, parse_yes_no};
+
+/// Judge answers are a word or two; a few tokens are enough.
+const DEFAULT_JUDGE_MAX_TOKENS: u32 = 16;
+
+/// Appended to the topic prompt unless it already ends with it, as NeMo does.
+const OUTPUT_RESTRICTION: &str = "If any of the above conditions are violated, please respond with \"off-topic\". \
+Otherwise, respond with \"on-topic\". You must respond with \"on-topic\" or \"off-topic\".";
+
+/// Which model a judge flow uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JudgeModel {
+    /// The model whose `type` is the task name, else the main model.
+    OwnTypeElseMain,
+    /// The model whose `type` the flow's `$model=<type>` argument names.
+    FlowArg,
+    /// The model of this `type`; required.
+    Type(&'static str),
+}
+
+/// How the judge is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The rendered task prompt is the conversation.
+    Prompt,
+    /// NeMo's topic control: the rendered prompt is the system message, then
+    /// the conversation; the answer is `on-topic` or `off-topic`.
+    TopicControl,
+}
+
+/// One judge flow in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgeSpec {
+    /// The task name before the stage: `self_check` → `self_check_input`.
+    pub task: &'static str,
+    pub model: JudgeModel,
+    pub shape: Shape,
+}
+
+/// How a judge's answer is read (`output_parser` in the prompt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parser {
+    /// `is_content_safe`: yes/no or safe/unsafe in the first words.
+    YesNo,
+    /// `nemoguard_parse_prompt_safety`: the `"User Safety"` field of NemoGuard JSON.
+    NemoGuardPrompt,
+    /// `nemoguard_parse_response_safety`: the `"Response Safety"` field.
+    NemoGuardResponse,
+}
+
+impl Parser {
+    const NAMES: &'static str =
+        "is_content_safe, nemoguard_parse_prompt_safety, nemoguard_parse_response_safety";
+
+    fn from_prompt(prompt: &Prompt) -> Result<Self, ConfigError> {
+        Ok(match prompt.output_parser.as_deref() {
+            None | Some("is_content_safe") => Parser::YesNo,
+            Some("nemoguard_parse_prompt_safety") => Parser::NemoGuardPrompt,
+            Some("nemoguard_parse_response_safety") => Parser::NemoGuardResponse,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &prompt.source,
+                    format!("{}.output_parser", prompt.key),
+                    format!("unknown output parser `{other}`; known: {}", Parser::NAMES),
+                ));
+            }
+        })
+    }
+
+    /// Reads an answer: `Ok(())` allows, `Err(reason)` blocks.
+    fn read(self, answer: &str) -> Result<(), String> {
+        match self {
+            Parser::YesNo => parse_content_safety(answer),
+            Parser::NemoGuardPrompt => parse_nemoguard(answer, "User Safety"),
+            Parser::NemoGuardResponse => parse_nemoguard(answer, "Response Safety"),
+        }
+    }
+}
+
+/// The judge rail of one configured flow.
+#[derive(Debug)]
+pub struct JudgeRail {
+    flow: String,
+    task: String,
+    shape: Shape,
+    env: Environment<'static>,
+    /// `(role, template name)` per message of the prompt.
+    messages: Vec<(Role, String)>,
+    provider: Arc<dyn Provider>,
+    params: CallParams,
+    parser: Parser,
+    general_instructions: String,
+}
+
+/// The `$model=<type>` argument of a flow, which must name a model entry.
+fn model_arg<'a>(config: &Config, flow: &'a FlowRef) -> Result<&'a str, ConfigError> {
+    let model = flow.args.get("model").ok_or_else(|| {
+        ConfigError::invalid(
+            &flow.source,
+            &flow.key,
+            format!(
+                "`{}` needs the judge model's type, e.g. `{} $model=content_safety`",
+                flow.name, flow.name
+            ),
+        )
+    })?;
+    if config.model_of_type(model).is_none() {
+        return Err(ConfigError::invalid(
+            &flow.source,
+            &flow.key,
+            format!("`$model={model}` names no model; add a `models` entry with `type: {model}`"),
+        ));
+    }
+    Ok(model)
+}
+
+/// The prompt task and the judge model of a flow.
+fn task_and_model<'c>(
+    ctx: &BuildContext<'c>,
+    spec: &JudgeSpec,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<(String, &'c ModelConfig, Arc<dyn Provider>), ConfigError> {
+    let config = ctx.config;
+    let task = format!("{}_{stage}", spec.task);
+    let (task, kind, required) = match spec.model {
+        JudgeModel::OwnTypeElseMain => (task.clone(), task, false),
+        JudgeModel::FlowArg => {
+            let model = model_arg(config, flow)?;
+            (format!("{task} $model={model}"), model.to_string(), true)
+        }
+        JudgeModel::Type(t) => (task, t.to_string(), true),
+    };
+    match (config.model_of_type(&kind), ctx.providers.get(&kind)) {
+        (Some(m), Some(p)) => Ok((task, m, p.clone())),
+        _ if required => Err(ConfigError::invalid(
+            &flow.source,
+            &flow.key,
+            format!("`{}` needs a model entry with `type: {kind}`", flow.name),
+        )),
+        _ => {
+            let p =
+                ctx.providers.get("main").cloned().ok_or_else(|| {
+                    ConfigError::invalid(&flow.source, &flow.key, "no main model")
+                })?;
+            Ok((task, config.main_model(), p))
+        }
+    }
+}
+
+/// Builds the judge rail of `flow` from its catalog spec.
+pub(super) fn build(
+    ctx: &BuildContext<'_>,
+    spec: &JudgeSpec,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    let config = ctx.config;
+    let (task, entry, provider) = task_and_model(ctx, spec, flow, stage)?;
+    let prompt = config.prompt(&task, entry).ok_or_else(|| {
+        ConfigError::invalid(
+            config.main_file(),
+            "prompts",
+            format!(
+                "flow `{}` needs a prompt with `task: {task}`; add it to prompts.yml",
+                flow.name
+            ),
+        )
+    })?;
+    let mut env = Environment::new();
+    let mut messages = Vec::new();
+    let parts: Vec<(String, String)> = match &prompt.body {
+        PromptBody::Content(c) => vec![("user".into(), c.clone())],
+        PromptBody::Messages(m) => m.clone(),
+    };
+    for (i, (role, content)) in parts.into_iter().enumerate() {
+        let role = match role.as_str() {
+            "bot" | "assistant" => Role::Assistant,
+            "system" => Role::System,
+            _ => Role::User,
+        };
+        let name = format!("{task}#{i}");
+        env.add_template_owned(name.clone(), content).map_err(|e| {
+            ConfigError::invalid(
+                &prompt.source,
+                &prompt.key,
+                format!("template for task `{task}` does not parse: {e}"),
+            )
+        })?;
+        messages.push((role, name));
+    }
+    Ok(Arc::new(JudgeRail {
+        flow: flow.name.clone(),
+        shape: spec.shape,
+        env,
+        messages,
+        provider,
+        params: CallParams {
+            temperature: Some(config.lowest_temperature()),
+            max_tokens: Some(prompt.max_tokens.unwrap_or(DEFAULT_JUDGE_MAX_TOKENS)),
+            stop: prompt.stop.clone(),
+        },
+        parser: Parser::from_prompt(prompt)?,
+        general_instructions: config
+            .instruction("general")
+            .unwrap_or_default()
+            .to_string(),
+        task,
+    }))
+}
+
+impl JudgeRail {
+    /// The rendered prompt messages for this input.
+    fn render(&self, input: &RailInput<'_>) -> Result<Vec<ChatMessage>, RailError> {
+        // The variables NeMo's prompts use.
+        let vars = minijinja::context! {
+            user_input => input.user_input,
+            bot_response => input.bot_response,
+            general_instructions => &self.general_instructions,
+        };
+        self.messages
+            .iter()
+            .map(|(role, name)| {
+                let t = self
+                    .env
+                    .get_template(name)
+                    .map_err(|e| RailError(format!("prompt `{}`: {e}", self.task)))?;
+                let content = t.render(&vars).map_err(|e| {
+                    RailError(format!("prompt `{}` does not render: {e}", self.task))
+                })?;
+                Ok(ChatMessage::new(*role, content))
+            })
+            .collect()
+    }
+
+    /// NeMo's topic-control conversation: the prompt as the system message
+    /// (with the output restriction), then the user and assistant turns.
+    fn topic_messages(&self, input: &RailInput<'_>) -> Result<Vec<ChatMessage>, RailError> {
+        let rendered = self.render(input)?;
+        let mut system: String = rendered
+            .iter()
+            .map(|m| m.content.trim())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !system.ends_with(OUTPUT_RESTRICTION) {
+            system.push_str("\n\n");
+            system.push_str(OUTPUT_RESTRICTION);
+        }
+        let mut messages = Vec::with_capacity(input.history.len() + 2);
+        messages.push(ChatMessage::system(system));
+        messages.extend(
+            input
+                .history
+                .iter()
+                .filter(|m| m.role != Role::System)
+                .cloned(),
+        );
+        messages.push(ChatMessage::user(input.user_input));
+        Ok(messages)
+    }
+
+    /// Calls the judge model (never streaming) with `messages`; records the
+    /// call when the request keeps a log.
+    async fn call(
+        &self,
+        messages: Vec<ChatMessage>,
+        input: &RailInput<'_>,
+    ) -> Result<String, RailError> {
+        let started = Instant::now();
+        let prompt = input.calls.map(|_| CallRecord::prompt_text(&messages));
+        let mut request = ChatRequest::new(self.task.clone(), messages);
+        request.params = self.params.clone();
+        let completion = self
+            .provider
+            .complete(request)
+            .await
+            .map_err(|e| RailError(format!("judge call for `{}` failed: {e}", self.task)))?;
+        if let (Some(calls), Some(prompt)) = (input.calls, prompt) {
+            calls.record(CallRecord {
+                task: self.task.clone(),
+                prompt,
+                completion: completion.text.clone(),
+                usage: completion.usage,
+                duration: started.elapsed(),
+            });
+        }
+        Ok(completion.text)
+    }
+
+    async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
+        Ok(match self.shape {
+            Shape::Prompt => {
+                let answer = self.call(self.render(&input)?, &input).await?;
+                match self.parser.read(&answer) {
+                    Ok(()) => Verdict::Allow,
+                    Err(reason) => Verdict::Block { reason },
+                }
+            }
+            Shape::TopicControl => {
+                let answer = self.call(self.topic_messages(&input)?, &input).await?;
+                if answer.trim().to_lowercase().starts_with("off-topic") {
+                    Verdict::Block {
+                        reason: "off-topic".into(),
+                    }
+                } else {
+                    Verdict::Allow
+                }
+            }
+        })
+    }
+}
+
+impl Rail for JudgeRail {
+    fn flow(&self) -> &str {
+        &self.flow
+    }
+
+    fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
+        self.decide(input).boxed()
+    }
+}

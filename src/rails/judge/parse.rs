@@ -1,0 +1,145 @@
+//! Reading judge answers as NeMo's output parsers do.
+
+fn words(answer: &str) -> impl Iterator<Item = String> + '_ {
+    answer.split_whitespace().map(|w| {
+        w.chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    })
+}
+
+/// Parses a yes/no judge answer as NeMo does: the first two words, lower-cased
+/// with punctuation removed; "safe"/"no" allow, "unsafe"/"yes" block, anything
+/// else blocks. Returns `true` when the content is allowed.
+pub fn parse_yes_no(answer: &str) -> bool {
+    for word in words(answer).take(2) {
+        match word.as_str() {
+            "safe" | "no" => return true,
+            "unsafe" | "yes" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `is_content_safe`: like [`parse_yes_no`]; a block's reason carries the
+/// violated categories that follow "unsafe" (Llama Guard's `unsafe\nS1,S3`).
+pub fn parse_content_safety(answer: &str) -> Result<(), String> {
+    if parse_yes_no(answer) {
+        return Ok(());
+    }
+    let categories: Vec<&str> = answer
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .skip_while(|w| !w.to_lowercase().contains("unsafe"))
+        .skip(1)
+        .filter(|w| !w.is_empty())
+        .collect();
+    Err(if categories.is_empty() {
+        format!("the judge answered {:?}", answer.trim())
+    } else {
+        format!("unsafe: {}", categories.join(", "))
+    })
+}
+
+/// Reads NemoGuard's JSON answer (`{"User Safety": "unsafe", "Safety
+/// Categories": "S1, S3"}`) by `field`. Text around the JSON object is
+/// ignored; an answer that is not such JSON blocks, as in NeMo.
+pub fn parse_nemoguard(answer: &str, field: &str) -> Result<(), String> {
+    let json = match (answer.find('{'), answer.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &answer[start..=end],
+        _ => {
+            return Err(format!(
+                "the judge's answer is not JSON: {:?}",
+                answer.trim()
+            ));
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|_| format!("the judge's answer is not JSON: {:?}", answer.trim()))?;
+    let rating = value
+        .get(field)
+        .and_then(|v| v.as_str())
+        .map(|s| s.trim().to_lowercase())
+        .ok_or_else(|| format!("the judge's answer has no {field:?}: {json}"))?;
+    match rating.as_str() {
+        "safe" => Ok(()),
+        _ => Err(
+            match value.get("Safety Categories").and_then(|v| v.as_str()) {
+                Some(c) if !c.trim().is_empty() => format!("{rating}: {}", c.trim()),
+                _ => rating,
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yes_no_answers_parse_like_nemo() {
+        for allowed in [
+            "No",
+            "no.",
+            " NO, it is fine",
+            "safe",
+            "Safe!",
+            "Answer: no",
+            "**No**",
+        ] {
+            assert!(parse_yes_no(allowed), "{allowed:?} should allow");
+        }
+        for blocked in [
+            "Yes",
+            "yes.",
+            "unsafe",
+            "UNSAFE\nS1",
+            "",
+            "maybe",
+            "I think no",
+            "The answer is no",
+        ] {
+            assert!(!parse_yes_no(blocked), "{blocked:?} should block");
+        }
+    }
+
+    #[test]
+    fn content_safety_answers_carry_categories() {
+        assert_eq!(parse_content_safety("safe"), Ok(()));
+        assert_eq!(
+            parse_content_safety("unsafe\nS1,S3"),
+            Err("unsafe: S1, S3".into())
+        );
+        assert_eq!(
+            parse_content_safety("unsafe"),
+            Err("the judge answered \"unsafe\"".into())
+        );
+        assert!(parse_content_safety("I cannot say").is_err());
+    }
+
+    #[test]
+    fn nemoguard_json_is_read_by_field() {
+        let safe = r#"{"User Safety": "safe"}"#;
+        assert_eq!(parse_nemoguard(safe, "User Safety"), Ok(()));
+        let unsafe_ = r#"Output: {"User Safety": "unsafe", "Response Safety": "safe", "Safety Categories": "Violence, Threat"}"#;
+        assert_eq!(
+            parse_nemoguard(unsafe_, "User Safety"),
+            Err("unsafe: Violence, Threat".into())
+        );
+        assert_eq!(parse_nemoguard(unsafe_, "Response Safety"), Ok(()));
+        assert!(
+            parse_nemoguard("safe", "User Safety").is_err(),
+            "not JSON blocks"
+        );
+        assert!(parse_nemoguard(r#"{"User Safety": "Unsafe"}"#, "User Safety").is_err());
+        assert!(
+            parse_nemoguard(r#"{"Response Safety": "safe"}"#, "User Safety").is_err(),
+            "missing field blocks"
+        );
+        assert!(
+            parse_nemoguard(r#"{"User Safety": "safe""#, "User Safety").is_err(),
+            "broken JSON blocks"
+        );
+    }
+}

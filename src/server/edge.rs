@@ -1,0 +1,465 @@
+//! What both transports share: one prelude for every call ([`State::prepare`])
+//! and one adapter that bounds every response ([`Bounded`] for streams,
+//! [`Call::generate`] for whole answers): the caller's deadline, the end of
+//! the shutdown grace, and a drop guard that counts each call's outcome in
+//! the metrics exactly once (ok, blocked, error code, cancelled, deadline).
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::{Stream, StreamExt};
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::{State, admission::Admitted, metrics};
+use crate::{
+    Guardrails,
+    engine::{self, Event, EventStream, Registry, Response},
+    error::Error,
+    rails::Stage,
+};
+
+/// Which front end a call came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+/// What a transport read from its headers or metadata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallMeta<'a> {
+    pub authorization: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    /// The caller's deadline (gRPC `grpc-timeout`).
+    pub deadline: Option<Duration>,
+}
+
+/// The caller's `x-request-id` when it is a sane one, else a new UUIDv7.
+pub fn request_id(given: Option<&str>) -> String {
+    match given
+        .map(str::trim)
+        .filter(|g| !g.is_empty() && g.len() <= 128 && g.is_ascii())
+    {
+        Some(g) => g.to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// How a call ended, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Blocked(Stage),
+    Failed { code: tonic::Code, http: u16 },
+    Cancelled,
+    Deadline,
+    ShuttingDown,
+}
+
+impl Outcome {
+    fn of_error(e: &Error) -> Self {
+        match e {
+            Error::DeadlineExceeded(_) => Outcome::Deadline,
+            Error::ShuttingDown(_) => Outcome::ShuttingDown,
+            e => Outcome::Failed {
+                code: e.code(),
+                http: e.http_status(),
+            },
+        }
+    }
+
+    fn of_response(r: &Response) -> Self {
+        match &r.violation {
+            Some(v) => Outcome::Blocked(v.stage),
+            None => Outcome::Ok,
+        }
+    }
+
+    /// The `code` label: gRPC code names, or HTTP status numbers.
+    fn code(self, transport: Transport) -> String {
+        let (grpc, http) = match self {
+            Outcome::Ok | Outcome::Blocked(_) => (tonic::Code::Ok, 200),
+            Outcome::Failed { code, http } => (code, http),
+            // 499: nginx's "client closed request".
+            Outcome::Cancelled => (tonic::Code::Cancelled, 499),
+            Outcome::Deadline => (tonic::Code::DeadlineExceeded, 504),
+            Outcome::ShuttingDown => (tonic::Code::Unavailable, 503),
+        };
+        match transport {
+            Transport::Grpc => format!("{grpc:?}"),
+            Transport::Http => http.to_string(),
+        }
+    }
+}
+
+/// Counts a call's outcome once: when it is set, or as cancelled when the
+/// call is dropped before it ended.
+#[derive(Debug)]
+struct Tally {
+    transport: Transport,
+    method: &'static str,
+    config: Arc<str>,
+    recorded: bool,
+}
+
+impl Tally {
+    fn new(transport: Transport, method: &'static str) -> Self {
+        Tally {
+            transport,
+            method,
+            config: "".into(),
+            recorded: false,
+        }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        metrics::request(&self.config, self.method, outcome.code(self.transport));
+        if let Outcome::Blocked(stage) = outcome {
+            metrics::blocked(&self.config, self.method, stage);
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.record(Outcome::Cancelled);
+    }
+}
+
+/// A call the edge refused, with the request id to send back.
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: Error,
+    pub request_id: String,
+}
+
+/// An admitted call, ready to run.
+#[derive(Debug)]
+pub struct Call {
+    pub rails: Guardrails,
+    pub request: engine::Request,
+    pub request_id: String,
+    /// The id of the config serving the call.
+    pub config_id: Arc<str>,
+    deadline: Option<Duration>,
+    admitted: Admitted,
+    tally: Tally,
+    state: Arc<State>,
+}
+
+impl State {
+    /// The prelude every call goes through, on either transport: admits the
+    /// key, converts the request (`convert` gets the configs to resolve names
+    /// against), checks the limits, finds the config and authorizes it. A
+    /// refusal is counted here; the call's own outcome later.
+    pub(crate) fn prepare<C>(
+        self: &Arc<Self>,
+        transport: Transport,
+        method: &'static str,
+        meta: CallMeta<'_>,
+        convert: impl FnOnce(&Registry) -> Result<(String, engine::Request, C), Error>,
+    ) -> Result<(Call, C), Rejected> {
+        let request_id = request_id(meta.request_id);
+        let mut tally = Tally::new(transport, method);
+        let span = tracing::info_span!("request", method, request_id = %request_id, key = tracing::field::Empty);
+        let prepared = span.in_scope(|| {
+            let admitted = self.admission.admit(meta.authorization)?;
+            tracing::Span::current().record("key", admitted.key_name());
+            let registry = self.registry();
+            let (config_id, mut request, extra) = convert(&registry)?;
+            request.traceparent = meta.traceparent.map(str::to_string);
+            self.admission.check(&request)?;
+            let rails = registry.get(&config_id)?.clone();
+            admitted.authorize(rails.config().id())?;
+            Ok((admitted, rails, request, extra))
+        });
+        match prepared {
+            Ok((admitted, rails, request, extra)) => {
+                let config_id: Arc<str> = rails.config().id().into();
+                tally.config = config_id.clone();
+                let call = Call {
+                    rails,
+                    request,
+                    request_id,
+                    config_id,
+                    deadline: meta.deadline,
+                    admitted,
+                    tally,
+                    state: self.clone(),
+                };
+                Ok((call, extra))
+            }
+            Err(error) => {
+                tally.record(Outcome::of_error(&error));
+                Err(Rejected { error, request_id })
+            }
+        }
+    }
+}
+
+impl Call {
+    /// The whole answer, bounded by the deadline and the shutdown grace.
+    pub async fn generate(mut self) -> Result<Response, Error> {
+        let work = self.rails.generate(std::mem::take(&mut self.request));
+        let bounded = async {
+            match self.deadline {
+                Some(limit) => tokio::time::timeout(limit, work)
+                    .await
+                    .map_err(|_| Error::DeadlineExceeded(limit))?,
+                None => work.await,
+            }
+        };
+        let result = tokio::select! {
+            r = bounded => r,
+            () = self.state.aborted() => Err(Error::ShuttingDown("the server is shutting down".into())),
+        };
+        self.tally.record(match &result {
+            Ok(r) => Outcome::of_response(r),
+            Err(e) => Outcome::of_error(e),
+        });
+        drop(self.admitted);
+        result
+    }
+
+    /// The answer as a bounded stream. Request errors and the streaming
+    /// preconditions fail here, before any LLM call.
+    pub fn stream(mut self) -> Result<Bounded, Error> {
+        let events = match self.rails.stream(std::mem::take(&mut self.request)) {
+            Ok(e) => e,
+            Err(e) => {
+                self.tally.record(Outcome::of_error(&e));
+                return Err(e);
+            }
+        };
+        metrics::stream_started();
+        Ok(Bounded {
+            events: Some(events),
+            deadline: self.deadline.map(|d| (Box::pin(tokio::time::sleep(d)), d)),
+            aborted: Box::pin(self.state.expired.clone().cancelled_owned()),
+            tally: self.tally,
+            _admitted: self.admitted,
+            _in_flight: InFlight,
+        })
+    }
+}
+
+/// Counts a stream in flight for as long as it lives.
+#[derive(Debug)]
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::stream_ended();
+    }
+}
+
+/// A response stream bounded by the caller's deadline and the shutdown
+/// grace. When either ends it, the engine stream (and with it the upstream
+/// request) is dropped at once and one error is yielded. Dropping it early
+/// (the caller went away) counts the call as cancelled.
+pub struct Bounded {
+    events: Option<EventStream>,
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    tally: Tally,
+    _admitted: Admitted,
+    _in_flight: InFlight,
+}
+
+impl Bounded {
+    fn end(&mut self, outcome: Outcome, error: Error) -> Poll<Option<Result<Event, Error>>> {
+        self.events = None;
+        self.tally.record(outcome);
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for Bounded {
+    type Item = Result<Event, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(events) = this.events.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The answer first: a ready chunk never waits on the timers, which
+        // are polled (and so armed) only while the answer is pending.
+        match events.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(Event::Final(response)))) => {
+                this.tally.record(Outcome::of_response(&response));
+                return Poll::Ready(Some(Ok(Event::Final(response))));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.events = None;
+                this.tally.record(Outcome::of_error(&e));
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(None) => {
+                this.events = None;
+                this.tally.record(Outcome::Ok);
+                return Poll::Ready(None);
+            }
+            other @ Poll::Ready(Some(Ok(Event::Chunk(_)))) => return other,
+            Poll::Pending => {}
+        }
+        if let Some((sleep, limit)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let limit = *limit;
+            return this.end(Outcome::Deadline, Error::DeadlineExceeded(limit));
+        }
+        if this.aborted.as_mut().poll(cx).is_ready() {
+            return this.end(
+                Outcome::ShuttingDown,
+                Error::ShuttingDown("the server is shutting down; retry on another replica".into()),
+            );
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{engine::Request, server::ServerSettings};
+    use futures_util::StreamExt;
+
+    fn state(yaml: &str) -> Arc<State> {
+        let g = Guardrails::from_yaml("bot", yaml).unwrap();
+        State::new(
+            Registry::from_configs([g])
+                .with_default(Some("bot".into()))
+                .unwrap(),
+            ServerSettings::default(),
+        )
+    }
+
+    const SLOW: &str = "models:\n  - type: main\n    engine: scripted\n    model: m\n    parameters:\n      first_token_ms: 100\n      delay_ms: 50\n      replies: [\"one two three four five six\"]\nstreaming: True\n";
+
+    fn call(state: &Arc<State>, deadline: Option<Duration>) -> Call {
+        let meta = CallMeta {
+            deadline,
+            ..CallMeta::default()
+        };
+        state
+            .prepare(Transport::Grpc, "Test", meta, |_| {
+                Ok((String::new(), Request::user("hi"), ()))
+            })
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_ends_a_stream_with_deadline_exceeded() {
+        let state = state(SLOW);
+        let mut s = call(&state, Some(Duration::from_millis(120)))
+            .stream()
+            .unwrap();
+        let mut chunks = 0;
+        let end = loop {
+            match s.next().await {
+                Some(Ok(Event::Chunk(_))) => chunks += 1,
+                Some(Ok(Event::Final(_))) => panic!("finished before the deadline"),
+                Some(Err(e)) => break e,
+                None => panic!("ended without an error"),
+            }
+        };
+        assert!(matches!(end, Error::DeadlineExceeded(_)), "{end}");
+        assert!(
+            (1..6).contains(&chunks),
+            "{chunks} chunks before the deadline"
+        );
+        assert!(s.next().await.is_none(), "nothing after the error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_grace_ends_streams_and_whole_answers() {
+        let state = state(SLOW);
+        let mut s = call(&state, None).stream().unwrap();
+        assert!(matches!(s.next().await, Some(Ok(Event::Chunk(_)))));
+        let whole = tokio::spawn(call(&state, None).generate());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        state.abort_streams();
+        let end = loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("ended without an error"),
+            }
+        };
+        assert!(matches!(end, Error::ShuttingDown(_)), "{end}");
+        let whole = whole.await.unwrap();
+        assert!(matches!(whole, Err(Error::ShuttingDown(_))));
+    }
+
+    #[test]
+    fn outcomes_name_their_code_per_transport() {
+        let cases = [
+            (Outcome::Ok, "Ok", "200"),
+            (Outcome::Blocked(Stage::Input), "Ok", "200"),
+            (Outcome::Cancelled, "Cancelled", "499"),
+            (Outcome::Deadline, "DeadlineExceeded", "504"),
+            (Outcome::ShuttingDown, "Unavailable", "503"),
+        ];
+        for (o, grpc, http) in cases {
+            assert_eq!(o.code(Transport::Grpc), grpc);
+            assert_eq!(o.code(Transport::Http), http);
+        }
+        let e = Error::invalid("messages", "none");
+        assert_eq!(
+            Outcome::of_error(&e).code(Transport::Grpc),
+            "InvalidArgument"
+        );
+        assert_eq!(Outcome::of_error(&e).code(Transport::Http), "400");
+    }
+
+    #[test]
+    fn a_tally_counts_once_and_a_dropped_call_as_cancelled() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            let mut t = Tally::new(Transport::Grpc, "Test");
+            t.config = "bot".into();
+            t.record(Outcome::Blocked(Stage::Output));
+            // A second outcome, and the drop, count nothing more.
+            t.record(Outcome::Cancelled);
+            drop(t);
+            drop(Tally::new(Transport::Http, "Test"));
+        });
+        let text = handle.render();
+        let count = |series: &str| {
+            text.lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit_once(' '))
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            count(r#"streamguard_requests_total{config="bot",method="Test",code="Ok"}"#).as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                r#"streamguard_requests_blocked_total{config="bot",method="Test",stage="output"}"#
+            )
+            .as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert!(!text.contains("Cancelled"), "{text}");
+        assert_eq!(
+            count(r#"streamguard_requests_total{config="",method="Test",code="499"}"#).as_deref(),
+            Some("1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! gRPC wire types ↔ engine types, with exhaustive destructuring so a new
+//! proto field fails to compile until it is handled.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+
+use crate::{
+    engine::{self, GenerationLog},
+    error::Error,
+    llm::{CallParams, ChatMessage, Role, Usage},
+    pb,
+};
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`).
+pub(super) fn deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let limit = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    // tonic's own timeout layer answers an expired unary call with CANCELLED;
+    // finishing a little earlier lets the caller see DEADLINE_EXCEEDED.
+    Some(limit.saturating_sub((limit / 20).min(Duration::from_millis(20))))
+}
+
+fn messages(messages: Vec<pb::Message>) -> Result<Vec<ChatMessage>, Error> {
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, pb::Message { role, content })| {
+            let role = Role::parse(&role).ok_or_else(|| Error::InvalidRequest {
+                field: "messages.role",
+                message: format!(
+                    "messages[{i}].role is `{role}`; expected `user`, `assistant` or `system`"
+                ),
+            })?;
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Error> {
+    let mut out = engine::Options::default();
+    let Some(pb::GenerationOptions {
+        llm_params,
+        rails,
+        log,
+    }) = options
+    else {
+        return Ok(out);
+    };
+    out.log = log;
+    if let Some(pb::LlmParams {
+        temperature,
+        max_tokens,
+        stop,
+    }) = llm_params
+    {
+        if max_tokens == Some(0) {
+            return Err(Error::invalid(
+                "options.llm_params.max_tokens",
+                "must be at least 1",
+            ));
+        }
+        out.llm_params = CallParams {
+            temperature,
+            max_tokens,
+            stop,
+        };
+    }
+    if let Some(pb::RailsSelection {
+        input,
+        output,
+        input_flows,
+        output_flows,
+    }) = rails
+    {
+        out.input_rails = input.unwrap_or(true);
+        out.output_rails = output.unwrap_or(true);
+        out.input_flows = (!input_flows.is_empty()).then_some(input_flows);
+        out.output_flows = (!output_flows.is_empty()).then_some(output_flows);
+    }
+    Ok(out)
+}
+
+/// A `GenerateRequest` as the config id and the engine request.
+pub(super) fn request(request: pb::GenerateRequest) -> Result<(String, engine::Request), Error> {
+    let pb::GenerateRequest {
+        config_id,
+        messages: wire,
+        options: wire_options,
+    } = request;
+    Ok((
+        config_id,
+        engine::Request {
+            messages: messages(wire)?,
+            options: options(wire_options)?,
+            traceparent: None,
+        },
+    ))
+}
+
+pub(super) fn response(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
+    let engine::Response {
+        content,
+        violation,
+        usage,
+        log,
+        dialog,
+    } = response;
+    pb::GenerateResponse {
+        message: Some(pb::Message {
+            role: Role::Assistant.as_str().into(),
+            content,
+        }),
+        violation: violation.map(|v| pb::RailViolation {
+            rail: v.rail,
+            stage: v.stage.as_str().into(),
+            r#type: v.kind.type_str().into(),
+            code: v.kind.code().into(),
+            message: v.message,
+            reason: v.reason,
+        }),
+        usage: usage.map(usage_pb),
+        config_id: config_id.to_string(),
+        log: log.map(log_pb),
+        dialog: dialog.map(|d| pb::DialogTurn {
+            user_intent: d.user_intent,
+            bot_intent: d.bot_intent,
+        }),
+    }
+}
+
+fn usage_pb(u: Usage) -> pb::TokenUsage {
+    pb::TokenUsage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn log_pb(log: GenerationLog) -> pb::GenerationLog {
+    let GenerationLog {
+        rails,
+        llm_calls,
+        timing,
+    } = log;
+    pb::GenerationLog {
+        rails: rails
+            .into_iter()
+            .map(|r| pb::ActivatedRail {
+                flow: r.flow,
+                stage: r.stage.as_str().into(),
+                decision: r.decision.as_str().into(),
+                reason: r.reason,
+                duration_ms: ms(r.duration),
+            })
+            .collect(),
+        llm_calls: llm_calls
+            .into_iter()
+            .map(|c| pb::LlmCall {
+                task: c.task,
+                prompt: c.prompt,
+                completion: c.completion,
+                usage: c.usage.map(usage_pb),
+                duration_ms: ms(c.duration),
+            })
+            .collect(),
+        timing: Some(pb::PhaseTiming {
+            input_rails_ms: ms(timing.input_rails),
+            generation_ms: ms(timing.generation),
+            output_rails_ms: ms(timing.output_rails),
+            total_ms: ms(timing.total),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_parses() {
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", "200m".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(190)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(deadline(&m), Some(Duration::from_millis(2980)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(deadline(&m), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The `streamguard.v1.Guardrails` gRPC service, health and reflection. The
+//! service only converts: wire types in, the shared edge, wire types out.
+
+mod convert;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use futures_util::{Stream, StreamExt};
+use tonic::{
+    Request, Response, Status,
+    metadata::{Ascii, MetadataMap, MetadataValue},
+    transport::server::TcpIncoming,
+};
+
+use super::{
+    FILE_DESCRIPTOR_SET, ServeError, State,
+    edge::{CallMeta, Rejected, Transport},
+};
+use crate::{engine::Event, error::Error, pb};
+
+/// The gRPC service over the server's shared state.
+#[derive(Debug, Clone)]
+pub struct GuardrailsService {
+    state: Arc<State>,
+}
+
+impl GuardrailsService {
+    pub fn new(state: Arc<State>) -> Self {
+        GuardrailsService { state }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::guardrails_server::GuardrailsServer<Self> {
+        pb::guardrails_server::GuardrailsServer::new(self)
+    }
+}
+
+type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamGenerateResponse, Status>> + Send>>;
+
+fn meta(metadata: &MetadataMap) -> CallMeta<'_> {
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    CallMeta {
+        authorization: text("authorization"),
+        request_id: text("x-request-id"),
+        traceparent: text("traceparent"),
+        deadline: convert::deadline(metadata),
+    }
+}
+
+/// The request id in a response's (or an error's) metadata.
+fn with_request_id(metadata: &mut MetadataMap, rid: &str) {
+    if let Ok(value) = rid.parse::<MetadataValue<Ascii>>() {
+        metadata.insert("x-request-id", value);
+    }
+}
+
+fn status(error: &Error, rid: &str) -> Status {
+    let mut s = error.to_status();
+    with_request_id(s.metadata_mut(), rid);
+    s
+}
+
+impl From<Rejected> for Status {
+    fn from(r: Rejected) -> Self {
+        status(&r.error, &r.request_id)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::guardrails_server::Guardrails for GuardrailsService {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let (call, ()) =
+            self.state
+                .prepare(Transport::Grpc, "Generate", meta(&metadata), |_| {
+                    convert::request(body).map(|(id, r)| (id, r, ()))
+                })?;
+        let (rid, id) = (call.request_id.clone(), call.config_id.clone());
+        let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
+        let mut response = Response::new(convert::response(&id, answer));
+        with_request_id(response.metadata_mut(), &rid);
+        Ok(response)
+    }
+
+    type StreamGenerateStream = StreamResult;
+
+    async fn stream_generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::StreamGenerateStream>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let (call, ()) =
+            self.state
+                .prepare(Transport::Grpc, "StreamGenerate", meta(&metadata), |_| {
+                    convert::request(body).map(|(id, r)| (id, r, ()))
+                })?;
+        let (rid, id) = (call.request_id.clone(), call.config_id.clone());
+        // Preconditions and request errors fail the RPC before any LLM call.
+        let events = call.stream().map_err(|e| status(&e, &rid))?;
+        // When the caller goes away tonic drops this stream, which drops the
+        // engine stream and with it the upstream HTTP request.
+        let stream = events.map(move |event| match event {
+            Ok(Event::Chunk(text)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::Chunk(pb::Chunk {
+                    text,
+                })),
+            }),
+            Ok(Event::Final(response)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::Final(
+                    convert::response(&id, *response),
+                )),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "stream failed");
+                Err(e.to_status())
+            }
+        });
+        let mut response = Response::new(Box::pin(stream) as StreamResult);
+        with_request_id(response.metadata_mut(), &rid);
+        Ok(response)
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<pb::ListConfigsRequest>,
+    ) -> Result<Response<pb::ListConfigsResponse>, Status> {
+        let admitted = self
+            .state
+            .admission
+            .admit(meta(request.metadata()).authorization)?;
+        let registry = self.state.registry();
+        let configs = registry
+            .iter()
+            .filter(|g| admitted.authorize(g.config().id()).is_ok())
+            .map(|g| {
+                let c = g.config();
+                let streaming = g.check_streaming();
+                pb::ConfigInfo {
+                    id: c.id().to_string(),
+                    streaming_supported: streaming.is_ok(),
+                    streaming_unsupported_reason: streaming
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                    input_flows: c.input().flows.iter().map(|f| f.name.clone()).collect(),
+                    output_flows: c.output().flows.iter().map(|f| f.name.clone()).collect(),
+                    main_model: c.main_model().model().to_string(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListConfigsResponse { configs }))
+    }
+}
+
+/// Serves gRPC on an already-bound listener until `shutdown` completes, then
+/// stops accepting, reports NOT_SERVING and lets in-flight calls finish
+/// (the edge ends them when the shutdown grace passes).
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let max_bytes = state.admission.settings.max_request_bytes;
+    let tls = state.admission.settings.tls.clone();
+    let service = GuardrailsService::new(state);
+    type Served = pb::guardrails_server::GuardrailsServer<GuardrailsService>;
+    health.set_serving::<Served>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let shutdown = async move {
+        shutdown.await;
+        health.set_not_serving::<Served>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.tonic())?;
+    }
+    builder
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service.into_server().max_decoding_message_size(max_bytes))
+        .serve_with_incoming_shutdown(
+            // Chunks are small writes: without TCP_NODELAY, Nagle holds each
+            // one back until the previous is acknowledged.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}

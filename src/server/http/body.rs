@@ -1,0 +1,286 @@
+//! The chat-completions request body, in NeMo's shape (`config_id`,
+//! `messages`, `options`) or OpenAI's (`model`, `messages`, `temperature`, …,
+//! with `guardrails: {"config_id": …}` through the SDKs' `extra_body`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    engine::{self, Registry},
+    error::Error,
+    llm::{CallParams, ChatMessage, Role},
+};
+
+/// A message in either body shape.
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Content,
+}
+
+/// OpenAI allows content as a string or a list of typed parts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string, or a list of {\"type\": \"text\", \"text\": ...} parts"
+)]
+enum Content {
+    #[default]
+    Empty,
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    fn list(s: Option<StopField>) -> Vec<String> {
+        match s {
+            None => Vec::new(),
+            Some(StopField::One(s)) => vec![s],
+            Some(StopField::Many(v)) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GuardrailsField {
+    config_id: Option<String>,
+    config_ids: Option<Vec<String>>,
+    options: Option<NemoOptions>,
+}
+
+/// NeMo's `options`.
+#[derive(Debug, Default, Deserialize)]
+struct NemoOptions {
+    rails: Option<NemoRails>,
+    llm_params: Option<NemoLlmParams>,
+    log: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NemoRails {
+    input: Option<BoolOrFlows>,
+    output: Option<BoolOrFlows>,
+}
+
+/// `true`/`false`, or the flows to run.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "true, false, or a list of flow names")]
+enum BoolOrFlows {
+    On(bool),
+    Flows(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NemoLlmParams {
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    stop: Option<StopField>,
+}
+
+/// Both body shapes in one; unknown OpenAI fields (`top_p`, `user`, …) are ignored.
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stream: bool,
+    config_id: Option<String>,
+    config_ids: Option<Vec<String>>,
+    model: Option<String>,
+    options: Option<NemoOptions>,
+    #[serde(default, rename = "context")]
+    _context: Option<Value>,
+    guardrails: Option<GuardrailsField>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    stop: Option<StopField>,
+}
+
+/// How the caller wants its answer.
+#[derive(Debug, Clone)]
+pub(super) struct Shape {
+    pub stream: bool,
+    /// OpenAI's reply shape (else NeMo's).
+    pub openai: bool,
+    /// The `model` the reply names.
+    pub model: String,
+}
+
+fn bad_body(message: String, param: Option<String>) -> Error {
+    Error::InvalidBody { param, message }
+}
+
+/// The config id the body names: NeMo's `config_id`, one of `config_ids`,
+/// or (OpenAI clients) a `model` that is a config id.
+fn config_id(
+    guardrails: &mut GuardrailsField,
+    config_id: Option<String>,
+    config_ids: Option<Vec<String>>,
+    model: Option<&str>,
+    registry: &Registry,
+) -> Result<String, Error> {
+    let ids = guardrails.config_ids.take().or(config_ids);
+    Ok(match (guardrails.config_id.take().or(config_id), ids) {
+        (Some(id), _) => id,
+        (None, Some(ids)) => match ids.as_slice() {
+            [one] => one.clone(),
+            [] => String::new(),
+            _ => {
+                return Err(bad_body(
+                    "config_ids: combining several configs in one request is not supported; pass one".into(),
+                    Some("config_ids".into()),
+                ));
+            }
+        },
+        (None, None) => model
+            .filter(|m| registry.get(m).is_ok())
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+fn messages(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, Error> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let content = match m.content {
+            Content::Empty => String::new(),
+            Content::Text(t) => t,
+            Content::Parts(parts) => {
+                let mut text = String::new();
+                for p in parts {
+                    if p.kind != "text" {
+                        return Err(bad_body(
+                            format!(
+                                "messages[{i}].content: only `text` parts are supported, not `{}`",
+                                p.kind
+                            ),
+                            Some(format!("messages[{i}].content")),
+                        ));
+                    }
+                    text.push_str(p.text.as_deref().unwrap_or_default());
+                }
+                text
+            }
+        };
+        // OpenAI's newer name for the system role.
+        let role = match m.role.as_str() {
+            "developer" => Some(Role::System),
+            other => Role::parse(other),
+        }
+        .ok_or_else(|| Error::InvalidRequest {
+            field: "messages.role",
+            message: format!(
+                "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
+                m.role
+            ),
+        })?;
+        out.push(ChatMessage { role, content });
+    }
+    Ok(out)
+}
+
+fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
+    let mut opts = engine::Options::default();
+    let params = nemo.llm_params.unwrap_or_default();
+    let stop = if openai.stop.is_empty() {
+        StopField::list(params.stop)
+    } else {
+        openai.stop
+    };
+    opts.llm_params = CallParams {
+        temperature: openai.temperature.or(params.temperature),
+        max_tokens: openai.max_tokens.or(params.max_tokens),
+        stop,
+    };
+    if let Some(rails) = nemo.rails {
+        match rails.input {
+            Some(BoolOrFlows::On(on)) => opts.input_rails = on,
+            Some(BoolOrFlows::Flows(f)) => opts.input_flows = Some(f),
+            None => {}
+        }
+        match rails.output {
+            Some(BoolOrFlows::On(on)) => opts.output_rails = on,
+            Some(BoolOrFlows::Flows(f)) => opts.output_flows = Some(f),
+            None => {}
+        }
+    }
+    opts.log = match nemo.log {
+        Some(Value::Bool(b)) => b,
+        Some(Value::Object(m)) => m.values().any(|v| v == &Value::Bool(true)),
+        _ => false,
+    };
+    opts
+}
+
+/// Parses a body into the config id, the engine request and the reply shape.
+pub(super) fn parse(
+    bytes: &[u8],
+    registry: &Registry,
+) -> Result<(String, engine::Request, Shape), Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let body: ChatBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then_some(path);
+        let message = match &param {
+            Some(p) => format!("{p}: {}", e.inner()),
+            None => format!("request body: {}", e.inner()),
+        };
+        bad_body(message, param)
+    })?;
+    let ChatBody {
+        messages: wire,
+        stream,
+        config_id: nemo_id,
+        config_ids,
+        model,
+        options: nemo_options,
+        _context,
+        guardrails,
+        temperature,
+        max_tokens,
+        max_completion_tokens,
+        stop,
+    } = body;
+    let mut guardrails = guardrails.unwrap_or_default();
+    let openai = nemo_id.is_none() && config_ids.is_none();
+    let id = config_id(
+        &mut guardrails,
+        nemo_id,
+        config_ids,
+        model.as_deref(),
+        registry,
+    )?;
+    let nemo = nemo_options.or(guardrails.options).unwrap_or_default();
+    let openai_params = CallParams {
+        temperature,
+        max_tokens: max_tokens.or(max_completion_tokens),
+        stop: StopField::list(stop),
+    };
+    let request = engine::Request {
+        messages: messages(wire)?,
+        options: options(nemo, openai_params),
+        traceparent: None,
+    };
+    let shape = Shape {
+        stream,
+        openai,
+        model: model.unwrap_or_default(),
+    };
+    Ok((id, request, shape))
+}
