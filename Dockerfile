@@ -5,7 +5,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
-COPY benches ./benches
+COPY bench ./bench
 RUN cargo build --release --locked --bin streamguard
 
 FROM debian:bookworm-slim

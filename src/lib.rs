@@ -1,35 +1,54 @@
 //! streamguard puts guardrails around streaming LLMs.
 //!
 //! It loads guardrails configurations in the NeMo Guardrails format, runs
-//! input rails on the user's message, streams the main LLM's tokens to the
-//! caller and checks the answer with output rails — whole, or in chunk
-//! windows while it streams.
+//! input rails on the user's message, streams the answer's tokens to the
+//! caller and checks them with output rails — whole, or in chunk windows
+//! while it streams.
 //!
 //! # Layout
 //!
 //! ```text
-//! client ──gRPC/HTTP──▶ server ──▶ engine ──▶ input rails ──▶ llm provider ──SSE──▶ upstream LLM
-//!                         ▲           │                          │
-//!                         └─ chunks ◀─┴── output rails ◀─────────┘   (whole answer, or windows)
+//! client ──gRPC/HTTP──▶ server::edge ──▶ engine ──▶ input rails ──▶ answer ──▶ llm provider ──SSE──▶ upstream
+//!                          ▲                │                       (dialog)        │
+//!                          └── bounded ◀────┴── Relay ◀── output rails on windows ◀─┘
 //! ```
 //!
-//! - [`config`]: loads a config directory (all `*.yml` merged) into validated
-//!   types; errors name the file and the key.
-//! - [`llm`]: the [`llm::Provider`] trait, the OpenAI-compatible client and the
-//!   in-process scripted model.
-//! - [`rails`]: the built-in rails behind one [`rails::Rail`] trait.
-//! - [`colang`]: Colang 1.0 dialog flows: the parser, and the dialog runtime
-//!   that answers in front of the main model (so every stage downstream is
-//!   unchanged).
-//! - [`engine`]: the order of work, the streaming preconditions, the chunk
-//!   windows (checked while the stream goes on), the streaming handler;
-//!   [`engine::Guardrails`] is the library entry point.
-//! - [`server`]: the transports over one shared state: gRPC
-//!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha), HTTP
-//!   (NeMo's endpoints and OpenAI-compatible SSE), admission (API keys,
-//!   limits), TLS, metrics; `serve(listener, state, shutdown)`.
-//! - [`cli`]: the `serve`, `chat` and `check` commands.
-//! - [`error`]: the one domain error and its mapping to gRPC status codes.
+//! The modules, bottom up (each uses only those before it in this list;
+//! `dialog` uses only [`engine::answer`], which depends on nothing else in
+//! the engine):
+//!
+//! - [`config`]: loads a config directory (every `*.yml` merged) into a
+//!   validated [`config::Config`] whose invariants hold behind accessors;
+//!   model `parameters` are typed per provider; errors name the file and the
+//!   key. It validates only what is its own: Colang files, Python actions
+//!   and knowledge-base documents are kept for the layers that use them.
+//! - [`llm`]: the [`llm::Provider`] (chat) and [`llm::Embedder`] traits, the
+//!   OpenAI-compatible client (`llm::openai`), the time limits as one stream
+//!   adapter, retries, and the in-process scripted model, which answers
+//!   other prompt tasks from the table its config entry gives. Nothing here
+//!   knows about rails or dialogs.
+//! - [`error`]: the one domain [`Error`] (and [`error::PreconditionFailure`])
+//!   with one exhaustive mapping to gRPC codes and HTTP statuses.
+//! - [`rails`]: the [`rails::Rail`] trait and one [`rails::CATALOG`] of flow
+//!   specs (name, stage, needs, rewrites, build) that validation and
+//!   construction both read; one judge rail driven by a table for self
+//!   check, content safety, topic safety and Llama Guard; one file per other
+//!   rail kind.
+//! - [`engine`]: the order of work. [`engine::answer`] is the seam the engine
+//!   asks for the answer stream (the main model, or a dialog wrapping it);
+//!   `run` holds a request's rails, log and timings; [`engine::Relay`] is the
+//!   state of one guarded stream as a plain state machine (windows, checks in
+//!   flight, what may be released, stop strings), driven by the `stream`
+//!   module's hand-written stream; [`engine::Guardrails`] is the library
+//!   entry point and [`engine::Registry`] the configs a server serves.
+//! - [`dialog`]: Colang 1.0: the parser and the dialog runtime, which
+//!   implements the engine's answer seam by wrapping the main model.
+//! - [`server`]: [`server::Server`] (a builder taking bound listeners; TLS,
+//!   keys, limits, reload, drain; `run(shutdown)`), the shared edge (one
+//!   prelude and one response adapter for both transports), gRPC
+//!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha) and
+//!   HTTP (NeMo's endpoints, OpenAI-compatible SSE), metrics.
+//! - [`cli`]: the `serve`, `chat` and `check` commands, thin over the above.
 
 pub mod cli;
 pub mod config;

@@ -17,6 +17,7 @@ mod build;
 mod generate;
 mod handler;
 mod log;
+mod meters;
 mod preconditions;
 mod registry;
 mod relay;
@@ -62,6 +63,7 @@ struct Inner {
     output: RailSet,
     system_prompt: Option<String>,
     warnings: Vec<String>,
+    meters: meters::Meters,
 }
 
 impl Guardrails {
@@ -105,12 +107,13 @@ impl Guardrails {
         let system_prompt = config.instruction("general").map(|s| s.trim().to_string());
         Ok(Guardrails {
             inner: Arc::new(Inner {
-                config,
                 answerer: built.answerer,
                 input: built.rails.input,
                 output: built.rails.output,
                 system_prompt,
                 warnings: built.rails.warnings,
+                meters: meters::Meters::new(config.id()),
+                config,
             }),
         })
     }

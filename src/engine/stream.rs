@@ -1,17 +1,24 @@
 //! The streaming path: input rails, then the answer's chunks relayed as they
 //! arrive while output rails check them in windows. The decisions are the
-//! [`Relay`]'s; this is the thin async loop around it: it feeds the relay
-//! the answer's pieces, runs the window checks it hands out (concurrently
-//! with reading the answer: while window N is judged, window N+1 buffers)
-//! and yields what it releases.
+//! [`Relay`]'s; this is the thin driver around it: it feeds the relay the
+//! answer's pieces, runs the window checks it hands out (concurrently with
+//! reading the answer: while window N is judged, window N+1 buffers) and
+//! yields what it releases. The driver is a hand-written `Stream` (one poll
+//! per chunk, no generator in between): this is the per-chunk path.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
-use futures_util::{StreamExt, future::BoxFuture, stream::FuturesOrdered};
+use futures_util::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
 use super::{
     Error, Event, EventStream, Inner, RailRecord, Request, Response, Violation,
     answer::{AnswerRequest, DialogTurn, Piece, PieceStream},
+    meters::ChunkCount,
     relay::{Relay, WindowCheck, WindowVerdict},
     run::{Run, run_rails},
 };
@@ -19,17 +26,6 @@ use crate::{
     llm::{CallLog, CallRecord, Usage},
     rails::{RailInput, RailSet, Stage},
 };
-
-/// Time to the first chunk as the caller saw it, and what streamguard added
-/// to the upstream's time to first token.
-fn first_chunk_metrics(config_id: &str, started: Instant, upstream: Option<std::time::Duration>) {
-    let total = started.elapsed();
-    metrics::histogram!("streamguard_time_to_first_chunk_seconds", "config" => config_id.to_string())
-        .record(total.as_secs_f64());
-    let added = total.saturating_sub(upstream.unwrap_or_default());
-    metrics::histogram!("streamguard_added_first_chunk_seconds", "config" => config_id.to_string())
-        .record(added.as_secs_f64());
-}
 
 /// A decided window check.
 struct Checked {
@@ -111,7 +107,7 @@ struct Driver {
     dialog: Option<DialogTurn>,
     /// The main call's prompt, when the request keeps a log.
     prompt: Option<String>,
-    chunk_counter: metrics::Counter,
+    chunks: ChunkCount,
 }
 
 /// How the input stage ended: blocked (with the events to send), or on to the answer.
@@ -156,8 +152,7 @@ impl Driver {
             run.rewrites,
             Vec::new(),
         );
-        // Metric handles are resolved once; per chunk only an atomic moves.
-        let chunk_counter = metrics::counter!("streamguard_chunks_total", "config" => inner.config.id().to_string());
+        let chunks = ChunkCount::new(inner.meters.chunks.clone());
         let answer = inner.answerer.stream(AnswerRequest {
             chat: main,
             calls: run.calls(),
@@ -176,7 +171,7 @@ impl Driver {
             usage: None,
             dialog: None,
             prompt,
-            chunk_counter,
+            chunks,
         })))
     }
 
@@ -185,9 +180,15 @@ impl Driver {
         let text = self.relay.release()?;
         if !self.first_sent {
             self.first_sent = true;
-            first_chunk_metrics(self.inner.config.id(), self.started, self.upstream_ttft);
+            // Time to the first chunk as the caller saw it, and what
+            // streamguard added to the upstream's time to first token.
+            let total = self.started.elapsed();
+            let m = &self.inner.meters;
+            m.first_chunk.record(total.as_secs_f64());
+            let added = total.saturating_sub(self.upstream_ttft.unwrap_or_default());
+            m.added_first_chunk.record(added.as_secs_f64());
         }
-        self.chunk_counter.increment(1);
+        self.chunks.add();
         Some(text)
     }
 
@@ -205,7 +206,9 @@ impl Driver {
                     Some(Ok(Piece::Text(text))) => {
                         if self.upstream_ttft.is_none() {
                             let t = self.generation.elapsed();
-                            metrics::histogram!("streamguard_upstream_first_token_seconds", "config" => self.inner.config.id().to_string())
+                            self.inner
+                                .meters
+                                .upstream_first_token
                                 .record(t.as_secs_f64());
                             self.upstream_ttft = Some(t);
                         }
@@ -230,7 +233,7 @@ impl Driver {
     /// The final response. Dropping the answer stream here drops the
     /// upstream request at once (on a block or a stop string), and any
     /// window checks still in flight.
-    fn finish(self) -> Response {
+    fn finish(self: Box<Self>) -> Response {
         let Driver {
             inner,
             mut run,
@@ -243,7 +246,7 @@ impl Driver {
             prompt,
             started,
             ..
-        } = self;
+        } = *self;
         drop(answer);
         drop(pending);
         if run.timing.generation.is_zero() {
@@ -259,7 +262,9 @@ impl Driver {
             });
         }
         if let Some(u) = usage {
-            metrics::counter!("streamguard_tokens_total", "config" => inner.config.id().to_string())
+            inner
+                .meters
+                .tokens
                 .increment(u64::from(u.completion_tokens));
         }
         let outcome = relay.finish();
@@ -274,41 +279,101 @@ impl Driver {
     }
 }
 
-/// Runs a streaming request whose preconditions have been checked.
-pub(super) fn run(inner: Arc<Inner>, run: Run, request: Request, started: Instant) -> EventStream {
-    Box::pin(async_stream::stream! {
-        let mut d = match Driver::start(inner, run, request, started).await {
-            Ok(Start::Answer(d)) => d,
-            Ok(Start::Blocked(events)) => {
-                for e in events {
-                    yield Ok(e);
-                }
-                return;
-            }
-            Err(e) => {
-                yield Err(e);
-                return;
-            }
-        };
+/// Where a streaming request is.
+enum Phase {
+    /// The input rails run, then the answer starts.
+    Starting(BoxFuture<'static, Result<Start, Error>>),
+    /// An input rail blocked: the refusal and the final event.
+    Blocked(std::vec::IntoIter<Event>),
+    Answering(Box<Driver>),
+    Done,
+}
+
+/// The event stream of one request: a plain state machine, since this is
+/// the per-chunk path (one poll per chunk, no generator in between).
+struct Events {
+    phase: Phase,
+}
+
+impl Events {
+    /// One step of an answering driver: the next event, `None` to poll the
+    /// sources again, or `Pending`.
+    fn drive(d: &mut Driver, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
-            while let Some(text) = d.release() {
-                yield Ok(Event::Chunk(text));
+            if let Some(text) = d.release() {
+                return Poll::Ready(Some(Ok(Event::Chunk(text))));
             }
             if d.relay.is_finished() {
-                break;
+                return Poll::Ready(None);
             }
-            let step = tokio::select! {
-                // Verdicts first: a block must stop the stream before more is read.
-                biased;
-                Some(checked) = d.pending.next(), if !d.pending.is_empty() => Step::Checked(checked),
-                piece = d.answer.next(), if d.relay.wants_input() => Step::Piece(piece),
-                else => break,
-            };
-            if let Err(e) = d.on_step(step) {
-                yield Err(e);
-                return;
+            // Verdicts first: a block must stop the stream before more is read.
+            if !d.pending.is_empty()
+                && let Poll::Ready(Some(checked)) = d.pending.poll_next_unpin(cx)
+            {
+                if let Err(e) = d.on_step(Step::Checked(checked)) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                continue;
+            }
+            if !d.relay.wants_input() {
+                if d.pending.is_empty() {
+                    return Poll::Ready(None);
+                }
+                return Poll::Pending;
+            }
+            let piece = std::task::ready!(d.answer.poll_next_unpin(cx));
+            if let Err(e) = d.on_step(Step::Piece(piece)) {
+                return Poll::Ready(Some(Err(e)));
             }
         }
-        yield Ok(Event::Final(Box::new(d.finish())));
+    }
+}
+
+impl Stream for Events {
+    type Item = Result<Event, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.phase {
+                Phase::Starting(start) => match std::task::ready!(start.poll_unpin(cx)) {
+                    Ok(Start::Answer(d)) => this.phase = Phase::Answering(d),
+                    Ok(Start::Blocked(events)) => this.phase = Phase::Blocked(events.into_iter()),
+                    Err(e) => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Phase::Blocked(events) => {
+                    let next = events.next();
+                    if next.is_none() {
+                        this.phase = Phase::Done;
+                    }
+                    return Poll::Ready(next.map(Ok));
+                }
+                Phase::Answering(d) => match std::task::ready!(Self::drive(d, cx)) {
+                    Some(Ok(event)) => return Poll::Ready(Some(Ok(event))),
+                    Some(Err(e)) => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        let Phase::Answering(d) = std::mem::replace(&mut this.phase, Phase::Done)
+                        else {
+                            return Poll::Ready(None);
+                        };
+                        return Poll::Ready(Some(Ok(Event::Final(Box::new(d.finish())))));
+                    }
+                },
+                Phase::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Runs a streaming request whose preconditions have been checked.
+pub(super) fn run(inner: Arc<Inner>, run: Run, request: Request, started: Instant) -> EventStream {
+    Box::pin(Events {
+        phase: Phase::Starting(Box::pin(Driver::start(inner, run, request, started))),
     })
 }

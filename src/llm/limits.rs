@@ -1,9 +1,15 @@
 //! One adapter for stream timing limits, instead of timeouts sprinkled around.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
-use futures_util::StreamExt;
-use tokio::time::{Instant, sleep_until};
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::{DeltaStream, LlmError};
 
@@ -31,52 +37,113 @@ impl Default for ReceiveLimits {
 
 impl ReceiveLimits {
     /// Wraps `inner` so it ends with [`LlmError::Timeout`] (naming the limit
-    /// and `model`) when a limit passes. Per item only the arrival time is
-    /// noted; the one timer is re-armed when it fires early, so the per-chunk
-    /// path never touches the timer wheel.
-    pub fn apply(self, model: Arc<str>, mut inner: DeltaStream) -> DeltaStream {
-        Box::pin(async_stream::stream! {
-            let start = Instant::now();
-            let end = start + self.lifetime;
-            let timer = sleep_until((start + self.initial).min(end));
-            tokio::pin!(timer);
-            let mut last: Option<Instant> = None;
-            loop {
-                tokio::select! {
-                    item = inner.next() => match item {
-                        Some(item) => {
-                            let failed = item.is_err();
-                            let now = Instant::now();
-                            if last.is_none() {
-                                // From here on the limit is the idle gap.
-                                timer.as_mut().reset((now + self.idle).min(end));
-                            }
-                            last = Some(now);
-                            yield item;
-                            if failed {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    () = &mut timer => {
-                        let now = Instant::now();
-                        let (limit, after) = match last {
-                            _ if now >= end => ("request_timeout", self.lifetime),
-                            // Data arrived since the timer was set: wait for the rest of the gap.
-                            Some(at) if at + self.idle > now => {
-                                timer.as_mut().reset((at + self.idle).min(end));
-                                continue;
-                            }
-                            Some(_) => ("idle_timeout", self.idle),
-                            None => ("first_token_timeout", self.initial),
-                        };
-                        yield Err(LlmError::Timeout { limit, after, model: model.to_string() });
-                        break;
-                    }
-                }
-            }
+    /// and `model`) when a limit passes.
+    pub fn apply(self, model: Arc<str>, inner: DeltaStream) -> DeltaStream {
+        let start = Instant::now();
+        let end = start + self.lifetime;
+        Box::pin(Limited {
+            inner: Some(inner),
+            limits: self,
+            model,
+            end,
+            timer: Box::pin(sleep_until((start + self.initial).min(end))),
+            armed_for: None,
+            last: None,
         })
+    }
+}
+
+/// The adapter of [`ReceiveLimits::apply`]. Per item only the arrival time
+/// is noted: the one timer is re-armed when it fires early (lazily), and it
+/// is polled only when the task's waker changed or the timer was reset, so
+/// the per-chunk path never touches the timer wheel.
+struct Limited {
+    /// `None` once the stream ended.
+    inner: Option<DeltaStream>,
+    limits: ReceiveLimits,
+    model: Arc<str>,
+    end: Instant,
+    timer: Pin<Box<Sleep>>,
+    /// The waker the timer will wake; `None` after a reset.
+    armed_for: Option<Waker>,
+    last: Option<Instant>,
+}
+
+impl Limited {
+    /// The timer fired: a limit passed, or data arrived since it was set
+    /// (then it is re-armed for the rest of the gap).
+    fn fired(&mut self) -> Option<LlmError> {
+        let now = Instant::now();
+        let (limit, after) = match self.last {
+            _ if now >= self.end => ("request_timeout", self.limits.lifetime),
+            Some(at) if at + self.limits.idle > now => {
+                self.timer
+                    .as_mut()
+                    .reset((at + self.limits.idle).min(self.end));
+                self.armed_for = None;
+                return None;
+            }
+            Some(_) => ("idle_timeout", self.limits.idle),
+            None => ("first_token_timeout", self.limits.initial),
+        };
+        Some(LlmError::Timeout {
+            limit,
+            after,
+            model: self.model.to_string(),
+        })
+    }
+}
+
+impl Stream for Limited {
+    type Item = Result<super::Delta, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                let now = Instant::now();
+                if this.last.is_none() {
+                    // From here on the limit is the idle gap.
+                    this.timer
+                        .as_mut()
+                        .reset((now + this.limits.idle).min(this.end));
+                    this.armed_for = None;
+                }
+                this.last = Some(now);
+                if item.is_err() {
+                    this.inner = None;
+                }
+                return Poll::Ready(Some(item));
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            let current = this
+                .armed_for
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            let due = if current {
+                this.timer.is_elapsed()
+            } else {
+                let ready = this.timer.as_mut().poll(cx).is_ready();
+                this.armed_for = Some(cx.waker().clone());
+                ready
+            };
+            if !due {
+                return Poll::Pending;
+            }
+            if let Some(e) = this.fired() {
+                this.inner = None;
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
     }
 }
 

@@ -150,6 +150,8 @@ impl ServerBuilder {
 
     /// Loads the configs (off the runtime's workers) and checks the setup.
     pub async fn build(self) -> Result<Server, ServeError> {
+        // Before the configs are built: they resolve their metric handles then.
+        metrics::install();
         if self.grpc.is_none() && self.http.is_none() {
             return Err(ServeError::Setup(
                 "a server needs a gRPC or an HTTP listener".into(),

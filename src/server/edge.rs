@@ -7,7 +7,7 @@
 use std::{
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -40,6 +40,18 @@ pub struct CallMeta<'a> {
     pub deadline: Option<Duration>,
 }
 
+/// A new UUIDv7 (time-ordered). Its random bits come from a per-thread
+/// generator, not the kernel: ids need to be unique, not secret, and a
+/// syscall per request is measurable.
+pub(crate) fn new_id() -> uuid::Uuid {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 /// The caller's `x-request-id` when it is a sane one, else a new UUIDv7.
 pub fn request_id(given: Option<&str>) -> String {
     match given
@@ -47,7 +59,7 @@ pub fn request_id(given: Option<&str>) -> String {
         .filter(|g| !g.is_empty() && g.len() <= 128 && g.is_ascii())
     {
         Some(g) => g.to_string(),
-        None => uuid::Uuid::now_v7().to_string(),
+        None => new_id().to_string(),
     }
 }
 
@@ -245,6 +257,8 @@ impl Call {
             events: Some(events),
             deadline: self.deadline.map(|d| (Box::pin(tokio::time::sleep(d)), d)),
             aborted: Box::pin(self.state.expired.clone().cancelled_owned()),
+            armed_for: None,
+            state: self.state,
             tally: self.tally,
             _admitted: self.admitted,
             _in_flight: InFlight,
@@ -270,6 +284,10 @@ pub struct Bounded {
     events: Option<EventStream>,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker the timers will wake. They are polled (which takes a lock
+    /// shared by every stream, for the grace) only when it changes.
+    armed_for: Option<Waker>,
+    state: Arc<State>,
     tally: Tally,
     _admitted: Admitted,
     _in_flight: InFlight,
@@ -311,13 +329,24 @@ impl Stream for Bounded {
             other @ Poll::Ready(Some(Ok(Event::Chunk(_)))) => return other,
             Poll::Pending => {}
         }
-        if let Some((sleep, limit)) = &mut this.deadline
-            && sleep.as_mut().poll(cx).is_ready()
+        let current = this
+            .armed_for
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if !current {
+            if let Some((sleep, _)) = &mut this.deadline {
+                let _ = sleep.as_mut().poll(cx);
+            }
+            let _ = this.aborted.as_mut().poll(cx);
+            this.armed_for = Some(cx.waker().clone());
+        }
+        if let Some((sleep, limit)) = &this.deadline
+            && sleep.is_elapsed()
         {
             let limit = *limit;
             return this.end(Outcome::Deadline, Error::DeadlineExceeded(limit));
         }
-        if this.aborted.as_mut().poll(cx).is_ready() {
+        if this.state.is_expired() {
             return this.end(
                 Outcome::ShuttingDown,
                 Error::ShuttingDown("the server is shutting down; retry on another replica".into()),

@@ -91,14 +91,23 @@ pub fn blocked(config: &str, method: &'static str, stage: crate::rails::Stage) {
         .increment(1);
 }
 
+/// The in-flight gauge, resolved once (after the recorder is installed).
+fn in_flight() -> &'static metrics::Gauge {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        install();
+        metrics::gauge!("streamguard_streams_in_flight")
+    })
+}
+
 /// A response stream started.
 pub fn stream_started() {
-    metrics::gauge!("streamguard_streams_in_flight").increment(1.0);
+    in_flight().increment(1.0);
 }
 
 /// A response stream ended (finished, failed or dropped).
 pub fn stream_ended() {
-    metrics::gauge!("streamguard_streams_in_flight").decrement(1.0);
+    in_flight().decrement(1.0);
 }
 
 /// Counts a finished request.

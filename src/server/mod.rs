@@ -60,6 +60,8 @@ pub struct State {
     /// Cancelled when the shutdown grace has passed: calls still running
     /// end with UNAVAILABLE (gRPC) or an error event (SSE).
     expired: CancellationToken,
+    /// The same fact as `expired`, read per poll without the token's lock.
+    expired_flag: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<ServerEvent>,
 }
 
@@ -69,6 +71,7 @@ impl State {
             registry: ArcSwap::from_pointee(registry),
             admission: Admission::new(settings),
             expired: CancellationToken::new(),
+            expired_flag: std::sync::atomic::AtomicBool::new(false),
             events: broadcast::channel(64).0,
         })
     }
@@ -85,6 +88,9 @@ impl State {
 
     /// Ends every call still in flight (the shutdown grace passed).
     pub fn abort_streams(&self) {
+        // The flag first: the tasks the token wakes read it.
+        self.expired_flag
+            .store(true, std::sync::atomic::Ordering::Release);
         self.expired.cancel();
         self.emit(ServerEvent::GraceExpired);
     }
@@ -92,6 +98,11 @@ impl State {
     /// Completes when [`State::abort_streams`] was called.
     pub fn aborted(&self) -> impl Future<Output = ()> + Send + 'static {
         self.expired.clone().cancelled_owned()
+    }
+
+    /// Whether the shutdown grace has passed (a cheap read, for per-poll checks).
+    pub(crate) fn is_expired(&self) -> bool {
+        self.expired_flag.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The server's events from now on.

@@ -491,17 +491,27 @@ pub struct Collected {
     pub error: Option<tonic::Status>,
 }
 
-/// Runs StreamGenerate to the end, collecting chunks, final events and the error.
+/// Runs StreamGenerate to the end, collecting chunks, final events and the
+/// error status (whether it ended the stream or was the call's answer).
 pub async fn collect(
     client: &mut GuardrailsClient<Channel>,
     request: streamguard::pb::GenerateRequest,
 ) -> Result<Collected, tonic::Status> {
     use streamguard::pb::stream_generate_response::Event;
-    let mut stream = client.stream_generate(request).await?.into_inner();
     let mut out = Collected {
         chunks: vec![],
         finals: vec![],
         error: None,
+    };
+    // A failure before the first event comes as the call's status (the
+    // response head waits for the first event); to a caller it is the same
+    // outcome as a status after zero events.
+    let mut stream = match client.stream_generate(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            out.error = Some(status);
+            return Ok(out);
+        }
     };
     loop {
         match stream.message().await {

@@ -2,6 +2,7 @@
 //! that speaks `/v1/chat/completions`), streamed over server-sent events, and
 //! `/v1/embeddings`.
 
+mod stream;
 mod wire;
 
 use std::{sync::Arc, time::Duration};
@@ -13,8 +14,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ChatMessage, ChatRequest, Completion, Delta, DeltaStream, Embedder, LlmError, Provider,
-    ReceiveLimits, UpstreamSettings,
+    ChatMessage, ChatRequest, Completion, DeltaStream, Embedder, LlmError, Provider, ReceiveLimits,
+    UpstreamSettings,
     http::{self, Target},
     retry,
 };
@@ -31,6 +32,8 @@ pub struct OpenAiProvider {
 struct Inner {
     http: reqwest::Client,
     url: String,
+    /// `url`, parsed once.
+    chat_url: reqwest::Url,
     embeddings_url: String,
     model: String,
     api_key: Result<Option<String>, String>,
@@ -120,10 +123,19 @@ impl OpenAiProvider {
         let http = http::client(connect_timeout).map_err(|e| {
             ConfigError::invalid(model.source(), model.key(), format!("HTTP client: {e}"))
         })?;
+        let url = format!("{base}/chat/completions");
+        let chat_url = reqwest::Url::parse(&url).map_err(|e| {
+            ConfigError::invalid(
+                model.source(),
+                format!("{}.parameters.base_url", model.key()),
+                format!("`{base}` is not a URL: {e}"),
+            )
+        })?;
         Ok(OpenAiProvider {
             inner: Arc::new(Inner {
                 http,
-                url: format!("{base}/chat/completions"),
+                url,
+                chat_url,
                 embeddings_url: format!("{base}/embeddings"),
                 model: model.model().to_string(),
                 api_key: api_key(settings, default_key_var, custom_base),
@@ -137,6 +149,11 @@ impl OpenAiProvider {
             }),
         })
     }
+}
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 /// The request body, serialized straight from borrowed parts: the configured
@@ -176,7 +193,12 @@ impl Serialize for Body<'_> {
         }
         if self.stream {
             map.serialize_entry("stream", &true)?;
-            map.serialize_entry("stream_options", &json!({"include_usage": true}))?;
+            map.serialize_entry(
+                "stream_options",
+                &StreamOptions {
+                    include_usage: true,
+                },
+            )?;
         }
         map.end()
     }
@@ -245,7 +267,7 @@ impl Inner {
     ) -> Result<reqwest::Response, LlmError> {
         let mut builder = self
             .http
-            .post(&self.url)
+            .post(self.chat_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(t) = traceparent {
@@ -309,24 +331,6 @@ impl Embedder for OpenAiProvider {
     }
 }
 
-/// Relays a server's whole JSON answer to a stream request as deltas.
-async fn whole_answer(inner: &Inner, response: reqwest::Response) -> Vec<Result<Delta, LlmError>> {
-    match response.bytes().await {
-        Ok(bytes) => match wire::parse_completion(&bytes) {
-            Ok(c) => {
-                let mut out = Vec::new();
-                if !c.text.is_empty() {
-                    out.push(Ok(Delta::Text(c.text)));
-                }
-                out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
-                out
-            }
-            Err(e) => vec![Err(e)],
-        },
-        Err(e) => vec![Err(inner.target("chat").transport_error(&e))],
-    }
-}
-
 impl Provider for OpenAiProvider {
     fn can_stream(&self) -> bool {
         self.inner.can_stream
@@ -348,62 +352,22 @@ impl Provider for OpenAiProvider {
     fn stream(&self, request: ChatRequest) -> DeltaStream {
         let inner = self.inner.clone();
         let limits = inner.limits;
-        let stream = async_stream::stream! {
-            let response = match inner.send(&request, true).await {
-                Ok(r) => r,
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            };
+        let opening = async move {
+            let response = inner.send(&request, true).await?;
             let is_json = response
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("application/json"));
-            if is_json {
+            Ok(if is_json {
                 // The server ignored `stream: true`; relay its whole answer.
-                for item in whole_answer(&inner, response).await {
-                    yield item;
-                }
-                return;
-            }
-            let mut events = response.bytes_stream().eventsource();
-            let mut finished = false;
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) => match parse_event(&event.data) {
-                        Ok(Parsed::Done) => return,
-                        Ok(Parsed::Deltas(text, usage, fin)) => {
-                            finished |= fin;
-                            if let Some(t) = text {
-                                yield Ok(Delta::Text(t));
-                            }
-                            if let Some(u) = usage {
-                                yield Ok(Delta::Usage(u));
-                            }
-                        }
-                        Err(e) => {
-                            yield Err(e);
-                            return;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        yield Err(LlmError::Protocol(format!("stream broke off: {e}")));
-                        return;
-                    }
-                    None => {
-                        if !finished {
-                            yield Err(LlmError::Protocol(
-                                "stream ended before `data: [DONE]` or a finish_reason".into(),
-                            ));
-                        }
-                        return;
-                    }
-                }
-            }
+                stream::Opened::Whole(stream::whole_answer(&inner, response).await)
+            } else {
+                stream::Opened::Events(response.bytes_stream().boxed().eventsource())
+            })
         };
-        limits.apply(self.inner.model_name.clone(), Box::pin(stream))
+        let answer = stream::Answer::new(Box::pin(opening));
+        limits.apply(self.inner.model_name.clone(), Box::pin(answer))
     }
 }
 

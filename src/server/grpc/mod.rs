@@ -102,7 +102,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         let events = call.stream().map_err(|e| status(&e, &rid))?;
         // When the caller goes away tonic drops this stream, which drops the
         // engine stream and with it the upstream HTTP request.
-        let stream = events.map(move |event| match event {
+        let mut stream = events.map(move |event| match event {
             Ok(Event::Chunk(text)) => Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Chunk(pb::Chunk {
                     text,
@@ -118,6 +118,18 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                 Err(e.to_status())
             }
         });
+        // The response head waits for the first event: a failure before any
+        // content is then a plain status, and the head and the first chunk
+        // reach the caller together (one wakeup on its side, not two: this
+        // was most of what streamguard added to the time to first token).
+        let first = match stream.next().await {
+            Some(Err(mut s)) => {
+                with_request_id(s.metadata_mut(), &rid);
+                return Err(s);
+            }
+            first => first,
+        };
+        let stream = futures_util::stream::iter(first).chain(stream);
         let mut response = Response::new(Box::pin(stream) as StreamResult);
         with_request_id(response.metadata_mut(), &rid);
         Ok(response)

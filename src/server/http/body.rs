@@ -233,16 +233,22 @@ pub(super) fn parse(
     bytes: &[u8],
     registry: &Registry,
 ) -> Result<(String, engine::Request, Shape), Error> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let body: ChatBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let param = (path != ".").then_some(path);
-        let message = match &param {
-            Some(p) => format!("{p}: {}", e.inner()),
-            None => format!("request body: {}", e.inner()),
-        };
-        bad_body(message, param)
-    })?;
+    // The common case parses once; only a bad body is parsed again to name
+    // the path to the offending value.
+    let body: ChatBody = serde_json::from_slice(bytes)
+        .or_else(|_| {
+            let de = &mut serde_json::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize(de)
+        })
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let param = (path != ".").then_some(path);
+            let message = match &param {
+                Some(p) => format!("{p}: {}", e.inner()),
+                None => format!("request body: {}", e.inner()),
+            };
+            bad_body(message, param)
+        })?;
     let ChatBody {
         messages: wire,
         stream,

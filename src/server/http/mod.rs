@@ -112,7 +112,7 @@ async fn chat_completions(
     let response = if shape.stream {
         // Errors up to here (preconditions included) are plain HTTP errors.
         match call.stream() {
-            Ok(events) => sse(events, model),
+            Ok(events) => sse(events, model).await,
             Err(e) => error_response(&e),
         }
     } else {
@@ -135,33 +135,42 @@ fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
 
 /// The SSE body: the role chunk, a chunk event per chunk, the finish chunk
 /// (or NeMo's error event when an output rail blocked mid-stream, or an
-/// error event when the stream failed), then `[DONE]`.
-fn sse(events: Bounded, model: String) -> HttpResponse {
+/// error event when the stream failed), then `[DONE]`. The response head
+/// waits for the first event: a failure before any content gets the same
+/// status and JSON error as a whole answer, and the head goes out with the
+/// first chunk.
+async fn sse(mut events: Bounded, model: String) -> HttpResponse {
+    let first = match events.next().await {
+        Some(Err(e)) => return error_response(&e),
+        first => first,
+    };
     let head = reply::ChunkHead {
         id: reply::completion_id(),
         created: reply::now(),
         model,
     };
-    let first = data(&head.role());
-    let body = events.map(move |event| match event {
-        Ok(Event::Chunk(text)) => data(&head.text(&text)),
-        Ok(Event::Final(r)) => match &r.violation {
-            // Blocked mid-stream by an output rail: an error event.
-            Some(v) if v.stage == Stage::Output => data(&reply::ErrorBody::new(
-                &v.message,
-                v.kind.type_str(),
-                Some(&v.rail),
-                v.kind.code(),
-            )),
-            _ => data(&head.finish(&r)),
-        },
-        Err(e) => {
-            let (kind, code) = e.kind();
-            data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
-        }
-    });
+    let role = data(&head.role());
+    let body = stream::iter(first)
+        .chain(events)
+        .map(move |event| match event {
+            Ok(Event::Chunk(text)) => data(&head.text(&text)),
+            Ok(Event::Final(r)) => match &r.violation {
+                // Blocked mid-stream by an output rail: an error event.
+                Some(v) if v.stage == Stage::Output => data(&reply::ErrorBody::new(
+                    &v.message,
+                    v.kind.type_str(),
+                    Some(&v.rail),
+                    v.kind.code(),
+                )),
+                _ => data(&head.finish(&r)),
+            },
+            Err(e) => {
+                let (kind, code) = e.kind();
+                data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
+            }
+        });
     let done = Ok(SseEvent::default().data("[DONE]"));
-    let all = stream::once(async { first })
+    let all = stream::once(async { role })
         .chain(body)
         .chain(stream::once(async { done }));
     Sse::new(all).into_response()

@@ -12,7 +12,7 @@ use crate::{
 
 /// A new `chatcmpl-…` id.
 pub(super) fn completion_id() -> String {
-    format!("chatcmpl-{}", uuid::Uuid::now_v7().simple())
+    format!("chatcmpl-{}", crate::server::edge::new_id().simple())
 }
 
 /// Seconds since the epoch, for `created`.

@@ -1,0 +1,165 @@
+//! A streamed chat completion as deltas: the call, then one delta per SSE
+//! event. A plain state machine rather than a generator: this is the
+//! per-chunk path.
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
+
+use super::{
+    Inner,
+    wire::{Parsed, parse_completion, parse_event},
+};
+use crate::llm::{Delta, LlmError};
+
+pub(super) type SseEvents =
+    eventsource_stream::EventStream<BoxStream<'static, reqwest::Result<Bytes>>>;
+
+/// What the call answered: SSE events, or (from a server that does not
+/// stream) the whole answer as deltas.
+pub(super) enum Opened {
+    Events(SseEvents),
+    Whole(Vec<Result<Delta, LlmError>>),
+}
+
+enum AnswerState {
+    Opening(BoxFuture<'static, Result<Opened, LlmError>>),
+    Whole(std::vec::IntoIter<Result<Delta, LlmError>>),
+    Events { events: SseEvents, finished: bool },
+    Done,
+}
+
+/// A streamed answer: the call, then one delta per SSE event (a plain state
+/// machine rather than a generator: this is the per-chunk path).
+pub(super) struct Answer {
+    state: AnswerState,
+    /// Usage that came in the same event as text, sent next.
+    pending: Option<Delta>,
+}
+
+impl Answer {
+    pub(super) fn new(opening: BoxFuture<'static, Result<Opened, LlmError>>) -> Self {
+        Answer {
+            state: AnswerState::Opening(opening),
+            pending: None,
+        }
+    }
+
+    /// The next delta of one SSE event, or `None` for an event without any.
+    fn event(&mut self, data: &str, finished: &mut bool) -> Option<Result<Delta, LlmError>> {
+        match parse_event(data) {
+            Ok(Parsed::Done) => {
+                self.state = AnswerState::Done;
+                None
+            }
+            Ok(Parsed::Deltas(text, usage, fin)) => {
+                *finished |= fin;
+                let usage = usage.map(Delta::Usage);
+                match text {
+                    Some(t) => {
+                        self.pending = usage;
+                        Some(Ok(Delta::Text(t)))
+                    }
+                    None => usage.map(Ok),
+                }
+            }
+            Err(e) => {
+                self.state = AnswerState::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for Answer {
+    type Item = Result<Delta, LlmError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(d) = this.pending.take() {
+                return Poll::Ready(Some(Ok(d)));
+            }
+            match &mut this.state {
+                AnswerState::Opening(call) => match call.poll_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Opened::Events(events))) => {
+                        this.state = AnswerState::Events {
+                            events,
+                            finished: false,
+                        }
+                    }
+                    Poll::Ready(Ok(Opened::Whole(all))) => {
+                        this.state = AnswerState::Whole(all.into_iter())
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.state = AnswerState::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                AnswerState::Whole(all) => {
+                    let next = all.next();
+                    if next.is_none() {
+                        this.state = AnswerState::Done;
+                    }
+                    return Poll::Ready(next);
+                }
+                AnswerState::Events { events, finished } => {
+                    let mut fin = *finished;
+                    let polled = events.poll_next_unpin(cx);
+                    match polled {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(event))) => {
+                            let item = this.event(&event.data, &mut fin);
+                            if let AnswerState::Events { finished, .. } = &mut this.state {
+                                *finished = fin;
+                            }
+                            if item.is_some() {
+                                return Poll::Ready(item);
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            this.state = AnswerState::Done;
+                            return Poll::Ready(Some(Err(LlmError::Protocol(format!(
+                                "stream broke off: {e}"
+                            )))));
+                        }
+                        Poll::Ready(None) => {
+                            this.state = AnswerState::Done;
+                            if !fin {
+                                return Poll::Ready(Some(Err(LlmError::Protocol(
+                                    "stream ended before `data: [DONE]` or a finish_reason".into(),
+                                ))));
+                            }
+                        }
+                    }
+                }
+                AnswerState::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Relays a server's whole JSON answer to a stream request as deltas.
+pub(super) async fn whole_answer(
+    inner: &Inner,
+    response: reqwest::Response,
+) -> Vec<Result<Delta, LlmError>> {
+    match response.bytes().await {
+        Ok(bytes) => match parse_completion(&bytes) {
+            Ok(c) => {
+                let mut out = Vec::new();
+                if !c.text.is_empty() {
+                    out.push(Ok(Delta::Text(c.text)));
+                }
+                out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
+                out
+            }
+            Err(e) => vec![Err(e)],
+        },
+        Err(e) => vec![Err(inner.target("chat").transport_error(&e))],
+    }
+}
