@@ -484,7 +484,10 @@ async fn sigterm_lets_an_in_flight_stream_finish_refuses_new_calls_and_exits_zer
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused, "new connections were still accepted during the drain");
+    assert!(
+        refused,
+        "new connections were still accepted during the drain"
+    );
     let mut finals = 0;
     while let Some(msg) = stream.message().await.unwrap() {
         if let Some(pb::stream_generate_response::Event::Final(_)) = msg.event {
