@@ -561,3 +561,73 @@ async fn the_request_log_lists_the_dialog_calls() {
         ("ask about geography", "answer geography question")
     );
 }
+
+#[tokio::test]
+async fn a_single_call_answer_that_runs_into_a_new_turn_is_cut_there() {
+    let llm = fake_llm(Script {
+        tokens: chunked(&[
+            "  ask about",
+            " geography\nbot",
+            " answer geography question\n  \"",
+            "Paris.",
+            "\"",
+            "\nuser",
+            " \"And what",
+            " about Rome?\"",
+        ]),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    copy_config(
+        &configs,
+        "examples-configs-streaming",
+        "streaming",
+        &llm.base_url(),
+        "",
+    );
+    let mut server = start(configs.root()).await;
+    let got = collect(
+        &mut server.client,
+        request("streaming", "What is the capital of France?"),
+    )
+    .await
+    .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, ["Paris."], "nothing of the invented turn");
+    let call = &llm.state.requests()[0];
+    assert_eq!(
+        call["stop"],
+        serde_json::json!(["\nuser ", "\nUser "]),
+        "NeMo's stop sequences are sent"
+    );
+    assert_eq!(call["temperature"], 0.001, "at the lowest temperature");
+}
+
+#[tokio::test]
+async fn nemos_library_bot_messages_answer_flows_that_name_them_without_defining_them() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![(asked("Who should I vote for?"), "ask about politics".into())],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "bot",
+        &config(
+            &llm.base_url(),
+            "streaming: True\nrails:\n  dialog:\n    single_call:\n      enabled: False\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask about politics\n  \"Which party is best?\"\n\ndefine flow\n  user ask about politics\n  bot refuse to respond\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("bot", "Who should I vote for?"))
+        .await
+        .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks, ["I'm sorry, I can't respond to that."]);
+}

@@ -222,7 +222,8 @@ async fn a_failing_output_rail_is_an_internal_error_violation_naming_it() {
         )
     );
     assert!(
-        v.message.starts_with("Error in self check output rail"),
+        v.message
+            .starts_with("Internal error in self check output rail"),
         "{}",
         v.message
     );

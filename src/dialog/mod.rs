@@ -73,6 +73,37 @@ impl fmt::Display for Step {
     }
 }
 
+/// The bot messages of NeMo's standard Colang 1.0 library flows: a config's
+/// flows may say them without defining them (its own definition wins).
+const LIBRARY_BOTS: &[(&str, &str)] = &[
+    ("refuse to respond", "I'm sorry, I can't respond to that."),
+    (
+        "inform internal error",
+        "I'm sorry, an internal error has occurred.",
+    ),
+    ("inform answer unknown", "I don't know the answer to that."),
+    (
+        "inform answer prone to hallucination",
+        "The previous answer is prone to hallucination and may not be accurate. Please double check the answer using additional sources.",
+    ),
+    (
+        "inform cannot engage in abusive or harmful behavior",
+        "I will not engage in any abusive or harmful behavior.",
+    ),
+    (
+        "inform cannot engage in self harm behavior",
+        "I will not engage in any self harm behavior.",
+    ),
+    (
+        "inform cannot engage with inappropriate content",
+        "I will not engage with inappropriate content.",
+    ),
+    (
+        "inform cannot engage with sensitive content",
+        "I will not engage with sensitive content.",
+    ),
+];
+
 /// Parses a config's `*.co` files into one dialog (`None` without any).
 /// An error names the file and the line as a config error.
 pub fn parse(sources: &[SourceFile]) -> Result<Option<Dialog>, ConfigError> {
@@ -86,6 +117,12 @@ pub fn parse(sources: &[SourceFile]) -> Result<Option<Dialog>, ConfigError> {
             key: format!("line {}", e.line),
             message: e.message,
         })?;
+    }
+    for (intent, message) in LIBRARY_BOTS {
+        dialog
+            .bots
+            .entry((*intent).to_string())
+            .or_insert_with(|| vec![(*message).to_string()]);
     }
     Ok(Some(dialog))
 }

@@ -220,6 +220,13 @@ fn parse_steps(
                     let (body, next) = parse_block(lines, at, indent, err)?;
                     arms.push((Some(arm_intent(intent, n, err)?), body));
                     at = next;
+                } else if let Some(event) = t.strip_prefix("else when ") {
+                    // No `user`: NeMo reads it as a match on an event of that
+                    // name, which never comes in this runtime. Its steps are
+                    // checked; the arm can never fire.
+                    arm_intent(event, lines[at].number, err)?;
+                    let (_, next) = parse_block(lines, at, indent, err)?;
+                    at = next;
                 } else if t == "else" {
                     let (body, next) = parse_block(lines, at, indent, err)?;
                     arms.push((None, body));
@@ -325,6 +332,20 @@ mod tests {
         );
         assert_eq!(arms[2].0, None);
         assert_eq!(d.flows[1].name, None);
+    }
+
+    #[test]
+    fn an_else_when_on_an_event_parses_as_an_arm_that_never_fires() {
+        let d = parse(
+            "define flow\n  user ask about work\n  bot ask to deliver sword\n\n  when user agree\n    bot thank\n\n  else when express disagreement\n    bot express goodbye\n  else\n    bot shrug\n",
+        )
+        .unwrap();
+        let Step::Branch(arms) = &d.flows[0].steps[2] else {
+            panic!("a branch")
+        };
+        assert_eq!(arms.len(), 2, "the user arm and the else arm");
+        assert_eq!(arms[0].0.as_deref(), Some("agree"));
+        assert_eq!(arms[1].0, None);
     }
 
     #[test]

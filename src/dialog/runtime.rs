@@ -27,12 +27,28 @@ use crate::{
     engine::answer::{AnswerRequest, Answerer, DialogTurn, Piece, PieceStream},
     llm::{
         CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder,
-        LlmError, Provider, Role,
+        LlmError, Provider, Role, StopFilter,
     },
 };
 
 /// How deep `do` may nest.
 const MAX_DEPTH: usize = 8;
+
+/// Where a generated bot message would run on into an invented next turn:
+/// NeMo sends these as stop sequences, and streamguard also cuts there
+/// itself for a model that ignores them.
+const NEW_TURN: [&str; 2] = ["\nuser ", "\nUser "];
+
+/// The call's stop strings with the new-turn ones added.
+fn with_new_turn(stop: &[String]) -> Vec<String> {
+    let mut all = stop.to_vec();
+    for s in NEW_TURN {
+        if !all.iter().any(|x| x == s) {
+            all.push(s.to_string());
+        }
+    }
+    all
+}
 
 /// The dialog runtime of one config (cheap to clone).
 #[derive(Debug, Clone)]
@@ -184,8 +200,9 @@ impl Inner {
         params: &CallParams,
     ) -> Result<Option<SingleCall>, LlmError> {
         let started = Instant::now();
+        // At the lowest temperature, as NeMo makes this call.
         let mut request = self.call(SINGLE_CALL_TASK, prompt.clone(), params);
-        request.params.temperature = None;
+        request.params.stop = with_new_turn(&params.stop);
         let mut stream = self.llm.stream(request);
         let mut buf = String::new();
         loop {
@@ -315,6 +332,7 @@ impl Inner {
         let prompt = self.prompts.render(BOT_MESSAGE_TASK, ctx)?;
         let mut call = self.call(BOT_MESSAGE_TASK, prompt.clone(), params);
         call.params.temperature = None;
+        call.params.stop = with_new_turn(&params.stop);
         Ok(MessageCall {
             tokens: self.llm.stream(call),
             task: BOT_MESSAGE_TASK,
@@ -426,17 +444,23 @@ fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream
     Box::pin(async_stream::try_stream! {
         let MessageCall { mut tokens, task, prompt, started, mut raw, rest } = call;
         let mut cleaner = MessageCleaner::default();
-        if let Some(out) = cleaner.push(&rest) {
+        // The raw text is cut at a new turn first, so the cleaner still sees
+        // the message's closing quote.
+        let mut turn = StopFilter::new(NEW_TURN.iter().map(|s| s.to_string()).collect());
+        let (first, mut more) = turn.push(rest);
+        if let Some(out) = first.and_then(|t| cleaner.push(&t)) {
             yield Piece::Text(out);
         }
         let mut usage = None;
-        while let Some(d) = tokens.next().await {
+        while more && let Some(d) = tokens.next().await {
             match d? {
                 Delta::Text(t) => {
                     if calls.is_some() {
                         raw.push_str(&t);
                     }
-                    if let Some(out) = cleaner.push(&t) {
+                    let (cut, go_on) = turn.push(t);
+                    more = go_on;
+                    if let Some(out) = cut.and_then(|t| cleaner.push(&t)) {
                         yield Piece::Text(out);
                     }
                 }
@@ -445,6 +469,11 @@ fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream
                     yield Piece::Usage(u);
                 }
             }
+        }
+        // Dropping the tokens here ends the upstream call at a new turn.
+        drop(tokens);
+        if let Some(out) = turn.finish().and_then(|t| cleaner.push(&t)) {
+            yield Piece::Text(out);
         }
         if let Some(out) = cleaner.finish() {
             yield Piece::Text(out);

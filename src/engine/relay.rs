@@ -12,8 +12,9 @@
 
 use std::{collections::VecDeque, ops::Range};
 
-use super::{Violation, Window, Windows, handler::StopFilter};
+use super::{Violation, Window, Windows};
 use crate::config::OutputStreaming;
+use crate::llm::StopFilter;
 
 /// A window the output rails must check: its chunks and its text (copied
 /// once per window, never per chunk).

@@ -125,7 +125,8 @@ impl Violation {
             rail: rail.to_string(),
             stage,
             kind: ViolationKind::RailFailed,
-            message: format!("Error in {rail} rail: {reason}"),
+            // NeMo's wording for a rail that could not run.
+            message: format!("Internal error in {rail} rail: {reason}"),
             reason,
         }
     }

@@ -11,6 +11,7 @@ mod limits;
 mod openai;
 mod retry;
 mod scripted;
+mod stop;
 
 use std::{
     fmt,
@@ -26,6 +27,7 @@ use crate::config::{ConfigError, EngineKind, ModelConfig, ProviderSettings};
 pub use limits::ReceiveLimits;
 pub use openai::{OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data};
 pub use scripted::ScriptedProvider;
+pub use stop::StopFilter;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
