@@ -288,3 +288,80 @@ async fn list_configs_reports_streaming_support() {
             .contains("streaming: True")
     );
 }
+
+fn with_stop(mut req: pb::GenerateRequest, stop: &str) -> pb::GenerateRequest {
+    req.options = Some(pb::GenerationOptions {
+        llm_params: Some(pb::LlmParams {
+            stop: vec![stop.into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    req
+}
+
+#[tokio::test]
+async fn stop_strings_cut_the_answer_even_when_the_model_ignores_them() {
+    // Item 17: the model goes on past the stop string it was sent.
+    let llm = fake_llm(Script {
+        tokens: tokens("Sure. User: ignore this and keep going for a while longer"),
+        delay: std::time::Duration::from_millis(40),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, with_stop(request("bot", "hi"), "User:"))
+        .await
+        .unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.chunks.concat(), "Sure. ");
+    let last = &got.finals[0];
+    assert_eq!(last.message.as_ref().unwrap().content, "Sure. ");
+    assert_eq!(last.finish_reason(), pb::FinishReason::StopSequence);
+    llm.state.wait_disconnect().await;
+
+    let whole = server
+        .client
+        .generate(with_stop(request("bot", "hi"), "User:"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(whole.message.as_ref().unwrap().content, "Sure. ");
+    assert_eq!(whole.finish_reason(), pb::FinishReason::StopSequence);
+
+    // Over HTTP, OpenAI's `stop` does the same (its finish_reason is `stop`).
+    let base = start_http(configs.root()).await;
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "bot", "stop": "User:", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "Sure. ");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn the_final_event_says_why_the_answer_ended_and_has_an_id() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), STREAMING_INPUT_RAIL));
+    let mut server = start(configs.root()).await;
+    let ok = collect(&mut server.client, request("bot", "hi")).await.unwrap();
+    let done = &ok.finals[0];
+    assert_eq!(done.finish_reason(), pb::FinishReason::Stop);
+    let blocked = collect(&mut server.client, request("bot", "BLOCKME"))
+        .await
+        .unwrap();
+    assert_eq!(
+        blocked.finals[0].finish_reason(),
+        pb::FinishReason::ContentFilter
+    );
+    assert!(!done.response_id.is_empty());
+    assert_ne!(done.response_id, blocked.finals[0].response_id);
+}

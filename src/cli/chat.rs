@@ -165,6 +165,8 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         config_id: _,
         log: _,
         dialog,
+        finish_reason: _,
+        response_id: _,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),
@@ -189,6 +191,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             total_tokens: u.total_tokens,
         }),
         log: None,
+        finish_reason: crate::engine::FinishReason::default(),
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,

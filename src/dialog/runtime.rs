@@ -230,7 +230,7 @@ impl Inner {
             }
             match stream.next().await {
                 Some(Ok(Delta::Text(t))) => buf.push_str(&t),
-                Some(Ok(Delta::Usage(_))) => {}
+                Some(Ok(Delta::Usage(_) | Delta::Finish(_))) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(None),
             }
@@ -468,6 +468,7 @@ fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream
                     usage = Some(u);
                     yield Piece::Usage(u);
                 }
+                Delta::Finish(f) => yield Piece::Finish(f),
             }
         }
         // Dropping the tokens here ends the upstream call at a new turn.

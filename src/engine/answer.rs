@@ -10,7 +10,7 @@ use std::{fmt, sync::Arc};
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 
-use crate::llm::{CallLog, ChatRequest, Completion, Delta, LlmError, Provider, Usage};
+use crate::llm::{CallLog, ChatRequest, Completion, Delta, Finish, LlmError, Provider, Usage};
 
 /// The intents a dialog turn was answered with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,6 +28,8 @@ pub enum Piece {
     Usage(Usage),
     /// How a dialog read the turn.
     Dialog(DialogTurn),
+    /// Why the model stopped.
+    Finish(Finish),
 }
 
 impl From<Delta> for Piece {
@@ -35,6 +37,7 @@ impl From<Delta> for Piece {
         match d {
             Delta::Text(t) => Piece::Text(t),
             Delta::Usage(u) => Piece::Usage(u),
+            Delta::Finish(f) => Piece::Finish(f),
         }
     }
 }
@@ -79,15 +82,21 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
     let mut text = String::new();
     let mut usage = None;
     let mut dialog = None;
+    let mut finish = None;
     while let Some(piece) = stream.next().await {
         match piece? {
             Piece::Text(t) => text.push_str(&t),
             Piece::Usage(u) => usage = Some(u),
             Piece::Dialog(d) => dialog = Some(d),
+            Piece::Finish(f) => finish = Some(f),
         }
     }
     Ok(WholeAnswer {
-        completion: Completion { text, usage },
+        completion: Completion {
+            text,
+            usage,
+            finish,
+        },
         dialog,
     })
 }

@@ -3,12 +3,15 @@
 use std::time::Instant;
 
 use super::{
-    Inner, Request, Response,
+    FinishReason, Inner, Request, Response,
     answer::AnswerRequest,
     run::{Checked, Run},
     upstream_error,
 };
-use crate::{error::Error, llm::CallRecord};
+use crate::{
+    error::Error,
+    llm::{CallRecord, StopFilter},
+};
 
 pub(super) async fn run(
     inner: &Inner,
@@ -20,6 +23,7 @@ pub(super) async fn run(
     if let Some(v) = violation {
         return Ok(run.finish(inner.blocked(v), started));
     }
+    let stops = request.options.llm_params.stop.clone();
     let (main, user_input) = inner.main_request(request, rewritten);
     let prompt = run
         .log
@@ -45,7 +49,15 @@ pub(super) async fn run(
             duration: run.timing.generation,
         });
     }
-    let mut content = completion.text;
+    // The request's stop strings, for a model that ignored them.
+    let mut stops = StopFilter::new(stops);
+    let (mut content, stopped) = if stops.is_empty() {
+        (completion.text, false)
+    } else {
+        let (cut, more) = stops.push(completion.text);
+        let rest = stops.finish();
+        (cut.unwrap_or_default() + &rest.unwrap_or_default(), !more)
+    };
     match run.output_check(&user_input, &content).await? {
         Checked::Pass => {}
         Checked::Rewritten(text) => content = text,
@@ -63,6 +75,7 @@ pub(super) async fn run(
         usage: completion.usage,
         log: None,
         dialog: answer.dialog,
+        finish_reason: FinishReason::of(completion.finish, false, stopped),
     };
     Ok(run.finish(response, started))
 }

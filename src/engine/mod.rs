@@ -45,7 +45,7 @@ pub use log::{Decision, GenerationLog, PhaseTiming, RailRecord};
 pub use registry::Registry;
 pub use relay::{Relay, RelayOutcome, WindowCheck, WindowVerdict};
 pub use types::{
-    Event, EventStream, Options, REFUSAL, Request, Response, Violation, ViolationKind,
+    Event, EventStream, FinishReason, Options, REFUSAL, Request, Response, Violation, ViolationKind,
 };
 pub use window::{Window, Windows};
 
@@ -313,6 +313,7 @@ impl Inner {
             usage: None,
             log: None,
             dialog: None,
+            finish_reason: FinishReason::ContentFilter,
         }
     }
 }

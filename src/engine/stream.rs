@@ -16,14 +16,14 @@ use std::{
 use futures_util::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 
 use super::{
-    Error, Event, EventStream, Inner, RailRecord, Request, Response, Violation,
+    Error, Event, EventStream, FinishReason, Inner, RailRecord, Request, Response, Violation,
     answer::{AnswerRequest, DialogTurn, Piece, PieceStream},
     meters::ChunkCount,
     relay::{Relay, WindowCheck, WindowVerdict},
     run::{Run, run_rails},
 };
 use crate::{
-    llm::{CallLog, CallRecord, Usage},
+    llm::{CallLog, CallRecord, Finish, Usage},
     rails::{RailInput, RailSet, Stage},
 };
 
@@ -105,6 +105,8 @@ struct Driver {
     first_sent: bool,
     usage: Option<Usage>,
     dialog: Option<DialogTurn>,
+    /// Why the model said it stopped.
+    finish: Option<Finish>,
     /// The main call's prompt, when the request keeps a log.
     prompt: Option<String>,
     chunks: ChunkCount,
@@ -135,6 +137,9 @@ impl Driver {
             events.push(Event::Final(Box::new(run.finish(response, started))));
             return Ok(Start::Blocked(events));
         }
+        // The request's stop strings are enforced here too, for a model
+        // that ignores them.
+        let stops = request.options.llm_params.stop.clone();
         let (main, user_input) = inner.main_request(request, rewritten);
         let prompt = run
             .log
@@ -150,7 +155,7 @@ impl Driver {
             inner.config.output_streaming(),
             !run.output.is_empty(),
             run.rewrites,
-            Vec::new(),
+            stops,
         );
         let chunks = ChunkCount::new(inner.meters.chunks.clone());
         let answer = inner.answerer.stream(AnswerRequest {
@@ -170,6 +175,7 @@ impl Driver {
             first_sent: false,
             usage: None,
             dialog: None,
+            finish: None,
             prompt,
             chunks,
         })))
@@ -215,6 +221,7 @@ impl Driver {
                         self.relay.on_text(text);
                     }
                     Some(Ok(Piece::Usage(u))) => self.usage = Some(u),
+                    Some(Ok(Piece::Finish(f))) => self.finish = Some(f),
                     Some(Ok(Piece::Dialog(d))) => self.dialog = Some(d),
                     Some(Err(e)) => return Err(super::upstream_error(e)),
                     None => self.relay.on_end(),
@@ -243,6 +250,7 @@ impl Driver {
             generation,
             usage,
             dialog,
+            finish,
             prompt,
             started,
             ..
@@ -269,6 +277,7 @@ impl Driver {
         }
         let outcome = relay.finish();
         let response = Response {
+            finish_reason: FinishReason::of(finish, outcome.violation.is_some(), outcome.stopped),
             content: outcome.content,
             violation: outcome.violation,
             usage,

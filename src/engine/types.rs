@@ -5,7 +5,7 @@ use futures_util::stream::BoxStream;
 use super::{answer::DialogTurn, log::GenerationLog};
 use crate::{
     error::Error,
-    llm::{CallParams, ChatMessage, Usage},
+    llm::{CallParams, ChatMessage, Finish, Usage},
     rails::Stage,
 };
 
@@ -132,6 +132,42 @@ impl Violation {
     }
 }
 
+/// Why an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinishReason {
+    /// The model was done.
+    #[default]
+    Stop,
+    /// The model ran into its token limit.
+    Length,
+    /// A rail blocked (or the provider's own filter cut the answer).
+    ContentFilter,
+    /// One of the request's stop strings cut the answer.
+    StopSequence,
+}
+
+impl FinishReason {
+    /// The finish reason of an answer from the model's own and what happened to it.
+    pub(crate) fn of(upstream: Option<Finish>, blocked: bool, stopped: bool) -> Self {
+        match (blocked, stopped, upstream) {
+            (true, _, _) => FinishReason::ContentFilter,
+            (_, true, _) => FinishReason::StopSequence,
+            (_, _, Some(Finish::Length)) => FinishReason::Length,
+            (_, _, Some(Finish::ContentFilter)) => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
+        }
+    }
+
+    /// OpenAI's `finish_reason` (a stop string is `stop` there).
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::StopSequence => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+}
+
 /// The guarded answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Response {
@@ -145,6 +181,8 @@ pub struct Response {
     pub log: Option<GenerationLog>,
     /// With Colang dialog rails: how the dialog read the turn.
     pub dialog: Option<DialogTurn>,
+    /// Why the answer ended.
+    pub finish_reason: FinishReason,
 }
 
 /// One event of a streamed answer.

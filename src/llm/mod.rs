@@ -137,11 +137,38 @@ pub struct Usage {
     pub total_tokens: u32,
 }
 
+/// Why the model stopped, as it reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// It was done (or met a stop sequence it was sent).
+    Stop,
+    /// It ran into its token limit.
+    Length,
+    /// The provider's own content filter cut it.
+    ContentFilter,
+    /// Anything else (`tool_calls`, a vendor's own reason).
+    Other,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` value.
+    pub fn parse(reason: &str) -> Self {
+        match reason {
+            "stop" | "end_turn" | "stop_sequence" | "eos" => Finish::Stop,
+            "length" | "max_tokens" => Finish::Length,
+            "content_filter" => Finish::ContentFilter,
+            _ => Finish::Other,
+        }
+    }
+}
+
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub text: String,
     pub usage: Option<Usage>,
+    /// Why the model stopped, when it said.
+    pub finish: Option<Finish>,
 }
 
 /// One item of a streamed answer.
@@ -151,6 +178,8 @@ pub enum Delta {
     Text(String),
     /// Token usage, usually after the last text.
     Usage(Usage),
+    /// Why the model stopped.
+    Finish(Finish),
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.

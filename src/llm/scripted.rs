@@ -15,7 +15,7 @@ use std::{
 
 use futures_util::{FutureExt, future::BoxFuture};
 
-use super::{ChatRequest, Completion, Delta, DeltaStream, LlmError, Provider, Role, Usage};
+use super::{ChatRequest, Completion, Delta, DeltaStream, Finish, LlmError, Provider, Role, Usage};
 use crate::config::{ScriptedAnswer, ScriptedSettings, ScriptedTask};
 
 /// See the module docs.
@@ -238,6 +238,7 @@ impl Provider for ScriptedProvider {
             Ok(Completion {
                 text,
                 usage: Some(usage),
+                finish: Some(Finish::Stop),
             })
         }
         .boxed()
@@ -258,6 +259,7 @@ impl Provider for ScriptedProvider {
                 yield Ok(Delta::Text(chunk));
             }
             yield Ok(Delta::Usage(usage));
+            yield Ok(Delta::Finish(Finish::Stop));
         })
     }
 }

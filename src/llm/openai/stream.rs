@@ -32,15 +32,15 @@ enum AnswerState {
 /// machine rather than a generator: this is the per-chunk path).
 pub(super) struct Answer {
     state: AnswerState,
-    /// Usage that came in the same event as text, sent next.
-    pending: Option<Delta>,
+    /// What came in the same event as text (usage, the finish), sent next.
+    pending: std::collections::VecDeque<Delta>,
 }
 
 impl Answer {
     pub(super) fn new(opening: BoxFuture<'static, Result<Opened, LlmError>>) -> Self {
         Answer {
             state: AnswerState::Opening(opening),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -52,15 +52,11 @@ impl Answer {
                 None
             }
             Ok(Parsed::Deltas(text, usage, fin)) => {
-                *finished |= fin;
-                let usage = usage.map(Delta::Usage);
-                match text {
-                    Some(t) => {
-                        self.pending = usage;
-                        Some(Ok(Delta::Text(t)))
-                    }
-                    None => usage.map(Ok),
-                }
+                *finished |= fin.is_some();
+                self.pending.extend(text.map(Delta::Text));
+                self.pending.extend(usage.map(Delta::Usage));
+                self.pending.extend(fin.map(Delta::Finish));
+                self.pending.pop_front().map(Ok)
             }
             Err(e) => {
                 self.state = AnswerState::Done;
@@ -80,7 +76,7 @@ impl futures_util::Stream for Answer {
         use std::task::Poll;
         let this = &mut *self;
         loop {
-            if let Some(d) = this.pending.take() {
+            if let Some(d) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(d)));
             }
             match &mut this.state {
@@ -156,6 +152,7 @@ pub(super) async fn whole_answer(
                     out.push(Ok(Delta::Text(c.text)));
                 }
                 out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
+                out.extend(c.finish.map(|f| Ok(Delta::Finish(f))));
                 out
             }
             Err(e) => vec![Err(e)],

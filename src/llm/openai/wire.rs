@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::llm::{Completion, LlmError, Usage};
+use crate::llm::{Completion, Finish, LlmError, Usage};
 
 #[derive(Deserialize)]
 pub(super) struct ApiError {
@@ -38,6 +38,8 @@ struct CompletionBody {
 #[derive(Deserialize)]
 struct CompletionChoice {
     message: Option<MessageBody>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,25 +80,28 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
     if let Some(err) = body.error {
         return Err(LlmError::Api(err.into_message()));
     }
-    let text = body
-        .choices
-        .into_iter()
-        .next()
+    let choice = body.choices.into_iter().next();
+    let finish = choice
+        .as_ref()
+        .and_then(|c| c.finish_reason.as_deref())
+        .map(Finish::parse);
+    let text = choice
         .and_then(|c| c.message)
         .and_then(|m| m.content)
         .ok_or_else(|| LlmError::Protocol("completion has no choices[0].message.content".into()))?;
     Ok(Completion {
         text,
         usage: body.usage,
+        finish,
     })
 }
 
 /// What one SSE `data:` payload of a chat-completions stream means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// Text (absent for role-only and empty deltas), usage, and whether a
-    /// `finish_reason` was set.
-    Deltas(Option<String>, Option<Usage>, bool),
+    /// Text (absent for role-only and empty deltas), usage, and the
+    /// `finish_reason` when one was set.
+    Deltas(Option<String>, Option<Usage>, Option<Finish>),
     /// `data: [DONE]`.
     Done,
 }
@@ -113,9 +118,9 @@ pub fn parse_event(data: &str) -> Result<Parsed, LlmError> {
         return Err(LlmError::Api(err.into_message()));
     }
     let mut text = None;
-    let mut finished = false;
+    let mut finished = None;
     if let Some(choice) = chunk.choices.into_iter().next() {
-        finished = choice.finish_reason.is_some();
+        finished = choice.finish_reason.as_deref().map(Finish::parse);
         // Role-only and empty deltas carry no text.
         text = choice
             .delta
@@ -134,12 +139,12 @@ mod tests {
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
         assert!(matches!(
             parse_event(role),
-            Ok(Parsed::Deltas(None, None, false))
+            Ok(Parsed::Deltas(None, None, None))
         ));
         let empty = r#"{"choices":[{"delta":{"content":""}}]}"#;
         assert!(matches!(
             parse_event(empty),
-            Ok(Parsed::Deltas(None, None, false))
+            Ok(Parsed::Deltas(None, None, None))
         ));
     }
 
@@ -147,13 +152,13 @@ mod tests {
     fn text_usage_and_done_are_recognised() {
         let text = r#"{"choices":[{"delta":{"content":" world"}}]}"#;
         match parse_event(text) {
-            Ok(Parsed::Deltas(Some(t), None, false)) => assert_eq!(t, " world"),
+            Ok(Parsed::Deltas(Some(t), None, None)) => assert_eq!(t, " world"),
             _ => panic!("expected text"),
         }
         let usage =
             r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         match parse_event(usage) {
-            Ok(Parsed::Deltas(None, Some(u), false)) => assert_eq!(u.total_tokens, 5),
+            Ok(Parsed::Deltas(None, Some(u), None)) => assert_eq!(u.total_tokens, 5),
             _ => panic!("expected usage"),
         }
         assert!(matches!(parse_event(" [DONE] "), Ok(Parsed::Done)));

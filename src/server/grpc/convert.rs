@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
 use crate::{
-    engine::{self, GenerationLog},
+    engine::{self, FinishReason, GenerationLog},
     error::Error,
     llm::{CallParams, ChatMessage, Role, Usage},
     pb,
@@ -115,8 +115,17 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
         usage,
         log,
         dialog,
+        finish_reason,
     } = response;
+    let finish_reason = match finish_reason {
+        FinishReason::Stop => pb::FinishReason::Stop,
+        FinishReason::Length => pb::FinishReason::Length,
+        FinishReason::ContentFilter => pb::FinishReason::ContentFilter,
+        FinishReason::StopSequence => pb::FinishReason::StopSequence,
+    };
     pb::GenerateResponse {
+        finish_reason: finish_reason.into(),
+        response_id: crate::server::edge::new_id().to_string(),
         message: Some(pb::Message {
             role: Role::Assistant.as_str().into(),
             content,

@@ -163,11 +163,7 @@ struct MessageBody<'a> {
 }
 
 fn finish_reason(r: &Response) -> &'static str {
-    if r.violation.is_some() {
-        "content_filter"
-    } else {
-        "stop"
-    }
+    r.finish_reason.openai()
 }
 
 #[derive(Serialize)]
