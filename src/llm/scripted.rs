@@ -313,7 +313,7 @@ mod tests {
             true,
         );
         let chunks: Vec<_> = p.stream(request("general", "the weather?")).collect().await;
-        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.len(), 4, "two words, usage, finish");
         assert_eq!(chunks[0].as_ref().ok(), Some(&Delta::Text("sunny".into())));
         let c = p
             .complete(request("general", "hi"))
