@@ -191,6 +191,19 @@ impl Error {
     }
 }
 
+/// Caller input as an error message may show it: at most 64 characters, so
+/// an error never carries a caller's megabytes back (or into a header).
+pub(crate) fn echo(input: &str) -> String {
+    const MAX: usize = 64;
+    let mut chars = input.chars();
+    let shown: String = chars.by_ref().take(MAX).collect();
+    if chars.next().is_some() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         e.to_status()

@@ -218,3 +218,49 @@ async fn upstream_dying_mid_stream_delivers_the_chunks_then_an_error_status() {
     let s = got.error.expect("an error status after the chunks");
     assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
 }
+
+#[tokio::test]
+async fn upstream_error_bodies_reach_callers_redacted_and_naming_the_model_not_the_url() {
+    // Item 9: an upstream 500 whose body echoes the request's key.
+    let llm = fake_llm(Script {
+        status: Some((
+            500,
+            r#"{"error": {"message": "invalid request from key sk-test-SECRET0123456789 (Authorization: Bearer sk-test-SECRET0123456789)", "type": "server_error", "code": "boom"}}"#.into(),
+        )),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let yml = config(&llm.base_url(), "streaming: True\n").replace(
+        "      base_url:",
+        "      api_key: sk-test-SECRET0123456789\n      base_url:",
+    );
+    configs.add("bot", &yml);
+    let mut server = start(configs.root()).await;
+    let s = server
+        .client
+        .generate(request("bot", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    let m = s.message();
+    assert!(
+        m.contains("fake-model") && m.contains("invalid request") && m.contains("code: boom"),
+        "{m}"
+    );
+    assert!(!m.contains("SECRET") && !m.contains("127.0.0.1"), "{m}");
+    let base = start_http(configs.root()).await;
+    let body = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"config_id": "bot", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !body.contains("SECRET") && !body.contains("127.0.0.1"),
+        "{body}"
+    );
+}

@@ -583,3 +583,76 @@ async fn no_key_material_reaches_the_logs_even_at_trace_level() {
         assert!(!text.contains(secret), "`{secret}` leaked into the logs");
     }
 }
+
+#[tokio::test]
+async fn errors_show_a_caller_only_what_it_may_see() {
+    // Item 10.
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("support", &config(&llm.base_url(), ""));
+    configs.add("sales", &config(&llm.base_url(), ""));
+    let settings = ServerSettings {
+        api_keys: Some(Arc::new(ApiKeys::load(&keys_file(configs.root())).unwrap())),
+        ..ServerSettings::default()
+    };
+    let mut server = start_with(configs.root(), settings).await;
+    // NOT_FOUND lists only the configs the key may use.
+    let e = server
+        .client
+        .generate(with_key(request("nope", "hi"), Some("key-support")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(
+        e.message().contains("support") && !e.message().contains("sales"),
+        "{}",
+        e.message()
+    );
+    // A precondition names the config's file relative to the root, not a server path.
+    let e = server
+        .client
+        .stream_generate(with_key(request("support", "hi"), Some("key-support")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let root = configs.root().to_string_lossy().to_string();
+    assert!(
+        e.message().contains("support/config.yml") && !e.message().contains(&root),
+        "{}",
+        e.message()
+    );
+    // A 10,000-character config id is a bad argument, not echoed back.
+    let e = server
+        .client
+        .generate(with_key(
+            request(&"x".repeat(10_000), "hi"),
+            Some("key-admin"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().len() < 200, "{}", e.message());
+    // An x-request-id with unsafe characters is replaced; an invalid
+    // traceparent is not passed on: a new trace starts.
+    let mut req = with_key(request("support", "hi"), Some("key-support"));
+    req.metadata_mut().insert(
+        "x-request-id",
+        MetadataValue::from_static("evil id;\t<script>"),
+    );
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static("00-not-a-trace"));
+    let r = server.client.generate(req).await.unwrap();
+    let rid = r.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(rid.len(), 36, "a generated UUID: {rid}");
+    let sent = llm.state.requests().last().unwrap()["_traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(sent, "00-not-a-trace");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [2, 32, 16, 2],
+        "{sent}"
+    );
+}

@@ -352,7 +352,9 @@ async fn the_final_event_says_why_the_answer_ended_and_has_an_id() {
     let configs = Configs::new();
     configs.add("bot", &config(&llm.base_url(), STREAMING_INPUT_RAIL));
     let mut server = start(configs.root()).await;
-    let ok = collect(&mut server.client, request("bot", "hi")).await.unwrap();
+    let ok = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
     let done = &ok.finals[0];
     assert_eq!(done.finish_reason(), pb::FinishReason::Stop);
     let blocked = collect(&mut server.client, request("bot", "BLOCKME"))

@@ -353,6 +353,18 @@ impl Config {
             .map(|(k, (f, _))| (k.as_str(), f.as_path()))
     }
 
+    /// `path` as callers may see it: relative to the directory that holds
+    /// the config (`support/config.yml`), never a server path.
+    pub fn relative(&self, path: &Path) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        match path.strip_prefix(base) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
+            _ => path
+                .file_name()
+                .map_or_else(|| PathBuf::from(&self.id), |n| Path::new(&self.id).join(n)),
+        }
+    }
+
     /// The file where top-level keys are reported when no single file owns
     /// them (`config.yml` when present).
     pub fn main_file(&self) -> PathBuf {

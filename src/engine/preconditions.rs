@@ -13,7 +13,7 @@ pub fn check(
     if !config.streaming() {
         return Err(PreconditionFailure::StreamingDisabled {
             id: config.id().to_string(),
-            file: config.main_file(),
+            file: config.relative(&config.main_file()),
         });
     }
     if !main_can_stream {
@@ -21,7 +21,7 @@ pub fn check(
         return Err(PreconditionFailure::ModelCannotStream {
             id: config.id().to_string(),
             model: main.model().to_string(),
-            file: main.source().to_path_buf(),
+            file: config.relative(main.source()),
             key: main.key().to_string(),
         });
     }
@@ -36,7 +36,7 @@ pub fn check(
         return Err(PreconditionFailure::OutputRailsNotStreamable {
             id: config.id().to_string(),
             flows,
-            file: config.main_file(),
+            file: config.relative(&config.main_file()),
         });
     }
     Ok(())

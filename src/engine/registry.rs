@@ -9,6 +9,9 @@ use crate::{
     llm::UpstreamSettings,
 };
 
+/// The longest config id a request may name.
+const MAX_ID_LEN: usize = 128;
+
 /// Loaded configs by id, with an optional default for requests without one.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -86,19 +89,36 @@ impl Registry {
 
     /// The config for `id` (or the default for an empty id).
     pub fn get(&self, id: &str) -> Result<&Guardrails, Error> {
+        self.get_visible(id, &|_| true)
+    }
+
+    /// [`Registry::get`] for a caller that may see only the configs
+    /// `visible` accepts: errors list only those (an API key scoped to one
+    /// config learns nothing of the others).
+    pub fn get_visible(
+        &self,
+        id: &str,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<&Guardrails, Error> {
         let id = if id.is_empty() {
             self.default_id.as_deref().ok_or_else(|| {
                 Error::invalid(
                     "config_id",
                     format!(
-                        "is required (this server has no default config); loaded: {}",
-                        self.known()
+                        "is required (this server has no default config); available: {}",
+                        self.known(visible)
                     ),
                 )
             })?
         } else {
             id
         };
+        if id.len() > MAX_ID_LEN {
+            return Err(Error::invalid(
+                "config_id",
+                format!("is longer than {MAX_ID_LEN} characters"),
+            ));
+        }
         let valid = id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -106,12 +126,15 @@ impl Registry {
         if !valid {
             return Err(Error::invalid(
                 "config_id",
-                format!("`{id}` is not a config id (letters, digits, `-`, `_`, `.`; no paths)"),
+                format!(
+                    "`{}` is not a config id (letters, digits, `-`, `_`, `.`; no paths)",
+                    crate::error::echo(id)
+                ),
             ));
         }
         self.configs.get(id).ok_or_else(|| Error::ConfigNotFound {
             id: id.to_string(),
-            known: self.known(),
+            known: self.known(visible),
         })
     }
 
@@ -125,10 +148,11 @@ impl Registry {
         self.default_id.as_deref()
     }
 
-    fn known(&self) -> String {
+    fn known(&self, visible: &dyn Fn(&str) -> bool) -> String {
         self.configs
             .keys()
             .map(String::as_str)
+            .filter(|id| visible(id))
             .collect::<Vec<_>>()
             .join(", ")
     }

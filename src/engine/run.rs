@@ -88,7 +88,8 @@ fn select(
             return Err(Error::invalid(
                 field,
                 format!(
-                    "`{name}` is not a configured flow of this stage; configured: [{}]",
+                    "`{}` is not a configured flow of this stage; configured: [{}]",
+                    crate::error::echo(name),
                     configured.join(", ")
                 ),
             ));

@@ -5,8 +5,8 @@ use std::{sync::OnceLock, time::Duration};
 
 use super::LlmError;
 
-/// Bytes of an HTTP error body kept for the error message.
-pub(super) const MAX_ERROR_BODY: usize = 2048;
+/// Bytes of an HTTP error body read (the rest is not read at all).
+pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// An HTTP client (and connection pool) for one model entry.
 pub(super) fn client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
@@ -30,6 +30,36 @@ pub(super) struct Target<'a> {
     pub model: &'a str,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The API key, which no message may carry.
+    pub secret: Option<&'a str>,
+}
+
+/// The message of an error body: OpenAI's `{"error": {"message", "type",
+/// "code"}}` (or `{"error": "…"}`, `{"message": "…"}`), else the text.
+fn error_message(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.trim().to_string();
+    };
+    let e = v.get("error").unwrap_or(&v);
+    if let Some(text) = e.as_str() {
+        return text.to_string();
+    }
+    let field = |k: &str| {
+        e.get(k).and_then(|x| match x {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let mut out = field("message").unwrap_or_else(|| body.trim().to_string());
+    let extra: Vec<String> = [("type", field("type")), ("code", field("code"))]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}: {v}")))
+        .collect();
+    if !extra.is_empty() {
+        out.push_str(&format!(" ({})", extra.join(", ")));
+    }
+    out
 }
 
 impl Target<'_> {
@@ -55,28 +85,54 @@ impl Target<'_> {
             source = s.source();
         }
         LlmError::Connect {
+            model: self.model.to_string(),
             url: self.url.to_string(),
-            message,
+            message: self.redact(&message),
         }
     }
 
-    /// An HTTP error answer, its body cut to [`MAX_ERROR_BODY`].
-    pub async fn status_error(&self, response: reqwest::Response) -> LlmError {
+    /// Text from the upstream, fit for a message.
+    pub fn redact(&self, text: &str) -> String {
+        let secrets: Vec<&str> = self.secret.into_iter().collect();
+        super::redact::redact(text, &secrets)
+    }
+
+    /// An HTTP error answer: at most [`MAX_ERROR_BODY`] bytes of its body
+    /// are read, and its message is passed on redacted.
+    pub async fn status_error(&self, mut response: reqwest::Response) -> LlmError {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        let mut body = body.trim().to_string();
-        if body.len() > MAX_ERROR_BODY {
-            let cut = (0..=MAX_ERROR_BODY)
-                .rev()
-                .find(|&i| body.is_char_boundary(i))
-                .unwrap_or(0);
-            body.truncate(cut);
-            body.push('…');
+        let mut body = Vec::new();
+        while body.len() < MAX_ERROR_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
         }
+        body.truncate(MAX_ERROR_BODY);
+        let text = String::from_utf8_lossy(&body);
+        let message = self.redact(&error_message(&text));
+        tracing::warn!(model = self.model, url = self.url, status, %message, "upstream answered an HTTP error");
         LlmError::Status {
+            model: self.model.to_string(),
             url: self.url.to_string(),
             status,
-            body,
+            message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_error_bodies_give_their_message_type_and_code() {
+        let body = r#"{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}"#;
+        assert_eq!(
+            error_message(body),
+            "Rate limit reached (type: requests, code: rate_limit_exceeded)"
+        );
+        assert_eq!(error_message(r#"{"error": "boom"}"#), "boom");
+        assert_eq!(error_message("  plain text  "), "plain text");
     }
 }

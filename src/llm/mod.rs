@@ -9,6 +9,7 @@
 mod http;
 mod limits;
 mod openai;
+pub mod redact;
 mod retry;
 mod scripted;
 mod stop;
@@ -189,15 +190,24 @@ pub type DeltaStream = BoxStream<'static, Result<Delta, LlmError>>;
 /// caller: the upstream, not the request, is at fault.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
-    /// The endpoint could not be reached (refused, DNS, TLS).
-    #[error("cannot reach {url}: {message}")]
-    Connect { url: String, message: String },
-    /// The endpoint answered with an HTTP error.
-    #[error("{url} answered HTTP {status}: {body}")]
+    /// The endpoint could not be reached (refused, DNS, TLS). Messages
+    /// name the model; the URL is kept for operators' logs only.
+    #[error("cannot reach the endpoint of model `{model}`: {message}")]
+    Connect {
+        model: String,
+        url: String,
+        message: String,
+    },
+    /// The endpoint answered with an HTTP error: its own error message
+    /// (OpenAI's `message`, `type`, `code` when the body is such JSON), cut
+    /// to a bounded length, with anything that looks like a credential
+    /// redacted.
+    #[error("model `{model}` answered HTTP {status}: {message}")]
     Status {
+        model: String,
         url: String,
         status: u16,
-        body: String,
+        message: String,
     },
     /// The endpoint sent an error payload (`{"error": {...}}`).
     #[error("model error: {0}")]

@@ -27,9 +27,10 @@ mod tests {
     #[test]
     fn only_transient_failures_are_retried_with_growing_waits() {
         let status = |s| LlmError::Status {
+            model: String::new(),
             url: String::new(),
             status: s,
-            body: String::new(),
+            message: String::new(),
         };
         assert!(retryable(&status(503)) && retryable(&status(429)));
         assert!(!retryable(&status(400)) && !retryable(&LlmError::Api("x".into())));

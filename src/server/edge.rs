@@ -52,15 +52,48 @@ pub(crate) fn new_id() -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
-/// The caller's `x-request-id` when it is a sane one, else a new UUIDv7.
+/// The caller's `x-request-id` when it is a sane one (at most 128 of
+/// `A-Za-z0-9-_.:/+=`), else a new UUIDv7.
 pub fn request_id(given: Option<&str>) -> String {
-    match given
-        .map(str::trim)
-        .filter(|g| !g.is_empty() && g.len() <= 128 && g.is_ascii())
-    {
+    let safe = |g: &&str| {
+        !g.is_empty()
+            && g.len() <= 128
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+    };
+    match given.map(str::trim).filter(safe) {
         Some(g) => g.to_string(),
         None => new_id().to_string(),
     }
+}
+
+/// The caller's W3C `traceparent` when it is well-formed, else the start
+/// of a new trace (an invalid one is never passed on).
+fn traceparent(given: &str) -> String {
+    let parts: Vec<&str> = given.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let valid = match parts.as_slice() {
+        [version, trace, parent, flags] => {
+            hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && nonzero(trace)
+                && hex(parent, 16)
+                && nonzero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    };
+    if valid {
+        return given.trim().to_string();
+    }
+    let trace = new_id().simple().to_string();
+    format!("00-{trace}-{:016x}-01", fastrand::u64(1..))
 }
 
 /// How a call ended, for the metrics.
@@ -188,9 +221,10 @@ impl State {
             tracing::Span::current().record("key", admitted.key_name());
             let registry = self.registry();
             let (config_id, mut request, extra) = convert(&registry)?;
-            request.traceparent = meta.traceparent.map(str::to_string);
+            request.traceparent = meta.traceparent.map(traceparent);
             self.admission.check(&request)?;
-            let rails = registry.get(&config_id)?.clone();
+            let may_use = |id: &str| admitted.authorize(id).is_ok();
+            let rails = registry.get_visible(&config_id, &may_use)?.clone();
             admitted.authorize(rails.config().id())?;
             Ok((admitted, rails, request, extra))
         });

@@ -215,6 +215,7 @@ impl Inner {
             model: &self.model_name,
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
+            secret: self.api_key.as_ref().ok().and_then(|k| k.as_deref()),
         }
     }
 

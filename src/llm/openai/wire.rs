@@ -112,10 +112,15 @@ pub fn parse_event(data: &str) -> Result<Parsed, LlmError> {
     if data == "[DONE]" {
         return Ok(Parsed::Done);
     }
-    let chunk: ChunkBody = serde_json::from_str(data)
-        .map_err(|e| LlmError::Protocol(format!("stream event is not valid JSON ({e}): {data}")))?;
+    let chunk: ChunkBody = serde_json::from_str(data).map_err(|e| {
+        let shown = crate::llm::redact::redact(data, &[]);
+        LlmError::Protocol(format!("stream event is not valid JSON ({e}): {shown}"))
+    })?;
     if let Some(err) = chunk.error {
-        return Err(LlmError::Api(err.into_message()));
+        return Err(LlmError::Api(crate::llm::redact::redact(
+            &err.into_message(),
+            &[],
+        )));
     }
     let mut text = None;
     let mut finished = None;

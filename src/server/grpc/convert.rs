@@ -39,7 +39,8 @@ fn messages(messages: Vec<pb::Message>) -> Result<Vec<ChatMessage>, Error> {
             let role = Role::parse(&role).ok_or_else(|| Error::InvalidRequest {
                 field: "messages.role",
                 message: format!(
-                    "messages[{i}].role is `{role}`; expected `user`, `assistant` or `system`"
+                    "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
+                    crate::error::echo(&role)
                 ),
             })?;
             Ok(ChatMessage { role, content })

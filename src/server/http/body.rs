@@ -187,7 +187,7 @@ fn messages(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, Error> {
             field: "messages.role",
             message: format!(
                 "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
-                m.role
+                crate::error::echo(&m.role)
             ),
         })?;
         out.push(ChatMessage { role, content });
