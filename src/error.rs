@@ -162,6 +162,7 @@ impl Error {
             Error::InvalidRequest { .. } => ("invalid_request_error", "invalid_value"),
             Error::InvalidBody { .. } => ("invalid_request_error", "invalid_body"),
             Error::StreamingUnsupported(_) => ("invalid_request_error", "streaming_unsupported"),
+            Error::Upstream(LlmError::Timeout { .. }) => ("timeout_error", "upstream_timeout"),
             Error::Upstream(_) => ("upstream_error", "upstream_unavailable"),
             Error::Rail { .. } => ("upstream_error", "rail_execution_failure"),
             Error::Config(_) => ("server_error", "config_error"),

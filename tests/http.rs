@@ -185,8 +185,13 @@ async fn blocks_end_streams_with_content_filter_or_an_error_event() {
     assert_eq!(events.len(), 1 + 8 + 2);
     let error: Value = serde_json::from_str(&events[9]).unwrap();
     assert_eq!(
-        error,
-        json!({"error": {"message": "Blocked by self check output rails.", "type": "guardrails_violation", "param": "self check output", "code": "content_blocked"}})
+        error["error"],
+        json!({"message": "Blocked by self check output rails.", "type": "guardrails_violation", "param": "self check output", "code": "content_blocked"})
+    );
+    // Item 13: the tokens the cut-off answer consumed come with it.
+    assert!(
+        error["usage"]["completion_tokens"].as_u64().unwrap() >= 8,
+        "{error}"
     );
     assert_eq!(events[10], "[DONE]");
     llm.state.wait_disconnect().await;
@@ -311,4 +316,215 @@ async fn health_and_config_list() {
         .await
         .unwrap();
     assert_eq!(list, json!([{"id": "bot"}]));
+}
+
+/// Posts and returns the status and the body as JSON.
+async fn post_any(base: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn failures_before_any_content_are_http_statuses_on_streams_too() {
+    // Item 11: an SDK's retry on 503/502/504 fires only on a real status.
+    let stream = |id: &str| json!({"config_id": id, "stream": true, "messages": user("hi")});
+    // An unreachable judge.
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add(
+        "judge",
+        &format!(
+            "{}  - type: self_check_input\n    engine: openai\n    model: judge\n    parameters:\n      base_url: http://127.0.0.1:9/v1\n      retries: 0\nrails:\n  input:\n    flows: [self check input]\nstreaming: True\n",
+            main_model(&llm.base_url())
+        ),
+    );
+    // An upstream 5xx, and a first token that never comes.
+    let failing = fake_llm(Script {
+        status: Some((500, "boom".into())),
+        ..Script::default()
+    })
+    .await;
+    configs.add("five", &config(&failing.base_url(), "streaming: True\n"));
+    let stalled = fake_llm(Script {
+        delay: Duration::from_secs(5),
+        ..Script::default()
+    })
+    .await;
+    let yml = config(&stalled.base_url(), "streaming: True\n").replace(
+        "      base_url:",
+        "      first_token_timeout: 0.3\n      base_url:",
+    );
+    configs.add("slow", &yml);
+    let base = start_http(configs.root()).await;
+    let (status, body) = post_any(&base, stream("judge")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (502, json!("rail_execution_failure")),
+        "{body}"
+    );
+    let (status, body) = post_any(&base, stream("five")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("boom"));
+    let (status, body) = post_any(&base, stream("slow")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (504, json!("upstream_timeout")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_azure_block_style_ends_a_blocked_stream_with_a_content_filter_chunk() {
+    // Item 12, per request and as the server's default.
+    let mut words: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+    words[5] = "BLOCKME".into();
+    let llm = fake_llm(Script {
+        tokens: tokens(&words.join(" ")),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add(
+        "bot",
+        &config(
+            &llm.base_url(),
+            "rails:\n  output:\n    flows: [self check output]\n    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 0\n      stream_first: False\nstreaming: True\n",
+        ),
+    );
+    let check = |events: Vec<String>| {
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        assert_eq!(
+            last["choices"][0]["finish_reason"], "content_filter",
+            "{last}"
+        );
+        assert_eq!(last["guardrails"]["violation"]["rail"], "self check output");
+        assert!(
+            last["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+            "{last}"
+        );
+        assert!(
+            events.iter().all(|e| !e.contains("\"error\"")),
+            "{events:?}"
+        );
+    };
+    let base = start_http(configs.root()).await;
+    let (_, events) = post_stream(
+        &base,
+        json!({"model": "bot", "stream": true, "messages": user("hi"), "guardrails": {"block_style": "azure"}}),
+    )
+    .await;
+    check(events);
+    let azure = streamguard::server::ServerSettings {
+        block_style: streamguard::server::http::BlockStyle::Azure,
+        ..Default::default()
+    };
+    let base = start_http_with(configs.root(), azure).await;
+    let (_, events) = post_stream(
+        &base,
+        json!({"model": "bot", "stream": true, "messages": user("hi")}),
+    )
+    .await;
+    check(events);
+}
+
+#[tokio::test]
+async fn every_error_is_json_and_unsupported_fields_are_refused_by_name() {
+    // Item 14.
+    let (_llm, configs, base) = setup(Script::default(), "").await;
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let r = client
+        .get(format!("{base}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "request_too_large"
+    );
+    // OpenAI's model list: the configs.
+    let models: Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "bot");
+    // Fields that would be silently ignored are refused, naming them.
+    for (body, field) in [
+        (
+            json!({"config_id": "bot", "config_ids": ["bot"], "messages": user("hi")}),
+            "config_ids",
+        ),
+        (
+            json!({"model": "bot", "messages": user("hi"), "guardrails": {"thread_id": "0123456789abcdef0"}}),
+            "guardrails.thread_id",
+        ),
+        (
+            json!({"model": "bot", "messages": user("hi"), "guardrails": {"state": {}}}),
+            "guardrails.state",
+        ),
+        (
+            json!({"model": "bot", "messages": user("hi"), "tools": [{"type": "function"}]}),
+            "tools",
+        ),
+    ] {
+        let (status, reply) = post_any(&base, body).await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["error"]["param"], field, "{reply}");
+    }
+    // CORS is off by default, on for the origins given.
+    let preflight = |base: String| {
+        let client = client.clone();
+        async move {
+            client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!("{base}/v1/chat/completions"),
+                )
+                .header("origin", "https://app.example")
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .unwrap()
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(preflight(base.clone()).await, None);
+    let cors = streamguard::server::ServerSettings {
+        cors_origins: vec!["https://app.example".into()],
+        ..Default::default()
+    };
+    let with_cors = start_http_with(configs.root(), cors).await;
+    assert_eq!(
+        preflight(with_cors).await.as_deref(),
+        Some("https://app.example")
+    );
 }

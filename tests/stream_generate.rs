@@ -261,6 +261,10 @@ async fn output_rail_block_mid_stream_stops_the_stream_and_the_upstream() {
     assert_eq!(fin.message.as_ref().unwrap().content, got.chunks.concat());
     let v = fin.violation.as_ref().unwrap();
     assert_eq!(v.message, "Blocked by self check output rails.");
+    // Item 13: the blocked stream reports what it consumed (the chunks the
+    // model produced before the upstream was dropped).
+    let usage = fin.usage.as_ref().expect("usage on a blocked stream");
+    assert!(usage.completion_tokens >= 12, "{usage:?}");
     llm.state.wait_disconnect().await;
 }
 
@@ -363,6 +367,11 @@ async fn the_final_event_says_why_the_answer_ended_and_has_an_id() {
     assert_eq!(
         blocked.finals[0].finish_reason(),
         pb::FinishReason::ContentFilter
+    );
+    // An input block consumed nothing of the main model, and says so.
+    assert_eq!(
+        blocked.finals[0].usage.as_ref().map(|u| u.total_tokens),
+        Some(0)
     );
     assert!(!done.response_id.is_empty());
     assert_ne!(done.response_id, blocked.finals[0].response_id);

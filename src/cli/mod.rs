@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::{
     engine::Registry,
     llm::UpstreamSettings,
-    server::{ApiKeys, Server, ServerSettings, tls::TlsMaterial},
+    server::{ApiKeys, Server, ServerSettings, http::BlockStyle, tls::TlsMaterial},
 };
 
 /// Guardrails around streaming LLMs, for NeMo Guardrails configs.
@@ -74,6 +74,12 @@ fn secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{s}` is not a number of seconds"))
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BlockStyleArg {
+    Nemo,
+    Azure,
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// A config directory, or a directory of config directories.
@@ -118,6 +124,15 @@ struct ServeArgs {
     /// Reload the configs when files under --config change (debounced).
     #[arg(long)]
     watch: bool,
+    /// How an output-rail block ends an SSE stream: `nemo` (an error event)
+    /// or `azure` (a last chunk with finish_reason content_filter); a request
+    /// may choose with `guardrails.block_style`.
+    #[arg(long, value_enum, default_value = "nemo")]
+    block_style: BlockStyleArg,
+    /// Allow browsers from this origin to call the HTTP API (CORS; repeat
+    /// for more, `*` for any). Without it CORS is off.
+    #[arg(long)]
+    cors_origin: Vec<String>,
     /// Seconds in-flight streams may run after SIGTERM before they are ended.
     #[arg(long, default_value = "30", value_parser = secs)]
     shutdown_grace: Duration,
@@ -316,6 +331,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_content_bytes: args.max_content_bytes,
         api_keys,
         shutdown_grace: args.shutdown_grace,
+        block_style: match args.block_style {
+            BlockStyleArg::Nemo => BlockStyle::Nemo,
+            BlockStyleArg::Azure => BlockStyle::Azure,
+        },
+        cors_origins: args.cors_origin.clone(),
     };
     let bind = |addr: SocketAddr, what: &'static str| async move {
         let l = tokio::net::TcpListener::bind(addr)

@@ -310,7 +310,9 @@ impl Inner {
         Response {
             content,
             violation: Some(violation),
-            usage: None,
+            // An input rail blocked: the main model consumed nothing. (An
+            // output block keeps the answer's usage.)
+            usage: Some(llm::Usage::default()),
             log: None,
             dialog: None,
             finish_reason: FinishReason::ContentFilter,

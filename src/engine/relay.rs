@@ -72,6 +72,8 @@ pub struct Relay {
     violation: Option<Violation>,
     input_done: bool,
     stopped: bool,
+    /// Chunks received.
+    received: usize,
 }
 
 impl Relay {
@@ -101,6 +103,7 @@ impl Relay {
             violation: None,
             input_done: false,
             stopped: false,
+            received: 0,
         }
     }
 
@@ -140,6 +143,7 @@ impl Relay {
     }
 
     fn push_chunk(&mut self, text: String) {
+        self.received += 1;
         self.content.push_str(&text);
         self.unsent.push_back(text);
         if let Some(w) = self
@@ -234,6 +238,11 @@ impl Relay {
                 && self.open.is_empty()
                 && self.unsent.is_empty()
                 && self.approved.is_empty())
+    }
+
+    /// Chunks received so far (after any stop string).
+    pub fn received_chunks(&self) -> usize {
+        self.received
     }
 
     /// The answer as received so far (for logs).

@@ -275,7 +275,21 @@ impl Driver {
                 .tokens
                 .increment(u64::from(u.completion_tokens));
         }
+        let chunks = relay.received_chunks();
         let outcome = relay.finish();
+        // Cut off (a block, a stop string) before the model reported usage:
+        // what it produced is known, one token per chunk as OpenAI-compatible
+        // servers stream; the prompt's count is not.
+        let usage = usage.or_else(|| {
+            (chunks > 0).then(|| {
+                let n = u32::try_from(chunks).unwrap_or(u32::MAX);
+                Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: n,
+                    total_tokens: n,
+                }
+            })
+        });
         let response = Response {
             finish_reason: FinishReason::of(finish, outcome.violation.is_some(), outcome.stopped),
             content: outcome.content,

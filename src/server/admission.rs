@@ -27,6 +27,10 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// TLS (and mTLS) for every listener; `None`: plaintext.
     pub tls: Option<super::tls::TlsMaterial>,
+    /// How an output-rail block ends an SSE stream, unless a request says.
+    pub block_style: super::http::BlockStyle,
+    /// Origins browsers may call the HTTP API from (CORS); empty: CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -39,6 +43,8 @@ impl Default for ServerSettings {
             api_keys: None,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            block_style: super::http::BlockStyle::Nemo,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -62,6 +62,25 @@ struct GuardrailsField {
     config_id: Option<String>,
     config_ids: Option<Vec<String>>,
     options: Option<NemoOptions>,
+    /// `nemo` (an error event) or `azure` (a `content_filter` finish chunk).
+    block_style: Option<BlockStyle>,
+    // Accepted so that they can be refused by name, never silently dropped.
+    thread_id: Option<Value>,
+    state: Option<Value>,
+    config: Option<Value>,
+}
+
+/// How an output-rail block ends an SSE stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockStyle {
+    /// NeMo's: an error event `{"error": {…, "code": "content_blocked"}}`, then `[DONE]`.
+    #[default]
+    Nemo,
+    /// Azure OpenAI's: a last chunk with `finish_reason: "content_filter"`
+    /// and the violation in a `guardrails` field, then `[DONE]`; for clients
+    /// (LiteLLM and others) that cannot read an error event.
+    Azure,
 }
 
 /// NeMo's `options`.
@@ -110,6 +129,59 @@ struct ChatBody {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     stop: Option<StopField>,
+    // NeMo's older body had these at the top level; refused by name.
+    thread_id: Option<Value>,
+    state: Option<Value>,
+    // Tool calling, refused by name until it is supported.
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
+}
+
+/// Fields streamguard does not support yet: a clear 400 naming the field
+/// beats an answer that silently ignored it.
+fn refuse_unsupported(body: &ChatBody) -> Result<(), Error> {
+    let g = body.guardrails.as_ref();
+    let threads = "conversation threads (server-side state) are not supported yet; send the whole conversation in `messages`";
+    let tools = "tool calling is not supported yet; send plain chat messages";
+    let checks: [(&'static str, bool, &str); 9] = [
+        (
+            "guardrails.thread_id",
+            g.is_some_and(|g| g.thread_id.is_some()),
+            threads,
+        ),
+        ("thread_id", body.thread_id.is_some(), threads),
+        (
+            "guardrails.state",
+            g.is_some_and(|g| g.state.is_some()),
+            threads,
+        ),
+        ("state", body.state.is_some(), threads),
+        (
+            "guardrails.config",
+            g.is_some_and(|g| g.config.is_some()),
+            "configs given in the request are not supported; name a loaded config with `config_id`",
+        ),
+        ("tools", body.tools.is_some(), tools),
+        ("tool_choice", body.tool_choice.is_some(), tools),
+        ("functions", body.functions.is_some(), tools),
+        ("function_call", body.function_call.is_some(), tools),
+    ];
+    for (field, present, why) in checks {
+        if present {
+            return Err(Error::invalid(field, why));
+        }
+    }
+    let id = body.config_id.is_some() || g.is_some_and(|g| g.config_id.is_some());
+    let ids = body.config_ids.is_some() || g.is_some_and(|g| g.config_ids.is_some());
+    if id && ids {
+        return Err(Error::invalid(
+            "config_ids",
+            "give `config_id` or `config_ids`, not both",
+        ));
+    }
+    Ok(())
 }
 
 /// How the caller wants its answer.
@@ -120,6 +192,8 @@ pub(super) struct Shape {
     pub openai: bool,
     /// The `model` the reply names.
     pub model: String,
+    /// The caller's block style, if it chose one.
+    pub block_style: Option<BlockStyle>,
 }
 
 fn bad_body(message: String, param: Option<String>) -> Error {
@@ -249,6 +323,7 @@ pub(super) fn parse(
             };
             bad_body(message, param)
         })?;
+    refuse_unsupported(&body)?;
     let ChatBody {
         messages: wire,
         stream,
@@ -262,8 +337,15 @@ pub(super) fn parse(
         max_tokens,
         max_completion_tokens,
         stop,
+        thread_id: _,
+        state: _,
+        tools: _,
+        tool_choice: _,
+        functions: _,
+        function_call: _,
     } = body;
     let mut guardrails = guardrails.unwrap_or_default();
+    let block_style = guardrails.block_style;
     let openai = nemo_id.is_none() && config_ids.is_none();
     let id = config_id(
         &mut guardrails,
@@ -287,6 +369,7 @@ pub(super) fn parse(
         stream,
         openai,
         model: model.unwrap_or_default(),
+        block_style,
     };
     Ok((id, request, shape))
 }

@@ -9,41 +9,132 @@
 
 mod body;
 mod reply;
+mod sse;
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+pub use body::BlockStyle;
+
+use std::{future::Future, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State as AxumState},
     http::{HeaderMap, HeaderValue, StatusCode},
-    response::{
-        IntoResponse, Response as HttpResponse,
-        sse::{Event as SseEvent, Sse},
-    },
+    response::{IntoResponse, Response as HttpResponse},
     routing::{get, post},
 };
-use futures_util::{StreamExt, stream};
-use serde::Serialize;
 use serde_json::json;
 
 use super::{
     ServeError, State,
-    edge::{Bounded, CallMeta, Transport},
+    edge::{CallMeta, Transport},
 };
-use crate::{engine::Event, error::Error, rails::Stage};
+use crate::error::Error;
 
 /// The HTTP router over the server's shared state.
 pub fn router(state: Arc<State>) -> Router {
     let max_body = state.admission.settings.max_request_bytes;
-    Router::new()
+    let cors = cors(&state.admission.settings.cors_origins);
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
         .route("/v1/rails/configs", get(list_configs))
         .route("/health", get(health))
         .route("/healthz", get(health))
         .route("/metrics", get(|| async { super::metrics::render() }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for these origins (`*` for any); `None` (off) without any.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .expose_headers(Any),
+    )
+}
+
+fn plain_error(status: StatusCode, code: &'static str, message: &str) -> HttpResponse {
+    let body = reply::ErrorBody::new(message, "invalid_request_error", None, code);
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> HttpResponse {
+    let path = crate::error::echo(uri.path());
+    plain_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no endpoint `{path}`; see POST /v1/chat/completions, GET /v1/models"),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> HttpResponse {
+    plain_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("method {method} is not allowed here"),
+    )
+}
+
+/// Errors the HTTP stack answers itself (a body over the limit) get the
+/// same JSON error body as every other error.
+async fn json_errors(response: HttpResponse) -> HttpResponse {
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !json => plain_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "the request body is larger than the server's limit (--max-request-bytes)",
+        ),
+        s if (s.is_client_error() || s.is_server_error()) && !json => {
+            let code = if s.is_client_error() {
+                "invalid_request"
+            } else {
+                "server_error"
+            };
+            plain_error(s, code, s.canonical_reason().unwrap_or("error"))
+        }
+        _ => response,
+    }
+}
+
+/// OpenAI's model list: the configs this caller may use (an OpenAI client
+/// selects a config by naming it as its model).
+async fn list_models(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> HttpResponse {
+    let admitted = match state.admission.admit(header(&headers, "authorization")) {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    let registry = state.registry();
+    let data: Vec<serde_json::Value> = registry
+        .iter()
+        .filter(|g| admitted.authorize(g.config().id()).is_ok())
+        .map(|g| json!({"id": g.config().id(), "object": "model", "created": 0, "owned_by": "streamguard"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -112,7 +203,12 @@ async fn chat_completions(
     let response = if shape.stream {
         // Errors up to here (preconditions included) are plain HTTP errors.
         match call.stream() {
-            Ok(events) => sse(events, model).await,
+            Ok(events) => {
+                let style = shape
+                    .block_style
+                    .unwrap_or(state.admission.settings.block_style);
+                sse::sse(events, model, style).await
+            }
             Err(e) => error_response(&e),
         }
     } else {
@@ -123,57 +219,6 @@ async fn chat_completions(
         }
     };
     with_request_id(response, &rid)
-}
-
-fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
-    // Serialization of these borrowed structs cannot fail; if it ever did,
-    // the caller gets an error event rather than a broken stream.
-    Ok(SseEvent::default().json_data(value).unwrap_or_else(|_| {
-        SseEvent::default().data(r#"{"error":{"message":"serialization failed"}}"#)
-    }))
-}
-
-/// The SSE body: the role chunk, a chunk event per chunk, the finish chunk
-/// (or NeMo's error event when an output rail blocked mid-stream, or an
-/// error event when the stream failed), then `[DONE]`. The response head
-/// waits for the first event: a failure before any content gets the same
-/// status and JSON error as a whole answer, and the head goes out with the
-/// first chunk.
-async fn sse(mut events: Bounded, model: String) -> HttpResponse {
-    let first = match events.next().await {
-        Some(Err(e)) => return error_response(&e),
-        first => first,
-    };
-    let head = reply::ChunkHead {
-        id: reply::completion_id(),
-        created: reply::now(),
-        model,
-    };
-    let role = data(&head.role());
-    let body = stream::iter(first)
-        .chain(events)
-        .map(move |event| match event {
-            Ok(Event::Chunk(text)) => data(&head.text(&text)),
-            Ok(Event::Final(r)) => match &r.violation {
-                // Blocked mid-stream by an output rail: an error event.
-                Some(v) if v.stage == Stage::Output => data(&reply::ErrorBody::new(
-                    &v.message,
-                    v.kind.type_str(),
-                    Some(&v.rail),
-                    v.kind.code(),
-                )),
-                _ => data(&head.finish(&r)),
-            },
-            Err(e) => {
-                let (kind, code) = e.kind();
-                data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
-            }
-        });
-    let done = Ok(SseEvent::default().data("[DONE]"));
-    let all = stream::once(async { role })
-        .chain(body)
-        .chain(stream::once(async { done }));
-    Sse::new(all).into_response()
 }
 
 /// Serves the HTTP API on an already-bound listener until `shutdown`

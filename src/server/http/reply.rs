@@ -357,6 +357,9 @@ struct ErrorFields<'a> {
 #[derive(Serialize)]
 pub(super) struct ErrorBody<'a> {
     error: ErrorFields<'a>,
+    /// On the error event of a blocked stream: the tokens it consumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageBody>,
 }
 
 impl<'a> ErrorBody<'a> {
@@ -368,7 +371,15 @@ impl<'a> ErrorBody<'a> {
                 param,
                 code,
             },
+            usage: None,
         }
+    }
+
+    /// NeMo's error event for a stream an output rail blocked, with its usage.
+    pub fn blocked(v: &'a Violation, usage: Option<&Usage>) -> Self {
+        let mut e = ErrorBody::new(&v.message, v.kind.type_str(), Some(&v.rail), v.kind.code());
+        e.usage = usage.map(UsageBody::from);
+        e
     }
 }
 

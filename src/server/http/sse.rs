@@ -1,0 +1,62 @@
+//! The SSE body of a streamed chat completion, in OpenAI's framing.
+
+use std::convert::Infallible;
+
+use axum::response::{
+    IntoResponse, Response as HttpResponse,
+    sse::{Event as SseEvent, Sse},
+};
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+
+use super::{BlockStyle, error_response, reply};
+use crate::{engine::Event, rails::Stage, server::edge::Bounded};
+
+fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
+    // Serialization of these borrowed structs cannot fail; if it ever did,
+    // the caller gets an error event rather than a broken stream.
+    Ok(SseEvent::default().json_data(value).unwrap_or_else(|_| {
+        SseEvent::default().data(r#"{"error":{"message":"serialization failed"}}"#)
+    }))
+}
+
+/// The SSE body: the role chunk, a chunk event per chunk, the finish chunk
+/// (or NeMo's error event when an output rail blocked mid-stream, or an
+/// error event when the stream failed), then `[DONE]`. The response head
+/// waits for the first event: a failure before any content gets the same
+/// status and JSON error as a whole answer, and the head goes out with the
+/// first chunk.
+pub(super) async fn sse(mut events: Bounded, model: String, style: BlockStyle) -> HttpResponse {
+    let first = match events.next().await {
+        Some(Err(e)) => return error_response(&e),
+        first => first,
+    };
+    let head = reply::ChunkHead {
+        id: reply::completion_id(),
+        created: reply::now(),
+        model,
+    };
+    let role = data(&head.role());
+    let body = stream::iter(first)
+        .chain(events)
+        .map(move |event| match event {
+            Ok(Event::Chunk(text)) => data(&head.text(&text)),
+            Ok(Event::Final(r)) => match &r.violation {
+                // Blocked mid-stream by an output rail: NeMo's error event,
+                // or (Azure style) the finish chunk with `content_filter`.
+                Some(v) if v.stage == Stage::Output && style == BlockStyle::Nemo => {
+                    data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
+                }
+                _ => data(&head.finish(&r)),
+            },
+            Err(e) => {
+                let (kind, code) = e.kind();
+                data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
+            }
+        });
+    let done = Ok(SseEvent::default().data("[DONE]"));
+    let all = stream::once(async { role })
+        .chain(body)
+        .chain(stream::once(async { done }));
+    Sse::new(all).into_response()
+}
