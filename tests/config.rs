@@ -261,3 +261,40 @@ fn check_command_exits_non_zero_with_readable_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_symlink_out_of_the_config_root_is_refused_naming_the_link() {
+    // Item 2: a link to /etc is not walked, and nothing of it is printed.
+    let configs = Configs::new();
+    let dir = configs.add("bot", &config("http://127.0.0.1:1/v1", ""));
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(
+        secret.path().join("secret.yml"),
+        "password: hunter2-not-a-config\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.join("outside")).unwrap();
+    let e = load_err(configs.root());
+    assert!(
+        e.contains("bot/outside") && e.contains("outside the config root"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    std::fs::remove_file(dir.join("outside")).unwrap();
+    std::os::unix::fs::symlink(secret.path().join("secret.yml"), dir.join("extra.yml")).unwrap();
+    let e = load_err(configs.root());
+    assert!(e.contains("bot/extra.yml") && !e.contains("hunter2"), "{e}");
+    // A link inside the root is followed.
+    std::fs::remove_file(dir.join("extra.yml")).unwrap();
+    std::fs::write(
+        configs.root().join("shared.yml"),
+        "lowest_temperature: 0.2\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(configs.root().join("shared.yml"), dir.join("shared.yml")).unwrap();
+    let registry = Registry::load(configs.root()).unwrap();
+    assert_eq!(
+        registry.get("bot").unwrap().config().lowest_temperature(),
+        0.2
+    );
+}

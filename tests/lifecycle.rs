@@ -80,8 +80,10 @@ async fn a_reload_applies_new_configs_and_a_broken_edit_keeps_the_old_ones_servi
     assert_eq!(seen.trigger, "request");
 
     std::fs::write(configs.root().join("b/config.yml"), "models: [oops\n").unwrap();
-    let error = reload.reload().await.unwrap_err();
-    assert!(error.contains("b/config.yml"), "{error}");
+    let report = reload.reload().await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+    let (id, error) = &report.failed[0];
+    assert!(id == "b" && error.contains("b/config.yml"), "{error}");
     assert_eq!(
         ids(&mut running.client).await,
         ["a", "b"],
@@ -283,4 +285,131 @@ async fn past_the_grace_grpc_and_sse_streams_end_and_the_server_stops() {
         .expect("the server stopped after the grace")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_config_keeps_its_previous_version_and_the_others_reload() {
+    // Item 3: one broken directory no longer blocks the others.
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("a", &config(&llm.base_url(), ""));
+    configs.add("b", &config(&llm.base_url(), ""));
+    let mut server = builder(configs.root(), ServerSettings::default())
+        .grpc(listener().await)
+        .build()
+        .await
+        .unwrap();
+    let reload = server.reload_handle().unwrap();
+    let mut running = start_server(server).await;
+    // Break b, edit a (it can stream now), add c, in one reload.
+    std::fs::write(configs.root().join("b/config.yml"), "models: [oops\n").unwrap();
+    configs.add("a", &config(&llm.base_url(), "streaming: True\n"));
+    configs.add("c", &config(&llm.base_url(), ""));
+    let report = reload.reload().await.unwrap();
+    assert_eq!(
+        report.configs,
+        ["a", "b", "c"],
+        "b keeps serving its previous version"
+    );
+    assert_eq!(
+        report
+            .failed
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    let list = running
+        .client
+        .list_configs(pb::ListConfigsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let a = list.configs.iter().find(|c| c.id == "a").unwrap();
+    assert!(a.streaming_supported, "a's edit applied");
+    let whole = running.client.generate(request("b", "hi")).await;
+    assert!(whole.is_ok(), "the previous b still answers: {whole:?}");
+    // A removed directory is dropped.
+    std::fs::remove_dir_all(configs.root().join("c")).unwrap();
+    let report = reload.reload().await.unwrap();
+    assert_eq!(report.configs, ["a", "b"]);
+    running.shutdown().await;
+}
+
+/// Writes a Kubernetes ConfigMap mount as kubelet does: the files in a
+/// `..<timestamp>` directory, a `..data` symlink to it, and one symlink per
+/// key through `..data`. Returns the timestamp directory.
+fn configmap_generation(mount: &std::path::Path, generation: u32, files: &[(&str, String)]) {
+    let dir = format!("..2026_12_01_00_00_0{generation}.000000001");
+    std::fs::create_dir_all(mount.join(&dir)).unwrap();
+    for (name, text) in files {
+        std::fs::write(mount.join(&dir).join(name), text).unwrap();
+        let key = mount.join(name);
+        if std::fs::symlink_metadata(&key).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &key).unwrap();
+        }
+    }
+    // The atomic swap: a new link renamed over `..data`.
+    let tmp = mount.join("..data_tmp");
+    std::os::unix::fs::symlink(&dir, &tmp).unwrap();
+    std::fs::rename(&tmp, mount.join("..data")).unwrap();
+}
+
+#[tokio::test]
+async fn a_kubernetes_configmap_mount_loads_and_its_swap_reloads() {
+    // Item 1: the kubelet layout, read once per key, and its atomic swap.
+    let llm = fake_llm(Script::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("configs");
+    std::fs::create_dir(&mount).unwrap();
+    configmap_generation(
+        &mount,
+        1,
+        &[
+            ("config.yml", config(&llm.base_url(), "")),
+            ("prompts.yml", SELF_CHECK_PROMPTS.to_string()),
+        ],
+    );
+    let server = builder(&mount, ServerSettings::default())
+        .grpc(listener().await)
+        .watch(true)
+        .build()
+        .await
+        .unwrap();
+    let mut events = server.events();
+    let mut running = start_server(server).await;
+    let streaming = |c: &pb::ListConfigsResponse| c.configs[0].streaming_supported;
+    let list = |mut c: pb::guardrails_client::GuardrailsClient<tonic::transport::Channel>| async move {
+        c.list_configs(pb::ListConfigsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    assert!(!streaming(&list(running.client.clone()).await));
+    let got = running
+        .client
+        .generate(request("", "hi"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.message.unwrap().content.is_empty());
+
+    configmap_generation(
+        &mount,
+        2,
+        &[
+            ("config.yml", config(&llm.base_url(), "streaming: True\n")),
+            ("prompts.yml", SELF_CHECK_PROMPTS.to_string()),
+        ],
+    );
+    wait_for(&mut events, |e| match e {
+        ServerEvent::Reloaded(r) if r.failed.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        streaming(&list(running.client.clone()).await),
+        "the new generation serves"
+    );
+    running.shutdown().await;
 }

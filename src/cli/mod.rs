@@ -250,7 +250,7 @@ fn check(root: &std::path::Path) -> ExitCode {
         }
     };
     let mut failed = Vec::new();
-    for built in each {
+    for (_, built) in each {
         match built {
             Ok(g) => {
                 let c = g.config();

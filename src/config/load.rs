@@ -10,7 +10,7 @@ use super::{Config, ConfigError, SourceFile, raw::RawFile, validate::validate};
 pub fn load_root(root: &Path) -> Result<Vec<Config>, ConfigError> {
     let mut configs = Vec::new();
     let mut errors = Vec::new();
-    for result in load_each(root)? {
+    for (_, result) in load_each(root)? {
         match result {
             Ok(c) => configs.push(c),
             Err(e) => errors.push(e),
@@ -22,8 +22,9 @@ pub fn load_root(root: &Path) -> Result<Vec<Config>, ConfigError> {
     }
 }
 
-/// The config directories under `root`, each loaded on its own.
-pub fn load_each(root: &Path) -> Result<Vec<Result<Config, ConfigError>>, ConfigError> {
+/// The config directories under `root`, each loaded on its own, with the
+/// config id each one has (its directory name).
+pub fn load_each(root: &Path) -> Result<Vec<(String, Result<Config, ConfigError>)>, ConfigError> {
     let meta = std::fs::metadata(root).map_err(|source| ConfigError::Io {
         path: root.to_path_buf(),
         source,
@@ -35,16 +36,14 @@ pub fn load_each(root: &Path) -> Result<Vec<Result<Config, ConfigError>>, Config
             "must be a directory (a config directory, or a directory of config directories)",
         ));
     }
+    let boundary = canonical(root)?;
     if is_single_config(root) {
-        return Ok(vec![load(root)]);
+        return Ok(vec![(id_of(root), load_within(root, &boundary))]);
     }
     let mut dirs = Vec::new();
     for path in read_dir(root)? {
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        if path.is_dir() && !hidden && has_config_files(&path)? {
+        let real = resolve(&path, &boundary)?;
+        if real.is_dir() && has_config_files(&path, &boundary)? {
             dirs.push(path);
         }
     }
@@ -55,7 +54,10 @@ pub fn load_each(root: &Path) -> Result<Vec<Result<Config, ConfigError>>, Config
             "holds no config: expected config.yml here, or sub-directories with *.yml files",
         ));
     }
-    Ok(dirs.iter().map(|d| load(d)).collect())
+    Ok(dirs
+        .iter()
+        .map(|d| (id_of(d), load_within(d, &boundary)))
+        .collect())
 }
 
 /// Whether `dir` is itself a config (NeMo's single-config mode).
@@ -63,10 +65,19 @@ pub fn is_single_config(dir: &Path) -> bool {
     dir.join("config.yml").is_file() || dir.join("config.yaml").is_file()
 }
 
-fn has_config_files(dir: &Path) -> Result<bool, ConfigError> {
-    Ok(walk(dir)?.iter().any(|p| is_yaml(p) || is_colang(p)))
+fn has_config_files(dir: &Path, boundary: &Path) -> Result<bool, ConfigError> {
+    Ok(walk(dir, boundary)?
+        .iter()
+        .any(|p| is_yaml(p) || is_colang(p)))
 }
 
+/// Files and directories a config tree may hold at most (a bound on what
+/// one walk reads, whatever the directory holds).
+const MAX_ENTRIES: usize = 10_000;
+
+/// A directory's entries, sorted, without dot-entries: hidden files, and
+/// the `..data` / `..<timestamp>` directories of a Kubernetes ConfigMap
+/// mount (its keys are symlinks into them, which are followed).
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let io = |source| ConfigError::Io {
         path: dir.to_path_buf(),
@@ -74,19 +85,67 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
-        out.push(entry.map_err(io)?.path());
+        let path = entry.map_err(io)?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if !hidden {
+            out.push(path);
+        }
     }
     out.sort();
     Ok(out)
 }
 
-/// Every file below `dir`, sorted, as NeMo's loader walks the tree.
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// Where `path` really is, when it is a symlink: it must stay inside
+/// `boundary` (a link to `/etc` is refused, naming the link, and nothing
+/// of its target is read).
+fn resolve(path: &Path, boundary: &Path) -> Result<PathBuf, ConfigError> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(path.to_path_buf());
+    }
+    let target = path.canonicalize().map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !target.starts_with(boundary) {
+        return Err(ConfigError::invalid(
+            path,
+            "symlink",
+            "links outside the config root; streamguard follows links only within it",
+        ));
+    }
+    Ok(target)
+}
+
+/// Every file below `dir`, sorted, as NeMo's loader walks the tree; files
+/// keep the name they have in the tree (a ConfigMap key), their content is
+/// read through the link.
+fn walk(dir: &Path, boundary: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
+    let mut entries = 0usize;
     while let Some(d) = stack.pop() {
+        // Links may lead back up: each real directory is walked once.
+        if let Ok(real) = d.canonicalize()
+            && !seen.insert(real)
+        {
+            continue;
+        }
         for p in read_dir(&d)? {
-            if p.is_dir() {
+            entries += 1;
+            if entries > MAX_ENTRIES {
+                return Err(ConfigError::invalid(
+                    dir,
+                    "--config",
+                    format!("holds more than {MAX_ENTRIES} files and directories"),
+                ));
+            }
+            let real = resolve(&p, boundary)?;
+            if real.is_dir() {
                 stack.push(p);
             } else {
                 files.push(p);
@@ -116,18 +175,34 @@ fn read(file: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Loads and validates one config directory. The id is the directory name.
-pub fn load(dir: &Path) -> Result<Config, ConfigError> {
-    let id = dir
-        .canonicalize()
+/// A config's id: its directory's name.
+fn id_of(dir: &Path) -> String {
+    dir.canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "default".to_string());
+        .unwrap_or_else(|| "default".to_string())
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf, ConfigError> {
+    dir.canonicalize().map_err(|source| ConfigError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads and validates one config directory. The id is the directory name.
+pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+    load_within(dir, &canonical(dir)?)
+}
+
+/// [`load`], following symlinks only within `boundary`.
+fn load_within(dir: &Path, boundary: &Path) -> Result<Config, ConfigError> {
+    let id = id_of(dir);
     let mut parts = Vec::new();
     let mut colang = Vec::new();
     let mut actions = Vec::new();
     let mut kb = Vec::new();
-    for file in walk(dir)? {
+    for file in walk(dir, boundary)? {
         let in_kb = file
             .strip_prefix(dir)
             .ok()

@@ -31,7 +31,7 @@ impl Registry {
     pub fn load_with(root: &Path, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
         let mut configs = BTreeMap::new();
         let mut errors = Vec::new();
-        for built in Self::load_each(root, upstream)? {
+        for (_, built) in Self::load_each(root, upstream)? {
             match built {
                 Ok(g) => {
                     configs.insert(g.config().id().to_string(), g);
@@ -58,11 +58,54 @@ impl Registry {
     pub fn load_each(
         root: &Path,
         upstream: &UpstreamSettings,
-    ) -> Result<Vec<Result<Guardrails, ConfigError>>, ConfigError> {
+    ) -> Result<Vec<(String, Result<Guardrails, ConfigError>)>, ConfigError> {
         Ok(config::load_each(root)?
             .into_iter()
-            .map(|c| c.and_then(|c| Guardrails::with_upstream(c, upstream)))
+            .map(|(id, c)| (id, c.and_then(|c| Guardrails::with_upstream(c, upstream))))
             .collect())
+    }
+
+    /// Loads `root` again, config by config: every config that loads is
+    /// served in its new version, one that does not keeps its previous one
+    /// (a new broken one is not served), and one whose directory is gone is
+    /// dropped. Returns the new registry and, per config that failed, its
+    /// error. Fails only when `root` itself is unusable.
+    pub fn reload(
+        &self,
+        root: &Path,
+        upstream: &UpstreamSettings,
+    ) -> Result<(Self, Vec<(String, ConfigError)>), ConfigError> {
+        let mut configs = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (id, built) in Self::load_each(root, upstream)? {
+            match built {
+                Ok(g) => {
+                    configs.insert(id, g);
+                }
+                Err(e) => {
+                    if let Some(previous) = self.configs.get(&id) {
+                        configs.insert(id.clone(), previous.clone());
+                    }
+                    failed.push((id, e));
+                }
+            }
+        }
+        let default_id = self
+            .default_id
+            .clone()
+            .filter(|d| configs.contains_key(d))
+            .or_else(|| {
+                config::is_single_config(root)
+                    .then(|| configs.keys().next().cloned())
+                    .flatten()
+            });
+        Ok((
+            Registry {
+                configs,
+                default_id,
+            },
+            failed,
+        ))
     }
 
     /// A registry of already-built configs.

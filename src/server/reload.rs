@@ -29,6 +29,24 @@ impl Source {
             .map_err(|e| ConfigError::invalid(&self.root, "--default-config-id", e.to_string()))
     }
 
+    /// Reloads config by config against `current` (see [`Registry::reload`]),
+    /// on a blocking thread.
+    pub async fn reload_off_runtime(
+        &self,
+        current: Arc<Registry>,
+    ) -> Result<(Registry, Vec<(String, ConfigError)>), ConfigError> {
+        let source = self.clone();
+        let work = move || current.reload(&source.root, &source.upstream);
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            Err(e) => Err(ConfigError::invalid(
+                &self.root,
+                "--config",
+                format!("reloading the configs did not finish: {e}"),
+            )),
+        }
+    }
+
     /// [`Source::load`] on a blocking thread.
     pub async fn load_off_runtime(&self) -> Result<Registry, ConfigError> {
         let source = self.clone();
@@ -43,13 +61,16 @@ impl Source {
     }
 }
 
-/// A successful reload.
+/// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadReport {
     /// `SIGHUP`, `watch` or `request`.
     pub trigger: &'static str,
     /// The config ids now served.
     pub configs: Vec<String>,
+    /// The configs that failed to load, with the error: each keeps serving
+    /// its previous version (a new one is not served).
+    pub failed: Vec<(String, String)>,
 }
 
 type Reply = oneshot::Sender<Result<ReloadReport, String>>;
@@ -107,21 +128,10 @@ async fn reload_once(
     source: &Source,
     trigger: &'static str,
 ) -> Result<ReloadReport, String> {
-    match source.load_off_runtime().await {
-        Ok(registry) => {
-            let configs: Vec<String> = registry
-                .iter()
-                .map(|g| g.config().id().to_string())
-                .collect();
-            state.replace_registry(registry);
-            metrics::counter!("streamguard_config_reloads_total", "result" => "ok").increment(1);
-            tracing::info!(configs = ?configs, trigger, "configs reloaded");
-            let report = ReloadReport { trigger, configs };
-            state.emit(ServerEvent::Reloaded(report.clone()));
-            Ok(report)
-        }
+    let (registry, failed) = match source.reload_off_runtime(state.registry()).await {
+        Ok(r) => r,
         Err(e) => {
-            metrics::counter!("streamguard_config_reloads_total", "result" => "failed")
+            metrics::counter!("streamguard_config_reloads_total", "config" => "", "result" => "failed")
                 .increment(1);
             tracing::error!(
                 trigger,
@@ -132,9 +142,51 @@ async fn reload_once(
                 trigger,
                 error: error.clone(),
             });
-            Err(error)
+            return Err(error);
         }
+    };
+    let configs: Vec<String> = registry
+        .iter()
+        .map(|g| g.config().id().to_string())
+        .collect();
+    state.replace_registry(registry);
+    let failed: Vec<(String, String)> = failed
+        .into_iter()
+        .map(|(id, e)| (id, e.to_string()))
+        .collect();
+    for id in &configs {
+        let result = if failed.iter().any(|(f, _)| f == id) {
+            "failed"
+        } else {
+            "ok"
+        };
+        metrics::counter!("streamguard_config_reloads_total", "config" => id.clone(), "result" => result)
+            .increment(1);
     }
+    for (id, error) in &failed {
+        if !configs.contains(id) {
+            metrics::counter!("streamguard_config_reloads_total", "config" => id.clone(), "result" => "failed")
+                .increment(1);
+        }
+        tracing::error!(config = %id, trigger, "config reload failed, still serving the previous version (if any): {error}");
+    }
+    tracing::info!(configs = ?configs, trigger, "configs reloaded");
+    let report = ReloadReport {
+        trigger,
+        configs,
+        failed,
+    };
+    if !report.failed.is_empty() {
+        let error = report
+            .failed
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        state.emit(ServerEvent::ReloadFailed { trigger, error });
+    }
+    state.emit(ServerEvent::Reloaded(report.clone()));
+    Ok(report)
 }
 
 /// Reloads on SIGHUP until `stop`.
