@@ -22,9 +22,12 @@ pub fn load_root(root: &Path) -> Result<Vec<Config>, ConfigError> {
     }
 }
 
+/// One config directory's id and what loading it gave.
+pub type Loaded<T> = (String, Result<T, ConfigError>);
+
 /// The config directories under `root`, each loaded on its own, with the
 /// config id each one has (its directory name).
-pub fn load_each(root: &Path) -> Result<Vec<(String, Result<Config, ConfigError>)>, ConfigError> {
+pub fn load_each(root: &Path) -> Result<Vec<Loaded<Config>>, ConfigError> {
     let meta = std::fs::metadata(root).map_err(|source| ConfigError::Io {
         path: root.to_path_buf(),
         source,

@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use load::{from_yaml, is_single_config, load, load_each, load_root};
+pub use load::{Loaded, from_yaml, is_single_config, load, load_each, load_root};
 pub use model::{
     EngineKind, ModelConfig, OpenAiSettings, ProviderSettings, ScriptedAnswer, ScriptedResponse,
     ScriptedSettings, ScriptedTask, Timeouts,

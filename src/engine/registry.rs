@@ -58,7 +58,7 @@ impl Registry {
     pub fn load_each(
         root: &Path,
         upstream: &UpstreamSettings,
-    ) -> Result<Vec<(String, Result<Guardrails, ConfigError>)>, ConfigError> {
+    ) -> Result<Vec<config::Loaded<Guardrails>>, ConfigError> {
         Ok(config::load_each(root)?
             .into_iter()
             .map(|(id, c)| (id, c.and_then(|c| Guardrails::with_upstream(c, upstream))))
