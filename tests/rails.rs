@@ -699,3 +699,62 @@ async fn rail_config_errors_name_the_key() {
         assert!(e.contains(&format!("{id}/config.yml")), "{id}: {e}");
     }
 }
+
+#[tokio::test]
+async fn prompt_templates_run_on_a_budget_at_load_and_per_request() {
+    // Item 4: a runaway template is refused when the config loads...
+    let configs = Configs::new();
+    let dir = configs.add(
+        "runaway",
+        &config(
+            "http://127.0.0.1:9/v1",
+            "rails:\n  input:\n    flows: [self check input]\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("prompts.yml"),
+        "prompts:\n  - task: self_check_input\n    content: \"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\"\n",
+    )
+    .unwrap();
+    let e = streamguard::engine::Registry::load(configs.root())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("prompts.yml") && e.contains("prompts[0]") && e.contains("fuel"),
+        "{e}"
+    );
+
+    // ...and one that explodes only on a long input fails that request fast,
+    // naming the prompt, while the server goes on.
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "quadratic",
+        &config(
+            &llm.base_url(),
+            "rails:\n  input:\n    flows: [self check input]\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("prompts.yml"),
+        "prompts:\n  - task: self_check_input\n    content: \"{% for a in user_input %}{% for b in user_input %}x{% endfor %}{% endfor %}\"\n",
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    let long = "y".repeat(5000);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"config_id": "quadratic", "messages": [{"role": "user", "content": long}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rail_execution_failure");
+    let m = body["error"]["message"].as_str().unwrap();
+    assert!(m.contains("self_check_input") && m.contains("fuel"), "{m}");
+    assert_eq!(llm.state.requests().len(), 0, "no judge call was made");
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}

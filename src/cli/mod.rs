@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::{
     engine::Registry,
     llm::UpstreamSettings,
+    rails::template::TemplateBudget,
     server::{ApiKeys, Server, ServerSettings, http::BlockStyle, tls::TlsMaterial},
 };
 
@@ -133,6 +134,12 @@ struct ServeArgs {
     /// for more, `*` for any). Without it CORS is off.
     #[arg(long)]
     cors_origin: Vec<String>,
+    /// Fuel (roughly, template instructions) one prompt-template render may use.
+    #[arg(long, default_value_t = 200_000)]
+    template_fuel: u64,
+    /// Bytes one rendered prompt may have.
+    #[arg(long, default_value_t = 1 << 20)]
+    template_max_bytes: usize,
     /// Seconds in-flight streams may run after SIGTERM before they are ended.
     #[arg(long, default_value = "30", value_parser = secs)]
     shutdown_grace: Duration,
@@ -239,7 +246,7 @@ mod otlp {
 }
 
 fn check(root: &std::path::Path) -> ExitCode {
-    let each = match Registry::load_each(root, &UpstreamSettings::default()) {
+    let each = match Registry::load_each(root, &crate::engine::BuildSettings::default()) {
         Ok(each) => each,
         Err(e) => {
             eprintln!("{}: invalid config", root.display());
@@ -347,6 +354,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = Server::builder()
         .config_root(&args.config)
         .upstream(upstream)
+        .templates(TemplateBudget {
+            fuel: args.template_fuel,
+            max_output_bytes: args.template_max_bytes,
+        })
         .default_config(args.default_config_id.clone())
         .settings(settings)
         .reload_on_sighup(true)

@@ -7,6 +7,7 @@ use minijinja::Environment;
 use crate::{
     config::{Config, ConfigError, PromptBody},
     llm::LlmError,
+    rails::template::{self, TemplateBudget},
 };
 
 /// The intent of the user's turn.
@@ -71,11 +72,12 @@ const INTENT_STEPS_MESSAGE: &str = r#"{{ general_instructions }}
 #[derive(Debug)]
 pub(super) struct Prompts {
     env: Environment<'static>,
+    budget: TemplateBudget,
 }
 
 impl Prompts {
-    pub(super) fn new(config: &Config) -> Result<Self, ConfigError> {
-        let mut env = Environment::new();
+    pub(super) fn new(config: &Config, budget: TemplateBudget) -> Result<Self, ConfigError> {
+        let mut env = template::environment(budget);
         for (task, default) in [
             (USER_INTENT_TASK, USER_INTENT),
             (NEXT_STEPS_TASK, NEXT_STEPS),
@@ -102,15 +104,37 @@ impl Prompts {
                     ),
                     None => ConfigError::invalid(config.main_file(), "prompts", e.to_string()),
                 })?;
+            // A config's own prompt is rendered once now, with sample
+            // values: one that cannot render is refused at load.
+            if let Some(p) = prompt {
+                template::check(&env, task, sample(config), budget).map_err(|e| {
+                    ConfigError::invalid(
+                        &p.source,
+                        &p.key,
+                        format!("prompt for task `{task}` does not render: {e}"),
+                    )
+                })?;
+            }
         }
-        Ok(Prompts { env })
+        Ok(Prompts { env, budget })
     }
 
     /// Renders the prompt of `task`.
     pub(super) fn render(&self, task: &str, ctx: minijinja::Value) -> Result<String, LlmError> {
-        self.env
-            .get_template(task)
-            .and_then(|t| t.render(ctx))
+        template::render(&self.env, task, ctx, self.budget)
             .map_err(|e| LlmError::Protocol(format!("dialog prompt `{task}` does not render: {e}")))
+    }
+}
+
+/// The variables the dialog prompts get, with sample values.
+fn sample(config: &Config) -> minijinja::Value {
+    minijinja::context! {
+        general_instructions => config.instruction("general").unwrap_or_default(),
+        sample_conversation => config.sample_conversation().unwrap_or_default(),
+        examples => vec![("Hello", "express greeting")],
+        history => "user \"Hi\"\n  express greeting\nbot express greeting\n  \"Hello!\"\n",
+        user_input => "What can you do?",
+        user_intent => "ask about capabilities",
+        bot_intent => "inform capabilities",
     }
 }

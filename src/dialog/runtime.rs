@@ -29,6 +29,7 @@ use crate::{
         CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder,
         LlmError, Provider, Role, StopFilter,
     },
+    rails::template::TemplateBudget,
 };
 
 /// How deep `do` may nest.
@@ -112,13 +113,14 @@ impl DialogRuntime {
         dialog: Dialog,
         llm: Arc<dyn Provider>,
         embedder: Option<Arc<dyn Embedder>>,
+        templates: TemplateBudget,
     ) -> Result<Self, ConfigError> {
         Ok(DialogRuntime {
             inner: Arc::new(Inner {
                 retrieval: Retrieval::new(&dialog, embedder),
                 dialog,
                 llm,
-                prompts: Prompts::new(config)?,
+                prompts: Prompts::new(config, templates)?,
                 general: config
                     .instruction("general")
                     .unwrap_or_default()

@@ -5,11 +5,14 @@
 
 use std::{path::Path, sync::Arc};
 
-use super::answer::{Answerer, ModelAnswer};
+use super::{
+    BuildSettings,
+    answer::{Answerer, ModelAnswer},
+};
 use crate::{
     config::{Config, ConfigError},
     dialog::{self, Dialog},
-    llm::{self, Provider, UpstreamSettings},
+    llm::{self, Provider},
     rails::{self, Providers, Rails},
 };
 
@@ -69,8 +72,9 @@ fn dialog_of(config: &Config) -> Result<Option<Dialog>, ConfigError> {
 pub(super) fn build(
     config: &Config,
     main: Option<Arc<dyn Provider>>,
-    upstream: &UpstreamSettings,
+    settings: &BuildSettings,
 ) -> Result<Built, ConfigError> {
+    let upstream = &settings.upstream;
     let dialog = dialog_of(config)?;
     let mut providers = Providers::new();
     if let Some(main) = main {
@@ -95,10 +99,16 @@ pub(super) fn build(
                 .model_of_type("embeddings")
                 .map(|m| llm::build_embedder(m, upstream))
                 .transpose()?;
-            Arc::new(dialog::DialogRuntime::new(config, dialog, main, embedder)?)
+            Arc::new(dialog::DialogRuntime::new(
+                config,
+                dialog,
+                main,
+                embedder,
+                settings.templates,
+            )?)
         }
         None => Arc::new(ModelAnswer(main)),
     };
-    let rails = rails::build(config, &providers)?;
+    let rails = rails::build(config, &providers, settings.templates)?;
     Ok(Built { answerer, rails })
 }

@@ -34,7 +34,7 @@ use crate::{
     config::{self, Config, ConfigError},
     error::Error,
     llm::{self, ChatMessage, ChatRequest, Provider, UpstreamSettings},
-    rails::RailSet,
+    rails::{RailSet, template::TemplateBudget},
 };
 use answer::Answerer;
 
@@ -48,6 +48,14 @@ pub use types::{
     Event, EventStream, FinishReason, Options, REFUSAL, Request, Response, Violation, ViolationKind,
 };
 pub use window::{Window, Windows};
+
+/// How configs are built: the defaults for talking to upstream LLMs and the
+/// budget of one prompt-template render.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildSettings {
+    pub upstream: UpstreamSettings,
+    pub templates: TemplateBudget,
+}
 
 /// One loaded config with its providers and rails, ready to serve.
 #[derive(Debug, Clone)]
@@ -80,13 +88,24 @@ impl Guardrails {
 
     /// Builds providers and rails for a validated config.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        Self::build(config, None, &UpstreamSettings::default())
+        Self::build(config, None, &BuildSettings::default())
     }
 
     /// Like [`Guardrails::new`], with upstream timeouts and retries other
     /// than the defaults (a model's own `parameters` still win).
     pub fn with_upstream(config: Config, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
-        Self::build(config, None, upstream)
+        Self::with_settings(
+            config,
+            &BuildSettings {
+                upstream: *upstream,
+                ..BuildSettings::default()
+            },
+        )
+    }
+
+    /// Like [`Guardrails::new`], with these build settings.
+    pub fn with_settings(config: Config, settings: &BuildSettings) -> Result<Self, ConfigError> {
+        Self::build(config, None, settings)
     }
 
     /// Like [`Guardrails::new`], with your own provider as the main model
@@ -95,15 +114,15 @@ impl Guardrails {
         config: Config,
         main: Arc<dyn Provider>,
     ) -> Result<Self, ConfigError> {
-        Self::build(config, Some(main), &UpstreamSettings::default())
+        Self::build(config, Some(main), &BuildSettings::default())
     }
 
     fn build(
         config: Config,
         main: Option<Arc<dyn Provider>>,
-        upstream: &UpstreamSettings,
+        settings: &BuildSettings,
     ) -> Result<Self, ConfigError> {
-        let built = build::build(&config, main, upstream)?;
+        let built = build::build(&config, main, settings)?;
         let system_prompt = config.instruction("general").map(|s| s.trim().to_string());
         Ok(Guardrails {
             inner: Arc::new(Inner {

@@ -2,11 +2,10 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use super::Guardrails;
+use super::{BuildSettings, Guardrails};
 use crate::{
     config::{self, ConfigError},
     error::Error,
-    llm::UpstreamSettings,
 };
 
 /// The longest config id a request may name.
@@ -23,15 +22,16 @@ impl Registry {
     /// Loads every config under `root` (see [`config::load_root`]). In
     /// single-config mode that config is the default.
     pub fn load(root: &Path) -> Result<Self, ConfigError> {
-        Self::load_with(root, &UpstreamSettings::default())
+        Self::load_with(root, &BuildSettings::default())
     }
 
-    /// [`Registry::load`] with upstream timeouts and retries. Every broken
+    /// [`Registry::load`] with these build settings (upstream timeouts and
+    /// retries, the template budget). Every broken
     /// config is reported, not just the first.
-    pub fn load_with(root: &Path, upstream: &UpstreamSettings) -> Result<Self, ConfigError> {
+    pub fn load_with(root: &Path, settings: &BuildSettings) -> Result<Self, ConfigError> {
         let mut configs = BTreeMap::new();
         let mut errors = Vec::new();
-        for (_, built) in Self::load_each(root, upstream)? {
+        for (_, built) in Self::load_each(root, settings)? {
             match built {
                 Ok(g) => {
                     configs.insert(g.config().id().to_string(), g);
@@ -57,11 +57,11 @@ impl Registry {
     /// which reports every one). Fails only when `root` itself is unusable.
     pub fn load_each(
         root: &Path,
-        upstream: &UpstreamSettings,
+        settings: &BuildSettings,
     ) -> Result<Vec<config::Loaded<Guardrails>>, ConfigError> {
         Ok(config::load_each(root)?
             .into_iter()
-            .map(|(id, c)| (id, c.and_then(|c| Guardrails::with_upstream(c, upstream))))
+            .map(|(id, c)| (id, c.and_then(|c| Guardrails::with_settings(c, settings))))
             .collect())
     }
 
@@ -73,11 +73,11 @@ impl Registry {
     pub fn reload(
         &self,
         root: &Path,
-        upstream: &UpstreamSettings,
+        settings: &BuildSettings,
     ) -> Result<(Self, Vec<(String, ConfigError)>), ConfigError> {
         let mut configs = BTreeMap::new();
         let mut failed = Vec::new();
-        for (id, built) in Self::load_each(root, upstream)? {
+        for (id, built) in Self::load_each(root, settings)? {
             match built {
                 Ok(g) => {
                     configs.insert(id, g);

@@ -9,6 +9,7 @@ use super::{
     judge::{self, JudgeModel, JudgeSpec, Shape},
     regex_check::RegexCheck,
     sensitive_data::SensitiveData,
+    template::TemplateBudget,
 };
 use crate::config::{Config, ConfigError, FlowRef, RailStage};
 
@@ -17,6 +18,8 @@ pub struct BuildContext<'a> {
     pub config: &'a Config,
     pub providers: &'a Providers,
     pub warnings: &'a mut Warnings,
+    /// What one render of a prompt template may use.
+    pub templates: TemplateBudget,
 }
 
 /// Builds a rail of its own kind for a flow of a stage.
@@ -328,7 +331,11 @@ fn checked_spec(
 }
 
 /// Validates and builds the rails of both stages, in configured order.
-pub fn build(config: &Config, providers: &Providers) -> Result<Rails, ConfigError> {
+pub fn build(
+    config: &Config,
+    providers: &Providers,
+    templates: TemplateBudget,
+) -> Result<Rails, ConfigError> {
     let mut warnings = Warnings::new();
     let mut stage = |stage: Stage, rails: &RailStage| -> Result<RailSet, ConfigError> {
         let mut built = RailSet::with_capacity(rails.flows.len());
@@ -338,9 +345,10 @@ pub fn build(config: &Config, providers: &Providers) -> Result<Rails, ConfigErro
                 config,
                 providers,
                 warnings: &mut warnings,
+                templates,
             };
             built.push(match spec.build {
-                Build::Judge(judge_spec) => judge::build(&ctx, &judge_spec, flow, stage)?,
+                Build::Judge(judge_spec) => judge::build(&mut ctx, &judge_spec, flow, stage)?,
                 Build::Native(f) => f(&mut ctx, flow, stage)?,
             });
         }

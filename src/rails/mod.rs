@@ -13,6 +13,7 @@ mod injection;
 mod judge;
 mod regex_check;
 mod sensitive_data;
+pub mod template;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 

@@ -26,7 +26,11 @@ use super::{
     ServeError, ServerEvent, ServerSettings, State, grpc, http, metrics,
     reload::{self, ReloadHandle, Source},
 };
-use crate::{engine::Registry, llm::UpstreamSettings};
+use crate::{
+    engine::{BuildSettings, Registry},
+    llm::UpstreamSettings,
+    rails::template::TemplateBudget,
+};
 
 /// How long past the shutdown grace the server waits for connections to
 /// close after their calls were ended, before it stops regardless (a client
@@ -42,7 +46,7 @@ enum Configs {
 /// Builds a [`Server`].
 pub struct ServerBuilder {
     configs: Option<Configs>,
-    upstream: UpstreamSettings,
+    build: BuildSettings,
     default_id: Option<String>,
     settings: ServerSettings,
     grpc: Option<TcpListener>,
@@ -70,7 +74,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             configs: None,
-            upstream: UpstreamSettings::default(),
+            build: BuildSettings::default(),
             default_id: None,
             settings: ServerSettings::default(),
             grpc: None,
@@ -88,7 +92,7 @@ impl ServerBuilder {
     pub fn config_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.configs = Some(Configs::Root(Source {
             root: root.into(),
-            upstream: UpstreamSettings::default(),
+            settings: BuildSettings::default(),
             default_id: None,
         }));
         self
@@ -102,7 +106,13 @@ impl ServerBuilder {
 
     /// Timeouts and retries for the configs' upstream LLMs.
     pub fn upstream(mut self, upstream: UpstreamSettings) -> Self {
-        self.upstream = upstream;
+        self.build.upstream = upstream;
+        self
+    }
+
+    /// The budget of one prompt-template render.
+    pub fn templates(mut self, budget: TemplateBudget) -> Self {
+        self.build.templates = budget;
         self
     }
 
@@ -159,7 +169,7 @@ impl ServerBuilder {
         }
         let (registry, source) = match self.configs {
             Some(Configs::Root(mut source)) => {
-                source.upstream = self.upstream;
+                source.settings = self.build;
                 source.default_id = self.default_id;
                 (source.load_off_runtime().await?, Some(source))
             }

@@ -10,20 +10,23 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{ServerEvent, State};
-use crate::{config::ConfigError, engine::Registry, llm::UpstreamSettings};
+use crate::{
+    config::ConfigError,
+    engine::{BuildSettings, Registry},
+};
 
 /// Where the configs of a reloadable server come from.
 #[derive(Debug, Clone)]
 pub(super) struct Source {
     pub root: PathBuf,
-    pub upstream: UpstreamSettings,
+    pub settings: BuildSettings,
     pub default_id: Option<String>,
 }
 
 impl Source {
     /// Reads and builds every config (blocking: file reads, regex compiles).
     pub fn load(&self) -> Result<Registry, ConfigError> {
-        let registry = Registry::load_with(&self.root, &self.upstream)?;
+        let registry = Registry::load_with(&self.root, &self.settings)?;
         registry
             .with_default(self.default_id.clone())
             .map_err(|e| ConfigError::invalid(&self.root, "--default-config-id", e.to_string()))
@@ -36,7 +39,7 @@ impl Source {
         current: Arc<Registry>,
     ) -> Result<(Registry, Vec<(String, ConfigError)>), ConfigError> {
         let source = self.clone();
-        let work = move || current.reload(&source.root, &source.upstream);
+        let work = move || current.reload(&source.root, &source.settings);
         match tokio::task::spawn_blocking(work).await {
             Ok(result) => result,
             Err(e) => Err(ConfigError::invalid(

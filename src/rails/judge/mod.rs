@@ -11,7 +11,11 @@ use std::{sync::Arc, time::Instant};
 use futures_util::{FutureExt, future::BoxFuture};
 use minijinja::Environment;
 
-use super::{Rail, RailError, RailInput, Stage, Verdict, catalog::BuildContext};
+use super::{
+    Rail, RailError, RailInput, Stage, Verdict,
+    catalog::BuildContext,
+    template::{self, TemplateBudget},
+};
 use crate::{
     config::{Config, ConfigError, FlowRef, ModelConfig, Prompt, PromptBody},
     llm::{CallParams, CallRecord, ChatMessage, ChatRequest, Provider, Role},
@@ -109,6 +113,7 @@ pub struct JudgeRail {
     params: CallParams,
     parser: Parser,
     general_instructions: String,
+    budget: TemplateBudget,
 }
 
 /// The `$model=<type>` argument of a flow, which must name a model entry.
@@ -169,7 +174,7 @@ fn task_and_model<'c>(
 
 /// Builds the judge rail of `flow` from its catalog spec.
 pub(super) fn build(
-    ctx: &BuildContext<'_>,
+    ctx: &mut BuildContext<'_>,
     spec: &JudgeSpec,
     flow: &FlowRef,
     stage: Stage,
@@ -186,7 +191,7 @@ pub(super) fn build(
             ),
         )
     })?;
-    let mut env = Environment::new();
+    let mut env = template::environment(ctx.templates);
     let mut messages = Vec::new();
     let parts: Vec<(String, String)> = match &prompt.body {
         PromptBody::Content(c) => vec![("user".into(), c.clone())],
@@ -208,6 +213,29 @@ pub(super) fn build(
         })?;
         messages.push((role, name));
     }
+    // One render with sample values, now: a template that cannot render
+    // (or would run away) is refused at load, not on every request.
+    let sample = minijinja::context! {
+        user_input => "What is the capital of France?",
+        bot_response => "Paris.",
+        general_instructions => config.instruction("general").unwrap_or_default(),
+    };
+    for (_, name) in &messages {
+        let checked = template::check(&env, name, sample.clone(), ctx.templates).map_err(|e| {
+            ConfigError::invalid(
+                &prompt.source,
+                &prompt.key,
+                format!("prompt for task `{task}` does not render: {e}"),
+            )
+        })?;
+        if let Some(w) = checked {
+            ctx.warnings.push(format!(
+                "{}: `{}`: prompt for task `{task}`: {w} (it renders empty)",
+                config.relative(&prompt.source).display(),
+                prompt.key
+            ));
+        }
+    }
     Ok(Arc::new(JudgeRail {
         flow: flow.name.clone(),
         shape: spec.shape,
@@ -220,6 +248,7 @@ pub(super) fn build(
             stop: prompt.stop.clone(),
         },
         parser: Parser::from_prompt(prompt)?,
+        budget: ctx.templates,
         general_instructions: config
             .instruction("general")
             .unwrap_or_default()
@@ -240,13 +269,10 @@ impl JudgeRail {
         self.messages
             .iter()
             .map(|(role, name)| {
-                let t = self
-                    .env
-                    .get_template(name)
-                    .map_err(|e| RailError(format!("prompt `{}`: {e}", self.task)))?;
-                let content = t.render(&vars).map_err(|e| {
-                    RailError(format!("prompt `{}` does not render: {e}", self.task))
-                })?;
+                let content = template::render(&self.env, name, vars.clone(), self.budget)
+                    .map_err(|e| {
+                        RailError(format!("prompt `{}` does not render: {e}", self.task))
+                    })?;
                 Ok(ChatMessage::new(*role, content))
             })
             .collect()
