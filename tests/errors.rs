@@ -264,3 +264,28 @@ async fn upstream_error_bodies_reach_callers_redacted_and_naming_the_model_not_t
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_sse_event_over_the_limit_fails_the_call_naming_the_limit() {
+    // Item 6: a 10 MB line from the upstream.
+    let llm = fake_llm(Script {
+        tokens: vec!["ok".into(), "x".repeat(10 << 20)],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks, ["ok"], "what came before the huge event");
+    let s = got.error.expect("the call fails");
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(
+        s.message().contains("exceeds 4194304 bytes")
+            && s.message().contains("--max-sse-event-bytes"),
+        "{}",
+        s.message()
+    );
+}

@@ -18,10 +18,10 @@ use axum::{
     routing::post,
 };
 use clap::Parser;
-use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use streamguard::llm::sse;
 use streamguard::pb::{self, guardrails_server::GuardrailsServer};
 use tonic::{Request, Status, transport::server::TcpIncoming};
 
@@ -79,26 +79,27 @@ impl Relay {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        Ok(response
-            .bytes_stream()
-            .eventsource()
-            .filter_map(|event| async move {
-                match event {
+        let events = sse::Events::new(
+            response.bytes_stream().boxed(),
+            sse::DEFAULT_MAX_EVENT_BYTES,
+        );
+        Ok(events.filter_map(|event| async move {
+            match event {
+                Err(e) => Some(Err(e.to_string())),
+                Ok(e) if e == "[DONE]" => None,
+                Ok(e) => match serde_json::from_str::<Chunk>(&e) {
+                    Ok(c) => c
+                        .choices
+                        .into_iter()
+                        .next()
+                        .and_then(|c| c.delta)
+                        .and_then(|d| d.content)
+                        .filter(|t| !t.is_empty())
+                        .map(Ok),
                     Err(e) => Some(Err(e.to_string())),
-                    Ok(e) if e.data == "[DONE]" => None,
-                    Ok(e) => match serde_json::from_str::<Chunk>(&e.data) {
-                        Ok(c) => c
-                            .choices
-                            .into_iter()
-                            .next()
-                            .and_then(|c| c.delta)
-                            .and_then(|d| d.content)
-                            .filter(|t| !t.is_empty())
-                            .map(Ok),
-                        Err(e) => Some(Err(e.to_string())),
-                    },
-                }
-            }))
+                },
+            }
+        }))
     }
 }
 

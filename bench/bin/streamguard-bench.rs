@@ -14,9 +14,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use streamguard::llm::sse;
 use streamguard::pb::{
     self, guardrails_client::GuardrailsClient, stream_generate_response::Event as PbEvent,
 };
@@ -169,13 +169,16 @@ async fn sse_stream(client: &reqwest::Client, url: &str, body: &Value) -> anyhow
             response.text().await.unwrap_or_default()
         );
     }
-    let mut events = response.bytes_stream().eventsource();
+    let mut events = sse::Events::new(
+        response.bytes_stream().boxed(),
+        sse::DEFAULT_MAX_EVENT_BYTES,
+    );
     while let Some(event) = events.next().await {
         let event = event?;
-        if event.data == "[DONE]" {
+        if event == "[DONE]" {
             return Ok(timer);
         }
-        let v: Value = serde_json::from_str(&event.data)?;
+        let v: Value = serde_json::from_str(&event)?;
         if let Some(e) = v.get("error") {
             bail!("error event: {e}");
         }

@@ -155,6 +155,9 @@ struct ServeArgs {
     /// Seconds for a whole upstream call.
     #[arg(long, default_value = "600", value_parser = secs)]
     request_timeout: Duration,
+    /// The largest SSE event an upstream may send, in bytes; a larger one fails the call.
+    #[arg(long, default_value_t = crate::llm::sse::DEFAULT_MAX_EVENT_BYTES)]
+    max_sse_event_bytes: usize,
     /// Retries of upstream connection errors, 429 and 5xx before the first chunk.
     #[arg(long, default_value_t = 2)]
     upstream_retries: u32,
@@ -316,6 +319,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: args.idle_timeout,
         request_timeout: args.request_timeout,
         retries: args.upstream_retries,
+        max_event_bytes: args.max_sse_event_bytes,
     };
     let api_keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),

@@ -234,10 +234,7 @@ fn load_within(dir: &Path, boundary: &Path) -> Result<Config, ConfigError> {
         let raw: RawFile = if text.trim().is_empty() {
             RawFile::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
-                file: file.clone(),
-                message: e.to_string(),
-            })?
+            super::yaml::parse(&file, &text)?
         };
         parts.push((file, raw));
     }
@@ -259,9 +256,6 @@ fn load_within(dir: &Path, boundary: &Path) -> Result<Config, ConfigError> {
 /// errors name the file `<id>/config.yml`).
 pub fn from_yaml(id: &str, yaml: &str) -> Result<Config, ConfigError> {
     let file = PathBuf::from(id).join("config.yml");
-    let raw: RawFile = serde_yaml::from_str(yaml).map_err(|e| ConfigError::Parse {
-        file: file.clone(),
-        message: e.to_string(),
-    })?;
+    let raw: RawFile = super::yaml::parse(&file, yaml)?;
     validate(id.to_string(), Path::new(id), vec![(file, raw)])
 }

@@ -15,6 +15,7 @@ mod load;
 mod model;
 mod raw;
 mod validate;
+pub mod yaml;
 
 use std::{
     collections::BTreeMap,

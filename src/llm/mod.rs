@@ -12,6 +12,7 @@ mod openai;
 pub mod redact;
 mod retry;
 mod scripted;
+pub mod sse;
 mod stop;
 
 use std::{
@@ -318,6 +319,8 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     /// Retries of connection errors, 429 and 5xx, before any chunk arrived.
     pub retries: u32,
+    /// The largest SSE event of a streamed answer, in bytes.
+    pub max_event_bytes: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -328,6 +331,7 @@ impl Default for UpstreamSettings {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(600),
             retries: 2,
+            max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }

@@ -97,10 +97,7 @@ impl ApiKeys {
             path: path.to_path_buf(),
             source,
         })?;
-        let raw: RawKeys = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let raw: RawKeys = crate::config::yaml::parse(path, &text)?;
         let mut keys = Vec::new();
         for (i, k) in raw.keys.into_iter().enumerate() {
             let digest = parse_hex(&k.sha256).ok_or_else(|| {

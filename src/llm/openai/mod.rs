@@ -8,7 +8,6 @@ mod wire;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::{FutureExt, StreamExt, future::BoxFuture};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
@@ -45,6 +44,8 @@ struct Inner {
     connect_timeout: Duration,
     retries: u32,
     model_name: Arc<str>,
+    /// The cap on one SSE event of a streamed answer.
+    max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -145,6 +146,7 @@ impl OpenAiProvider {
                 request_timeout,
                 connect_timeout,
                 retries: settings.retries.unwrap_or(upstream.retries),
+                max_event_bytes: upstream.max_event_bytes,
                 model_name: model.model().into(),
             }),
         })
@@ -353,6 +355,7 @@ impl Provider for OpenAiProvider {
     fn stream(&self, request: ChatRequest) -> DeltaStream {
         let inner = self.inner.clone();
         let limits = inner.limits;
+        let max_event = inner.max_event_bytes;
         let opening = async move {
             let response = inner.send(&request, true).await?;
             let is_json = response
@@ -364,7 +367,10 @@ impl Provider for OpenAiProvider {
                 // The server ignored `stream: true`; relay its whole answer.
                 stream::Opened::Whole(stream::whole_answer(&inner, response).await)
             } else {
-                stream::Opened::Events(response.bytes_stream().boxed().eventsource())
+                stream::Opened::Events(crate::llm::sse::Events::new(
+                    response.bytes_stream().boxed(),
+                    max_event,
+                ))
             })
         };
         let answer = stream::Answer::new(Box::pin(opening));

@@ -11,8 +11,7 @@ use super::{
 };
 use crate::llm::{Delta, LlmError};
 
-pub(super) type SseEvents =
-    eventsource_stream::EventStream<BoxStream<'static, reqwest::Result<Bytes>>>;
+pub(super) type SseEvents = crate::llm::sse::Events<BoxStream<'static, reqwest::Result<Bytes>>>;
 
 /// What the call answered: SSE events, or (from a server that does not
 /// stream) the whole answer as deltas.
@@ -109,7 +108,7 @@ impl futures_util::Stream for Answer {
                     match polled {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Some(Ok(event))) => {
-                            let item = this.event(&event.data, &mut fin);
+                            let item = this.event(&event, &mut fin);
                             if let AnswerState::Events { finished, .. } = &mut this.state {
                                 *finished = fin;
                             }
@@ -119,9 +118,7 @@ impl futures_util::Stream for Answer {
                         }
                         Poll::Ready(Some(Err(e))) => {
                             this.state = AnswerState::Done;
-                            return Poll::Ready(Some(Err(LlmError::Protocol(format!(
-                                "stream broke off: {e}"
-                            )))));
+                            return Poll::Ready(Some(Err(LlmError::Protocol(format!("{e}")))));
                         }
                         Poll::Ready(None) => {
                             this.state = AnswerState::Done;
