@@ -656,3 +656,70 @@ async fn errors_show_a_caller_only_what_it_may_see() {
         "{sent}"
     );
 }
+
+/// Established TCP connections to `port` on loopback, from the client side.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = f
+                .get(2)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_burst_the_upstream_pool_keeps_a_bounded_number_of_idle_connections() {
+    // Item 8: idle upstream sockets no longer linger by the thousand.
+    let llm = fake_llm(Script {
+        delay: Duration::from_millis(30),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let upstream = streamguard::llm::UpstreamSettings {
+        pool_max_idle_per_host: 2,
+        pool_idle_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let server = builder(configs.root(), ServerSettings::default())
+        .upstream(upstream)
+        .grpc(listener().await)
+        .build()
+        .await
+        .unwrap();
+    let server = start_server(server).await;
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = server.client.clone();
+            tokio::spawn(async move { collect(&mut client, request("bot", "hi")).await.unwrap() })
+        })
+        .collect();
+    let mut peak = 0;
+    for task in burst {
+        peak = peak.max(connections_to(llm.addr.port()));
+        assert!(task.await.unwrap().error.is_none());
+    }
+    assert!(peak > 2, "the burst used {peak} connections at once");
+    let settle = |limit: usize| async move {
+        for _ in 0..100 {
+            if connections_to(llm.addr.port()) <= limit {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(settle(2).await, "at most 2 idle connections are kept");
+    assert!(
+        settle(0).await,
+        "idle connections close after the idle timeout"
+    );
+}

@@ -155,6 +155,12 @@ struct ServeArgs {
     /// Seconds for a whole upstream call.
     #[arg(long, default_value = "600", value_parser = secs)]
     request_timeout: Duration,
+    /// Idle connections kept per upstream host (after a burst, the rest close).
+    #[arg(long, default_value_t = 64)]
+    upstream_pool_idle_per_host: usize,
+    /// Seconds an idle upstream connection is kept.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    upstream_pool_idle_timeout: Duration,
     /// The largest SSE event an upstream may send, in bytes; a larger one fails the call.
     #[arg(long, default_value_t = crate::llm::sse::DEFAULT_MAX_EVENT_BYTES)]
     max_sse_event_bytes: usize,
@@ -320,6 +326,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: args.request_timeout,
         retries: args.upstream_retries,
         max_event_bytes: args.max_sse_event_bytes,
+        pool_max_idle_per_host: args.upstream_pool_idle_per_host,
+        pool_idle_timeout: args.upstream_pool_idle_timeout,
     };
     let api_keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),

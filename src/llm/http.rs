@@ -3,13 +3,16 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use super::LlmError;
+use super::{LlmError, UpstreamSettings};
 
 /// Bytes of an HTTP error body read (the rest is not read at all).
 pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// An HTTP client (and connection pool) for one model entry.
-pub(super) fn client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
+pub(super) fn client(
+    upstream: &UpstreamSettings,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, String> {
     // reqwest is built without a default crypto provider; use ring.
     static PROVIDER: OnceLock<()> = OnceLock::new();
     PROVIDER.get_or_init(|| {
@@ -18,9 +21,32 @@ pub(super) fn client(connect_timeout: Duration) -> Result<reqwest::Client, Strin
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Bounded: after a burst of streams the idle connections go, and
+        // at most this many per upstream host wait for the next calls.
+        .pool_idle_timeout(upstream.pool_idle_timeout)
+        .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| describe_build_error(&e))
+}
+
+/// Why the HTTP client could not be built, in words an operator can act on
+/// (reqwest says only "builder error").
+fn describe_build_error(e: &reqwest::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("certificate") || lower.contains("root") || lower.contains("native") {
+        format!(
+            "no usable CA certificates on this machine (install the `ca-certificates` package, or point SSL_CERT_FILE at a PEM bundle): {chain}"
+        )
+    } else {
+        chain
+    }
 }
 
 /// Where a call went and its limits, for error messages.

@@ -321,6 +321,10 @@ pub struct UpstreamSettings {
     pub retries: u32,
     /// The largest SSE event of a streamed answer, in bytes.
     pub max_event_bytes: usize,
+    /// Idle connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle upstream connection is kept.
+    pub pool_idle_timeout: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -332,6 +336,8 @@ impl Default for UpstreamSettings {
             request_timeout: Duration::from_secs(600),
             retries: 2,
             max_event_bytes: sse::DEFAULT_MAX_EVENT_BYTES,
+            pool_max_idle_per_host: 64,
+            pool_idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -121,7 +121,7 @@ impl OpenAiProvider {
             .or(env_base.as_deref())
             .unwrap_or(default_base)
             .trim_end_matches('/');
-        let http = http::client(connect_timeout).map_err(|e| {
+        let http = http::client(upstream, connect_timeout).map_err(|e| {
             ConfigError::invalid(model.source(), model.key(), format!("HTTP client: {e}"))
         })?;
         let url = format!("{base}/chat/completions");
