@@ -8,7 +8,9 @@
 #      at concurrency 1, 64 and 512;
 #   2. saturation: a mock with no gaps (16 tokens), at 64 and 512 streams at once,
 #      for throughput and CPU per stream;
-#   3. the ceiling: long streams all open at once (1,000 / 5,000 / 10,000);
+#   3. the ceiling: long streams all open at once (1,000 / 5,000 / 10,000), and
+#      streamguard's RSS and open fds before, at the end of and 30 s after the
+#      10,000-stream burst (bench/results/burst.txt);
 #   4. the criterion micro-benchmarks.
 # Usage: bash bench/run.sh [--quick]   (results in bench/results/)
 set -euo pipefail
@@ -82,13 +84,19 @@ cleanup
 
 # The ceiling: long streams (100 tokens, 100 ms apart) all open at once, each
 # run on a fresh streamguard so its RSS growth is the streams' own.
-: >"$OUT/ceiling.jsonl"
+: >"$OUT/ceiling.jsonl"; : >"$OUT/burst.txt"
+snap() { local p; p=$(cat "$OUT/streamguard.pid")
+  echo "$1: rss_kib=$(awk '/VmRSS/{print $2}' "/proc/$p/status") fds=$(ls "/proc/$p/fd" | wc -l)"; }
 for c in 1000 5000 10000; do
   [ -n "$QUICK" ] && [ "$c" -gt 1000 ] && continue
   for t in grpc http; do
     servers 50 100 100
     url="http://$GRPC"; [ $t = http ] && url="http://$HTTP/v1"
+    snap "$t before" >>"$OUT/burst.txt"
     bench ceiling.jsonl ceiling $t "$url" bench streamguard $c $c
+    if [ "$c" = 10000 ]; then
+      snap "$t stream end" >>"$OUT/burst.txt"; sleep 30; snap "$t 30 s later" >>"$OUT/burst.txt"
+    fi
     cleanup
   done
 done
