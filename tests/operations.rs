@@ -702,11 +702,23 @@ async fn after_a_burst_the_upstream_pool_keeps_a_bounded_number_of_idle_connecti
             tokio::spawn(async move { collect(&mut client, request("bot", "hi")).await.unwrap() })
         })
         .collect();
-    let mut peak = 0;
+    let port = llm.addr.port();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            peak = peak.max(connections_to(port));
+            if peak > 2 {
+                return peak;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
     for task in burst {
-        peak = peak.max(connections_to(llm.addr.port()));
         assert!(task.await.unwrap().error.is_none());
     }
+    let peak = tokio::time::timeout(Duration::from_secs(1), sampler)
+        .await
+        .map_or(0, |p| p.unwrap());
     assert!(peak > 2, "the burst used {peak} connections at once");
     let settle = |limit: usize| async move {
         for _ in 0..100 {

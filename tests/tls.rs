@@ -54,6 +54,14 @@ fn material(dir: &Path, pki: &Pki, mtls: bool) -> TlsMaterial {
     .unwrap()
 }
 
+/// Certificates, a fake LLM and a config `bot` over it.
+async fn bot() -> (Pki, FakeLlm, Configs) {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    (pki(), llm, configs)
+}
+
 async fn tls_channel(
     addr: std::net::SocketAddr,
     pki: &Pki,
@@ -74,10 +82,7 @@ async fn tls_channel(
 
 #[tokio::test]
 async fn grpc_and_http_serve_tls_and_refuse_plaintext() {
-    let pki = pki();
-    let llm = fake_llm(Script::default()).await;
-    let configs = Configs::new();
-    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let (pki, _llm, configs) = bot().await;
     let settings = ServerSettings {
         tls: Some(material(configs.root(), &pki, false)),
         ..ServerSettings::default()
@@ -121,10 +126,7 @@ async fn grpc_and_http_serve_tls_and_refuse_plaintext() {
 
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
-    let pki = pki();
-    let llm = fake_llm(Script::default()).await;
-    let configs = Configs::new();
-    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let (pki, _llm, configs) = bot().await;
     let settings = ServerSettings {
         tls: Some(material(configs.root(), &pki, true)),
         ..ServerSettings::default()
@@ -175,4 +177,38 @@ fn bad_tls_files_are_errors_naming_the_file() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("key.pem") && e.contains("--tls-key"), "{e}");
+}
+
+#[tokio::test]
+async fn item5_a_tls_client_that_never_says_hello_is_closed_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let (pki, _llm, configs) = bot().await;
+    let settings = ServerSettings {
+        tls: Some(material(configs.root(), &pki, false)),
+        connections: streamguard::server::ConnectionSettings {
+            tls_handshake_timeout: std::time::Duration::from_millis(300),
+            max_tls_handshakes: 1,
+            ..Default::default()
+        },
+        ..ServerSettings::default()
+    };
+    let server = start_with_tls(configs.root(), settings).await;
+    // One silent client holds the only handshake slot until its timeout; a
+    // real client waits for the slot, then is served.
+    let mut silent = tokio::net::TcpStream::connect(server).await.unwrap();
+    let channel = tls_channel(server, &pki, false).await.unwrap();
+    let mut client = pb::guardrails_client::GuardrailsClient::new(channel);
+    assert!(client.generate(request("bot", "hi")).await.is_ok());
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed after the handshake timeout");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let metrics = streamguard::server::metrics::render();
+    assert!(
+        metrics.contains(
+            "streamguard_tls_handshake_failures_total{listener=\"grpc\",reason=\"timeout\"}"
+        ),
+        "{metrics}"
+    );
 }

@@ -14,7 +14,9 @@ use crate::{
     engine::Registry,
     llm::UpstreamSettings,
     rails::template::TemplateBudget,
-    server::{ApiKeys, Server, ServerSettings, http::BlockStyle, tls::TlsMaterial},
+    server::{
+        ApiKeys, ConnectionSettings, Server, ServerSettings, http::BlockStyle, tls::TlsMaterial,
+    },
 };
 
 /// Guardrails around streaming LLMs, for NeMo Guardrails configs.
@@ -167,6 +169,50 @@ struct ServeArgs {
     /// Retries of upstream connection errors, 429 and 5xx before the first chunk.
     #[arg(long, default_value_t = 2)]
     upstream_retries: u32,
+    #[command(flatten)]
+    connections: ConnectionArgs,
+}
+
+/// Client connection bounds, for every listener.
+#[derive(Debug, clap::Args)]
+struct ConnectionArgs {
+    /// Open client connections across the gRPC and HTTP listeners; more are
+    /// closed at once [default: half the open-file limit, less 128].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a new connection has to send its first request (headers,
+    /// or the HTTP/2 preface and headers).
+    #[arg(long, default_value = "10", value_parser = secs)]
+    header_read_timeout: Duration,
+    /// Seconds a connection may serve no request before it is closed.
+    #[arg(long, default_value = "75", value_parser = secs)]
+    connection_idle_timeout: Duration,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; more wait.
+    #[arg(long, default_value_t = 256)]
+    max_tls_handshakes: usize,
+    /// Seconds between HTTP/2 pings to each client (0: none).
+    #[arg(long, default_value = "30", value_parser = secs)]
+    http2_keepalive_interval: Duration,
+    /// Seconds to wait for a ping's answer before the connection is closed.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    http2_keepalive_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    fn settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            max_connections: self.max_connections,
+            first_request_timeout: self.header_read_timeout,
+            idle_timeout: self.connection_idle_timeout,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            max_tls_handshakes: self.max_tls_handshakes,
+            http2_keepalive_interval: Some(self.http2_keepalive_interval).filter(|d| !d.is_zero()),
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+        }
+    }
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -318,17 +364,8 @@ async fn chat(
     chat::run(backend, path, streaming).await
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let upstream = UpstreamSettings {
-        connect_timeout: args.upstream_connect_timeout,
-        first_token_timeout: args.first_token_timeout,
-        idle_timeout: args.idle_timeout,
-        request_timeout: args.request_timeout,
-        retries: args.upstream_retries,
-        max_event_bytes: args.max_sse_event_bytes,
-        pool_max_idle_per_host: args.upstream_pool_idle_per_host,
-        pool_idle_timeout: args.upstream_pool_idle_timeout,
-    };
+/// Keys, TLS, limits and connection bounds from the flags.
+fn server_settings(args: &ServeArgs) -> anyhow::Result<ServerSettings> {
     let api_keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
         None => {
@@ -342,7 +379,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let settings = ServerSettings {
+    Ok(ServerSettings {
         tls,
         max_concurrent_requests: args.max_concurrent_requests,
         max_request_bytes: args.max_request_bytes,
@@ -355,7 +392,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             BlockStyleArg::Azure => BlockStyle::Azure,
         },
         cors_origins: args.cors_origin.clone(),
+        connections: args.connections.settings(),
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::server::raise_fd_limit();
+    let upstream = UpstreamSettings {
+        connect_timeout: args.upstream_connect_timeout,
+        first_token_timeout: args.first_token_timeout,
+        idle_timeout: args.idle_timeout,
+        request_timeout: args.request_timeout,
+        retries: args.upstream_retries,
+        max_event_bytes: args.max_sse_event_bytes,
+        pool_max_idle_per_host: args.upstream_pool_idle_per_host,
+        pool_idle_timeout: args.upstream_pool_idle_timeout,
     };
+    let settings = server_settings(&args)?;
+    tracing::info!(
+        max_connections = settings.connections.connection_limit(),
+        "connection limit"
+    );
     let bind = |addr: SocketAddr, what: &'static str| async move {
         let l = tokio::net::TcpListener::bind(addr)
             .await

@@ -31,6 +31,8 @@ pub struct ServerSettings {
     pub block_style: super::http::BlockStyle,
     /// Origins browsers may call the HTTP API from (CORS); empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Connection limits and timeouts of every listener.
+    pub connections: super::listen::ConnectionSettings,
 }
 
 impl Default for ServerSettings {
@@ -45,6 +47,7 @@ impl Default for ServerSettings {
             tls: None,
             block_style: super::http::BlockStyle::Nemo,
             cors_origins: Vec::new(),
+            connections: Default::default(),
         }
     }
 }

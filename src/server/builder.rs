@@ -23,7 +23,7 @@ use tokio::{net::TcpListener, sync::broadcast, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ServeError, ServerEvent, ServerSettings, State, grpc, http, metrics,
+    ServeError, ServerEvent, ServerSettings, State, grpc, http, listen, metrics,
     reload::{self, ReloadHandle, Source},
 };
 use crate::{
@@ -219,6 +219,11 @@ impl Server {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The metrics listener's address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The server's events from now on (reloads, drain).
     pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
         self.state.subscribe()
@@ -257,17 +262,22 @@ impl Server {
             move || stop.clone().cancelled_owned()
         };
         let mut tasks: Vec<JoinHandle<Result<(), ServeError>>> = Vec::new();
+        let connections = self.state.admission.settings.connections.clone();
+        let gate = listen::Gate::new(connections.clone());
         if let Some(l) = self.http.take() {
-            tasks.push(tokio::spawn(http::serve(l, self.state.clone(), stopped())));
+            let serve = http::serve(l, self.state.clone(), gate.clone(), stopped());
+            tasks.push(tokio::spawn(serve));
         }
         if let Some(l) = self.metrics.take() {
-            let stop = stopped();
-            tasks.push(tokio::spawn(
-                async move { Ok(metrics::serve(l, stop).await?) },
-            ));
+            let serve = metrics::serve(l, connections, stopped());
+            tasks.push(tokio::spawn(async move {
+                serve.await;
+                Ok(())
+            }));
         }
         if let Some(l) = self.grpc.take() {
-            tasks.push(tokio::spawn(grpc::serve(l, self.state.clone(), stopped())));
+            let serve = grpc::serve(l, self.state.clone(), gate, stopped());
+            tasks.push(tokio::spawn(serve));
         }
         self.drain_after(shutdown);
         let result = self.join(tasks).await;

@@ -116,14 +116,23 @@ pub fn request(config: &str, method: &'static str, code: impl Into<String>) {
         .increment(1);
 }
 
-/// Serves `/metrics` alone on `listener` (for `--metrics-addr`).
-pub async fn serve(
+/// Serves `/metrics` alone on `listener` (for `--metrics-addr`), with its
+/// own connection slots so a flood on the API listeners cannot starve it.
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
+    settings: super::listen::ConnectionSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     install();
     let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let served = super::listen::Listener {
+        name: "metrics",
+        service: app,
+        tls: None,
+        gate: super::listen::Gate::with_limit(METRICS_CONNECTIONS, settings),
+    };
+    super::listen::serve(listener, served, shutdown).await;
 }
+
+/// Connections the metrics listener serves at once (scrapers and probes).
+const METRICS_CONNECTIONS: usize = 64;

@@ -8,6 +8,9 @@
 //!   (deadline, shutdown grace, outcome metrics counted once).
 //! - `grpc`: `streamguard.v1.Guardrails`, health, reflection v1 and v1alpha.
 //! - `http`: NeMo's endpoints and OpenAI-compatible SSE.
+//! - `listen`: every listener's accept loop and connection bounds
+//!   (connection limit, TLS handshake slots and timeout, first-request and
+//!   idle timeouts, HTTP/2 keep-alive).
 //! - `admission` (keys, limits), `tls`, `metrics`, `reload`.
 //!
 //! Each transport only converts its wire format to the engine's types and back.
@@ -17,6 +20,7 @@ mod builder;
 mod edge;
 mod grpc;
 pub mod http;
+mod listen;
 pub mod metrics;
 mod reload;
 pub mod tls;
@@ -33,6 +37,7 @@ pub use admission::{Admission, ApiKeys, ServerSettings};
 pub use builder::{Server, ServerBuilder};
 pub use edge::{Transport, request_id};
 pub use grpc::GuardrailsService;
+pub use listen::{ConnectionSettings, raise_fd_limit};
 pub use reload::{ReloadHandle, ReloadReport};
 
 /// Something the running server did, for operators and tests to wait on.

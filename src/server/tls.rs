@@ -1,16 +1,16 @@
-//! TLS and mutual TLS for both listeners (rustls with ring; no OpenSSL).
+//! TLS and mutual TLS for both listeners (rustls with ring; no OpenSSL);
+//! the handshakes themselves run in `listen`, bounded.
 //! Certificates are read and checked at start-up so a bad file is an error
 //! naming it, not a failed handshake later.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
-use tokio::{net::TcpListener, sync::mpsc};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::ConfigError;
 
@@ -63,18 +63,13 @@ impl TlsMaterial {
         Ok(m)
     }
 
-    /// The tonic TLS settings for gRPC.
-    pub fn tonic(&self) -> tonic::transport::ServerTlsConfig {
-        let mut c = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
-        );
-        if let Some(ca) = &self.client_ca_pem {
-            c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        c
+    /// The acceptor every TLS listener uses.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
+        Ok(TlsAcceptor::from(Arc::new(self.server_config()?)))
     }
 
-    /// The rustls server config for HTTP (HTTP/1.1 and h2 by ALPN).
+    /// The rustls server config (h2 and HTTP/1.1 by ALPN, on both listeners:
+    /// gRPC-Web clients may speak HTTP/1.1).
     pub fn server_config(&self) -> Result<ServerConfig, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chain: Vec<_> = CertificateDer::pem_slice_iter(&self.cert_pem)
@@ -101,68 +96,5 @@ impl TlsMaterial {
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
-    }
-}
-
-/// A TLS listener for axum: TCP accepts and handshakes run in the
-/// background (a slow handshake never holds up other clients); finished
-/// connections are handed over in order.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: ServerConfig) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                if tx.is_closed() {
-                    return;
-                }
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept task ended: no more connections will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

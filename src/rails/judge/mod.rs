@@ -213,29 +213,7 @@ pub(super) fn build(
         })?;
         messages.push((role, name));
     }
-    // One render with sample values, now: a template that cannot render
-    // (or would run away) is refused at load, not on every request.
-    let sample = minijinja::context! {
-        user_input => "What is the capital of France?",
-        bot_response => "Paris.",
-        general_instructions => config.instruction("general").unwrap_or_default(),
-    };
-    for (_, name) in &messages {
-        let checked = template::check(&env, name, sample.clone(), ctx.templates).map_err(|e| {
-            ConfigError::invalid(
-                &prompt.source,
-                &prompt.key,
-                format!("prompt for task `{task}` does not render: {e}"),
-            )
-        })?;
-        if let Some(w) = checked {
-            ctx.warnings.push(format!(
-                "{}: `{}`: prompt for task `{task}`: {w} (it renders empty)",
-                config.relative(&prompt.source).display(),
-                prompt.key
-            ));
-        }
-    }
+    check_renders(ctx, &env, &messages, prompt, &task)?;
     Ok(Arc::new(JudgeRail {
         flow: flow.name.clone(),
         shape: spec.shape,
@@ -255,6 +233,40 @@ pub(super) fn build(
             .to_string(),
         task,
     }))
+}
+
+/// One render with sample values, now: a template that cannot render (or
+/// would run away) is refused at load, not on every request.
+fn check_renders(
+    ctx: &mut BuildContext<'_>,
+    env: &minijinja::Environment<'static>,
+    messages: &[(Role, String)],
+    prompt: &crate::config::Prompt,
+    task: &str,
+) -> Result<(), ConfigError> {
+    let config = ctx.config;
+    let sample = minijinja::context! {
+        user_input => "What is the capital of France?",
+        bot_response => "Paris.",
+        general_instructions => config.instruction("general").unwrap_or_default(),
+    };
+    for (_, name) in messages {
+        let checked = template::check(env, name, sample.clone(), ctx.templates).map_err(|e| {
+            ConfigError::invalid(
+                &prompt.source,
+                &prompt.key,
+                format!("prompt for task `{task}` does not render: {e}"),
+            )
+        })?;
+        if let Some(w) = checked {
+            ctx.warnings.push(format!(
+                "{}: `{}`: prompt for task `{task}`: {w} (it renders empty)",
+                config.relative(&prompt.source).display(),
+                prompt.key
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl JudgeRail {

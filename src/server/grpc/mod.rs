@@ -9,7 +9,6 @@ use futures_util::{Stream, StreamExt};
 use tonic::{
     Request, Response, Status,
     metadata::{Ascii, MetadataMap, MetadataValue},
-    transport::server::TcpIncoming,
 };
 
 use super::{
@@ -167,17 +166,23 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
     }
 }
 
-/// Serves gRPC on an already-bound listener until `shutdown` completes, then
-/// stops accepting, reports NOT_SERVING and lets in-flight calls finish
-/// (the edge ends them when the shutdown grace passes).
+/// Serves gRPC (and gRPC-Web, over HTTP/1.1 or h2) on an already-bound
+/// listener until `shutdown` completes, then stops accepting, reports
+/// NOT_SERVING and lets in-flight calls finish (the edge ends them when the
+/// shutdown grace passes).
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
+    gate: Arc<super::listen::Gate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let max_bytes = state.admission.settings.max_request_bytes;
-    let tls = state.admission.settings.tls.clone();
+    let cors = super::http::cors(&state.admission.settings.cors_origins);
+    let tls = match &state.admission.settings.tls {
+        Some(tls) => Some(tls.acceptor().map_err(ServeError::Setup)?),
+        None => None,
+    };
     let service = GuardrailsService::new(state);
     type Served = pb::guardrails_server::GuardrailsServer<GuardrailsService>;
     health.set_serving::<Served>().await;
@@ -196,23 +201,20 @@ pub(super) async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder.tls_config(tls.tonic())?;
-    }
-    builder
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service.into_server().max_decoding_message_size(max_bytes))
-        .serve_with_incoming_shutdown(
-            // Chunks are small writes: without TCP_NODELAY, Nagle holds each
-            // one back until the previous is acknowledged.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+        .prepare();
+    let served = super::listen::Listener {
+        name: "grpc",
+        service: tower::ServiceBuilder::new()
+            .option_layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .service(routes),
+        tls,
+        gate,
+    };
+    super::listen::serve(listener, served, shutdown).await;
     Ok(())
 }

@@ -53,8 +53,9 @@ pub fn router(state: Arc<State>) -> Router {
     }
 }
 
-/// CORS for these origins (`*` for any); `None` (off) without any.
-fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+/// CORS for these origins (`*` for any); `None` (off) without any. The
+/// gRPC listener uses it too, for gRPC-Web from browsers.
+pub(super) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
     if origins.is_empty() {
         return None;
@@ -227,27 +228,19 @@ async fn chat_completions(
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
+    gate: Arc<super::listen::Gate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    use axum::serve::ListenerExt;
-    let router = router(state.clone());
-    if let Some(tls) = &state.admission.settings.tls {
-        let config = tls.server_config().map_err(ServeError::Setup)?;
-        let listener = super::tls::TlsListener::new(listener, config)?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        return Ok(());
-    }
-    // Chunks are small writes: without TCP_NODELAY, Nagle holds each one
-    // back until the previous is acknowledged.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let tls = match &state.admission.settings.tls {
+        Some(tls) => Some(tls.acceptor().map_err(ServeError::Setup)?),
+        None => None,
+    };
+    let served = super::listen::Listener {
+        name: "http",
+        service: router(state),
+        tls,
+        gate,
+    };
+    super::listen::serve(listener, served, shutdown).await;
     Ok(())
 }
