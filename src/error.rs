@@ -96,6 +96,15 @@ pub enum PreconditionFailure {
 }
 
 impl PreconditionFailure {
+    /// The config that breaks the rule.
+    pub fn config_id(&self) -> &str {
+        match self {
+            PreconditionFailure::StreamingDisabled { id, .. }
+            | PreconditionFailure::ModelCannotStream { id, .. }
+            | PreconditionFailure::OutputRailsNotStreamable { id, .. } => id,
+        }
+    }
+
     /// The rule number (1, 2 or 3) this failure breaks.
     pub fn rule(&self) -> u8 {
         match self {
@@ -171,6 +180,15 @@ impl Error {
             Error::PermissionDenied(_) => ("permission_error", "config_not_allowed"),
             Error::Overloaded(_) => ("rate_limit_error", "too_many_concurrent_requests"),
             Error::ShuttingDown(_) => ("server_error", "shutting_down"),
+        }
+    }
+
+    /// How long the caller should wait before trying again, when that is known
+    /// (the upstream's `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Upstream(e) => e.retry_after(),
+            _ => None,
         }
     }
 

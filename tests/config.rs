@@ -11,7 +11,7 @@ use streamguard::{config, engine::Registry};
 
 fn nemo(dir: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/nemo-configs")
+        .join("tests/nemo-configs")
         .join(dir)
 }
 

@@ -12,7 +12,7 @@ use streamguard::pb;
 
 fn nemo(dir: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/nemo-configs")
+        .join("tests/nemo-configs")
         .join(dir)
 }
 

@@ -289,3 +289,71 @@ async fn an_sse_event_over_the_limit_fails_the_call_naming_the_limit() {
         s.message()
     );
 }
+
+#[tokio::test]
+async fn item15_statuses_carry_error_info_and_the_upstreams_retry_delay() {
+    use tonic_types::StatusExt;
+    let llm = fake_llm(Script {
+        status: Some((429, r#"{"error": {"message": "slow down"}}"#.into())),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), "streaming: True\n"));
+    let server = builder(configs.root(), Default::default())
+        .upstream(streamguard::llm::UpstreamSettings {
+            retries: 0,
+            ..Default::default()
+        })
+        .grpc(listener().await)
+        .build()
+        .await
+        .unwrap();
+    let mut server = start_server(server).await;
+    for s in [
+        stream_status(&mut server, request("bot", "hi")).await,
+        server
+            .client
+            .generate(request("bot", "hi"))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(s.code(), Code::Unavailable);
+        let d = s.get_error_details();
+        let info = d.error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("UPSTREAM_UNAVAILABLE", "streamguard")
+        );
+        assert_eq!(info.metadata["upstream_status"], "429");
+        assert!(!info.metadata["request_id"].is_empty());
+        let retry = d.retry_info().expect("RetryInfo from Retry-After");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(7)));
+    }
+    // Request errors name their field in BadRequest, unknown configs their id.
+    let s = server
+        .client
+        .generate(request("nope", "hi"))
+        .await
+        .unwrap_err();
+    let info = s.get_error_details().error_info().unwrap().clone();
+    assert_eq!(
+        (info.reason.as_str(), info.metadata["config_id"].as_str()),
+        ("CONFIG_NOT_FOUND", "nope")
+    );
+    let mut empty = request("bot", "hi");
+    empty.messages.clear();
+    let s = server.client.generate(empty).await.unwrap_err();
+    let bad = s.get_error_details().bad_request().unwrap().clone();
+    assert_eq!(bad.field_violations[0].field, "messages");
+
+    // HTTP passes the wait on as Retry-After.
+    let base = start_http(configs.root()).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"config_id": "bot", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "7");
+}

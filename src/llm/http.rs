@@ -127,6 +127,12 @@ impl Target<'_> {
     /// are read, and its message is passed on redacted.
     pub async fn status_error(&self, mut response: reqwest::Response) -> LlmError {
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| secs.min(3600) as u16);
         let mut body = Vec::new();
         while body.len() < MAX_ERROR_BODY {
             match response.chunk().await {
@@ -143,6 +149,7 @@ impl Target<'_> {
             url: self.url.to_string(),
             status,
             message,
+            retry_after,
         }
     }
 }

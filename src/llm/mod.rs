@@ -209,6 +209,9 @@ pub enum LlmError {
         url: String,
         status: u16,
         message: String,
+        /// The endpoint's `Retry-After` in seconds (its seconds form, capped
+        /// at an hour).
+        retry_after: Option<u16>,
     },
     /// The endpoint sent an error payload (`{"error": {...}}`).
     #[error("model error: {0}")]
@@ -239,6 +242,26 @@ impl LlmError {
             LlmError::Protocol(_) => "protocol",
             LlmError::Timeout { .. } => "timeout",
             LlmError::MissingApiKey(_) => "api_key",
+        }
+    }
+
+    /// The model the failed call was for, when the error knows it.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            LlmError::Connect { model, .. }
+            | LlmError::Status { model, .. }
+            | LlmError::Timeout { model, .. } => Some(model),
+            LlmError::Api(_) | LlmError::Protocol(_) | LlmError::MissingApiKey(_) => None,
+        }
+    }
+
+    /// How long the endpoint asked callers to wait before a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Status { retry_after, .. } => {
+                retry_after.map(|s| Duration::from_secs(s.into()))
+            }
+            _ => None,
         }
     }
 }

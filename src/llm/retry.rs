@@ -31,6 +31,7 @@ mod tests {
             url: String::new(),
             status: s,
             message: String::new(),
+            retry_after: None,
         };
         assert!(retryable(&status(503)) && retryable(&status(429)));
         assert!(!retryable(&status(400)) && !retryable(&LlmError::Api("x".into())));

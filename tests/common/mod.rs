@@ -188,7 +188,12 @@ async fn completions(
         return (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response();
     }
     if let Some((status, text)) = script.status {
-        return (StatusCode::from_u16(status).unwrap(), text).into_response();
+        let mut r = (StatusCode::from_u16(status).unwrap(), text).into_response();
+        // As Azure OpenAI and OpenAI do on rate limits.
+        if status == 429 {
+            r.headers_mut().insert("retry-after", 7.into());
+        }
+        return r;
     }
     let prompt: String = body["messages"]
         .as_array()

@@ -2,6 +2,7 @@
 //! service only converts: wire types in, the shared edge, wire types out.
 
 mod convert;
+mod status;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -15,7 +16,7 @@ use super::{
     FILE_DESCRIPTOR_SET, ServeError, State,
     edge::{CallMeta, Rejected, Transport},
 };
-use crate::{engine::Event, error::Error, pb};
+use crate::{engine::Event, pb};
 
 /// The gRPC service over the server's shared state.
 #[derive(Debug, Clone)]
@@ -53,11 +54,7 @@ fn with_request_id(metadata: &mut MetadataMap, rid: &str) {
     }
 }
 
-fn status(error: &Error, rid: &str) -> Status {
-    let mut s = error.to_status();
-    with_request_id(s.metadata_mut(), rid);
-    s
-}
+use status::status;
 
 impl From<Rejected> for Status {
     fn from(r: Rejected) -> Self {
@@ -97,6 +94,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                     convert::request(body).map(|(id, r)| (id, r, ()))
                 })?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
+        let stream_rid = rid.clone();
         // Preconditions and request errors fail the RPC before any LLM call.
         let events = call.stream().map_err(|e| status(&e, &rid))?;
         // When the caller goes away tonic drops this stream, which drops the
@@ -114,7 +112,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "stream failed");
-                Err(e.to_status())
+                Err(status(&e, &stream_rid))
             }
         });
         // The response head waits for the first event: a failure before any

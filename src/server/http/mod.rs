@@ -166,7 +166,14 @@ fn error_response(e: &Error) -> HttpResponse {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = e.to_string();
     let body = reply::ErrorBody::new(&message, kind, e.param(), code);
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    // The upstream's wait, passed on: SDKs that retry honour it.
+    if let Some(delay) = e.retry_after() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, delay.as_secs().into());
+    }
+    response
 }
 
 fn with_request_id(mut response: HttpResponse, rid: &str) -> HttpResponse {
