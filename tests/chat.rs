@@ -55,8 +55,8 @@ async fn piped_chat_answers_each_line_and_keeps_the_history() {
     let answer = Script::default().tokens.concat();
     assert_eq!(
         out,
-        format!("{answer}\nI'm sorry, I can't respond to that.\n{answer}\n"),
-        "no prompt decoration when piped"
+        format!("{answer}\n\nI'm sorry, I can't respond to that.\n{answer}\n"),
+        "no prompt decoration when piped, one line per input line"
     );
     assert!(
         err.contains("[blocked by input rail `self check input`"),
@@ -167,4 +167,30 @@ fn a_config_root_with_several_configs_needs_a_config_id() {
     let (_, err, ok) = chat(&["--config", configs.root().to_str().unwrap()], "hi\n");
     assert!(!ok);
     assert!(err.contains("--config-id") && err.contains("a, b"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item22_piped_chat_keeps_one_line_per_input_and_fails_when_a_turn_failed() {
+    let llm = fake_llm(Script {
+        tokens: tokens("line one\nline two"),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let good = configs.add("good", &config(&llm.base_url(), "streaming: True\n"));
+    let bad = configs.add("bad", &config("http://127.0.0.1:9/v1", "streaming: True\n"));
+    let (good, bad) = (good.display().to_string(), bad.display().to_string());
+    let (out, err, ok) =
+        tokio::task::spawn_blocking(move || chat(&["--config", &good, "--streaming"], "a\nb\n"))
+            .await
+            .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out, "line one\\nline two\nline one\\nline two\n");
+    let (out, err, ok) =
+        tokio::task::spawn_blocking(move || chat(&["--config", &bad, "--streaming"], "a\nb\n"))
+            .await
+            .unwrap();
+    assert!(!ok, "a failed turn fails the chat");
+    assert_eq!(out, "\n\n", "one (empty) line per failed turn");
+    assert!(err.contains("2 of 2 turns failed"), "{err}");
 }

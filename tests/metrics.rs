@@ -76,20 +76,26 @@ async fn metrics_count_requests_chunks_rails_and_first_chunk_latency() {
 
     let delta = |key: &str| get(&after, key) - get(&before, key);
     assert_eq!(
-        delta(r#"streamguard_requests_total{config="bot",method="StreamGenerate",code="Ok"}"#),
+        delta(
+            r#"streamguard_requests_total{transport="grpc",config="bot",method="StreamGenerate",code="OK"}"#
+        ),
         3.0
     );
     assert_eq!(
-        delta(r#"streamguard_requests_total{config="bot",method="Generate",code="Ok"}"#),
-        1.0
-    );
-    assert_eq!(
-        delta(r#"streamguard_requests_total{config="",method="Generate",code="NotFound"}"#),
+        delta(
+            r#"streamguard_requests_total{transport="grpc",config="bot",method="Generate",code="OK"}"#
+        ),
         1.0
     );
     assert_eq!(
         delta(
-            r#"streamguard_requests_total{config="bot",method="http_chat_completions",code="200"}"#
+            r#"streamguard_requests_total{transport="grpc",config="",method="Generate",code="NOT_FOUND"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            r#"streamguard_requests_total{transport="http",config="bot",method="http_chat_completions",code="200"}"#
         ),
         1.0
     );
@@ -193,27 +199,76 @@ async fn every_stream_outcome_is_counted_once_on_both_transports() {
 
     let after = metrics().await;
     let delta = |key: &str| get(&after, key) - get(&before, key);
-    let series = |method: &str, code: &str| {
+    let series = |transport: &str, method: &str, code: &str| {
         format!(
-            r#"streamguard_requests_total{{config="outcomes",method="{method}",code="{code}"}}"#
+            r#"streamguard_requests_total{{transport="{transport}",config="outcomes",method="{method}",code="{code}"}}"#
         )
     };
-    assert_eq!(delta(&series("StreamGenerate", "Cancelled")), 1.0);
-    assert_eq!(delta(&series("StreamGenerate", "DeadlineExceeded")), 1.0);
+    assert_eq!(delta(&series("grpc", "StreamGenerate", "CANCELLED")), 1.0);
     assert_eq!(
-        delta(&series("StreamGenerate", "Ok")),
+        delta(&series("grpc", "StreamGenerate", "DEADLINE_EXCEEDED")),
+        1.0
+    );
+    assert_eq!(
+        delta(&series("grpc", "StreamGenerate", "OK")),
         1.0,
         "the blocked one"
     );
-    assert_eq!(delta(&series("http_chat_completions", "200")), 1.0);
-    for method in ["StreamGenerate", "http_chat_completions"] {
+    assert_eq!(delta(&series("http", "http_chat_completions", "200")), 1.0);
+    for (transport, method) in [
+        ("grpc", "StreamGenerate"),
+        ("http", "http_chat_completions"),
+    ] {
         assert_eq!(
             delta(&format!(
-                r#"streamguard_requests_blocked_total{{config="outcomes",method="{method}",stage="input"}}"#
+                r#"streamguard_requests_blocked_total{{transport="{transport}",config="outcomes",method="{method}",stage="input"}}"#
             )),
             1.0,
             "{method}"
         );
     }
+    // Every streaming call's duration, however it ended: cancelled,
+    // deadline, blocked (gRPC), blocked (SSE).
+    let durations = |t: &str| {
+        delta(&format!(
+            r#"streamguard_stream_duration_seconds_count{{transport="{t}",config="outcomes"}}"#
+        ))
+    };
+    assert_eq!(durations("grpc") + durations("http"), 4.0);
     assert_eq!(get(&after, "streamguard_streams_in_flight"), 0.0);
+}
+
+#[tokio::test]
+async fn item21_series_exist_from_start_with_build_and_process_metrics() {
+    let _serial = SERIAL.lock().await;
+    let configs = Configs::new();
+    configs.add(
+        "fresh",
+        &config("http://127.0.0.1:9/v1", "streaming: True\n"),
+    );
+    let base = start_http(configs.root()).await;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = scrape(&text);
+    // Before any request: the config's series are there, at zero.
+    for key in [
+        r#"streamguard_requests_total{transport="grpc",config="fresh",method="StreamGenerate",code="OK"}"#,
+        r#"streamguard_requests_total{transport="http",config="fresh",method="http_chat_completions",code="200"}"#,
+        r#"streamguard_requests_blocked_total{transport="grpc",config="fresh",method="Generate",stage="output"}"#,
+        r#"streamguard_config_reloads_total{config="fresh",result="ok"}"#,
+    ] {
+        assert_eq!(m.get(key), Some(&0.0), "{key} in\n{text}");
+    }
+    let version = format!(
+        r#"streamguard_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(m.get(&version), Some(&1.0), "{text}");
+    assert!(get(&m, "process_resident_memory_bytes") > 1e6, "{text}");
+    assert!(get(&m, "process_open_fds") >= 3.0, "{text}");
+    assert!(m.contains_key("process_cpu_seconds_total"), "{text}");
 }

@@ -3,7 +3,10 @@
 //!
 //! Interactive (stdin is a terminal): a `> ` prompt, history kept, ctrl-C
 //! stops the current answer, ctrl-D or `exit` ends. Scripted (stdin is a pipe):
-//! each line is one user turn and only the answers are printed.
+//! each line is one user turn and stdout gets exactly one line per input line
+//! (an answer's own line breaks written as `\n`; an empty line for an empty
+//! input or a failed turn, whose error goes to stderr); the exit status is
+//! non-zero when a turn failed.
 
 use std::{
     io::{IsTerminal, Write},
@@ -212,6 +215,7 @@ pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> any
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut history: Vec<ChatMessage> = Vec::new();
     let mut stdout = std::io::stdout();
+    let (mut turns, mut failed) = (0usize, 0usize);
     loop {
         if interactive {
             print!("> ");
@@ -225,25 +229,62 @@ pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> any
             if interactive {
                 println!();
             }
-            return Ok(());
+            return match failed {
+                0 => Ok(()),
+                n => Err(anyhow!("{n} of {turns} turns failed")),
+            };
         };
         let text = line.trim();
         if text.is_empty() {
+            if !interactive {
+                writeln!(stdout)?;
+            }
             continue;
         }
         if interactive && matches!(text, "exit" | "quit") {
             return Ok(());
         }
+        turns += 1;
         let mut messages = history.clone();
         messages.push(ChatMessage::user(text));
-        match answer(&mut backend, messages.clone(), streaming, &mut stdout).await {
+        let out = Out {
+            stdout: &mut stdout,
+            one_line: !interactive,
+        };
+        match answer(&mut backend, messages.clone(), streaming, out).await {
             Ok(Some(response)) => {
                 messages.push(ChatMessage::assistant(response.content));
                 history = messages;
             }
             Ok(None) => eprintln!("\n(answer stopped)"),
-            Err(e) => eprintln!("error: {e:#}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
         }
+    }
+}
+
+/// Where an answer goes: stdout, on one line when the chat is scripted.
+struct Out<'a> {
+    stdout: &'a mut std::io::Stdout,
+    one_line: bool,
+}
+
+impl Out<'_> {
+    fn text(&mut self, text: &str) -> std::io::Result<()> {
+        match self.one_line && text.contains('\n') {
+            true => self
+                .stdout
+                .write_all(text.replace('\n', "\\n").as_bytes())?,
+            false => self.stdout.write_all(text.as_bytes())?,
+        }
+        self.stdout.flush()
+    }
+
+    fn end_line(&mut self) -> std::io::Result<()> {
+        writeln!(self.stdout)?;
+        self.stdout.flush()
     }
 }
 
@@ -252,9 +293,17 @@ async fn answer(
     backend: &mut Backend,
     messages: Vec<ChatMessage>,
     streaming: bool,
-    out: &mut std::io::Stdout,
+    mut out: Out<'_>,
 ) -> anyhow::Result<Option<Response>> {
-    let mut events = backend.ask(messages, streaming).await?;
+    let mut events = match backend.ask(messages, streaming).await {
+        Ok(events) => events,
+        Err(e) => {
+            if out.one_line {
+                out.end_line()?;
+            }
+            return Err(e);
+        }
+    };
     let mut printed = false;
     loop {
         let event = tokio::select! {
@@ -263,28 +312,29 @@ async fn answer(
         };
         match event {
             Some(Ok(Event::Chunk(text))) => {
-                out.write_all(text.as_bytes())?;
-                out.flush()?;
+                out.text(&text)?;
                 printed = true;
             }
             Some(Ok(Event::Final(response))) => {
                 if !printed {
-                    out.write_all(response.content.as_bytes())?;
+                    out.text(&response.content)?;
                 }
-                writeln!(out)?;
-                out.flush()?;
+                out.end_line()?;
                 if let Some(v) = &response.violation {
                     eprintln!("[blocked by {} rail `{}`: {}]", v.stage, v.rail, v.message);
                 }
                 return Ok(Some(*response));
             }
             Some(Err(e)) => {
-                if printed {
-                    writeln!(out)?;
+                if printed || out.one_line {
+                    out.end_line()?;
                 }
                 return Err(e);
             }
-            None => return Err(anyhow!("the answer ended without a final event")),
+            None => {
+                out.end_line()?;
+                return Err(anyhow!("the answer ended without a final event"));
+            }
         }
     }
 }

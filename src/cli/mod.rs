@@ -300,6 +300,9 @@ mod otlp {
     }
 }
 
+/// `streamguard check`: one line per config, in directory order (`ok` with
+/// its summary and warnings, or `error` with the reasons), then a summary
+/// and, when a flow was unknown, the flows streamguard knows, once.
 fn check(root: &std::path::Path) -> ExitCode {
     let each = match Registry::load_each(root, &crate::engine::BuildSettings::default()) {
         Ok(each) => each,
@@ -311,8 +314,8 @@ fn check(root: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut failed = Vec::new();
-    for (_, built) in each {
+    let (total, mut failed, mut unknown_flow) = (each.len(), 0, false);
+    for (id, built) in each {
         match built {
             Ok(g) => {
                 let c = g.config();
@@ -321,7 +324,7 @@ fn check(root: &std::path::Path) -> ExitCode {
                     Err(e) => format!("streaming: no (rule {})", e.rule()),
                 };
                 println!(
-                    "ok  {}  main={}  input={}  output={}  {streaming}",
+                    "ok     {}  main={}  input={}  output={}  {streaming}",
                     c.id(),
                     c.main_model().model(),
                     c.input().flows.len(),
@@ -331,16 +334,41 @@ fn check(root: &std::path::Path) -> ExitCode {
                     println!("    warning: {w}");
                 }
             }
-            Err(e) => failed.push(e),
+            Err(e) => {
+                failed += 1;
+                println!("error  {id}");
+                // The known flows are listed once, below.
+                let mut in_list = false;
+                for line in e.to_string().lines() {
+                    if in_list && line.starts_with("  - `") {
+                        continue;
+                    }
+                    in_list = false;
+                    let line = match line.split_once(crate::rails::KNOWN_FLOWS) {
+                        Some((head, _)) => {
+                            (in_list, unknown_flow) = (true, true);
+                            head
+                        }
+                        None => line,
+                    };
+                    println!("    {line}");
+                }
+            }
         }
     }
-    if failed.is_empty() {
+    if failed == 0 {
         return ExitCode::SUCCESS;
     }
-    eprintln!("{}: invalid config", root.display());
-    for e in failed {
-        for line in e.to_string().lines() {
-            eprintln!("  error: {line}");
+    eprintln!(
+        "{}: {failed} of {total} configs have errors",
+        root.display()
+    );
+    if unknown_flow {
+        for stage in [crate::rails::Stage::Input, crate::rails::Stage::Output] {
+            eprintln!(
+                "the {stage} rail flows streamguard knows:{}",
+                crate::rails::known_flows(stage)
+            );
         }
     }
     ExitCode::FAILURE

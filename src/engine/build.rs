@@ -77,6 +77,7 @@ pub(super) fn build(
     let upstream = &settings.upstream;
     let dialog = dialog_of(config)?;
     let mut providers = Providers::new();
+    let mut unset_keys = Vec::new();
     if let Some(main) = main {
         providers.insert("main".into(), main);
     }
@@ -85,7 +86,16 @@ pub(super) fn build(
         if model.kind() == "embeddings" || providers.contains_key(model.kind()) {
             continue;
         }
-        providers.insert(model.kind().to_string(), llm::build(model, upstream)?);
+        let provider = llm::build(model, upstream)?;
+        if let Some(var) = provider.missing_api_key() {
+            unset_keys.push(format!(
+                "{}: `{}`: the API key variable `{var}` of model `{}` is not set; calls to it fail until it is",
+                config.relative(model.source()).display(),
+                model.key(),
+                model.model()
+            ));
+        }
+        providers.insert(model.kind().to_string(), provider);
     }
     let main = providers
         .get("main")
@@ -109,6 +119,7 @@ pub(super) fn build(
         }
         None => Arc::new(ModelAnswer(main)),
     };
-    let rails = rails::build(config, &providers, settings.templates)?;
+    let mut rails = rails::build(config, &providers, settings.templates)?;
+    rails.warnings.extend(unset_keys);
     Ok(Built { answerer, rails })
 }

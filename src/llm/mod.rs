@@ -322,6 +322,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// The answer as it is generated.
     fn stream(&self, request: ChatRequest) -> DeltaStream;
+
+    /// The API key variable this provider needs and the environment lacks.
+    fn missing_api_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An embeddings model.

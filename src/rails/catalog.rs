@@ -256,6 +256,9 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// The known flows of a stage, for error messages.
+/// What an unknown-flow error says before the list of known flows.
+pub const KNOWN_FLOWS: &str = "; streamguard knows:";
+
 pub fn known_flows(stage: Stage) -> String {
     CATALOG
         .iter()
@@ -294,7 +297,7 @@ fn checked_spec(
                 &flow.source,
                 &flow.key,
                 format!(
-                    "unknown {stage} rail flow `{}`; streamguard knows:{}",
+                    "unknown {stage} rail flow `{}`{KNOWN_FLOWS}{}",
                     flow.name,
                     known_flows(stage)
                 ),

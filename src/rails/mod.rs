@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 
 use crate::llm::{CallLog, ChatMessage, Provider};
 
-pub use catalog::{Build, CATALOG, FlowSpec, build, flow_spec, known_flows};
+pub use catalog::{Build, CATALOG, FlowSpec, KNOWN_FLOWS, build, flow_spec, known_flows};
 pub use judge::{JudgeSpec, parse_content_safety, parse_nemoguard, parse_yes_no};
 pub use sensitive_data::{Entity, Recognizers};
 

@@ -247,6 +247,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         metrics::install();
+        for g in self.state.registry().iter() {
+            metrics::register_config(g.config().id());
+        }
         let handle = self.reload_handle();
         let _watcher = match (&handle, &self.source) {
             (Some(h), Some(source)) if self.watch => {

@@ -30,6 +30,16 @@ pub enum Transport {
     Http,
 }
 
+impl Transport {
+    /// The `transport` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
 /// What a transport read from its headers or metadata.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallMeta<'a> {
@@ -126,8 +136,8 @@ impl Outcome {
         }
     }
 
-    /// The `code` label: gRPC code names, or HTTP status numbers.
-    fn code(self, transport: Transport) -> String {
+    /// The `code` label: gRPC canonical code names, or HTTP status numbers.
+    fn code(self, transport: Transport) -> &'static str {
         let (grpc, http) = match self {
             Outcome::Ok | Outcome::Blocked(_) => (tonic::Code::Ok, 200),
             Outcome::Failed { code, http } => (code, http),
@@ -137,9 +147,29 @@ impl Outcome {
             Outcome::ShuttingDown => (tonic::Code::Unavailable, 503),
         };
         match transport {
-            Transport::Grpc => format!("{grpc:?}"),
-            Transport::Http => http.to_string(),
+            Transport::Grpc => metrics::grpc_code_name(grpc),
+            Transport::Http => http_code_name(http),
         }
+    }
+}
+
+/// The HTTP statuses the edge answers with, as label values (no allocation).
+fn http_code_name(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
     }
 }
 
@@ -151,6 +181,9 @@ struct Tally {
     method: &'static str,
     config: Arc<str>,
     recorded: bool,
+    started: std::time::Instant,
+    /// A streaming call: its duration is recorded at the end.
+    streaming: bool,
 }
 
 impl Tally {
@@ -160,6 +193,8 @@ impl Tally {
             method,
             config: "".into(),
             recorded: false,
+            started: std::time::Instant::now(),
+            streaming: false,
         }
     }
 
@@ -167,9 +202,19 @@ impl Tally {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        metrics::request(&self.config, self.method, outcome.code(self.transport));
+        let transport = self.transport.label();
+        metrics::request(
+            transport,
+            &self.config,
+            self.method,
+            outcome.code(self.transport),
+        );
         if let Outcome::Blocked(stage) = outcome {
-            metrics::blocked(&self.config, self.method, stage);
+            metrics::blocked(transport, &self.config, self.method, stage);
+        }
+        if self.streaming {
+            let seconds = self.started.elapsed().as_secs_f64();
+            metrics::stream_duration(transport, &self.config, seconds);
         }
     }
 }
@@ -287,6 +332,7 @@ impl Call {
             }
         };
         metrics::stream_started();
+        self.tally.streaming = true;
         Ok(Bounded {
             events: Some(events),
             deadline: self.deadline.map(|d| (Box::pin(tokio::time::sleep(d)), d)),
@@ -467,11 +513,11 @@ mod tests {
     #[test]
     fn outcomes_name_their_code_per_transport() {
         let cases = [
-            (Outcome::Ok, "Ok", "200"),
-            (Outcome::Blocked(Stage::Input), "Ok", "200"),
-            (Outcome::Cancelled, "Cancelled", "499"),
-            (Outcome::Deadline, "DeadlineExceeded", "504"),
-            (Outcome::ShuttingDown, "Unavailable", "503"),
+            (Outcome::Ok, "OK", "200"),
+            (Outcome::Blocked(Stage::Input), "OK", "200"),
+            (Outcome::Cancelled, "CANCELLED", "499"),
+            (Outcome::Deadline, "DEADLINE_EXCEEDED", "504"),
+            (Outcome::ShuttingDown, "UNAVAILABLE", "503"),
         ];
         for (o, grpc, http) in cases {
             assert_eq!(o.code(Transport::Grpc), grpc);
@@ -480,7 +526,7 @@ mod tests {
         let e = Error::invalid("messages", "none");
         assert_eq!(
             Outcome::of_error(&e).code(Transport::Grpc),
-            "InvalidArgument"
+            "INVALID_ARGUMENT"
         );
         assert_eq!(Outcome::of_error(&e).code(Transport::Http), "400");
     }
@@ -506,21 +552,27 @@ mod tests {
                 .map(|(_, v)| v.to_string())
         };
         assert_eq!(
-            count(r#"streamguard_requests_total{config="bot",method="Test",code="Ok"}"#).as_deref(),
-            Some("1"),
-            "{text}"
-        );
-        assert_eq!(
             count(
-                r#"streamguard_requests_blocked_total{config="bot",method="Test",stage="output"}"#
+                r#"streamguard_requests_total{transport="grpc",config="bot",method="Test",code="OK"}"#
             )
             .as_deref(),
             Some("1"),
             "{text}"
         );
-        assert!(!text.contains("Cancelled"), "{text}");
         assert_eq!(
-            count(r#"streamguard_requests_total{config="",method="Test",code="499"}"#).as_deref(),
+            count(
+                r#"streamguard_requests_blocked_total{transport="grpc",config="bot",method="Test",stage="output"}"#
+            )
+            .as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert!(!text.contains("CANCELLED"), "{text}");
+        assert_eq!(
+            count(
+                r#"streamguard_requests_total{transport="http",config="",method="Test",code="499"}"#
+            )
+            .as_deref(),
             Some("1"),
             "{text}"
         );

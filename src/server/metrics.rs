@@ -34,20 +34,116 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// The text exposition of every metric.
+/// The text exposition of every metric; the process metrics are read now.
 pub fn render() -> String {
-    install().map(|h| h.render()).unwrap_or_default()
+    let Some(handle) = install() else {
+        return String::new();
+    };
+    process().collect();
+    handle.render()
+}
+
+/// `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_threads`,
+/// `process_start_time_seconds` (the Prometheus client conventions).
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The `code` label of a gRPC outcome: the canonical name (`OK`,
+/// `CANCELLED`, `DEADLINE_EXCEEDED` …), as gRPC's own metrics spell it.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Every method of each transport, as the `method` label spells it.
+const METHODS: [(&str, &str, &str); 3] = [
+    ("grpc", "Generate", "OK"),
+    ("grpc", "StreamGenerate", "OK"),
+    ("http", "http_chat_completions", "200"),
+];
+
+/// Registers a config's series at zero, so dashboards and `rate()` see them
+/// before the first request (and an alert on an absent series means one).
+pub fn register_config(config: &str) {
+    for (transport, method, ok) in METHODS {
+        let labels = [
+            ("transport", transport.to_string()),
+            ("config", config.to_string()),
+            ("method", method.to_string()),
+        ];
+        let mut with_code = labels.to_vec();
+        with_code.push(("code", ok.to_string()));
+        metrics::counter!("streamguard_requests_total", &with_code).increment(0);
+        for stage in ["input", "output"] {
+            let mut with_stage = labels.to_vec();
+            with_stage.push(("stage", stage.to_string()));
+            metrics::counter!("streamguard_requests_blocked_total", &with_stage).increment(0);
+        }
+    }
+    metrics::counter!("streamguard_config_reloads_total", "config" => config.to_string(), "result" => "ok")
+        .increment(0);
 }
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    process().describe();
+    describe_gauge!(
+        "streamguard_build_info",
+        "1, labelled with the running build's version."
+    );
+    metrics::gauge!("streamguard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     describe_counter!(
         "streamguard_requests_total",
-        "Requests by config, method and status code."
+        "Requests by transport, config, method and code (gRPC: canonical code names; HTTP: status numbers)."
     );
     describe_counter!(
         "streamguard_requests_blocked_total",
-        "Requests a rail blocked, by config, method and stage (also counted in streamguard_requests_total)."
+        "Requests a rail blocked, by transport, config, method and stage (also counted in streamguard_requests_total)."
+    );
+    describe_histogram!(
+        "streamguard_stream_duration_seconds",
+        "A streaming call from admission to its end (final event, error or cancel), by transport and config."
+    );
+    describe_counter!(
+        "streamguard_connections_total",
+        "Client connections accepted, by listener."
+    );
+    describe_gauge!(
+        "streamguard_connections_open",
+        "Client connections open now, by listener."
+    );
+    describe_counter!(
+        "streamguard_connections_closed_total",
+        "Client connections closed, by listener and reason (client, idle, first_request_timeout, shutdown, tls_handshake, error)."
+    );
+    describe_counter!(
+        "streamguard_connections_refused_total",
+        "Connections closed at once because the connection limit was reached, by listener."
+    );
+    describe_counter!(
+        "streamguard_tls_handshake_failures_total",
+        "TLS handshakes that failed, by listener and reason (timeout, error)."
     );
     describe_gauge!("streamguard_streams_in_flight", "Streams being served now.");
     describe_histogram!(
@@ -86,8 +182,13 @@ fn describe() {
 }
 
 /// Counts a request a rail blocked.
-pub fn blocked(config: &str, method: &'static str, stage: crate::rails::Stage) {
-    metrics::counter!("streamguard_requests_blocked_total", "config" => config.to_string(), "method" => method, "stage" => stage.as_str())
+pub fn blocked(
+    transport: &'static str,
+    config: &str,
+    method: &'static str,
+    stage: crate::rails::Stage,
+) {
+    metrics::counter!("streamguard_requests_blocked_total", "transport" => transport, "config" => config.to_string(), "method" => method, "stage" => stage.as_str())
         .increment(1);
 }
 
@@ -111,9 +212,15 @@ pub fn stream_ended() {
 }
 
 /// Counts a finished request.
-pub fn request(config: &str, method: &'static str, code: impl Into<String>) {
-    metrics::counter!("streamguard_requests_total", "config" => config.to_string(), "method" => method, "code" => code.into())
+pub fn request(transport: &'static str, config: &str, method: &'static str, code: &'static str) {
+    metrics::counter!("streamguard_requests_total", "transport" => transport, "config" => config.to_string(), "method" => method, "code" => code)
         .increment(1);
+}
+
+/// Records how long a streaming call lasted.
+pub fn stream_duration(transport: &'static str, config: &str, seconds: f64) {
+    metrics::histogram!("streamguard_stream_duration_seconds", "transport" => transport, "config" => config.to_string())
+        .record(seconds);
 }
 
 /// Serves `/metrics` alone on `listener` (for `--metrics-addr`), with its

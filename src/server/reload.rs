@@ -158,6 +158,7 @@ async fn reload_once(
         .map(|(id, e)| (id, e.to_string()))
         .collect();
     for id in &configs {
+        super::metrics::register_config(id);
         let result = if failed.iter().any(|(f, _)| f == id) {
             "failed"
         } else {

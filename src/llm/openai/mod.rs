@@ -339,6 +339,10 @@ impl Provider for OpenAiProvider {
         self.inner.can_stream
     }
 
+    fn missing_api_key(&self) -> Option<&str> {
+        self.inner.api_key.as_ref().err().map(String::as_str)
+    }
+
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
         let inner = self.inner.clone();
         async move {
