@@ -45,9 +45,11 @@
 //!   implements the engine's answer seam by wrapping the main model.
 //! - [`server`]: [`server::Server`] (a builder taking bound listeners; TLS,
 //!   keys, limits, reload, drain; `run(shutdown)`), the shared edge (one
-//!   prelude and one response adapter for both transports), gRPC
-//!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha) and
-//!   HTTP (NeMo's endpoints, OpenAI-compatible SSE), metrics.
+//!   prelude and one response adapter for both transports), one accept
+//!   loop with the connection bounds ([`server::ConnectionSettings`]), gRPC
+//!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha,
+//!   gRPC-Web; errors with `google.rpc.Status` details) and HTTP (NeMo's
+//!   endpoints, OpenAI-compatible SSE), metrics.
 //! - [`cli`]: the `serve`, `chat` and `check` commands, thin over the above.
 
 pub mod cli;
