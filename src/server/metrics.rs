@@ -76,11 +76,16 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Every method of each transport, as the `method` label spells it.
+/// The `method` label of each call, as the transports name their calls.
+pub(crate) const GENERATE: &str = "Generate";
+pub(crate) const STREAM_GENERATE: &str = "StreamGenerate";
+pub(crate) const HTTP_CHAT_COMPLETIONS: &str = "http_chat_completions";
+
+/// Every method of each transport, with its success code.
 const METHODS: [(&str, &str, &str); 3] = [
-    ("grpc", "Generate", "OK"),
-    ("grpc", "StreamGenerate", "OK"),
-    ("http", "http_chat_completions", "200"),
+    ("grpc", GENERATE, "OK"),
+    ("grpc", STREAM_GENERATE, "OK"),
+    ("http", HTTP_CHAT_COMPLETIONS, "200"),
 ];
 
 /// Registers a config's series at zero, so dashboards and `rate()` see them

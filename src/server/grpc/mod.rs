@@ -69,11 +69,12 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, ()) =
-            self.state
-                .prepare(Transport::Grpc, "Generate", meta(&metadata), |_| {
-                    convert::request(body).map(|(id, r)| (id, r, ()))
-                })?;
+        let (call, ()) = self.state.prepare(
+            Transport::Grpc,
+            super::metrics::GENERATE,
+            meta(&metadata),
+            |_| convert::request(body).map(|(id, r)| (id, r, ())),
+        )?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
         let mut response = Response::new(convert::response(&id, answer));
@@ -88,11 +89,12 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, ()) =
-            self.state
-                .prepare(Transport::Grpc, "StreamGenerate", meta(&metadata), |_| {
-                    convert::request(body).map(|(id, r)| (id, r, ()))
-                })?;
+        let (call, ()) = self.state.prepare(
+            Transport::Grpc,
+            super::metrics::STREAM_GENERATE,
+            meta(&metadata),
+            |_| convert::request(body).map(|(id, r)| (id, r, ())),
+        )?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let stream_rid = rid.clone();
         // Preconditions and request errors fail the RPC before any LLM call.

@@ -194,9 +194,12 @@ async fn chat_completions(
         traceparent: header(&headers, "traceparent"),
         deadline: None,
     };
-    let prepared = state.prepare(Transport::Http, "http_chat_completions", meta, |registry| {
-        body::parse(&bytes, registry)
-    });
+    let prepared = state.prepare(
+        Transport::Http,
+        super::metrics::HTTP_CHAT_COMPLETIONS,
+        meta,
+        |registry| body::parse(&bytes, registry),
+    );
     let (call, shape) = match prepared {
         Ok(p) => p,
         Err(r) => return with_request_id(error_response(&r.error), &r.request_id),
