@@ -31,6 +31,15 @@ pub enum Error {
     /// The request asks to stream but the config breaks a streaming precondition.
     #[error("{0}")]
     StreamingUnsupported(#[from] PreconditionFailure),
+    /// A rails-only config (no `type: main` model) got a request that names
+    /// no main model, and the server has no default one.
+    #[error(
+        "config `{id}` has no main model (`type: main`): name one with the request's `model` field \
+         (the HTTP body's `model`, gRPC `GenerateRequest.model`), or give the server a default main model \
+         (`serve --main-model <name>` with `--main-base-url` / `--main-api-key-env`, or `models:` in its \
+         `--server-config` file)"
+    )]
+    NoMainModel { id: String },
     /// The main LLM could not be reached or failed.
     #[error("main LLM failed: {0}")]
     Upstream(#[source] LlmError),
@@ -60,13 +69,28 @@ pub enum Error {
 /// Which streaming precondition a config breaks, with the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PreconditionFailure {
-    /// Rule 1: the config does not enable streaming.
+    /// Rule 1: the config does not enable streaming (`explicit`: it says
+    /// `streaming: False`; else it has no `streaming` key and the server
+    /// does not treat that as enabled).
     #[error(
-        "streaming precondition 1 (streaming enabled) failed: config `{id}` does not enable streaming. \
-         Fix: add `streaming: True` to {}, or call Generate instead of StreamGenerate.",
-        file.display()
+        "streaming precondition 1 (streaming enabled) failed: config `{id}` {}. \
+         Fix: {}, or call Generate instead of StreamGenerate.",
+        if *explicit { "says `streaming: False`" } else { "does not enable streaming" },
+        if *explicit {
+            format!("set `streaming: True` in {}", file.display())
+        } else {
+            format!(
+                "add `streaming: True` to {}, or start the server with `--streaming-default on` \
+                 (NeMo ≥ 0.20 streams without the key)",
+                file.display()
+            )
+        }
     )]
-    StreamingDisabled { id: String, file: PathBuf },
+    StreamingDisabled {
+        id: String,
+        file: PathBuf,
+        explicit: bool,
+    },
     /// Rule 2: the main model cannot stream.
     #[error(
         "streaming precondition 2 (main LLM can stream) failed: the main model `{model}` of config `{id}` \
@@ -125,6 +149,7 @@ impl Error {
             Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::InvalidBody { .. } => Code::InvalidArgument,
             Error::StreamingUnsupported(_) => Code::FailedPrecondition,
+            Error::NoMainModel { .. } => Code::FailedPrecondition,
             Error::Upstream(LlmError::Timeout { .. }) => Code::DeadlineExceeded,
             Error::Upstream(_) => Code::Unavailable,
             Error::Rail { .. } => Code::Unavailable,
@@ -149,6 +174,7 @@ impl Error {
             Error::InvalidRequest { .. } => 400,
             Error::InvalidBody { .. } => 422,
             Error::StreamingUnsupported(_) => 400,
+            Error::NoMainModel { .. } => 400,
             Error::Upstream(LlmError::Connect { .. } | LlmError::MissingApiKey(_)) => 503,
             Error::Upstream(LlmError::Timeout { .. }) => 504,
             Error::Upstream(LlmError::Status { .. } | LlmError::Api(_) | LlmError::Protocol(_)) => {
@@ -171,6 +197,7 @@ impl Error {
             Error::InvalidRequest { .. } => ("invalid_request_error", "invalid_value"),
             Error::InvalidBody { .. } => ("invalid_request_error", "invalid_body"),
             Error::StreamingUnsupported(_) => ("invalid_request_error", "streaming_unsupported"),
+            Error::NoMainModel { .. } => ("invalid_request_error", "no_main_model"),
             Error::Upstream(LlmError::Timeout { .. }) => ("timeout_error", "upstream_timeout"),
             Error::Upstream(_) => ("upstream_error", "upstream_unavailable"),
             Error::Rail { .. } => ("upstream_error", "rail_execution_failure"),
@@ -198,6 +225,7 @@ impl Error {
             Error::InvalidRequest { field, .. } => Some(field),
             Error::InvalidBody { param, .. } => param.as_deref(),
             Error::ConfigNotFound { .. } => Some("config_id"),
+            Error::NoMainModel { .. } => Some("model"),
             _ => None,
         }
     }

@@ -200,7 +200,8 @@ async fn when_and_else_branches_follow_the_conversation_over_two_turns() {
     ];
     let got = collect(&mut server.client, second).await.unwrap();
     assert_eq!(got.chunks.concat(), "I am sorry to hear that.");
-    let message_prompt = llm.state.requests().last().unwrap()["messages"][0]["content"]
+    // gpt-3.5-turbo-instruct is a text-completion model: one `prompt`.
+    let message_prompt = llm.state.requests().last().unwrap()["prompt"]
         .as_str()
         .unwrap()
         .to_string();

@@ -13,14 +13,7 @@ const STREAMING_INPUT_RAIL: &str =
     "rails:\n  input:\n    flows: [self check input]\nstreaming: True\n";
 
 async fn post(base: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    post_chat(base, &body).await
 }
 
 /// Posts a streaming request and returns the content type and the SSE `data:` payloads.

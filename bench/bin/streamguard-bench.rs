@@ -203,7 +203,7 @@ async fn grpc_stream(
             role: "user".into(),
             content: "Tell me a story.".into(),
         }],
-        options: None,
+        ..Default::default()
     };
     let mut stream = client.stream_generate(request).await?.into_inner();
     while let Some(msg) = stream.message().await? {

@@ -129,6 +129,8 @@ impl Backend {
                         })
                         .collect(),
                     options: None,
+                    model: request.model.unwrap_or_default(),
+                    config_ids: Vec::new(),
                 };
                 let status = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
                 if streaming {
@@ -170,6 +172,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         dialog,
         finish_reason: _,
         response_id: _,
+        model,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),
@@ -194,6 +197,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             total_tokens: u.total_tokens,
         }),
         log: None,
+        model,
         finish_reason: crate::engine::FinishReason::default(),
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,

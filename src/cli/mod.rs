@@ -2,6 +2,8 @@
 //! calls the library.
 
 mod chat;
+mod check;
+mod defaults;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -11,7 +13,6 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use crate::{
-    engine::Registry,
     llm::UpstreamSettings,
     rails::template::TemplateBudget,
     server::{
@@ -66,6 +67,8 @@ enum Command {
         /// A config directory, or a directory of config directories.
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        defaults: defaults::DefaultsArgs,
     },
 }
 
@@ -88,6 +91,8 @@ struct ServeArgs {
     /// A config directory, or a directory of config directories.
     #[arg(long, env = "STREAMGUARD_CONFIG")]
     config: PathBuf,
+    #[command(flatten)]
+    defaults: defaults::DefaultsArgs,
     /// Address for gRPC.
     #[arg(long, default_value = "127.0.0.1:50051", env = "STREAMGUARD_GRPC_ADDR")]
     grpc_addr: SocketAddr,
@@ -227,7 +232,7 @@ pub async fn run() -> ExitCode {
     init_tracing(level, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
-        Command::Check { config } => return check(&config),
+        Command::Check { config, defaults } => return check::run(&config, &defaults),
         Command::Chat {
             config,
             config_id,
@@ -298,80 +303,6 @@ mod otlp {
         opentelemetry::global::set_tracer_provider(provider);
         Some(tracing_opentelemetry::layer().with_tracer(tracer))
     }
-}
-
-/// `streamguard check`: one line per config, in directory order (`ok` with
-/// its summary and warnings, or `error` with the reasons), then a summary
-/// and, when a flow was unknown, the flows streamguard knows, once.
-fn check(root: &std::path::Path) -> ExitCode {
-    let each = match Registry::load_each(root, &crate::engine::BuildSettings::default()) {
-        Ok(each) => each,
-        Err(e) => {
-            eprintln!("{}: invalid config", root.display());
-            for line in e.to_string().lines() {
-                eprintln!("  error: {line}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let (total, mut failed, mut unknown_flow) = (each.len(), 0, false);
-    for (id, built) in each {
-        match built {
-            Ok(g) => {
-                let c = g.config();
-                let streaming = match g.check_streaming() {
-                    Ok(()) => "streaming: yes".to_string(),
-                    Err(e) => format!("streaming: no (rule {})", e.rule()),
-                };
-                println!(
-                    "ok     {}  main={}  input={}  output={}  {streaming}",
-                    c.id(),
-                    c.main_model().model(),
-                    c.input().flows.len(),
-                    c.output().flows.len()
-                );
-                for w in g.warnings() {
-                    println!("    warning: {w}");
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                println!("error  {id}");
-                // The known flows are listed once, below.
-                let mut in_list = false;
-                for line in e.to_string().lines() {
-                    if in_list && line.starts_with("  - `") {
-                        continue;
-                    }
-                    in_list = false;
-                    let line = match line.split_once(crate::rails::KNOWN_FLOWS) {
-                        Some((head, _)) => {
-                            (in_list, unknown_flow) = (true, true);
-                            head
-                        }
-                        None => line,
-                    };
-                    println!("    {line}");
-                }
-            }
-        }
-    }
-    if failed == 0 {
-        return ExitCode::SUCCESS;
-    }
-    eprintln!(
-        "{}: {failed} of {total} configs have errors",
-        root.display()
-    );
-    if unknown_flow {
-        for stage in [crate::rails::Stage::Input, crate::rails::Stage::Output] {
-            eprintln!(
-                "the {stage} rail flows streamguard knows:{}",
-                crate::rails::known_flows(stage)
-            );
-        }
-    }
-    ExitCode::FAILURE
 }
 
 async fn chat(
@@ -448,9 +379,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %l.local_addr()?, "{what} listening");
         anyhow::Ok(l)
     };
+    let defaults = args.defaults.resolve()?;
     let mut builder = Server::builder()
         .config_root(&args.config)
         .upstream(upstream)
+        .streaming_default(defaults.streaming)
+        .main_model(defaults.main_model, defaults.request_model)
         .templates(TemplateBudget {
             fuel: args.template_fuel,
             max_output_bytes: args.template_max_bytes,

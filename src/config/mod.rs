@@ -11,9 +11,11 @@
 //! nothing above it: rail flows are checked when the rails are built, and
 //! Colang files are kept as text for the dialog module to parse.
 
+mod engine;
 mod load;
 mod model;
 mod raw;
+mod server;
 mod validate;
 pub mod yaml;
 
@@ -25,9 +27,10 @@ use std::{
 
 pub use load::{Loaded, from_yaml, is_single_config, load, load_each, load_root};
 pub use model::{
-    EngineKind, ModelConfig, OpenAiSettings, ProviderSettings, ScriptedAnswer, ScriptedResponse,
-    ScriptedSettings, ScriptedTask, Timeouts,
+    EngineKind, ModelConfig, ModelMode, OpenAiSettings, ProviderSettings, ScriptedAnswer,
+    ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
 };
+pub use server::{ServerFile, main_model_from_flags, parse_on_off, request_main_model};
 
 /// Why a config could not be loaded. Every variant names where to look.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +189,7 @@ pub struct SourceFile {
 pub struct Config {
     id: String,
     path: PathBuf,
-    /// The main model first.
+    /// The main model first, when the config has one.
     models: Vec<ModelConfig>,
     instructions: BTreeMap<String, String>,
     prompts: Vec<Prompt>,
@@ -195,7 +198,7 @@ pub struct Config {
     output_streaming: OutputStreaming,
     /// `rails.config.<name>`, with the file it came from.
     rail_settings: BTreeMap<String, (PathBuf, serde_yaml::Value)>,
-    streaming: bool,
+    streaming: Option<bool>,
     lowest_temperature: f64,
     enable_rails_exceptions: bool,
     sample_conversation: Option<String>,
@@ -205,9 +208,31 @@ pub struct Config {
     /// `kb/*.md` documents.
     kb: Vec<SourceFile>,
     single_call: bool,
+    /// The parsed files, per composed config, to compose this one with others.
+    parts: Vec<validate::Parts>,
 }
 
 impl Config {
+    /// `configs` composed in order into one config (NeMo's `config_ids`),
+    /// with the id `a+b+c`; see the README's composition rules.
+    pub fn compose(configs: &[&Config]) -> Result<Config, ConfigError> {
+        let Some(first) = configs.first() else {
+            return Err(ConfigError::invalid("request", "config_ids", "is empty"));
+        };
+        let id = configs.iter().map(|c| c.id()).collect::<Vec<_>>().join("+");
+        let groups = configs
+            .iter()
+            .flat_map(|c| c.parts.iter().cloned())
+            .collect();
+        let mut composed = validate::validate_composed(id, first.path(), groups)?;
+        for c in configs {
+            composed.colang.extend(c.colang.iter().cloned());
+            composed.action_files.extend(c.action_files.iter().cloned());
+            composed.kb.extend(c.kb.iter().cloned());
+        }
+        Ok(composed)
+    }
+
     /// The config id: its directory name.
     pub fn id(&self) -> &str {
         &self.id
@@ -223,10 +248,20 @@ impl Config {
         &self.models
     }
 
-    /// The `type: main` model.
-    pub fn main_model(&self) -> &ModelConfig {
-        // Validation guarantees exactly one main model, moved to index 0.
-        &self.models[0]
+    /// The `type: main` model; `None` for a rails-only config (the main
+    /// model then comes with the request or from the server's default).
+    pub fn main_model(&self) -> Option<&ModelConfig> {
+        // Validation allows at most one main model and moves it to index 0.
+        self.models.first().filter(|m| m.kind() == "main")
+    }
+
+    /// This config with `model` as its main model (replacing the one it had).
+    pub fn with_main_model(mut self, model: ModelConfig) -> Self {
+        if self.main_model().is_some() {
+            self.models.remove(0);
+        }
+        self.models.insert(0, model.into_main());
+        self
     }
 
     /// The model entry of a given `type`, if any.
@@ -263,8 +298,9 @@ impl Config {
         self.output_streaming
     }
 
-    /// `streaming: True`.
-    pub fn streaming(&self) -> bool {
+    /// The `streaming` key as written (`None`: the config does not say;
+    /// NeMo ≥ 0.20 dropped the key and streams without it).
+    pub fn streaming(&self) -> Option<bool> {
         self.streaming
     }
 
@@ -301,13 +337,14 @@ impl Config {
     }
 
     /// The prompt for `task` as NeMo picks it: one restricted to `model`
-    /// (`engine/model` or `model`) first, else an unrestricted one.
-    pub fn prompt(&self, task: &str, model: &ModelConfig) -> Option<&Prompt> {
-        let name = model.model();
+    /// (`engine/model` or `model`) first, else an unrestricted one (the only
+    /// kind a config without a main model can pick for it).
+    pub fn prompt(&self, task: &str, model: Option<&ModelConfig>) -> Option<&Prompt> {
+        let name = model.map(ModelConfig::model);
         let mut fallback = None;
         for p in self.prompts.iter().filter(|p| p.task == task) {
-            match &p.models {
-                Some(list) => {
+            match (&p.models, name) {
+                (Some(list), Some(name)) => {
                     if list.iter().any(|m| {
                         m == name
                             || m.rsplit_once('/').is_some_and(|(_, n)| n == name)
@@ -316,7 +353,8 @@ impl Config {
                         return Some(p);
                     }
                 }
-                None => {
+                (Some(_), None) => {}
+                (None, _) => {
                     if fallback.is_none() {
                         fallback = Some(p);
                     }

@@ -11,41 +11,8 @@ use std::{fmt, path::Path, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ConfigError, raw::RawModel};
-
-/// Which provider serves a model entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    /// OpenAI's API or any OpenAI-compatible endpoint via `parameters.base_url`.
-    OpenAi,
-    /// NVIDIA NIM (`nim`, `nvidia_ai_endpoints`), OpenAI-compatible.
-    Nim,
-    /// vLLM's OpenAI-compatible server; needs `parameters.base_url`.
-    VllmOpenAi,
-    /// streamguard's in-process scripted model, for demos and tests.
-    Scripted,
-}
-
-impl EngineKind {
-    /// Engine names accepted in `models[].engine`.
-    pub const NAMES: &'static [&'static str] = &[
-        "openai",
-        "nim",
-        "nvidia_ai_endpoints",
-        "vllm_openai",
-        "scripted",
-    ];
-
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "openai" => EngineKind::OpenAi,
-            "nim" | "nvidia_ai_endpoints" => EngineKind::Nim,
-            "vllm_openai" => EngineKind::VllmOpenAi,
-            "scripted" => EngineKind::Scripted,
-            _ => return None,
-        })
-    }
-}
+pub use super::engine::EngineKind;
+use super::{ConfigError, engine, raw::RawModel};
 
 /// Time limits a model entry sets for its own calls (`None`: the server's default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,6 +31,10 @@ pub struct OpenAiSettings {
     pub base_url: Option<String>,
     /// The env var holding the API key; the engine's default when absent.
     pub api_key_env_var: Option<String>,
+    /// Azure: the deployment (`azure_deployment`, `deployment_name`; default the model name).
+    pub deployment: Option<String>,
+    /// Azure: `api_version` (`openai_api_version`; default `OPENAI_API_VERSION`).
+    pub api_version: Option<String>,
     /// A literal `parameters.api_key` (never printed).
     pub api_key: Option<String>,
     pub timeouts: Timeouts,
@@ -78,6 +49,8 @@ impl fmt::Debug for OpenAiSettings {
         f.debug_struct("OpenAiSettings")
             .field("base_url", &self.base_url)
             .field("api_key_env_var", &self.api_key_env_var)
+            .field("deployment", &self.deployment)
+            .field("api_version", &self.api_version)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeouts", &self.timeouts)
             .field("retries", &self.retries)
@@ -172,8 +145,51 @@ pub enum ScriptedAnswer {
 /// What serves a model entry, with its typed settings.
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
+    /// An HTTP provider (OpenAI-compatible engines and Anthropic).
     OpenAi(OpenAiSettings),
     Scripted(ScriptedSettings),
+    /// No client (an embeddings engine streamguard does not call).
+    None,
+}
+
+/// How a model is called: chat completions, or text completions
+/// (`/v1/completions` with one prompt string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelMode {
+    Chat,
+    Text,
+}
+
+impl ModelMode {
+    /// The mode of a model entry: its `mode` key, else NeMo's rule (its
+    /// LangChain initializer sends OpenAI's `gpt-3.5-turbo-instruct` to the
+    /// text-completion client) extended to OpenAI's other completion-only
+    /// models (`davinci-002`, `babbage-002`, `text-davinci-*`).
+    fn of(mode: Option<&str>, engine: EngineKind, model: &str) -> Option<Self> {
+        match mode {
+            Some("chat") => Some(ModelMode::Chat),
+            Some("text") => Some(ModelMode::Text),
+            Some(_) => None,
+            None => {
+                let completion_only = model.contains("gpt-3.5-turbo-instruct")
+                    || [
+                        "davinci",
+                        "babbage",
+                        "text-davinci",
+                        "text-babbage",
+                        "text-curie",
+                    ]
+                    .iter()
+                    .any(|p| model.starts_with(p));
+                let openai = matches!(engine, EngineKind::OpenAi | EngineKind::Azure);
+                Some(if openai && completion_only {
+                    ModelMode::Text
+                } else {
+                    ModelMode::Chat
+                })
+            }
+        }
+    }
 }
 
 /// One validated `models` entry.
@@ -182,7 +198,10 @@ pub struct ModelConfig {
     kind: String,
     engine: EngineKind,
     model: String,
+    mode: ModelMode,
     streaming: bool,
+    /// Whether `mode` was written (else it follows the model name).
+    explicit_mode: bool,
     settings: ProviderSettings,
     source: PathBuf,
     key: String,
@@ -200,9 +219,31 @@ impl ModelConfig {
     pub fn model(&self) -> &str {
         &self.model
     }
+    /// Chat or text completions.
+    pub fn mode(&self) -> ModelMode {
+        self.mode
+    }
     /// `false` when the entry declares that its endpoint cannot stream.
     pub fn streaming(&self) -> bool {
         self.streaming
+    }
+
+    /// This entry as the main model (`type: main`).
+    pub(super) fn into_main(mut self) -> Self {
+        self.kind = "main".into();
+        self
+    }
+
+    /// This entry calling `model` instead of its own model name (a
+    /// request's `model`, as NeMo's server overrides the main model's
+    /// name). The mode follows the new name unless the entry set `mode`.
+    pub fn renamed(&self, model: &str) -> Self {
+        let mut m = self.clone();
+        m.model = model.to_string();
+        if !m.explicit_mode {
+            m.mode = ModelMode::of(None, m.engine, model).unwrap_or(ModelMode::Chat);
+        }
+        m
     }
     pub fn settings(&self) -> &ProviderSettings {
         &self.settings
@@ -229,18 +270,7 @@ impl ModelConfig {
             reasoning_config: _,
             cache: _,
         } = m;
-        if let Some(mode) = mode
-            && mode != "chat"
-        {
-            return Err(ConfigError::invalid(
-                file,
-                format!("{key}.mode"),
-                format!(
-                    "`{mode}` is not supported; streamguard calls chat completions (mode: chat)"
-                ),
-            ));
-        }
-        let engine = engine_of(engine, file, &key)?;
+        let engine = engine_of(engine, kind == "embeddings", file, &key)?;
         let mut params = match serde_json::to_value(&parameters) {
             Ok(Value::Object(map)) => map,
             Ok(_) | Err(_) => {
@@ -255,7 +285,14 @@ impl ModelConfig {
         let model = model
             .or_else(|| take_str(&mut params, "model_name"))
             .or_else(|| take_str(&mut params, "model"))
+            .or_else(|| take_str(&mut params, "repo_id"))
+            // A TGI endpoint serves one model and ignores the name.
+            .or_else(|| (engine == EngineKind::HuggingFaceEndpoint).then(|| "tgi".to_string()))
             .ok_or_else(|| ConfigError::invalid(file, format!("{key}.model"), "missing"))?;
+        let explicit_mode = mode.is_some();
+        let mode = ModelMode::of(mode.as_deref(), engine, &model).ok_or_else(|| {
+            ConfigError::invalid(file, format!("{key}.mode"), "must be `chat` or `text`")
+        })?;
         let at = |k: &str| format!("{key}.parameters.{k}");
         let settings = match engine {
             EngineKind::Scripted => {
@@ -263,14 +300,27 @@ impl ModelConfig {
                     |e| ConfigError::invalid(file, format!("{key}.parameters"), e.to_string()),
                 )?)
             }
+            EngineKind::LocalEmbeddings => ProviderSettings::None,
             _ => {
-                let mut s = openai_settings(params, file, &at)?;
+                let mut s = openai_settings(params, engine, file, &at)?;
                 s.api_key_env_var = api_key_env_var.or(s.api_key_env_var);
-                if engine == EngineKind::VllmOpenAi && s.base_url.is_none() {
+                let needs_url = match engine {
+                    EngineKind::VllmOpenAi => Some("the server's /v1 URL"),
+                    EngineKind::HuggingFaceEndpoint => Some("`endpoint_url`, the TGI endpoint"),
+                    EngineKind::Azure => {
+                        Some("`azure_endpoint`, https://<resource>.openai.azure.com")
+                    }
+                    _ => None,
+                };
+                if let Some(what) = needs_url
+                    && s.base_url.is_none()
+                    // Azure's endpoint may come from AZURE_OPENAI_ENDPOINT (checked per call).
+                    && engine != EngineKind::Azure
+                {
                     return Err(ConfigError::invalid(
                         file,
                         at("base_url"),
-                        "required for engine vllm_openai (the server's /v1 URL)",
+                        format!("required for engine {}: {what}", engine.name()),
                     ));
                 }
                 ProviderSettings::OpenAi(s)
@@ -280,7 +330,9 @@ impl ModelConfig {
             kind,
             engine,
             model,
+            mode,
             streaming: streaming.unwrap_or(true),
+            explicit_mode,
             settings,
             source: file.to_path_buf(),
             key,
@@ -288,24 +340,35 @@ impl ModelConfig {
     }
 }
 
-fn engine_of(engine: Option<String>, file: &Path, key: &str) -> Result<EngineKind, ConfigError> {
-    let name = engine.ok_or_else(|| {
-        ConfigError::invalid(
-            file,
-            format!("{key}.engine"),
-            format!("missing; one of: {}", EngineKind::NAMES.join(", ")),
+fn engine_of(
+    engine: Option<String>,
+    embeddings: bool,
+    file: &Path,
+    key: &str,
+) -> Result<EngineKind, ConfigError> {
+    let invalid = |message: String| ConfigError::invalid(file, format!("{key}.engine"), message);
+    let name = engine
+        .ok_or_else(|| invalid(format!("missing; one of: {}", EngineKind::NAMES.join(", "))))?;
+    if let Some(parsed) = EngineKind::parse(&name, embeddings) {
+        return Ok(parsed);
+    }
+    if let Some(instead) = engine::refusal(&name) {
+        return Err(invalid(format!(
+            "engine `{name}` is not supported: {instead}"
+        )));
+    }
+    let also = if embeddings {
+        format!(
+            ", and for embeddings {}",
+            EngineKind::LOCAL_EMBEDDINGS.join(", ")
         )
-    })?;
-    EngineKind::parse(&name).ok_or_else(|| {
-        ConfigError::invalid(
-            file,
-            format!("{key}.engine"),
-            format!(
-                "unknown engine `{name}`; supported: {}",
-                EngineKind::NAMES.join(", ")
-            ),
-        )
-    })
+    } else {
+        String::new()
+    };
+    Err(invalid(format!(
+        "unknown engine `{name}`; supported: {}{also}",
+        EngineKind::NAMES.join(", ")
+    )))
 }
 
 /// The provider's own keys, taken out of `parameters` with errors naming them.
@@ -362,6 +425,7 @@ impl Params<'_> {
 /// Reads the provider's own keys out of `params`; the rest is the call body.
 fn openai_settings(
     map: Map<String, Value>,
+    engine: EngineKind,
     file: &Path,
     at: &dyn Fn(&str) -> String,
 ) -> Result<OpenAiSettings, ConfigError> {
@@ -372,7 +436,15 @@ fn openai_settings(
         p.map.remove(k);
     }
     let mut base_url = None;
-    for k in ["base_url", "openai_api_base", "api_base"] {
+    // Each vendor's LangChain class spells the endpoint its own way.
+    for k in [
+        "base_url",
+        "openai_api_base",
+        "api_base",
+        "azure_endpoint",
+        "endpoint_url",
+        "anthropic_api_url",
+    ] {
         if let Some(url) = p.string(k)? {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(p.invalid(k, format!("`{url}` must start with http:// or https://")));
@@ -394,8 +466,22 @@ fn openai_settings(
         Some(n) => Some(n),
         None => p.count("max_retries")?,
     };
+    let mut deployment = None;
+    let mut api_version = None;
+    if engine == EngineKind::Azure {
+        deployment = match p.string("azure_deployment")? {
+            Some(d) => Some(d),
+            None => p.string("deployment_name")?,
+        };
+        api_version = match p.string("api_version")? {
+            Some(v) => Some(v),
+            None => p.string("openai_api_version")?,
+        };
+    }
     Ok(OpenAiSettings {
         base_url,
+        deployment,
+        api_version,
         api_key: p.string("api_key")?,
         api_key_env_var: p.string("api_key_env_var")?,
         timeouts,

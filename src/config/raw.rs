@@ -9,7 +9,7 @@ use serde_yaml::Value;
 
 /// One `*.yml` / `*.yaml` file. Keys NeMo knows but streamguard does not
 /// support are accepted here so that validation can refuse them by name.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct RawFile {
     pub prompting_mode: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     #[serde(rename = "type")]
@@ -64,7 +64,7 @@ pub struct RawModel {
     pub cache: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInstruction {
     #[serde(rename = "type")]
@@ -72,7 +72,7 @@ pub struct RawInstruction {
     pub content: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrompt {
     pub task: String,
@@ -88,7 +88,7 @@ pub struct RawPrompt {
     pub max_length: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPromptMessage {
     #[serde(rename = "type")]
@@ -96,7 +96,7 @@ pub struct RawPromptMessage {
     pub content: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRails {
     pub input: Option<RawFlows>,
@@ -108,7 +108,7 @@ pub struct RawRails {
     pub config: Option<serde_yaml::Mapping>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlows {
     #[serde(default)]
@@ -116,7 +116,7 @@ pub struct RawFlows {
     pub parallel: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutputRails {
     #[serde(default)]
@@ -128,7 +128,7 @@ pub struct RawOutputRails {
     pub apply_to_reasoning_traces: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutputStreaming {
     pub enabled: Option<bool>,

@@ -28,10 +28,26 @@ fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 8] {
     ]
 }
 
+/// The parsed files of one config directory, in walk order.
+pub(super) type Parts = std::sync::Arc<Vec<(PathBuf, RawFile)>>;
+
 pub(super) fn validate(
     id: String,
     dir: &Path,
     parts: Vec<(PathBuf, RawFile)>,
+) -> Result<Config, ConfigError> {
+    validate_composed(id, dir, vec![std::sync::Arc::new(parts)])
+}
+
+/// Validates several configs' files as one composed config, as NeMo's
+/// server joins `config_ids`: each config's files merge as a directory's
+/// do (lists append, keys set later win), a model `type` two configs share
+/// must name the same engine and model (the later entry's parameters win),
+/// and a later config's prompts are preferred.
+pub(super) fn validate_composed(
+    id: String,
+    dir: &Path,
+    groups: Vec<Parts>,
 ) -> Result<Config, ConfigError> {
     let mut config = Config {
         id,
@@ -43,7 +59,7 @@ pub(super) fn validate(
         output: RailStage::default(),
         output_streaming: OutputStreaming::default(),
         rail_settings: BTreeMap::new(),
-        streaming: false,
+        streaming: None,
         lowest_temperature: 0.001,
         enable_rails_exceptions: false,
         sample_conversation: None,
@@ -51,12 +67,48 @@ pub(super) fn validate(
         action_files: Vec::new(),
         kb: Vec::new(),
         single_call: false,
+        parts: groups.clone(),
     };
-    for (file, raw) in parts {
-        merge(&mut config, &file, raw)?;
+    for (i, group) in groups.iter().enumerate() {
+        let (models, prompts) = (config.models.len(), config.prompts.len());
+        for (file, raw) in group.iter() {
+            merge(&mut config, file, raw.clone())?;
+        }
+        if i > 0 {
+            join_models(&mut config, models)?;
+            config.prompts.rotate_left(prompts);
+        }
     }
     place_main_model(&mut config)?;
     Ok(config)
+}
+
+/// A later config's models (from index `from`): one of a `type` an earlier
+/// config has replaces it, when it names the same engine and model.
+fn join_models(config: &mut Config, from: usize) -> Result<(), ConfigError> {
+    let added = config.models.split_off(from);
+    for m in added {
+        match config.models.iter_mut().find(|e| e.kind() == m.kind()) {
+            Some(e) if e.engine() != m.engine() || e.model() != m.model() => {
+                return Err(ConfigError::invalid(
+                    m.source(),
+                    m.key(),
+                    format!(
+                        "composed configs must use the same engine and model for the same model type: `type: {}` is `{}` on `{}` here and `{}` on `{}` in {}",
+                        m.kind(),
+                        m.model(),
+                        m.engine().name(),
+                        e.model(),
+                        e.engine().name(),
+                        e.source().display()
+                    ),
+                ));
+            }
+            Some(e) => *e = m,
+            None => config.models.push(m),
+        }
+    }
+    Ok(())
 }
 
 /// Merges one file into the config: lists append, scalars override.
@@ -102,8 +154,8 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     if let Some(rails) = raw.rails {
         merge_rails(config, file, rails)?;
     }
-    if let Some(s) = raw.streaming {
-        config.streaming = s;
+    if raw.streaming.is_some() {
+        config.streaming = raw.streaming;
     }
     if let Some(t) = raw.lowest_temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -200,17 +252,15 @@ fn merge_output(
     Ok(())
 }
 
-/// Exactly one `type: main` model, moved to the front.
+/// At most one `type: main` model, moved to the front. A config without
+/// one is rails-only: its requests bring the main model (or the server has
+/// a default one).
 fn place_main_model(config: &mut Config) -> Result<(), ConfigError> {
     let mains: Vec<usize> = (0..config.models.len())
         .filter(|&i| config.models[i].kind() == "main")
         .collect();
     match mains.as_slice() {
-        [] => Err(ConfigError::invalid(
-            config.main_file(),
-            "models",
-            "no model with `type: main`; add one, e.g. `- type: main` with `engine: openai` and `model: gpt-4o-mini`",
-        )),
+        [] => Ok(()),
         [one] => {
             let main = config.models.remove(*one);
             config.models.insert(0, main);

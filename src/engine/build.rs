@@ -77,7 +77,7 @@ pub(super) fn build(
     let upstream = &settings.upstream;
     let dialog = dialog_of(config)?;
     let mut providers = Providers::new();
-    let mut unset_keys = Vec::new();
+    let mut warnings = Vec::new();
     if let Some(main) = main {
         providers.insert("main".into(), main);
     }
@@ -88,8 +88,8 @@ pub(super) fn build(
         }
         let provider = llm::build(model, upstream)?;
         if let Some(var) = provider.missing_api_key() {
-            unset_keys.push(format!(
-                "{}: `{}`: the API key variable `{var}` of model `{}` is not set; calls to it fail until it is",
+            warnings.push(format!(
+                "{}: `{}`: the variable `{var}` (API key or endpoint) of model `{}` is not set; calls to it fail until it is",
                 config.relative(model.source()).display(),
                 model.key(),
                 model.model()
@@ -97,18 +97,36 @@ pub(super) fn build(
         }
         providers.insert(model.kind().to_string(), provider);
     }
-    let main = providers
-        .get("main")
-        .cloned()
-        .ok_or_else(|| ConfigError::invalid(config.main_file(), "models", "no main model"))?;
+    // A rails-only config: each request names its main model, and the
+    // engine is built again for it (`Guardrails::for_model`), so this
+    // stand-in is never called.
+    let main = match providers.get("main") {
+        Some(main) => main.clone(),
+        None => {
+            let unset: Arc<dyn Provider> = Arc::new(llm::Unconfigured);
+            providers.insert("main".into(), unset.clone());
+            unset
+        }
+    };
     // With Colang dialog flows, the dialog runtime answers in front of the
     // main model; everything downstream streams from it unchanged.
     let answerer: Arc<dyn Answerer> = match dialog {
         Some(dialog) => {
-            let embedder = config
-                .model_of_type("embeddings")
-                .map(|m| llm::build_embedder(m, upstream))
-                .transpose()?;
+            let embedder = match config.model_of_type("embeddings") {
+                Some(m) => {
+                    let built = llm::build_embedder(m, upstream)?;
+                    if built.is_none() {
+                        warnings.push(format!(
+                            "{}: `{}`: streamguard has no client for the embeddings engine of `{}`; the dialog ranks its examples lexically (BM25)",
+                            config.relative(m.source()).display(),
+                            m.key(),
+                            m.model()
+                        ));
+                    }
+                    built
+                }
+                None => None,
+            };
             Arc::new(dialog::DialogRuntime::new(
                 config,
                 dialog,
@@ -120,6 +138,6 @@ pub(super) fn build(
         None => Arc::new(ModelAnswer(main)),
     };
     let mut rails = rails::build(config, &providers, settings.templates)?;
-    rails.warnings.extend(unset_keys);
+    rails.warnings.extend(warnings);
     Ok(Built { answerer, rails })
 }

@@ -76,6 +76,7 @@ pub(super) async fn run(
         log: None,
         dialog: answer.dialog,
         finish_reason: FinishReason::of(completion.finish, false, stopped),
+        model: String::new(),
     };
     Ok(run.finish(response, started))
 }

@@ -17,6 +17,7 @@ mod build;
 mod generate;
 mod handler;
 mod log;
+mod main_model;
 mod meters;
 mod preconditions;
 mod registry;
@@ -49,12 +50,20 @@ pub use types::{
 };
 pub use window::{Window, Windows};
 
-/// How configs are built: the defaults for talking to upstream LLMs and the
-/// budget of one prompt-template render.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How configs are built: the defaults for talking to upstream LLMs, the
+/// budget of one prompt-template render, and what the server adds to every
+/// config (a default main model, the meaning of a missing `streaming` key).
+#[derive(Debug, Clone, Default)]
 pub struct BuildSettings {
     pub upstream: UpstreamSettings,
     pub templates: TemplateBudget,
+    /// A config without a `streaming` key streams (NeMo ≥ 0.20 dropped the key).
+    pub streaming_default: bool,
+    /// The main model of configs that have none (rails-only configs).
+    pub main_model: Option<config::ModelConfig>,
+    /// The engine and settings of a model a request names for a config
+    /// without a main model (`None`: `engine: openai`, as NeMo's server).
+    pub request_model: Option<config::ModelConfig>,
 }
 
 /// One loaded config with its providers and rails, ready to serve.
@@ -72,6 +81,12 @@ struct Inner {
     system_prompt: Option<String>,
     warnings: Vec<String>,
     meters: meters::Meters,
+    /// The main model's name (empty for a config without one).
+    main_name: Arc<str>,
+    /// The application gave the main provider (`with_main_provider`).
+    custom_main: bool,
+    settings: BuildSettings,
+    variants: main_model::Variants,
 }
 
 impl Guardrails {
@@ -118,11 +133,18 @@ impl Guardrails {
     }
 
     fn build(
-        config: Config,
+        mut config: Config,
         main: Option<Arc<dyn Provider>>,
         settings: &BuildSettings,
     ) -> Result<Self, ConfigError> {
+        if config.main_model().is_none()
+            && let Some(default) = &settings.main_model
+        {
+            config = config.with_main_model(default.clone());
+        }
+        let custom_main = main.is_some();
         let built = build::build(&config, main, settings)?;
+        let main_name = config.main_model().map_or("", |m| m.model()).into();
         let system_prompt = config.instruction("general").map(|s| s.trim().to_string());
         Ok(Guardrails {
             inner: Arc::new(Inner {
@@ -132,6 +154,10 @@ impl Guardrails {
                 system_prompt,
                 warnings: built.rails.warnings,
                 meters: meters::Meters::new(config.id()),
+                main_name,
+                custom_main,
+                settings: settings.clone(),
+                variants: main_model::Variants::default(),
                 config,
             }),
         })
@@ -149,15 +175,28 @@ impl Guardrails {
 
     /// Whether a streaming request with default options may be served.
     pub fn check_streaming(&self) -> Result<(), PreconditionFailure> {
-        preconditions::check(&self.inner.config, self.inner.answerer.can_stream(), true)
+        let inner = &self.inner;
+        preconditions::check(
+            &inner.config,
+            inner.settings.streaming_default,
+            inner.answerer.can_stream(),
+            true,
+        )
+    }
+
+    /// Whether the config needs each request to name its main model (a
+    /// rails-only config on a server without a default main model).
+    pub fn needs_request_model(&self) -> bool {
+        self.inner.config.main_model().is_none()
     }
 
     /// Answers the conversation whole: input rails, the answer, output rails
     /// on the whole answer. Works on every config.
     pub async fn generate(&self, request: Request) -> Result<Response, Error> {
         let started = Instant::now();
-        let run = self.inner.start(&request)?;
-        generate::run(&self.inner, run, request, started).await
+        let this = self.for_model(request.model.as_deref())?;
+        let run = this.inner.start(&request)?;
+        generate::run(&this.inner, run, request, started).await
     }
 
     /// Streams just the text chunks of the answer: the counterpart of NeMo's
@@ -262,14 +301,17 @@ impl Guardrails {
     /// upstream request.
     pub fn stream(&self, request: Request) -> Result<EventStream, Error> {
         let started = Instant::now();
-        let run = self.inner.start(&request)?;
+        let this = self.for_model(request.model.as_deref())?;
+        let inner = &this.inner;
+        let run = inner.start(&request)?;
         let output_on = !run.output.is_empty();
         preconditions::check(
-            &self.inner.config,
-            self.inner.answerer.can_stream(),
+            &inner.config,
+            inner.settings.streaming_default,
+            inner.answerer.can_stream(),
             output_on,
         )?;
-        Ok(stream::run(self.inner.clone(), run, request, started))
+        Ok(stream::run(inner.clone(), run, request, started))
     }
 }
 
@@ -284,6 +326,7 @@ impl Inner {
     fn start(&self, request: &Request) -> Result<run::Run, Error> {
         run::Run::start(
             request,
+            self.main_name.clone(),
             &self.input,
             &self.output,
             (self.config.input().parallel, self.config.output().parallel),
@@ -298,6 +341,7 @@ impl Inner {
             mut messages,
             options,
             traceparent,
+            model: _,
         } = request;
         let user_input: Arc<str> = match (rewritten, messages.last_mut()) {
             (Some(text), Some(last)) => {
@@ -335,6 +379,7 @@ impl Inner {
             log: None,
             dialog: None,
             finish_reason: FinishReason::ContentFilter,
+            model: String::new(),
         }
     }
 }

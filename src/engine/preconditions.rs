@@ -3,21 +3,24 @@
 
 use crate::{config::Config, error::PreconditionFailure};
 
-/// Checks the three rules in order. `main_can_stream` is the answerer's own
-/// answer; `output_rails` says whether output rails will run on the request.
+/// Checks the three rules in order. `streaming_default` is what a config
+/// without a `streaming` key means (the server's `--streaming-default`);
+/// `main_can_stream` is the answerer's own answer; `output_rails` says
+/// whether output rails will run on the request.
 pub fn check(
     config: &Config,
+    streaming_default: bool,
     main_can_stream: bool,
     output_rails: bool,
 ) -> Result<(), PreconditionFailure> {
-    if !config.streaming() {
+    if !config.streaming().unwrap_or(streaming_default) {
         return Err(PreconditionFailure::StreamingDisabled {
             id: config.id().to_string(),
             file: config.relative(&config.main_file()),
+            explicit: config.streaming().is_some(),
         });
     }
-    if !main_can_stream {
-        let main = config.main_model();
+    if !main_can_stream && let Some(main) = config.main_model() {
         return Err(PreconditionFailure::ModelCannotStream {
             id: config.id().to_string(),
             model: main.model().to_string(),

@@ -1,21 +1,34 @@
 //! The set of loaded configs a server serves, by id.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use super::{BuildSettings, Guardrails};
 use crate::{
-    config::{self, ConfigError},
+    config::{self, Config, ConfigError},
     error::Error,
 };
 
 /// The longest config id a request may name.
 const MAX_ID_LEN: usize = 128;
 
+/// The most configs one request may compose.
+const MAX_COMPOSED: usize = 16;
+
+/// Composed configs kept built, most recent first.
+const MAX_COMPOSITIONS: usize = 64;
+
 /// Loaded configs by id, with an optional default for requests without one.
 #[derive(Debug, Clone)]
 pub struct Registry {
     configs: BTreeMap<String, Guardrails>,
     default_id: Option<String>,
+    settings: BuildSettings,
+    /// Compositions built for requests (`config_ids`), by composed id.
+    composed: Arc<Mutex<Vec<(String, Guardrails)>>>,
 }
 
 impl Registry {
@@ -50,6 +63,8 @@ impl Registry {
         Ok(Registry {
             configs,
             default_id,
+            settings: settings.clone(),
+            composed: Arc::default(),
         })
     }
 
@@ -103,6 +118,8 @@ impl Registry {
             Registry {
                 configs,
                 default_id,
+                settings: settings.clone(),
+                composed: Arc::default(),
             },
             failed,
         ))
@@ -116,6 +133,8 @@ impl Registry {
                 .map(|g| (g.config().id().to_string(), g))
                 .collect(),
             default_id: None,
+            settings: BuildSettings::default(),
+            composed: Arc::default(),
         }
     }
 
@@ -179,6 +198,49 @@ impl Registry {
             id: id.to_string(),
             known: self.known(visible),
         })
+    }
+
+    /// The config serving a request that names `ids`: none (the default),
+    /// one, or several to compose in order (NeMo's `config_ids`), each of
+    /// which `visible` must accept. A composition is built once and kept.
+    pub fn resolve(
+        &self,
+        ids: &[String],
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<Guardrails, Error> {
+        let parts = match ids {
+            [] => return self.get_visible("", visible).cloned(),
+            [one] => return self.get_visible(one, visible).cloned(),
+            _ if ids.len() > MAX_COMPOSED => {
+                return Err(Error::invalid(
+                    "config_ids",
+                    format!("composes at most {MAX_COMPOSED} configs"),
+                ));
+            }
+            many => many
+                .iter()
+                .map(|id| self.get_visible(id, visible))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let id = ids.join("+");
+        if let Ok(mut cache) = self.composed.lock()
+            && let Some(at) = cache.iter().position(|(k, _)| *k == id)
+        {
+            let hit = cache.remove(at);
+            let found = hit.1.clone();
+            cache.insert(0, hit);
+            return Ok(found);
+        }
+        let configs: Vec<&Config> = parts.iter().map(|g| g.config()).collect();
+        let composed = Config::compose(&configs)
+            .and_then(|c| Guardrails::with_settings(c, &self.settings))
+            .map_err(|e| Error::invalid("config_ids", format!("cannot compose `{id}`: {e}")))?;
+        if let Ok(mut cache) = self.composed.lock() {
+            cache.retain(|(k, _)| *k != id);
+            cache.insert(0, (id, composed.clone()));
+            cache.truncate(MAX_COMPOSITIONS);
+        }
+        Ok(composed)
     }
 
     /// All configs, sorted by id.

@@ -39,6 +39,8 @@ pub(super) struct Run {
     pub rewrites: bool,
     pub log: Option<RunLog>,
     pub timing: PhaseTiming,
+    /// The main model's name, for the response.
+    pub model: Arc<str>,
 }
 
 /// Checks the request shape.
@@ -106,6 +108,7 @@ impl Run {
     /// Validates the request and selects its rails from the configured ones.
     pub fn start(
         request: &Request,
+        model: Arc<str>,
         input: &RailSet,
         output: &RailSet,
         parallel: (bool, bool),
@@ -132,6 +135,7 @@ impl Run {
             input_parallel: parallel.0,
             output_parallel: parallel.1,
             rewrites,
+            model,
             log: o.log.then(|| RunLog {
                 calls: Arc::new(CallLog::default()),
                 rails: Vec::new(),
@@ -200,6 +204,7 @@ impl Run {
 
     /// Attaches the log (when asked for) to the response.
     pub fn finish(self, mut response: Response, started: Instant) -> Response {
+        response.model = self.model.to_string();
         if let Some(log) = self.log {
             let mut timing = self.timing;
             timing.total = started.elapsed();

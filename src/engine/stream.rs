@@ -297,6 +297,7 @@ impl Driver {
             usage,
             log: None,
             dialog,
+            model: String::new(),
         };
         run.finish(response, started)
     }

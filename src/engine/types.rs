@@ -20,6 +20,9 @@ pub struct Request {
     pub options: Options,
     /// The caller's W3C `traceparent`, passed on to the main LLM call.
     pub traceparent: Option<String>,
+    /// The main model to call (its name; the config's engine and settings
+    /// stay). `None`: the config's main model, or the server's default.
+    pub model: Option<String>,
 }
 
 impl From<Vec<ChatMessage>> for Request {
@@ -28,6 +31,7 @@ impl From<Vec<ChatMessage>> for Request {
             messages,
             options: Options::default(),
             traceparent: None,
+            model: None,
         }
     }
 }
@@ -183,6 +187,8 @@ pub struct Response {
     pub dialog: Option<DialogTurn>,
     /// Why the answer ended.
     pub finish_reason: FinishReason,
+    /// The main model that served the request (its name).
+    pub model: String,
 }
 
 /// One event of a streamed answer.

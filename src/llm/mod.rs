@@ -6,6 +6,8 @@
 //! own everything they need: dropping one drops the HTTP response body, which
 //! cancels the upstream request. Nothing here knows about rails or dialogs.
 
+mod azure;
+mod compat;
 mod http;
 mod limits;
 mod openai;
@@ -24,7 +26,7 @@ use std::{
 use futures_util::{future::BoxFuture, stream::BoxStream};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, EngineKind, ModelConfig, ProviderSettings};
+use crate::config::{ConfigError, ModelConfig, ProviderSettings};
 
 pub use limits::ReceiveLimits;
 pub use openai::{OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data};
@@ -227,8 +229,8 @@ pub enum LlmError {
         after: Duration,
         model: String,
     },
-    /// The API key env var is not set.
-    #[error("API key env var `{0}` is not set")]
+    /// An env var the model needs (its API key, Azure's endpoint) is not set.
+    #[error("env var `{0}` (the model's API key or endpoint) is not set")]
     MissingApiKey(String),
 }
 
@@ -380,22 +382,59 @@ pub fn build(
             Arc::new(ScriptedProvider::new(s.clone(), model.streaming()))
         }
         ProviderSettings::OpenAi(s) => Arc::new(OpenAiProvider::new(model, s, upstream)?),
+        ProviderSettings::None => {
+            return Err(ConfigError::invalid(
+                model.source(),
+                format!("{}.engine", model.key()),
+                format!(
+                    "`{}` is an embeddings engine; a `type: {}` model needs a chat engine",
+                    model.engine().name(),
+                    model.kind()
+                ),
+            ));
+        }
     })
 }
 
-/// Builds the embeddings client for a model entry (`type: embeddings`).
+/// Builds the embeddings client for a model entry (`type: embeddings`);
+/// `None` for an embeddings engine streamguard has no client for (the
+/// dialog then ranks its examples lexically).
 pub fn build_embedder(
     model: &ModelConfig,
     upstream: &UpstreamSettings,
-) -> Result<Arc<dyn Embedder>, ConfigError> {
+) -> Result<Option<Arc<dyn Embedder>>, ConfigError> {
     match model.settings() {
-        ProviderSettings::OpenAi(s) if model.engine() != EngineKind::Scripted => {
-            Ok(Arc::new(OpenAiProvider::new(model, s, upstream)?))
+        ProviderSettings::OpenAi(s) if model.engine().openai_compatible() => {
+            Ok(Some(Arc::new(OpenAiProvider::new(model, s, upstream)?)))
         }
+        ProviderSettings::None => Ok(None),
         _ => Err(ConfigError::invalid(
             model.source(),
             format!("{}.engine", model.key()),
             "the embeddings model needs an OpenAI-compatible engine (`/v1/embeddings`)",
         )),
+    }
+}
+
+/// The main model of a rails-only config before a request names one: the
+/// engine is built again for each named model, so this is never called.
+#[derive(Debug)]
+pub struct Unconfigured;
+
+impl Provider for Unconfigured {
+    fn can_stream(&self) -> bool {
+        true
+    }
+
+    fn complete(&self, _: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
+        Box::pin(std::future::ready(Err(LlmError::Api(
+            "the config has no main model".into(),
+        ))))
+    }
+
+    fn stream(&self, _: ChatRequest) -> DeltaStream {
+        Box::pin(futures_util::stream::once(std::future::ready(Err(
+            LlmError::Api("the config has no main model".into()),
+        ))))
     }
 }

@@ -110,6 +110,25 @@ impl ServerBuilder {
         self
     }
 
+    /// What a config without a `streaming` key means (`true`: it streams,
+    /// as in NeMo ≥ 0.20).
+    pub fn streaming_default(mut self, on: bool) -> Self {
+        self.build.streaming_default = on;
+        self
+    }
+
+    /// The main model of rails-only configs, and the engine of models
+    /// requests name for them.
+    pub fn main_model(
+        mut self,
+        main: Option<crate::config::ModelConfig>,
+        request_model: Option<crate::config::ModelConfig>,
+    ) -> Self {
+        self.build.main_model = main;
+        self.build.request_model = request_model;
+        self
+    }
+
     /// The budget of one prompt-template render.
     pub fn templates(mut self, budget: TemplateBudget) -> Self {
         self.build.templates = budget;

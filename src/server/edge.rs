@@ -256,7 +256,7 @@ impl State {
         transport: Transport,
         method: &'static str,
         meta: CallMeta<'_>,
-        convert: impl FnOnce(&Registry) -> Result<(String, engine::Request, C), Error>,
+        convert: impl FnOnce(&Registry) -> Result<(Vec<String>, engine::Request, C), Error>,
     ) -> Result<(Call, C), Rejected> {
         let request_id = request_id(meta.request_id);
         let mut tally = Tally::new(transport, method);
@@ -265,12 +265,18 @@ impl State {
             let admitted = self.admission.admit(meta.authorization)?;
             tracing::Span::current().record("key", admitted.key_name());
             let registry = self.registry();
-            let (config_id, mut request, extra) = convert(&registry)?;
+            let (config_ids, mut request, extra) = convert(&registry)?;
             request.traceparent = meta.traceparent.map(traceparent);
             self.admission.check(&request)?;
             let may_use = |id: &str| admitted.authorize(id).is_ok();
-            let rails = registry.get_visible(&config_id, &may_use)?.clone();
-            admitted.authorize(rails.config().id())?;
+            let rails = registry.resolve(&config_ids, &may_use)?;
+            // The default config, or every composed one.
+            if config_ids.is_empty() {
+                admitted.authorize(rails.config().id())?;
+            }
+            for id in &config_ids {
+                admitted.authorize(id)?;
+            }
             Ok((admitted, rails, request, extra))
         });
         match prepared {
@@ -461,7 +467,7 @@ mod tests {
         };
         state
             .prepare(Transport::Grpc, "Test", meta, |_| {
-                Ok((String::new(), Request::user("hi"), ()))
+                Ok((Vec::new(), Request::user("hi"), ()))
             })
             .unwrap()
             .0

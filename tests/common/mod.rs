@@ -163,16 +163,64 @@ fn sse(value: Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
-fn chunk(content: Value) -> Value {
-    json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
-           "choices": [{"index": 0, "delta": content, "finish_reason": null}]})
+/// Which OpenAI API a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions` (text completions: `prompt` in, `choices[].text` out).
+    Text,
+}
+
+/// A streamed piece in the API's own shape.
+fn piece(wire: Wire, token: &str, finish: Option<&str>) -> Value {
+    match wire {
+        Wire::Chat => {
+            let delta = if finish.is_some() {
+                json!({})
+            } else {
+                json!({"content": token})
+            };
+            json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        }
+        Wire::Text => {
+            json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": "fake",
+                   "choices": [{"index": 0, "text": token, "logprobs": null, "finish_reason": finish}]})
+        }
+    }
+}
+
+async fn chat_completions(
+    state: State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    completions(state, headers, body, Wire::Chat).await
+}
+
+async fn text_completions(
+    state: State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    completions(state, headers, body, Wire::Text).await
 }
 
 async fn completions(
     State(state): State<Arc<FakeState>>,
     headers: axum::http::HeaderMap,
     Json(body): Json<Value>,
+    wire: Wire,
 ) -> Response {
+    // A text completion must not get chat fields, nor a chat call a prompt.
+    let shape_ok = match wire {
+        Wire::Chat => body["messages"].is_array() && body.get("prompt").is_none(),
+        Wire::Text => body["prompt"].is_string() && body.get("messages").is_none(),
+    };
+    if !shape_ok {
+        return (StatusCode::BAD_REQUEST, r#"{"error":{"message":"wrong request shape for this endpoint","type":"invalid_request_error"}}"#).into_response();
+    }
     let seen = {
         let mut requests = state.requests.lock().unwrap();
         // Recorded with the request (not sent back): the trace header it carried.
@@ -195,18 +243,24 @@ async fn completions(
         }
         return r;
     }
-    let prompt: String = body["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|m| m["content"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
+    let prompt: String = match wire {
+        Wire::Text => body["prompt"].as_str().unwrap_or_default().to_string(),
+        Wire::Chat => body["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["content"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default(),
+    };
     if body["stream"] != json!(true) {
         // Main calls start with the test configs' general instruction.
-        let is_main = body["messages"][0]["content"] == json!("You are a test bot.");
+        let is_main = match wire {
+            Wire::Chat => body["messages"][0]["content"] == json!("You are a test bot."),
+            Wire::Text => prompt.starts_with("You are a test bot.\n\n"),
+        };
         let (content, wait) = if is_main {
             // A whole answer takes as long as streaming it would.
             (
@@ -238,9 +292,17 @@ async fn completions(
                 },
             )
         };
-        let body = json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}});
+        let usage = json!({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10});
+        let body = match wire {
+            Wire::Chat => {
+                json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": usage})
+            }
+            Wire::Text => json!({"id": "cmpl-fake", "object": "text_completion", "model": "fake",
+                "choices": [{"index": 0, "text": content, "logprobs": null, "finish_reason": "stop"}],
+                "usage": usage}),
+        };
         // The body is sent after the wait, so a client that goes away during
         // it is noticed (the write fails and the guard is dropped unfinished).
         let stream = async_stream::stream! {
@@ -262,8 +324,14 @@ async fn completions(
     }
     let stream = async_stream::stream! {
         let mut guard = DropGuard { state: state.clone(), finished: false };
-        // A role-only first delta, an SSE comment and an empty delta, as real servers send.
-        yield Ok::<Bytes, std::io::Error>(sse(chunk(json!({"role": "assistant", "content": ""}))));
+        // A role-only first delta (chat) or an empty piece (text) and an SSE
+        // comment, as real servers send.
+        let first = match wire {
+            Wire::Chat => json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+            Wire::Text => piece(wire, "", None),
+        };
+        yield Ok::<Bytes, std::io::Error>(sse(first));
         yield Ok(Bytes::from_static(b": keep-alive\n\n"));
         for (i, token) in script.tokens.iter().enumerate() {
             if script.fail_after == Some(i) {
@@ -276,13 +344,12 @@ async fn completions(
                 tokio::time::sleep(script.delay).await;
             }
             // Split each event across two writes to exercise reassembly.
-            let bytes = sse(chunk(json!({"content": token})));
+            let bytes = sse(piece(wire, token, None));
             let (a, b) = bytes.split_at(bytes.len() / 2);
             yield Ok(Bytes::copy_from_slice(a));
             yield Ok(Bytes::copy_from_slice(b));
         }
-        yield Ok(sse(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+        yield Ok(sse(piece(wire, "", Some("stop"))));
         if script.usage {
             let n = script.tokens.len();
             yield Ok(sse(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
@@ -336,7 +403,8 @@ pub async fn fake_llm(script: Script) -> FakeLlm {
     let state = Arc::new(FakeState::default());
     state.set(script);
     let app = Router::new()
-        .route("/v1/chat/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(text_completions))
         .route("/v1/embeddings", post(embeddings))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -484,7 +552,7 @@ pub fn request(config_id: &str, text: &str) -> streamguard::pb::GenerateRequest 
             role: "user".into(),
             content: text.into(),
         }],
-        options: None,
+        ..Default::default()
     }
 }
 
@@ -565,4 +633,16 @@ pub async fn start_with_tls(root: &Path, settings: ServerSettings) -> SocketAddr
     let addr = server.grpc_addr().unwrap();
     tokio::spawn(server.run(std::future::pending()));
     addr
+}
+
+/// POSTs `body` to `/v1/chat/completions` and returns the status and JSON answer.
+pub async fn post_chat(base: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
 }

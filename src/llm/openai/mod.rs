@@ -1,8 +1,11 @@
-//! OpenAI-compatible chat completions (OpenAI, NVIDIA NIM, vLLM, any server
-//! that speaks `/v1/chat/completions`), streamed over server-sent events, and
+//! OpenAI-compatible chat completions (OpenAI, Azure OpenAI, NVIDIA NIM,
+//! vLLM, DeepSeek, TGI, Ollama, any server that speaks
+//! `/v1/chat/completions`), streamed over server-sent events; text
+//! completions (`/v1/completions`) for completion-only models; and
 //! `/v1/embeddings`.
 
 mod stream;
+mod text;
 mod wire;
 
 use std::{sync::Arc, time::Duration};
@@ -18,7 +21,8 @@ use super::{
     http::{self, Target},
     retry,
 };
-use crate::config::{ConfigError, EngineKind, ModelConfig, OpenAiSettings};
+use super::{azure, compat};
+use crate::config::{ConfigError, EngineKind, ModelConfig, ModelMode, OpenAiSettings};
 
 pub use wire::{Parsed, parse_event};
 
@@ -30,12 +34,17 @@ pub struct OpenAiProvider {
 
 struct Inner {
     http: reqwest::Client,
+    /// The chat (or, for a text model, the completions) URL.
     url: String,
     /// `url`, parsed once.
     chat_url: reqwest::Url,
     embeddings_url: String,
     model: String,
+    /// Chat or text completions.
+    text: bool,
     api_key: Result<Option<String>, String>,
+    /// Azure sends the key in `api-key`, everyone else as a bearer token.
+    key_header: bool,
     /// Config `parameters` sent with every call (temperature, top_p, …).
     defaults: Map<String, Value>,
     can_stream: bool,
@@ -98,48 +107,56 @@ impl OpenAiProvider {
             lifetime: request_timeout,
         };
         let connect_timeout = t.connect.unwrap_or(upstream.connect_timeout);
-        let (default_base, default_key_var) = match model.engine() {
-            EngineKind::Nim => (
-                "https://integrate.api.nvidia.com/v1",
-                Some("NVIDIA_API_KEY"),
-            ),
-            EngineKind::VllmOpenAi => ("", None),
-            EngineKind::OpenAi | EngineKind::Scripted => {
-                ("https://api.openai.com/v1", Some("OPENAI_API_KEY"))
-            }
-        };
-        // OpenAI SDKs' convention: OPENAI_BASE_URL redirects `engine: openai`
-        // entries that name no endpoint, so NeMo configs run unchanged against
-        // any OpenAI-compatible server.
-        let env_base = (model.engine() == EngineKind::OpenAi && settings.base_url.is_none())
-            .then(|| std::env::var("OPENAI_BASE_URL").ok())
-            .flatten();
-        let custom_base = settings.base_url.is_some() || env_base.is_some();
-        let base = settings
-            .base_url
-            .as_deref()
-            .or(env_base.as_deref())
-            .unwrap_or(default_base)
-            .trim_end_matches('/');
-        let http = http::client(upstream, connect_timeout).map_err(|e| {
-            ConfigError::invalid(model.source(), model.key(), format!("HTTP client: {e}"))
-        })?;
-        let url = format!("{base}/chat/completions");
-        let chat_url = reqwest::Url::parse(&url).map_err(|e| {
+        let engine = model.engine();
+        let defaults = compat::defaults(engine);
+        let custom_base = settings.base_url.is_some()
+            || (engine == EngineKind::OpenAi && std::env::var_os("OPENAI_BASE_URL").is_some());
+        let bad_url = |message: String| {
             ConfigError::invalid(
                 model.source(),
                 format!("{}.parameters.base_url", model.key()),
-                format!("`{base}` is not a URL: {e}"),
+                message,
             )
+        };
+        let mut api_key = api_key(settings, defaults.key_var, custom_base);
+        let base = match settings.base_url.clone().or(defaults.base) {
+            Some(base) => base,
+            // Azure's endpoint may be set in the environment later: until
+            // then calls fail naming the variable, and `check` warns.
+            None if engine == EngineKind::Azure => {
+                api_key = Err("AZURE_OPENAI_ENDPOINT".into());
+                "https://azure-openai-endpoint.invalid".into()
+            }
+            None => return Err(bad_url(format!("required for engine {}", engine.name()))),
+        };
+        let text = model.mode() == ModelMode::Text;
+        let operation = if text {
+            "completions"
+        } else {
+            "chat/completions"
+        };
+        let (url, embeddings_url) = if engine == EngineKind::Azure {
+            let at = |op| azure::url(&base, settings, model.model(), op).map_err(bad_url);
+            (at(operation)?, at("embeddings")?)
+        } else {
+            let base = compat::complete_base(engine, &base);
+            (format!("{base}/{operation}"), format!("{base}/embeddings"))
+        };
+        let http = http::client(upstream, connect_timeout).map_err(|e| {
+            ConfigError::invalid(model.source(), model.key(), format!("HTTP client: {e}"))
         })?;
+        let chat_url = reqwest::Url::parse(&url)
+            .map_err(|e| bad_url(format!("`{base}` is not a URL: {e}")))?;
         Ok(OpenAiProvider {
             inner: Arc::new(Inner {
                 http,
                 url,
                 chat_url,
-                embeddings_url: format!("{base}/embeddings"),
+                embeddings_url,
                 model: model.model().to_string(),
-                api_key: api_key(settings, default_key_var, custom_base),
+                text,
+                api_key,
+                key_header: engine == EngineKind::Azure,
                 defaults: settings.body.clone(),
                 can_stream: model.streaming(),
                 limits,
@@ -171,10 +188,10 @@ impl Serialize for Body<'_> {
         let p = &self.request.params;
         let mut map = s.serialize_map(None)?;
         let overridden = |k: &str| match k {
-            "model" | "messages" | "stream" | "stream_options" => true,
+            "model" | "messages" | "prompt" | "stream" | "stream_options" => true,
             "temperature" => p.temperature.is_some(),
             "max_tokens" => p.max_tokens.is_some(),
-            "stop" => !p.stop.is_empty(),
+            "stop" => !p.stop.is_empty() || self.inner.text,
             _ => false,
         };
         for (k, v) in &self.inner.defaults {
@@ -183,14 +200,23 @@ impl Serialize for Body<'_> {
             }
         }
         map.serialize_entry("model", &self.inner.model)?;
-        map.serialize_entry::<_, [ChatMessage]>("messages", &self.request.messages)?;
+        if self.inner.text {
+            map.serialize_entry("prompt", &text::prompt(&self.request.messages))?;
+        } else {
+            map.serialize_entry::<_, [ChatMessage]>("messages", &self.request.messages)?;
+        }
         if let Some(t) = p.temperature {
             map.serialize_entry("temperature", &t)?;
         }
         if let Some(m) = p.max_tokens {
             map.serialize_entry("max_tokens", &m)?;
         }
-        if !p.stop.is_empty() {
+        let turn_stop = self.inner.text && text::is_conversation(&self.request.messages);
+        if turn_stop && !p.stop.iter().any(|s| s == text::TURN_STOP) {
+            let mut stop = p.stop.clone();
+            stop.push(text::TURN_STOP.to_string());
+            map.serialize_entry("stop", &stop)?;
+        } else if !p.stop.is_empty() {
             map.serialize_entry("stop", &p.stop)?;
         }
         if self.stream {
@@ -256,6 +282,7 @@ impl Inner {
         builder: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, LlmError> {
         match &self.api_key {
+            Ok(Some(key)) if self.key_header => Ok(builder.header("api-key", key)),
             Ok(Some(key)) => Ok(builder.bearer_auth(key)),
             Ok(None) => Ok(builder),
             Err(var) => Err(LlmError::MissingApiKey(var.clone())),
@@ -391,7 +418,7 @@ mod tests {
     fn the_body_puts_the_calls_parameters_over_the_configured_ones() {
         let yaml = "models:\n  - type: main\n    engine: openai\n    model: m\n    parameters:\n      base_url: http://h/v1\n      temperature: 0.7\n      top_p: 0.9\n";
         let config = crate::config::from_yaml("c", yaml).unwrap();
-        let model = config.main_model();
+        let model = config.main_model().unwrap();
         let crate::config::ProviderSettings::OpenAi(s) = model.settings() else {
             panic!("openai")
         };

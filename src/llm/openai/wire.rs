@@ -38,6 +38,8 @@ struct CompletionBody {
 #[derive(Deserialize)]
 struct CompletionChoice {
     message: Option<MessageBody>,
+    /// A text completion's answer (`/v1/completions`).
+    text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -58,6 +60,8 @@ struct ChunkBody {
 #[derive(Deserialize)]
 struct ChunkChoice {
     delta: Option<MessageBody>,
+    /// A text completion's piece (`/v1/completions`).
+    text: Option<String>,
     finish_reason: Option<String>,
 }
 
@@ -86,8 +90,7 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
         .and_then(|c| c.finish_reason.as_deref())
         .map(Finish::parse);
     let text = choice
-        .and_then(|c| c.message)
-        .and_then(|m| m.content)
+        .and_then(|c| c.message.and_then(|m| m.content).or(c.text))
         .ok_or_else(|| LlmError::Protocol("completion has no choices[0].message.content".into()))?;
     Ok(Completion {
         text,
@@ -130,6 +133,7 @@ pub fn parse_event(data: &str) -> Result<Parsed, LlmError> {
         text = choice
             .delta
             .and_then(|d| d.content)
+            .or(choice.text)
             .filter(|c| !c.is_empty());
     }
     Ok(Parsed::Deltas(text, chunk.usage, finished))

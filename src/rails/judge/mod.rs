@@ -138,13 +138,17 @@ fn model_arg<'a>(config: &Config, flow: &'a FlowRef) -> Result<&'a str, ConfigEr
     Ok(model)
 }
 
+/// A judge flow's prompt task, model entry (`None`: a rails-only config's
+/// main model, named per request) and provider.
+type JudgeModelOf<'c> = (String, Option<&'c ModelConfig>, Arc<dyn Provider>);
+
 /// The prompt task and the judge model of a flow.
 fn task_and_model<'c>(
     ctx: &BuildContext<'c>,
     spec: &JudgeSpec,
     flow: &FlowRef,
     stage: Stage,
-) -> Result<(String, &'c ModelConfig, Arc<dyn Provider>), ConfigError> {
+) -> Result<JudgeModelOf<'c>, ConfigError> {
     let config = ctx.config;
     let task = format!("{}_{stage}", spec.task);
     let (task, kind, required) = match spec.model {
@@ -156,13 +160,14 @@ fn task_and_model<'c>(
         JudgeModel::Type(t) => (task, t.to_string(), true),
     };
     match (config.model_of_type(&kind), ctx.providers.get(&kind)) {
-        (Some(m), Some(p)) => Ok((task, m, p.clone())),
+        (Some(m), Some(p)) => Ok((task, Some(m), p.clone())),
         _ if required => Err(ConfigError::invalid(
             &flow.source,
             &flow.key,
             format!("`{}` needs a model entry with `type: {kind}`", flow.name),
         )),
         _ => {
+            // A rails-only config's main model comes with each request.
             let p =
                 ctx.providers.get("main").cloned().ok_or_else(|| {
                     ConfigError::invalid(&flow.source, &flow.key, "no main model")

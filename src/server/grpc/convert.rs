@@ -92,19 +92,35 @@ fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Er
     Ok(out)
 }
 
-/// A `GenerateRequest` as the config id and the engine request.
-pub(super) fn request(request: pb::GenerateRequest) -> Result<(String, engine::Request), Error> {
+/// A `GenerateRequest` as the config ids to compose (empty: the default
+/// config) and the engine request.
+pub(super) fn request(
+    request: pb::GenerateRequest,
+) -> Result<(Vec<String>, engine::Request), Error> {
     let pb::GenerateRequest {
         config_id,
         messages: wire,
         options: wire_options,
+        model,
+        config_ids,
     } = request;
+    let ids = match (config_id.is_empty(), config_ids.is_empty()) {
+        (false, false) => {
+            return Err(Error::invalid(
+                "config_ids",
+                "give `config_id` or `config_ids`, not both",
+            ));
+        }
+        (false, true) => vec![config_id],
+        (true, _) => config_ids,
+    };
     Ok((
-        config_id,
+        ids,
         engine::Request {
             messages: messages(wire)?,
             options: options(wire_options)?,
             traceparent: None,
+            model: (!model.is_empty()).then_some(model),
         },
     ))
 }
@@ -117,6 +133,7 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
         log,
         dialog,
         finish_reason,
+        model,
     } = response;
     let finish_reason = match finish_reason {
         FinishReason::Stop => pb::FinishReason::Stop,
@@ -146,6 +163,7 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,
         }),
+        model,
     }
 }
 

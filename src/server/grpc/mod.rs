@@ -16,7 +16,7 @@ use super::{
     FILE_DESCRIPTOR_SET, ServeError, State,
     edge::{CallMeta, Rejected, Transport},
 };
-use crate::{engine::Event, pb};
+use crate::{engine::Event, error::PreconditionFailure, pb};
 
 /// The gRPC service over the server's shared state.
 #[derive(Debug, Clone)]
@@ -149,6 +149,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
             .map(|g| {
                 let c = g.config();
                 let streaming = g.check_streaming();
+                let enabled_by = match (&streaming, c.streaming()) {
+                    (Err(PreconditionFailure::StreamingDisabled { .. }), _) => "",
+                    (_, Some(_)) => "config",
+                    (_, None) => "server default",
+                };
                 pb::ConfigInfo {
                     id: c.id().to_string(),
                     streaming_supported: streaming.is_ok(),
@@ -158,7 +163,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                         .unwrap_or_default(),
                     input_flows: c.input().flows.iter().map(|f| f.name.clone()).collect(),
                     output_flows: c.output().flows.iter().map(|f| f.name.clone()).collect(),
-                    main_model: c.main_model().model().to_string(),
+                    main_model: c
+                        .main_model()
+                        .map(|m| m.model().to_string())
+                        .unwrap_or_default(),
+                    streaming_enabled_by: enabled_by.into(),
                 }
             })
             .collect();

@@ -92,6 +92,7 @@ mod tests {
         let rule = Error::StreamingUnsupported(PreconditionFailure::StreamingDisabled {
             id: "bot".into(),
             file: "bot/config.yml".into(),
+            explicit: false,
         });
         let d = status(&rule, "r").get_error_details();
         let info = d.error_info().unwrap();

@@ -190,8 +190,8 @@ pub(super) struct Shape {
     pub stream: bool,
     /// OpenAI's reply shape (else NeMo's).
     pub openai: bool,
-    /// The `model` the reply names.
-    pub model: String,
+    /// The main model the request named (`model`, unless it named a config).
+    pub model: Option<String>,
     /// The caller's block style, if it chose one.
     pub block_style: Option<BlockStyle>,
 }
@@ -200,33 +200,25 @@ fn bad_body(message: String, param: Option<String>) -> Error {
     Error::InvalidBody { param, message }
 }
 
-/// The config id the body names: NeMo's `config_id`, one of `config_ids`,
-/// or (OpenAI clients) a `model` that is a config id.
-fn config_id(
+/// The configs the body names: NeMo's `config_id` or `config_ids` (to
+/// compose), or (OpenAI clients) a `model` that is a config id; `true` when
+/// `model` was taken as the config id (and so names no main model).
+fn selected_configs(
     guardrails: &mut GuardrailsField,
     config_id: Option<String>,
     config_ids: Option<Vec<String>>,
     model: Option<&str>,
     registry: &Registry,
-) -> Result<String, Error> {
+) -> (Vec<String>, bool) {
     let ids = guardrails.config_ids.take().or(config_ids);
-    Ok(match (guardrails.config_id.take().or(config_id), ids) {
-        (Some(id), _) => id,
-        (None, Some(ids)) => match ids.as_slice() {
-            [one] => one.clone(),
-            [] => String::new(),
-            _ => {
-                return Err(bad_body(
-                    "config_ids: combining several configs in one request is not supported; pass one".into(),
-                    Some("config_ids".into()),
-                ));
-            }
+    match (guardrails.config_id.take().or(config_id), ids) {
+        (Some(id), _) => (vec![id], false),
+        (None, Some(ids)) => (ids, false),
+        (None, None) => match model.filter(|m| registry.get(m).is_ok()) {
+            Some(id) => (vec![id.to_string()], true),
+            None => (Vec::new(), false),
         },
-        (None, None) => model
-            .filter(|m| registry.get(m).is_ok())
-            .unwrap_or_default()
-            .to_string(),
-    })
+    }
 }
 
 fn messages(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, Error> {
@@ -306,7 +298,7 @@ fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
 pub(super) fn parse(
     bytes: &[u8],
     registry: &Registry,
-) -> Result<(String, engine::Request, Shape), Error> {
+) -> Result<(Vec<String>, engine::Request, Shape), Error> {
     // The common case parses once; only a bad body is parsed again to name
     // the path to the offending value.
     let body: ChatBody = serde_json::from_slice(bytes)
@@ -347,29 +339,31 @@ pub(super) fn parse(
     let mut guardrails = guardrails.unwrap_or_default();
     let block_style = guardrails.block_style;
     let openai = nemo_id.is_none() && config_ids.is_none();
-    let id = config_id(
+    let (ids, model_is_config) = selected_configs(
         &mut guardrails,
         nemo_id,
         config_ids,
         model.as_deref(),
         registry,
-    )?;
+    );
     let nemo = nemo_options.or(guardrails.options).unwrap_or_default();
     let openai_params = CallParams {
         temperature,
         max_tokens: max_tokens.or(max_completion_tokens),
         stop: StopField::list(stop),
     };
+    let main_model = model.filter(|m| !m.is_empty() && !model_is_config);
     let request = engine::Request {
         messages: messages(wire)?,
         options: options(nemo, openai_params),
         traceparent: None,
+        model: main_model.clone(),
     };
     let shape = Shape {
         stream,
         openai,
-        model: model.unwrap_or_default(),
+        model: main_model,
         block_style,
     };
-    Ok((id, request, shape))
+    Ok((ids, request, shape))
 }

@@ -206,11 +206,17 @@ async fn chat_completions(
     };
     let rid = call.request_id.clone();
     let config_id = call.config_id.clone();
-    let model = if shape.model.is_empty() {
-        config_id.to_string()
-    } else {
-        shape.model
-    };
+    // The reply names the main model that serves the request.
+    let model = shape
+        .model
+        .clone()
+        .or_else(|| {
+            call.rails
+                .config()
+                .main_model()
+                .map(|m| m.model().to_string())
+        })
+        .unwrap_or_else(|| config_id.to_string());
     let response = if shape.stream {
         // Errors up to here (preconditions included) are plain HTTP errors.
         match call.stream() {
