@@ -21,6 +21,8 @@ pub enum EngineKind {
     HuggingFaceEndpoint,
     /// Ollama's OpenAI-compatible API (`http://localhost:11434/v1`).
     Ollama,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// An embeddings engine streamguard has no client for (`FastEmbed`,
     /// `SentenceTransformers`, `cohere`, `google`): the dialog ranks its
     /// examples lexically (BM25) instead.
@@ -41,6 +43,7 @@ impl EngineKind {
         "deepseek",
         "huggingface_endpoint",
         "ollama",
+        "anthropic",
         "scripted",
     ];
 
@@ -57,6 +60,7 @@ impl EngineKind {
             "deepseek" => EngineKind::DeepSeek,
             "huggingface_endpoint" => EngineKind::HuggingFaceEndpoint,
             "ollama" => EngineKind::Ollama,
+            "anthropic" => EngineKind::Anthropic,
             "scripted" => EngineKind::Scripted,
             n if embeddings && Self::LOCAL_EMBEDDINGS.contains(&n) => EngineKind::LocalEmbeddings,
             _ => return None,
@@ -73,6 +77,7 @@ impl EngineKind {
             EngineKind::DeepSeek => "deepseek",
             EngineKind::HuggingFaceEndpoint => "huggingface_endpoint",
             EngineKind::Ollama => "ollama",
+            EngineKind::Anthropic => "anthropic",
             EngineKind::LocalEmbeddings => "local embeddings",
             EngineKind::Scripted => "scripted",
         }
@@ -80,7 +85,10 @@ impl EngineKind {
 
     /// Whether the engine speaks OpenAI's wire format.
     pub fn openai_compatible(self) -> bool {
-        !matches!(self, EngineKind::Scripted | EngineKind::LocalEmbeddings)
+        !matches!(
+            self,
+            EngineKind::Anthropic | EngineKind::Scripted | EngineKind::LocalEmbeddings
+        )
     }
 }
 

@@ -41,6 +41,14 @@ pub(super) fn defaults(engine: EngineKind) -> Defaults {
         EngineKind::Ollama => (Some(ollama_base()), None),
         EngineKind::HuggingFaceEndpoint => (None, Some("HUGGINGFACEHUB_API_TOKEN")),
         EngineKind::Azure => (env("AZURE_OPENAI_ENDPOINT"), Some("AZURE_OPENAI_API_KEY")),
+        EngineKind::Anthropic => (
+            Some(
+                env("ANTHROPIC_BASE_URL")
+                    .or_else(|| env("ANTHROPIC_API_URL"))
+                    .unwrap_or_else(|| "https://api.anthropic.com".into()),
+            ),
+            Some("ANTHROPIC_API_KEY"),
+        ),
         EngineKind::VllmOpenAi => (None, None),
     };
     Defaults { base, key_var }

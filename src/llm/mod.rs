@@ -6,6 +6,7 @@
 //! own everything they need: dropping one drops the HTTP response body, which
 //! cancels the upstream request. Nothing here knows about rails or dialogs.
 
+mod anthropic;
 mod azure;
 mod compat;
 mod http;

@@ -21,7 +21,7 @@ use super::{
     http::{self, Target},
     retry,
 };
-use super::{azure, compat};
+use super::{anthropic, azure, compat};
 use crate::config::{ConfigError, EngineKind, ModelConfig, ModelMode, OpenAiSettings};
 
 pub use wire::{Parsed, parse_event};
@@ -45,6 +45,8 @@ struct Inner {
     api_key: Result<Option<String>, String>,
     /// Azure sends the key in `api-key`, everyone else as a bearer token.
     key_header: bool,
+    /// Anthropic's Messages API instead of OpenAI's wire format.
+    anthropic: bool,
     /// Config `parameters` sent with every call (temperature, top_p, …).
     defaults: Map<String, Value>,
     can_stream: bool,
@@ -135,9 +137,12 @@ impl OpenAiProvider {
         } else {
             "chat/completions"
         };
+        let anthropic = engine == EngineKind::Anthropic;
         let (url, embeddings_url) = if engine == EngineKind::Azure {
             let at = |op| azure::url(&base, settings, model.model(), op).map_err(bad_url);
             (at(operation)?, at("embeddings")?)
+        } else if anthropic {
+            (anthropic::messages_url(&base), String::new())
         } else {
             let base = compat::complete_base(engine, &base);
             (format!("{base}/{operation}"), format!("{base}/embeddings"))
@@ -157,6 +162,7 @@ impl OpenAiProvider {
                 text,
                 api_key,
                 key_header: engine == EngineKind::Azure,
+                anthropic,
                 defaults: settings.body.clone(),
                 can_stream: model.streaming(),
                 limits,
@@ -233,6 +239,15 @@ impl Serialize for Body<'_> {
 }
 
 impl Inner {
+    /// A whole answer in this endpoint's wire format.
+    fn parse_completion(&self, bytes: &[u8]) -> Result<Completion, LlmError> {
+        if self.anthropic {
+            anthropic::parse_completion(bytes)
+        } else {
+            wire::parse_completion(bytes)
+        }
+    }
+
     fn target(&self, url: &'static str) -> Target<'_> {
         Target {
             url: if url == "embeddings" {
@@ -255,11 +270,20 @@ impl Inner {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::Response, LlmError> {
-        let body = serde_json::to_vec(&Body {
-            inner: self,
-            request,
-            stream,
-        })
+        let body = if self.anthropic {
+            serde_json::to_vec(&anthropic::Body {
+                model: &self.model,
+                defaults: &self.defaults,
+                request,
+                stream,
+            })
+        } else {
+            serde_json::to_vec(&Body {
+                inner: self,
+                request,
+                stream,
+            })
+        }
         .map(Bytes::from)
         .map_err(|e| LlmError::Protocol(format!("request body: {e}")))?;
         let trace = request.traceparent.as_deref();
@@ -281,7 +305,13 @@ impl Inner {
         &self,
         builder: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, LlmError> {
+        let builder = if self.anthropic {
+            builder.header("anthropic-version", anthropic::API_VERSION)
+        } else {
+            builder
+        };
         match &self.api_key {
+            Ok(Some(key)) if self.anthropic => Ok(builder.header("x-api-key", key)),
             Ok(Some(key)) if self.key_header => Ok(builder.header("api-key", key)),
             Ok(Some(key)) => Ok(builder.bearer_auth(key)),
             Ok(None) => Ok(builder),
@@ -378,7 +408,7 @@ impl Provider for OpenAiProvider {
                 .bytes()
                 .await
                 .map_err(|e| inner.target("chat").transport_error(&e))?;
-            wire::parse_completion(&bytes)
+            inner.parse_completion(&bytes)
         }
         .boxed()
     }
@@ -404,7 +434,7 @@ impl Provider for OpenAiProvider {
                 ))
             })
         };
-        let answer = stream::Answer::new(Box::pin(opening));
+        let answer = stream::Answer::new(Box::pin(opening), self.inner.anthropic);
         limits.apply(self.inner.model_name.clone(), Box::pin(answer))
     }
 }

@@ -7,9 +7,9 @@ use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 
 use super::{
     Inner,
-    wire::{Parsed, parse_completion, parse_event},
+    wire::{Parsed, parse_event},
 };
-use crate::llm::{Delta, LlmError};
+use crate::llm::{Delta, LlmError, anthropic};
 
 pub(super) type SseEvents = crate::llm::sse::Events<BoxStream<'static, reqwest::Result<Bytes>>>;
 
@@ -33,19 +33,29 @@ pub(super) struct Answer {
     state: AnswerState,
     /// What came in the same event as text (usage, the finish), sent next.
     pending: std::collections::VecDeque<Delta>,
+    /// Reading Anthropic's Messages events (with what `message_start` said).
+    anthropic: Option<anthropic::StreamState>,
 }
 
 impl Answer {
-    pub(super) fn new(opening: BoxFuture<'static, Result<Opened, LlmError>>) -> Self {
+    pub(super) fn new(
+        opening: BoxFuture<'static, Result<Opened, LlmError>>,
+        anthropic: bool,
+    ) -> Self {
         Answer {
             state: AnswerState::Opening(opening),
             pending: std::collections::VecDeque::new(),
+            anthropic: anthropic.then(anthropic::StreamState::default),
         }
     }
 
     /// The next delta of one SSE event, or `None` for an event without any.
     fn event(&mut self, data: &str, finished: &mut bool) -> Option<Result<Delta, LlmError>> {
-        match parse_event(data) {
+        let parsed = match &mut self.anthropic {
+            Some(state) => anthropic::parse_event(data, state),
+            None => parse_event(data),
+        };
+        match parsed {
             Ok(Parsed::Done) => {
                 self.state = AnswerState::Done;
                 None
@@ -142,7 +152,7 @@ pub(super) async fn whole_answer(
     response: reqwest::Response,
 ) -> Vec<Result<Delta, LlmError>> {
     match response.bytes().await {
-        Ok(bytes) => match parse_completion(&bytes) {
+        Ok(bytes) => match inner.parse_completion(&bytes) {
             Ok(c) => {
                 let mut out = Vec::new();
                 if !c.text.is_empty() {
