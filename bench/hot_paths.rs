@@ -29,6 +29,7 @@ impl Provider for Chunks {
                 text,
                 usage: None,
                 finish: None,
+                reasoning: None,
             })
         }
         .boxed()

@@ -101,7 +101,7 @@ async fn shutdown_drains_an_in_flight_stream_to_its_final_event() {
             match msg.event {
                 Some(Event::Chunk(_)) => chunks += 1,
                 Some(Event::Final(_)) => finals += 1,
-                None => {}
+                Some(_) | None => {}
             }
         }
         (chunks, finals)

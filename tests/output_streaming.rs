@@ -281,6 +281,7 @@ impl Provider for Chunks {
                 text,
                 usage: None,
                 finish: None,
+                reasoning: None,
             })
         }
         .boxed()
@@ -323,6 +324,7 @@ async fn run_stream(
     while let Some(e) = events.next().await {
         match e.unwrap() {
             Event::Chunk(c) => sent.push_str(&c),
+            Event::Reasoning(_) => {}
             Event::Final(r) => {
                 assert_eq!(r.content, sent);
                 blocked = Some(r.violation.is_some());

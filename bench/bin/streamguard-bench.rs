@@ -210,7 +210,7 @@ async fn grpc_stream(
         match msg.event {
             Some(PbEvent::Chunk(_)) => timer.chunk(),
             Some(PbEvent::Final(_)) => return Ok(timer),
-            None => {}
+            Some(_) | None => {}
         }
     }
     bail!("stream ended without a final event")

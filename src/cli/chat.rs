@@ -148,6 +148,9 @@ impl Backend {
                             Some(pb::stream_generate_response::Event::Final(f)) => {
                                 Ok(Event::Final(Box::new(from_pb(f))))
                             }
+                            Some(pb::stream_generate_response::Event::Reasoning(r)) => {
+                                Ok(Event::Reasoning(r.text))
+                            }
                             None => Err(anyhow!("the server sent an empty event")),
                         }
                     })))
@@ -173,6 +176,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         finish_reason: _,
         response_id: _,
         model,
+        reasoning_content: _,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),
@@ -198,6 +202,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         }),
         log: None,
         model,
+        reasoning_content: None,
         finish_reason: crate::engine::FinishReason::default(),
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,
@@ -319,6 +324,7 @@ async fn answer(
                 out.text(&text)?;
                 printed = true;
             }
+            Some(Ok(Event::Reasoning(_))) => {}
             Some(Ok(Event::Final(response))) => {
                 if !printed {
                     out.text(&response.content)?;

@@ -14,6 +14,7 @@
 mod engine;
 mod load;
 mod model;
+mod model_options;
 mod raw;
 mod server;
 mod validate;
@@ -27,8 +28,8 @@ use std::{
 
 pub use load::{Loaded, from_yaml, is_single_config, load, load_each, load_root};
 pub use model::{
-    EngineKind, ModelConfig, ModelMode, OpenAiSettings, ProviderSettings, ScriptedAnswer,
-    ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
+    EngineKind, ModelConfig, ModelMode, OpenAiSettings, ProviderSettings, ReasoningConfig,
+    ScriptedAnswer, ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
 };
 pub use server::{ServerFile, main_model_from_flags, parse_on_off, request_main_model};
 
@@ -208,6 +209,8 @@ pub struct Config {
     /// `kb/*.md` documents.
     kb: Vec<SourceFile>,
     single_call: bool,
+    /// `rails.output.apply_to_reasoning_traces`.
+    apply_to_reasoning_traces: bool,
     /// The parsed files, per composed config, to compose this one with others.
     parts: Vec<validate::Parts>,
 }
@@ -329,6 +332,12 @@ impl Config {
     /// The knowledge-base documents (`kb/*.md`), in path order.
     pub fn knowledge_base(&self) -> &[SourceFile] {
         &self.kb
+    }
+
+    /// `rails.output.apply_to_reasoning_traces`: output rails check the
+    /// main model's reasoning trace with the answer.
+    pub fn apply_to_reasoning_traces(&self) -> bool {
+        self.apply_to_reasoning_traces
     }
 
     /// `rails.dialog.single_call.enabled`: one LLM call per dialog turn.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use super::engine::EngineKind;
+pub use super::model_options::{ModelMode, ReasoningConfig};
 use super::{ConfigError, engine, raw::RawModel};
 
 /// Time limits a model entry sets for its own calls (`None`: the server's default).
@@ -152,46 +153,6 @@ pub enum ProviderSettings {
     None,
 }
 
-/// How a model is called: chat completions, or text completions
-/// (`/v1/completions` with one prompt string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelMode {
-    Chat,
-    Text,
-}
-
-impl ModelMode {
-    /// The mode of a model entry: its `mode` key, else NeMo's rule (its
-    /// LangChain initializer sends OpenAI's `gpt-3.5-turbo-instruct` to the
-    /// text-completion client) extended to OpenAI's other completion-only
-    /// models (`davinci-002`, `babbage-002`, `text-davinci-*`).
-    fn of(mode: Option<&str>, engine: EngineKind, model: &str) -> Option<Self> {
-        match mode {
-            Some("chat") => Some(ModelMode::Chat),
-            Some("text") => Some(ModelMode::Text),
-            Some(_) => None,
-            None => {
-                let completion_only = model.contains("gpt-3.5-turbo-instruct")
-                    || [
-                        "davinci",
-                        "babbage",
-                        "text-davinci",
-                        "text-babbage",
-                        "text-curie",
-                    ]
-                    .iter()
-                    .any(|p| model.starts_with(p));
-                let openai = matches!(engine, EngineKind::OpenAi | EngineKind::Azure);
-                Some(if openai && completion_only {
-                    ModelMode::Text
-                } else {
-                    ModelMode::Chat
-                })
-            }
-        }
-    }
-}
-
 /// One validated `models` entry.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -202,6 +163,7 @@ pub struct ModelConfig {
     streaming: bool,
     /// Whether `mode` was written (else it follows the model name).
     explicit_mode: bool,
+    reasoning: ReasoningConfig,
     settings: ProviderSettings,
     source: PathBuf,
     key: String,
@@ -218,6 +180,10 @@ impl ModelConfig {
     /// The model name sent to the endpoint.
     pub fn model(&self) -> &str {
         &self.model
+    }
+    /// `reasoning_config` (its defaults when absent).
+    pub fn reasoning(&self) -> &ReasoningConfig {
+        &self.reasoning
     }
     /// Chat or text completions.
     pub fn mode(&self) -> ModelMode {
@@ -267,9 +233,10 @@ impl ModelConfig {
             api_key_env_var,
             streaming,
             mode,
-            reasoning_config: _,
+            reasoning_config,
             cache: _,
         } = m;
+        let reasoning = ReasoningConfig::parse(reasoning_config, file, &key)?;
         let engine = engine_of(engine, kind == "embeddings", file, &key)?;
         let mut params = match serde_json::to_value(&parameters) {
             Ok(Value::Object(map)) => map,
@@ -293,39 +260,7 @@ impl ModelConfig {
         let mode = ModelMode::of(mode.as_deref(), engine, &model).ok_or_else(|| {
             ConfigError::invalid(file, format!("{key}.mode"), "must be `chat` or `text`")
         })?;
-        let at = |k: &str| format!("{key}.parameters.{k}");
-        let settings = match engine {
-            EngineKind::Scripted => {
-                ProviderSettings::Scripted(serde_json::from_value(Value::Object(params)).map_err(
-                    |e| ConfigError::invalid(file, format!("{key}.parameters"), e.to_string()),
-                )?)
-            }
-            EngineKind::LocalEmbeddings => ProviderSettings::None,
-            _ => {
-                let mut s = openai_settings(params, engine, file, &at)?;
-                s.api_key_env_var = api_key_env_var.or(s.api_key_env_var);
-                let needs_url = match engine {
-                    EngineKind::VllmOpenAi => Some("the server's /v1 URL"),
-                    EngineKind::HuggingFaceEndpoint => Some("`endpoint_url`, the TGI endpoint"),
-                    EngineKind::Azure => {
-                        Some("`azure_endpoint`, https://<resource>.openai.azure.com")
-                    }
-                    _ => None,
-                };
-                if let Some(what) = needs_url
-                    && s.base_url.is_none()
-                    // Azure's endpoint may come from AZURE_OPENAI_ENDPOINT (checked per call).
-                    && engine != EngineKind::Azure
-                {
-                    return Err(ConfigError::invalid(
-                        file,
-                        at("base_url"),
-                        format!("required for engine {}: {what}", engine.name()),
-                    ));
-                }
-                ProviderSettings::OpenAi(s)
-            }
-        };
+        let settings = settings_of(engine, params, api_key_env_var, file, &key)?;
         Ok(ModelConfig {
             kind,
             engine,
@@ -333,11 +268,51 @@ impl ModelConfig {
             mode,
             streaming: streaming.unwrap_or(true),
             explicit_mode,
+            reasoning,
             settings,
             source: file.to_path_buf(),
             key,
         })
     }
+}
+
+/// The typed settings of an entry's engine.
+fn settings_of(
+    engine: EngineKind,
+    params: Map<String, Value>,
+    api_key_env_var: Option<String>,
+    file: &Path,
+    key: &str,
+) -> Result<ProviderSettings, ConfigError> {
+    let at = |k: &str| format!("{key}.parameters.{k}");
+    Ok(match engine {
+        EngineKind::Scripted => {
+            ProviderSettings::Scripted(serde_json::from_value(Value::Object(params)).map_err(
+                |e| ConfigError::invalid(file, format!("{key}.parameters"), e.to_string()),
+            )?)
+        }
+        EngineKind::LocalEmbeddings => ProviderSettings::None,
+        _ => {
+            let mut s = openai_settings(params, engine, file, &at)?;
+            s.api_key_env_var = api_key_env_var.or(s.api_key_env_var);
+            // (Azure's endpoint may come from AZURE_OPENAI_ENDPOINT, read per call.)
+            let needs_url = match engine {
+                EngineKind::VllmOpenAi => Some("the server's /v1 URL"),
+                EngineKind::HuggingFaceEndpoint => Some("`endpoint_url`, the TGI endpoint"),
+                _ => None,
+            };
+            if let Some(what) = needs_url
+                && s.base_url.is_none()
+            {
+                return Err(ConfigError::invalid(
+                    file,
+                    at("base_url"),
+                    format!("required for engine {}: {what}", engine.name()),
+                ));
+            }
+            ProviderSettings::OpenAi(s)
+        }
+    })
 }
 
 fn engine_of(

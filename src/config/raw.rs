@@ -56,8 +56,6 @@ pub struct RawModel {
     /// streamguard extension: `false` declares that the endpoint cannot stream.
     pub streaming: Option<bool>,
     pub mode: Option<String>,
-    /// Accepted for compatibility; has no effect in streamguard.
-    #[allow(dead_code)]
     pub reasoning_config: Option<Value>,
     /// Accepted for compatibility; has no effect in streamguard.
     #[allow(dead_code)]
@@ -123,8 +121,6 @@ pub struct RawOutputRails {
     pub flows: Vec<String>,
     pub parallel: Option<bool>,
     pub streaming: Option<RawOutputStreaming>,
-    /// Accepted for compatibility; has no effect in streamguard.
-    #[allow(dead_code)]
     pub apply_to_reasoning_traces: Option<bool>,
 }
 

@@ -67,6 +67,7 @@ pub(super) fn validate_composed(
         action_files: Vec::new(),
         kb: Vec::new(),
         single_call: false,
+        apply_to_reasoning_traces: false,
         parts: groups.clone(),
     };
     for (i, group) in groups.iter().enumerate() {
@@ -234,6 +235,9 @@ fn merge_output(
     }
     if let Some(p) = output.parallel {
         config.output.parallel = p;
+    }
+    if let Some(a) = output.apply_to_reasoning_traces {
+        config.apply_to_reasoning_traces = a;
     }
     if let Some(s) = output.streaming {
         let o = &mut config.output_streaming;

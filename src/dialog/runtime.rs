@@ -232,7 +232,7 @@ impl Inner {
             }
             match stream.next().await {
                 Some(Ok(Delta::Text(t))) => buf.push_str(&t),
-                Some(Ok(Delta::Usage(_) | Delta::Finish(_))) => {}
+                Some(Ok(Delta::Usage(_) | Delta::Finish(_) | Delta::Reasoning(_))) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(None),
             }
@@ -471,6 +471,7 @@ fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream
                     yield Piece::Usage(u);
                 }
                 Delta::Finish(f) => yield Piece::Finish(f),
+                Delta::Reasoning(r) => yield Piece::Reasoning(r),
             }
         }
         // Dropping the tokens here ends the upstream call at a new turn.

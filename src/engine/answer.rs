@@ -30,6 +30,8 @@ pub enum Piece {
     Dialog(DialogTurn),
     /// Why the model stopped.
     Finish(Finish),
+    /// A piece of the model's reasoning trace.
+    Reasoning(String),
 }
 
 impl From<Delta> for Piece {
@@ -38,6 +40,7 @@ impl From<Delta> for Piece {
             Delta::Text(t) => Piece::Text(t),
             Delta::Usage(u) => Piece::Usage(u),
             Delta::Finish(f) => Piece::Finish(f),
+            Delta::Reasoning(r) => Piece::Reasoning(r),
         }
     }
 }
@@ -83,9 +86,11 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
     let mut usage = None;
     let mut dialog = None;
     let mut finish = None;
+    let mut reasoning: Option<String> = None;
     while let Some(piece) = stream.next().await {
         match piece? {
             Piece::Text(t) => text.push_str(&t),
+            Piece::Reasoning(r) => reasoning.get_or_insert_default().push_str(&r),
             Piece::Usage(u) => usage = Some(u),
             Piece::Dialog(d) => dialog = Some(d),
             Piece::Finish(f) => finish = Some(f),
@@ -96,6 +101,7 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
             text,
             usage,
             finish,
+            reasoning,
         },
         dialog,
     })

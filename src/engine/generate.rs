@@ -24,6 +24,7 @@ pub(super) async fn run(
         return Ok(run.finish(inner.blocked(v), started));
     }
     let stops = request.options.llm_params.stop.clone();
+    let want_reasoning = request.options.reasoning;
     let (main, user_input) = inner.main_request(request, rewritten);
     let prompt = run
         .log
@@ -38,7 +39,8 @@ pub(super) async fn run(
         })
         .await
         .map_err(upstream_error)?;
-    let completion = answer.completion;
+    let mut completion = answer.completion;
+    let reasoning = completion.reasoning.take();
     run.timing.generation = generation.elapsed();
     if let (Some(log), Some(prompt)) = (&run.log, prompt) {
         log.calls.record(CallRecord {
@@ -58,12 +60,22 @@ pub(super) async fn run(
         let rest = stops.finish();
         (cut.unwrap_or_default() + &rest.unwrap_or_default(), !more)
     };
-    match run.output_check(&user_input, &content).await? {
+    let checked = match (&reasoning, inner.config.apply_to_reasoning_traces()) {
+        (Some(trace), true) => std::borrow::Cow::Owned(inner.with_trace(trace, &content)),
+        _ => std::borrow::Cow::Borrowed(content.as_str()),
+    };
+    let verdict = run
+        .output_check(&user_input, &checked, reasoning.as_deref())
+        .await?;
+    drop(checked);
+    let reasoning_content = reasoning.filter(|_| want_reasoning);
+    match verdict {
         Checked::Pass => {}
         Checked::Rewritten(text) => content = text,
         Checked::Stop(v) => {
             let response = Response {
                 usage: completion.usage,
+                reasoning_content,
                 ..inner.blocked(v)
             };
             return Ok(run.finish(response, started));
@@ -77,6 +89,7 @@ pub(super) async fn run(
         dialog: answer.dialog,
         finish_reason: FinishReason::of(completion.finish, false, stopped),
         model: String::new(),
+        reasoning_content,
     };
     Ok(run.finish(response, started))
 }

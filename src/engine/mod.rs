@@ -233,7 +233,7 @@ impl Guardrails {
         Ok(Box::pin(events.filter_map(|event| {
             std::future::ready(match event {
                 Ok(Event::Chunk(text)) => Some(Ok(text)),
-                Ok(Event::Final(_)) => None,
+                Ok(Event::Final(_) | Event::Reasoning(_)) => None,
                 Err(e) => Some(Err(e)),
             })
         })))
@@ -284,6 +284,7 @@ impl Guardrails {
                     }
                 }
                 Event::Final(response) => last = Some(*response),
+                Event::Reasoning(_) => {}
             }
         }
         // At a stop string the stream was left early: dropping it cancels
@@ -363,6 +364,17 @@ impl Inner {
         (call, user_input)
     }
 
+    /// An answer with its reasoning trace in front, in the main model's
+    /// tags, as output rails see it with `apply_to_reasoning_traces`.
+    fn with_trace(&self, trace: &str, answer: &str) -> String {
+        let tags = self
+            .config
+            .main_model()
+            .map(|m| m.reasoning().clone())
+            .unwrap_or_default();
+        format!("{}{trace}{}\n{answer}", tags.start_token, tags.end_token)
+    }
+
     fn blocked(&self, violation: Violation) -> Response {
         // With rails exceptions the response carries only the violation.
         let content = if self.config.enable_rails_exceptions() {
@@ -380,6 +392,7 @@ impl Inner {
             dialog: None,
             finish_reason: FinishReason::ContentFilter,
             model: String::new(),
+            reasoning_content: None,
         }
     }
 }

@@ -169,6 +169,7 @@ impl Run {
         let input = RailInput {
             user_input: &last.content,
             bot_response: None,
+            bot_thinking: None,
             history,
             calls,
         };
@@ -178,8 +179,14 @@ impl Run {
         outcome
     }
 
-    /// Runs the output rails on a whole answer.
-    pub async fn output_check(&mut self, user_input: &str, text: &str) -> Result<Checked, Error> {
+    /// Runs the output rails on a whole answer (with the model's reasoning
+    /// trace as `bot_thinking`).
+    pub async fn output_check(
+        &mut self,
+        user_input: &str,
+        text: &str,
+        thinking: Option<&str>,
+    ) -> Result<Checked, Error> {
         if self.output.is_empty() {
             return Ok(Checked::Pass);
         }
@@ -190,6 +197,7 @@ impl Run {
         let input = RailInput {
             user_input,
             bot_response: Some(text),
+            bot_thinking: thinking,
             history: &[],
             calls,
         };

@@ -41,6 +41,8 @@ struct Checker {
     parallel: bool,
     user_input: Arc<str>,
     calls: Option<Arc<CallLog>>,
+    /// The main model's reasoning trace, once the answer started.
+    thinking: Option<Arc<str>>,
 }
 
 impl Checker {
@@ -53,6 +55,7 @@ impl Checker {
             let input = RailInput {
                 user_input: &this.user_input,
                 bot_response: Some(&check.text),
+                bot_thinking: this.thinking.as_deref(),
                 history: &[],
                 calls: this.calls.as_deref(),
             };
@@ -110,7 +113,19 @@ struct Driver {
     /// The main call's prompt, when the request keeps a log.
     prompt: Option<String>,
     chunks: ChunkCount,
+    /// The reasoning trace so far (bounded by [`MAX_REASONING`]).
+    reasoning: String,
+    /// The request asked for the trace (`options.reasoning`).
+    want_reasoning: bool,
+    /// A reasoning piece to send before anything else.
+    reasoning_out: Option<String>,
+    /// With `apply_to_reasoning_traces`: the trace, put in front of the
+    /// first window's text.
+    trace_prefix: Option<String>,
 }
+
+/// The most of a reasoning trace kept for rails and the response.
+const MAX_REASONING: usize = 1 << 20;
 
 /// How the input stage ended: blocked (with the events to send), or on to the answer.
 enum Start {
@@ -140,6 +155,7 @@ impl Driver {
         // The request's stop strings are enforced here too, for a model
         // that ignores them.
         let stops = request.options.llm_params.stop.clone();
+        let request_reasoning = request.options.reasoning;
         let (main, user_input) = inner.main_request(request, rewritten);
         let prompt = run
             .log
@@ -150,7 +166,9 @@ impl Driver {
             parallel: run.output_parallel,
             user_input,
             calls: run.calls(),
+            thinking: None,
         };
+        let want_reasoning = request_reasoning;
         let relay = Relay::new(
             inner.config.output_streaming(),
             !run.output.is_empty(),
@@ -178,7 +196,32 @@ impl Driver {
             finish: None,
             prompt,
             chunks,
+            reasoning: String::new(),
+            want_reasoning,
+            reasoning_out: None,
+            trace_prefix: None,
         })))
+    }
+
+    /// A piece of the reasoning trace: kept (bounded), and sent when asked.
+    fn on_reasoning(&mut self, piece: String) {
+        if self.reasoning.len() + piece.len() <= MAX_REASONING {
+            self.reasoning.push_str(&piece);
+        }
+        if self.want_reasoning {
+            self.reasoning_out = Some(piece);
+        }
+    }
+
+    /// The answer's first text: the trace (if any) is complete.
+    fn on_first_text(&mut self) {
+        if self.reasoning.is_empty() {
+            return;
+        }
+        self.checker.thinking = Some(self.reasoning.as_str().into());
+        if self.inner.config.apply_to_reasoning_traces() {
+            self.trace_prefix = Some(self.inner.with_trace(&self.reasoning, ""));
+        }
     }
 
     /// The next chunk the relay releases, counted.
@@ -209,8 +252,10 @@ impl Driver {
             }
             Step::Piece(piece) => {
                 match piece {
+                    Some(Ok(Piece::Reasoning(r))) => self.on_reasoning(r),
                     Some(Ok(Piece::Text(text))) => {
                         if self.upstream_ttft.is_none() {
+                            self.on_first_text();
                             let t = self.generation.elapsed();
                             self.inner
                                 .meters
@@ -229,7 +274,10 @@ impl Driver {
                 if !self.relay.wants_input() && self.run.timing.generation.is_zero() {
                     self.run.timing.generation = self.generation.elapsed();
                 }
-                while let Some(check) = self.relay.take_check() {
+                while let Some(mut check) = self.relay.take_check() {
+                    if let Some(trace) = self.trace_prefix.take() {
+                        check.text.insert_str(0, &trace);
+                    }
                     self.pending.push_back(self.checker.check(check));
                 }
             }
@@ -253,6 +301,8 @@ impl Driver {
             finish,
             prompt,
             started,
+            reasoning,
+            want_reasoning,
             ..
         } = *self;
         drop(answer);
@@ -298,6 +348,7 @@ impl Driver {
             log: None,
             dialog,
             model: String::new(),
+            reasoning_content: (want_reasoning && !reasoning.is_empty()).then_some(reasoning),
         };
         run.finish(response, started)
     }
@@ -324,6 +375,9 @@ impl Events {
     /// sources again, or `Pending`.
     fn drive(d: &mut Driver, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
         loop {
+            if let Some(r) = d.reasoning_out.take() {
+                return Poll::Ready(Some(Ok(Event::Reasoning(r))));
+            }
             if let Some(text) = d.release() {
                 return Poll::Ready(Some(Ok(Event::Chunk(text))));
             }

@@ -58,6 +58,9 @@ pub struct Options {
     pub output_flows: Option<Vec<String>>,
     /// Return a [`GenerationLog`] with the response.
     pub log: bool,
+    /// Return the main model's reasoning trace: as [`Event::Reasoning`]
+    /// while streaming, and in [`Response::reasoning_content`].
+    pub reasoning: bool,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             input_flows: None,
             output_flows: None,
             log: false,
+            reasoning: false,
         }
     }
 }
@@ -189,6 +193,9 @@ pub struct Response {
     pub finish_reason: FinishReason,
     /// The main model that served the request (its name).
     pub model: String,
+    /// The main model's reasoning trace, when the request asked for it
+    /// (`options.reasoning`) and the model gave one.
+    pub reasoning_content: Option<String>,
 }
 
 /// One event of a streamed answer.
@@ -196,6 +203,9 @@ pub struct Response {
 pub enum Event {
     /// A piece of the answer, as the model produced it.
     Chunk(String),
+    /// A piece of the main model's reasoning trace (only when the request
+    /// asked for it: `options.reasoning`); never part of the answer.
+    Reasoning(String),
     /// The whole response; always the last event. Boxed so the per-chunk
     /// events stay small.
     Final(Box<Response>),

@@ -136,6 +136,8 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -182,10 +184,17 @@ pub fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
         .filter(|b| b.kind == "text")
         .filter_map(|b| b.text.as_deref())
         .collect();
+    let thinking: String = body
+        .content
+        .iter()
+        .filter(|b| b.kind == "thinking")
+        .filter_map(|b| b.thinking.as_deref())
+        .collect();
     Ok(Completion {
         text,
         usage: body.usage.map(|u| usage(u.input_tokens, u.output_tokens)),
         finish: body.stop_reason.as_deref().map(finish),
+        reasoning: (!thinking.is_empty()).then_some(thinking),
     })
 }
 
@@ -209,6 +218,7 @@ struct EventDelta {
     #[serde(rename = "type", default)]
     kind: String,
     text: Option<String>,
+    thinking: Option<String>,
     stop_reason: Option<String>,
 }
 
@@ -229,22 +239,24 @@ pub fn parse_event(data: &str, state: &mut StreamState) -> Result<Parsed, LlmErr
             if let Some(u) = event.message.and_then(|m| m.usage) {
                 state.input_tokens = u.input_tokens;
             }
-            Parsed::Deltas(None, None, None)
+            Parsed::Deltas(None, None, None, None)
         }
-        "content_block_delta" => {
-            let text = event
-                .delta
-                .filter(|d| d.kind == "text_delta")
-                .and_then(|d| d.text)
-                .filter(|t| !t.is_empty());
-            Parsed::Deltas(text, None, None)
-        }
+        "content_block_delta" => match event.delta {
+            Some(d) if d.kind == "text_delta" => {
+                Parsed::Deltas(d.text.filter(|t| !t.is_empty()), None, None, None)
+            }
+            // Extended thinking: the reasoning trace.
+            Some(d) if d.kind == "thinking_delta" => {
+                Parsed::Deltas(None, None, None, d.thinking.filter(|t| !t.is_empty()))
+            }
+            _ => Parsed::Deltas(None, None, None, None),
+        },
         "message_delta" => {
             let fin = event.delta.and_then(|d| d.stop_reason).map(|r| finish(&r));
             let used = event
                 .usage
                 .map(|u| usage(state.input_tokens, u.output_tokens));
-            Parsed::Deltas(None, used, fin)
+            Parsed::Deltas(None, used, fin, None)
         }
         "message_stop" => Parsed::Done,
         "error" => {
@@ -254,7 +266,7 @@ pub fn parse_event(data: &str, state: &mut StreamState) -> Result<Parsed, LlmErr
             })));
         }
         // ping, content_block_start/stop, and types added later.
-        _ => Parsed::Deltas(None, None, None),
+        _ => Parsed::Deltas(None, None, None, None),
     })
 }
 
@@ -296,18 +308,18 @@ mod tests {
         let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}}"#;
         assert_eq!(
             parse_event(start, &mut st).unwrap(),
-            Parsed::Deltas(None, None, None)
+            Parsed::Deltas(None, None, None, None)
         );
         let delta =
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
         assert_eq!(
             parse_event(delta, &mut st).unwrap(),
-            Parsed::Deltas(Some("Hi".into()), None, None)
+            Parsed::Deltas(Some("Hi".into()), None, None, None)
         );
         let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#;
         assert_eq!(
             parse_event(end, &mut st).unwrap(),
-            Parsed::Deltas(None, Some(usage(25, 15)), Some(Finish::Stop))
+            Parsed::Deltas(None, Some(usage(25, 15)), Some(Finish::Stop), None)
         );
         assert_eq!(
             parse_event(r#"{"type":"message_stop"}"#, &mut st).unwrap(),

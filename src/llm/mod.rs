@@ -12,6 +12,7 @@ mod compat;
 mod http;
 mod limits;
 mod openai;
+pub mod reasoning;
 pub mod redact;
 mod retry;
 mod scripted;
@@ -174,6 +175,9 @@ pub struct Completion {
     pub usage: Option<Usage>,
     /// Why the model stopped, when it said.
     pub finish: Option<Finish>,
+    /// The reasoning trace of a reasoning model (its `reasoning_content`, or
+    /// the `<think>` block taken out of the text).
+    pub reasoning: Option<String>,
 }
 
 /// One item of a streamed answer.
@@ -185,6 +189,9 @@ pub enum Delta {
     Usage(Usage),
     /// Why the model stopped.
     Finish(Finish),
+    /// A piece of the reasoning trace (a reasoning model's thinking), kept
+    /// apart from the answer.
+    Reasoning(String),
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.
@@ -378,7 +385,7 @@ pub fn build(
     model: &ModelConfig,
     upstream: &UpstreamSettings,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
-    Ok(match model.settings() {
+    let provider: Arc<dyn Provider> = match model.settings() {
         ProviderSettings::Scripted(s) => {
             Arc::new(ScriptedProvider::new(s.clone(), model.streaming()))
         }
@@ -394,6 +401,20 @@ pub fn build(
                 ),
             ));
         }
+    };
+    // Reasoning traces written into the text are taken out (as NeMo does
+    // with `<think>` blocks) unless the entry says to keep them.
+    let r = model.reasoning();
+    Ok(if r.remove_reasoning_traces {
+        Arc::new(reasoning::StripTraces::new(
+            provider,
+            reasoning::TraceTags {
+                start: r.start_token.clone(),
+                end: r.end_token.clone(),
+            },
+        ))
+    } else {
+        provider
     })
 }
 

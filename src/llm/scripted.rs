@@ -239,6 +239,7 @@ impl Provider for ScriptedProvider {
                 text,
                 usage: Some(usage),
                 finish: Some(Finish::Stop),
+                reasoning: None,
             })
         }
         .boxed()

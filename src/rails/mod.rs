@@ -56,6 +56,8 @@ pub struct RailInput<'a> {
     pub user_input: &'a str,
     /// The answer (or the window of it) for output rails.
     pub bot_response: Option<&'a str>,
+    /// The main model's reasoning trace, for output rails (NeMo's `bot_thinking`).
+    pub bot_thinking: Option<&'a str>,
     /// The conversation before the last user message.
     pub history: &'a [ChatMessage],
     /// Where judge calls are recorded when the request asked for a log.

@@ -49,6 +49,9 @@ pub struct Script {
     pub slow_judge: Option<String>,
     /// Answer the first this-many requests with HTTP 503.
     pub fail_first: usize,
+    /// A reasoning trace sent before the main answer as `reasoning_content`
+    /// (DeepSeek's and vLLM's field), one piece per event.
+    pub reasoning: Vec<String>,
 }
 
 impl Default for Script {
@@ -64,6 +67,7 @@ impl Default for Script {
             judge_delay: Duration::ZERO,
             slow_judge: None,
             fail_first: 0,
+            reasoning: Vec::new(),
         }
     }
 }
@@ -333,6 +337,10 @@ async fn completions(
         };
         yield Ok::<Bytes, std::io::Error>(sse(first));
         yield Ok(Bytes::from_static(b": keep-alive\n\n"));
+        for r in &script.reasoning {
+            yield Ok(sse(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
+                "choices": [{"index": 0, "delta": {"content": null, "reasoning_content": r}, "finish_reason": null}]})));
+        }
         for (i, token) in script.tokens.iter().enumerate() {
             if script.fail_after == Some(i) {
                 // Let what was written reach the client, as on a real crash.
@@ -594,6 +602,9 @@ pub async fn collect(
                     out.chunks.push(c.text)
                 }
                 Some(Event::Final(f)) => out.finals.push(f),
+                Some(Event::Reasoning(_)) => {
+                    assert!(out.chunks.is_empty(), "reasoning after the answer started")
+                }
                 None => panic!("event without a payload"),
             },
             Ok(None) => break,

@@ -60,8 +60,9 @@ impl Answer {
                 self.state = AnswerState::Done;
                 None
             }
-            Ok(Parsed::Deltas(text, usage, fin)) => {
+            Ok(Parsed::Deltas(text, usage, fin, reasoning)) => {
                 *finished |= fin.is_some();
+                self.pending.extend(reasoning.map(Delta::Reasoning));
                 self.pending.extend(text.map(Delta::Text));
                 self.pending.extend(usage.map(Delta::Usage));
                 self.pending.extend(fin.map(Delta::Finish));
@@ -155,6 +156,7 @@ pub(super) async fn whole_answer(
         Ok(bytes) => match inner.parse_completion(&bytes) {
             Ok(c) => {
                 let mut out = Vec::new();
+                out.extend(c.reasoning.map(|r| Ok(Delta::Reasoning(r))));
                 if !c.text.is_empty() {
                     out.push(Ok(Delta::Text(c.text)));
                 }

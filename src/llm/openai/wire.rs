@@ -47,6 +47,19 @@ struct CompletionChoice {
 #[derive(Deserialize)]
 struct MessageBody {
     content: Option<String>,
+    /// The reasoning trace of reasoning models (DeepSeek, vLLM, NIM).
+    reasoning_content: Option<String>,
+    /// The same, as some servers name it (vLLM's newer field, OpenRouter).
+    reasoning: Option<String>,
+}
+
+impl MessageBody {
+    fn take_reasoning(&mut self) -> Option<String> {
+        self.reasoning_content
+            .take()
+            .or_else(|| self.reasoning.take())
+            .filter(|r| !r.is_empty())
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,22 +102,38 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
         .as_ref()
         .and_then(|c| c.finish_reason.as_deref())
         .map(Finish::parse);
-    let text = choice
-        .and_then(|c| c.message.and_then(|m| m.content).or(c.text))
+    let (mut reasoning, mut content, mut text) = (None, None, None);
+    if let Some(c) = choice {
+        if let Some(mut m) = c.message {
+            reasoning = m.take_reasoning();
+            content = m.content;
+        }
+        text = c.text;
+    }
+    let text = content
+        .or(text)
+        // A reasoning model may answer with the trace and no content.
+        .or_else(|| reasoning.is_some().then(String::new))
         .ok_or_else(|| LlmError::Protocol("completion has no choices[0].message.content".into()))?;
     Ok(Completion {
         text,
         usage: body.usage,
         finish,
+        reasoning,
     })
 }
 
 /// What one SSE `data:` payload of a chat-completions stream means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// Text (absent for role-only and empty deltas), usage, and the
-    /// `finish_reason` when one was set.
-    Deltas(Option<String>, Option<Usage>, Option<Finish>),
+    /// Text (absent for role-only and empty deltas), usage, the
+    /// `finish_reason` when one was set, and a piece of reasoning trace.
+    Deltas(
+        Option<String>,
+        Option<Usage>,
+        Option<Finish>,
+        Option<String>,
+    ),
     /// `data: [DONE]`.
     Done,
 }
@@ -127,16 +156,18 @@ pub fn parse_event(data: &str) -> Result<Parsed, LlmError> {
     }
     let mut text = None;
     let mut finished = None;
+    let mut reasoning = None;
     if let Some(choice) = chunk.choices.into_iter().next() {
         finished = choice.finish_reason.as_deref().map(Finish::parse);
+        let mut delta = choice.delta;
+        reasoning = delta.as_mut().and_then(MessageBody::take_reasoning);
         // Role-only and empty deltas carry no text.
-        text = choice
-            .delta
+        text = delta
             .and_then(|d| d.content)
             .or(choice.text)
             .filter(|c| !c.is_empty());
     }
-    Ok(Parsed::Deltas(text, chunk.usage, finished))
+    Ok(Parsed::Deltas(text, chunk.usage, finished, reasoning))
 }
 
 #[cfg(test)]
@@ -148,12 +179,12 @@ mod tests {
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
         assert!(matches!(
             parse_event(role),
-            Ok(Parsed::Deltas(None, None, None))
+            Ok(Parsed::Deltas(None, None, None, None))
         ));
         let empty = r#"{"choices":[{"delta":{"content":""}}]}"#;
         assert!(matches!(
             parse_event(empty),
-            Ok(Parsed::Deltas(None, None, None))
+            Ok(Parsed::Deltas(None, None, None, None))
         ));
     }
 
@@ -161,13 +192,13 @@ mod tests {
     fn text_usage_and_done_are_recognised() {
         let text = r#"{"choices":[{"delta":{"content":" world"}}]}"#;
         match parse_event(text) {
-            Ok(Parsed::Deltas(Some(t), None, None)) => assert_eq!(t, " world"),
+            Ok(Parsed::Deltas(Some(t), None, None, None)) => assert_eq!(t, " world"),
             _ => panic!("expected text"),
         }
         let usage =
             r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         match parse_event(usage) {
-            Ok(Parsed::Deltas(None, Some(u), None)) => assert_eq!(u.total_tokens, 5),
+            Ok(Parsed::Deltas(None, Some(u), None, None)) => assert_eq!(u.total_tokens, 5),
             _ => panic!("expected usage"),
         }
         assert!(matches!(parse_event(" [DONE] "), Ok(Parsed::Done)));
@@ -183,6 +214,23 @@ mod tests {
             parse_event("{not json"),
             Err(LlmError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn reasoning_content_is_its_own_delta() {
+        let r = r#"{"choices":[{"delta":{"content":null,"reasoning_content":"Let me think"}}]}"#;
+        assert_eq!(
+            parse_event(r).unwrap(),
+            Parsed::Deltas(None, None, None, Some("Let me think".into()))
+        );
+        let whole = parse_completion(
+            br#"{"choices":[{"message":{"content":"4","reasoning_content":"2+2"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (whole.text.as_str(), whole.reasoning.as_deref()),
+            ("4", Some("2+2"))
+        );
     }
 
     #[test]

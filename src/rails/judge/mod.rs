@@ -281,6 +281,7 @@ impl JudgeRail {
         let vars = minijinja::context! {
             user_input => input.user_input,
             bot_response => input.bot_response,
+            bot_thinking => input.bot_thinking,
             general_instructions => &self.general_instructions,
         };
         self.messages

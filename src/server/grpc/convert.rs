@@ -54,11 +54,13 @@ fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Er
         llm_params,
         rails,
         log,
+        reasoning,
     }) = options
     else {
         return Ok(out);
     };
     out.log = log;
+    out.reasoning = reasoning;
     if let Some(pb::LlmParams {
         temperature,
         max_tokens,
@@ -134,6 +136,7 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
         dialog,
         finish_reason,
         model,
+        reasoning_content,
     } = response;
     let finish_reason = match finish_reason {
         FinishReason::Stop => pb::FinishReason::Stop,
@@ -164,6 +167,7 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
             bot_intent: d.bot_intent,
         }),
         model,
+        reasoning_content: reasoning_content.unwrap_or_default(),
     }
 }
 

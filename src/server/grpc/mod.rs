@@ -107,6 +107,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                     text,
                 })),
             }),
+            Ok(Event::Reasoning(text)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::Reasoning(
+                    pb::Reasoning { text },
+                )),
+            }),
             Ok(Event::Final(response)) => Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Final(
                     convert::response(&id, *response),

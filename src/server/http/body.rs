@@ -89,6 +89,8 @@ struct NemoOptions {
     rails: Option<NemoRails>,
     llm_params: Option<NemoLlmParams>,
     log: Option<Value>,
+    /// Return the main model's reasoning trace.
+    reasoning: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +131,8 @@ struct ChatBody {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     stop: Option<StopField>,
+    /// Return the reasoning trace as `reasoning_content` (OpenRouter's name).
+    include_reasoning: Option<bool>,
     // NeMo's older body had these at the top level; refused by name.
     thread_id: Option<Value>,
     state: Option<Value>,
@@ -286,6 +290,7 @@ fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
             None => {}
         }
     }
+    opts.reasoning = nemo.reasoning.unwrap_or(false);
     opts.log = match nemo.log {
         Some(Value::Bool(b)) => b,
         Some(Value::Object(m)) => m.values().any(|v| v == &Value::Bool(true)),
@@ -329,6 +334,7 @@ pub(super) fn parse(
         max_tokens,
         max_completion_tokens,
         stop,
+        include_reasoning,
         thread_id: _,
         state: _,
         tools: _,
@@ -353,9 +359,11 @@ pub(super) fn parse(
         stop: StopField::list(stop),
     };
     let main_model = model.filter(|m| !m.is_empty() && !model_is_config);
+    let mut options = options(nemo, openai_params);
+    options.reasoning |= include_reasoning.unwrap_or(false);
     let request = engine::Request {
         messages: messages(wire)?,
-        options: options(nemo, openai_params),
+        options,
         traceparent: None,
         model: main_model.clone(),
     };

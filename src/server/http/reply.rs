@@ -160,6 +160,9 @@ struct GuardrailsBody<'a> {
 struct MessageBody<'a> {
     role: &'static str,
     content: &'a str,
+    /// The reasoning trace, when the request asked for it (DeepSeek's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
 }
 
 fn finish_reason(r: &Response) -> &'static str {
@@ -219,6 +222,7 @@ pub(super) fn openai<'a>(model: &'a str, config_id: &'a str, r: &'a Response) ->
             message: MessageBody {
                 role: "assistant",
                 content: &r.content,
+                reasoning_content: r.reasoning_content.as_deref(),
             },
             finish_reason: finish_reason(r),
         }],
@@ -237,6 +241,7 @@ pub(super) fn nemo<'a>(config_id: &'a str, r: &'a Response) -> NemoReply<'a> {
         messages: [MessageBody {
             role: "assistant",
             content: &r.content,
+            reasoning_content: r.reasoning_content.as_deref(),
         }],
         config_id,
         violation: r.violation.as_ref().map(ViolationBody::from),
@@ -252,6 +257,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -306,6 +313,7 @@ impl ChunkHead {
             Delta {
                 role: Some("assistant"),
                 content: Some(""),
+                reasoning_content: None,
             },
             None,
         )
@@ -317,6 +325,19 @@ impl ChunkHead {
             Delta {
                 role: None,
                 content: Some(text),
+                reasoning_content: None,
+            },
+            None,
+        )
+    }
+
+    /// A reasoning chunk (`delta.reasoning_content`, as DeepSeek streams it).
+    pub fn reasoning<'a>(&'a self, text: &'a str) -> ChunkEvent<'a> {
+        self.event(
+            Delta {
+                role: None,
+                content: None,
+                reasoning_content: Some(text),
             },
             None,
         )
@@ -328,6 +349,7 @@ impl ChunkHead {
             Delta {
                 role: None,
                 content: None,
+                reasoning_content: None,
             },
             Some(finish_reason(r)),
         );

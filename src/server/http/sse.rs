@@ -41,6 +41,7 @@ pub(super) async fn sse(mut events: Bounded, model: String, style: BlockStyle) -
         .chain(events)
         .map(move |event| match event {
             Ok(Event::Chunk(text)) => data(&head.text(&text)),
+            Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
             Ok(Event::Final(r)) => match &r.violation {
                 // Blocked mid-stream by an output rail: NeMo's error event,
                 // or (Azure style) the finish chunk with `content_filter`.
