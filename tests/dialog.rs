@@ -632,3 +632,44 @@ async fn nemos_library_bot_messages_answer_flows_that_name_them_without_defining
     assert!(got.error.is_none(), "{:?}", got.error);
     assert_eq!(got.chunks, ["I'm sorry, I can't respond to that."]);
 }
+
+#[tokio::test]
+async fn embeddings_only_reads_the_intent_from_the_closest_example_without_an_llm_call() {
+    let co = "define user express greeting\n  \"Hello\"\n  \"Hi there\"\n\
+              define user ask politics\n  \"Which party should I vote for?\"\n\
+              define bot express greeting\n  \"Hi! Nice to meet you.\"\n\
+              define bot refuse politics\n  \"I stay out of politics.\"\n\
+              define flow\n  user express greeting\n  bot express greeting\n\
+              define flow\n  user ask politics\n  bot refuse politics\n";
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dialog = "rails:\n  dialog:\n    user_messages:\n      embeddings_only: True\n      embeddings_only_similarity_threshold: 0.9\n      embeddings_only_fallback_intent: ask politics\nstreaming: True\n";
+    let yml = config(&llm.base_url(), dialog).replacen(
+        "instructions:",
+        &format!("  - type: embeddings\n    engine: openai\n    model: fake-embed\n    parameters:\n      base_url: {}\ninstructions:", llm.base_url()),
+        1,
+    );
+    let dir = configs.add("bot", &yml);
+    std::fs::write(dir.join("flows.co"), co).unwrap();
+    let mut server = start(configs.root()).await;
+    // "Greetings" shares no word with an example; by embeddings it is a greeting.
+    let got = collect(&mut server.client, request("bot", "Greetings, friend"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks.concat(), "Hi! Nice to meet you.");
+    let dialog = got.finals[0].dialog.clone().unwrap();
+    assert_eq!(dialog.user_intent, "express greeting");
+    // Below the threshold: the fallback intent.
+    let got = collect(&mut server.client, request("bot", "Tell me a story"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks.concat(), "I stay out of politics.");
+    let chat_calls = llm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.get("messages").is_some())
+        .count();
+    assert_eq!(chat_calls, 0, "no LLM call read the intents");
+    server.shutdown().await;
+}

@@ -28,8 +28,8 @@ use std::{
 
 pub use load::{Loaded, from_yaml, is_single_config, load, load_each, load_root};
 pub use model::{
-    EngineKind, ModelConfig, ModelMode, OpenAiSettings, ProviderSettings, ReasoningConfig,
-    ScriptedAnswer, ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
+    CacheConfig, CacheStats, EngineKind, ModelConfig, ModelMode, OpenAiSettings, ProviderSettings,
+    ReasoningConfig, ScriptedAnswer, ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
 };
 pub use server::{ServerFile, main_model_from_flags, parse_on_off, request_main_model};
 
@@ -123,6 +123,8 @@ pub struct Prompt {
     pub max_tokens: Option<u32>,
     pub output_parser: Option<String>,
     pub stop: Vec<String>,
+    /// `mode`: the prompting mode the prompt is for (`standard` by default).
+    pub mode: String,
     pub source: PathBuf,
     pub key: String,
 }
@@ -142,6 +144,34 @@ pub struct FlowRef {
 impl fmt::Display for FlowRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
+    }
+}
+
+/// `rails.dialog`: how Colang dialog flows call the LLM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialogSettings {
+    /// `single_call.enabled`: one LLM call writes both intents and the message.
+    pub single_call: bool,
+    /// `single_call.fallback_to_multiple_calls` (default true).
+    pub fallback_to_multiple_calls: bool,
+    /// `user_messages.embeddings_only`: the user intent is the closest
+    /// example's, by embeddings, without an LLM call.
+    pub embeddings_only: bool,
+    /// `user_messages.embeddings_only_similarity_threshold` (0 to 1).
+    pub embeddings_only_similarity_threshold: Option<f64>,
+    /// `user_messages.embeddings_only_fallback_intent`.
+    pub embeddings_only_fallback_intent: Option<String>,
+}
+
+impl Default for DialogSettings {
+    fn default() -> Self {
+        DialogSettings {
+            single_call: false,
+            fallback_to_multiple_calls: true,
+            embeddings_only: false,
+            embeddings_only_similarity_threshold: None,
+            embeddings_only_fallback_intent: None,
+        }
     }
 }
 
@@ -208,9 +238,11 @@ pub struct Config {
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
     kb: Vec<SourceFile>,
-    single_call: bool,
+    dialog: DialogSettings,
     /// `rails.output.apply_to_reasoning_traces`.
     apply_to_reasoning_traces: bool,
+    /// `prompting_mode` (`standard` by default).
+    prompting_mode: String,
     /// The parsed files, per composed config, to compose this one with others.
     parts: Vec<validate::Parts>,
 }
@@ -342,35 +374,49 @@ impl Config {
 
     /// `rails.dialog.single_call.enabled`: one LLM call per dialog turn.
     pub fn single_call(&self) -> bool {
-        self.single_call
+        self.dialog.single_call
     }
 
-    /// The prompt for `task` as NeMo picks it: one restricted to `model`
-    /// (`engine/model` or `model`) first, else an unrestricted one (the only
-    /// kind a config without a main model can pick for it).
+    /// `rails.dialog`: how dialog flows call the LLM.
+    pub fn dialog_settings(&self) -> &DialogSettings {
+        &self.dialog
+    }
+
+    /// The prompt for `task` as NeMo picks it: of the prompts for the
+    /// config's `prompting_mode` (else `standard` ones), one restricted to
+    /// `model` (`engine/model` or `model`) first, else an unrestricted one
+    /// (the only kind a config without a main model can pick for it).
     pub fn prompt(&self, task: &str, model: Option<&ModelConfig>) -> Option<&Prompt> {
-        let name = model.map(ModelConfig::model);
-        let mut fallback = None;
-        for p in self.prompts.iter().filter(|p| p.task == task) {
-            match (&p.models, name) {
-                (Some(list), Some(name)) => {
-                    if list.iter().any(|m| {
-                        m == name
-                            || m.rsplit_once('/').is_some_and(|(_, n)| n == name)
-                            || name.ends_with(m.as_str())
-                    }) {
-                        return Some(p);
+        let modes = [self.prompting_mode.as_str(), "standard"];
+        let pick = |mode: &str| {
+            let name = model.map(ModelConfig::model);
+            let mut fallback = None;
+            for p in self
+                .prompts
+                .iter()
+                .filter(|p| p.task == task && p.mode == mode)
+            {
+                match (&p.models, name) {
+                    (Some(list), Some(name)) => {
+                        if list.iter().any(|m| {
+                            m == name
+                                || m.rsplit_once('/').is_some_and(|(_, n)| n == name)
+                                || name.ends_with(m.as_str())
+                        }) {
+                            return Some(p);
+                        }
                     }
-                }
-                (Some(_), None) => {}
-                (None, _) => {
-                    if fallback.is_none() {
-                        fallback = Some(p);
+                    (Some(_), None) => {}
+                    (None, _) => {
+                        if fallback.is_none() {
+                            fallback = Some(p);
+                        }
                     }
                 }
             }
-        }
-        fallback
+            fallback
+        };
+        pick(modes[0]).or_else(|| (modes[0] != modes[1]).then(|| pick(modes[1])).flatten())
     }
 
     /// Deserializes `rails.config.<name>` (default when absent); errors name

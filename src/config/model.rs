@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use super::engine::EngineKind;
-pub use super::model_options::{ModelMode, ReasoningConfig};
+pub use super::model_options::{CacheConfig, CacheStats, ModelMode, ReasoningConfig};
 use super::{ConfigError, engine, raw::RawModel};
 
 /// Time limits a model entry sets for its own calls (`None`: the server's default).
@@ -164,6 +164,7 @@ pub struct ModelConfig {
     /// Whether `mode` was written (else it follows the model name).
     explicit_mode: bool,
     reasoning: ReasoningConfig,
+    cache: Option<CacheConfig>,
     settings: ProviderSettings,
     source: PathBuf,
     key: String,
@@ -180,6 +181,10 @@ impl ModelConfig {
     /// The model name sent to the endpoint.
     pub fn model(&self) -> &str {
         &self.model
+    }
+    /// `cache`, when enabled.
+    pub fn cache(&self) -> Option<&CacheConfig> {
+        self.cache.as_ref()
     }
     /// `reasoning_config` (its defaults when absent).
     pub fn reasoning(&self) -> &ReasoningConfig {
@@ -234,8 +239,9 @@ impl ModelConfig {
             streaming,
             mode,
             reasoning_config,
-            cache: _,
+            cache,
         } = m;
+        let cache = CacheConfig::parse(cache, &kind, file, &key)?;
         let reasoning = ReasoningConfig::parse(reasoning_config, file, &key)?;
         let engine = engine_of(engine, kind == "embeddings", file, &key)?;
         let mut params = match serde_json::to_value(&parameters) {
@@ -269,6 +275,7 @@ impl ModelConfig {
             streaming: streaming.unwrap_or(true),
             explicit_mode,
             reasoning,
+            cache,
             settings,
             source: file.to_path_buf(),
             key,

@@ -104,3 +104,80 @@ impl ReasoningConfig {
         Ok(r)
     }
 }
+
+/// `models[].cache`: answers of a judge model kept in memory, keyed by the
+/// prompt (whitespace-normalized), as NeMo caches them (main and embeddings
+/// models are never cached).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Entries kept (NeMo's default 50,000); the least recently used go first.
+    #[serde(default = "default_maxsize")]
+    pub maxsize: usize,
+    /// streamguard extension: seconds an entry stays valid (none: until evicted).
+    #[serde(default)]
+    pub ttl: Option<f64>,
+    #[serde(default)]
+    pub stats: CacheStats,
+}
+
+/// `models[].cache.stats`: log the cache's counters every `log_interval` seconds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheStats {
+    #[serde(default)]
+    pub enabled: bool,
+    pub log_interval: Option<f64>,
+}
+
+fn default_maxsize() -> usize {
+    50_000
+}
+
+/// The most entries one model's cache may hold.
+const MAX_CACHE_ENTRIES: usize = 1_000_000;
+
+impl CacheConfig {
+    /// `cache` of the entry at `key`; `None` when absent or disabled.
+    pub(super) fn parse(
+        value: Option<serde_yaml::Value>,
+        kind: &str,
+        file: &Path,
+        key: &str,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(v) = value else {
+            return Ok(None);
+        };
+        let at = || format!("{key}.cache");
+        let c: CacheConfig = serde_yaml::from_value(v)
+            .map_err(|e| ConfigError::invalid(file, at(), e.to_string()))?;
+        if !c.enabled {
+            return Ok(None);
+        }
+        if c.maxsize == 0 || c.maxsize > MAX_CACHE_ENTRIES {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{}.maxsize", at()),
+                format!("must be between 1 and {MAX_CACHE_ENTRIES}"),
+            ));
+        }
+        let positive = |v: Option<f64>| v.is_none_or(|s| s.is_finite() && s > 0.0);
+        if !positive(c.ttl) || !positive(c.stats.log_interval) {
+            return Err(ConfigError::invalid(
+                file,
+                at(),
+                "ttl and stats.log_interval must be positive numbers of seconds",
+            ));
+        }
+        if kind == "main" || kind == "embeddings" {
+            return Err(ConfigError::invalid(
+                file,
+                at(),
+                format!("only judge models are cached, not a `type: {kind}` model (as in NeMo)"),
+            ));
+        }
+        Ok(Some(c))
+    }
+}

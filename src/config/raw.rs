@@ -57,8 +57,6 @@ pub struct RawModel {
     pub streaming: Option<bool>,
     pub mode: Option<String>,
     pub reasoning_config: Option<Value>,
-    /// Accepted for compatibility; has no effect in streamguard.
-    #[allow(dead_code)]
     pub cache: Option<Value>,
 }
 

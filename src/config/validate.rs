@@ -7,7 +7,8 @@ use std::{
 };
 
 use super::{
-    Config, ConfigError, FlowRef, ModelConfig, OutputStreaming, Prompt, PromptBody, RailStage,
+    Config, ConfigError, DialogSettings, FlowRef, ModelConfig, OutputStreaming, Prompt, PromptBody,
+    RailStage,
     raw::{RawFile, RawOutputRails, RawPrompt, RawRails},
 };
 
@@ -66,8 +67,9 @@ pub(super) fn validate_composed(
         colang: Vec::new(),
         action_files: Vec::new(),
         kb: Vec::new(),
-        single_call: false,
+        dialog: DialogSettings::default(),
         apply_to_reasoning_traces: false,
+        prompting_mode: "standard".into(),
         parts: groups.clone(),
     };
     for (i, group) in groups.iter().enumerate() {
@@ -130,14 +132,15 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
             format!("Colang {v} is not supported; streamguard runs Colang 1.0 flows (`define …`)"),
         ));
     }
-    if let Some(mode) = &raw.prompting_mode
-        && mode.as_str() != Some("standard")
-    {
-        return Err(ConfigError::invalid(
-            file,
-            "prompting_mode",
-            "only `standard` is supported",
-        ));
+    if let Some(mode) = &raw.prompting_mode {
+        let Some(mode) = mode.as_str().filter(|m| !m.trim().is_empty()) else {
+            return Err(ConfigError::invalid(
+                file,
+                "prompting_mode",
+                "must be a mode name such as `standard` or `compact`",
+            ));
+        };
+        config.prompting_mode = mode.to_string();
     }
     for (i, m) in raw.models.into_iter().enumerate() {
         config
@@ -190,10 +193,8 @@ fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), 
             ));
         }
     }
-    if let Some(dialog) = &rails.dialog
-        && let Some(single) = check_dialog(dialog, file)?
-    {
-        config.single_call = single;
+    if let Some(dialog) = &rails.dialog {
+        merge_dialog(&mut config.dialog, dialog, file)?;
     }
     if let Some(input) = rails.input {
         for (i, f) in input.flows.iter().enumerate() {
@@ -304,33 +305,59 @@ fn parse_flow(text: &str, source: &Path, key: String) -> Result<FlowRef, ConfigE
     })
 }
 
-/// Checks `rails.dialog`; returns `single_call.enabled` when set.
-fn check_dialog(dialog: &serde_yaml::Value, file: &Path) -> Result<Option<bool>, ConfigError> {
-    // `single_call` tunes how dialog flows call the LLM; without *.co files
-    // it has no effect.
-    if let Some(map) = dialog.as_mapping() {
-        for (k, _) in map {
-            let key = k.as_str().unwrap_or_default();
-            if key != "single_call" && key != "user_messages" {
+/// `rails.dialog`, typed; a later file's keys win over an earlier one's.
+fn merge_dialog(
+    into: &mut DialogSettings,
+    dialog: &serde_yaml::Value,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    let raw: RawDialog = serde_yaml::from_value(dialog.clone())
+        .map_err(|e| ConfigError::invalid(file, "rails.dialog", e.to_string()))?;
+    if let Some(single) = raw.single_call {
+        into.single_call = single.enabled.unwrap_or(into.single_call);
+        into.fallback_to_multiple_calls = single
+            .fallback_to_multiple_calls
+            .unwrap_or(into.fallback_to_multiple_calls);
+    }
+    if let Some(user) = raw.user_messages {
+        into.embeddings_only = user.embeddings_only.unwrap_or(into.embeddings_only);
+        if let Some(t) = user.embeddings_only_similarity_threshold {
+            if !(0.0..=1.0).contains(&t) {
                 return Err(ConfigError::invalid(
                     file,
-                    format!("rails.dialog.{key}"),
-                    "not supported by streamguard",
+                    "rails.dialog.user_messages.embeddings_only_similarity_threshold",
+                    "must be between 0 and 1",
                 ));
             }
+            into.embeddings_only_similarity_threshold = Some(t);
+        }
+        if user.embeddings_only_fallback_intent.is_some() {
+            into.embeddings_only_fallback_intent = user.embeddings_only_fallback_intent;
         }
     }
-    let enabled = dialog.get("single_call").and_then(|s| s.get("enabled"));
-    match enabled {
-        None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-            ConfigError::invalid(
-                file,
-                "rails.dialog.single_call.enabled",
-                "must be True or False",
-            )
-        }),
-    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDialog {
+    single_call: Option<RawSingleCall>,
+    user_messages: Option<RawUserMessages>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSingleCall {
+    enabled: Option<bool>,
+    fallback_to_multiple_calls: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUserMessages {
+    embeddings_only: Option<bool>,
+    embeddings_only_similarity_threshold: Option<f64>,
+    embeddings_only_fallback_intent: Option<String>,
 }
 
 fn prompt(p: RawPrompt, file: &Path, key: String) -> Result<Prompt, ConfigError> {
@@ -345,15 +372,6 @@ fn prompt(p: RawPrompt, file: &Path, key: String) -> Result<Prompt, ConfigError>
         mode,
         max_length: _,
     } = p;
-    if let Some(mode) = mode
-        && mode != "standard"
-    {
-        return Err(ConfigError::invalid(
-            file,
-            format!("{key}.mode"),
-            "only `standard` prompts are supported",
-        ));
-    }
     let body = match (content, messages) {
         (Some(c), None) => PromptBody::Content(c),
         (None, Some(m)) => {
@@ -374,6 +392,7 @@ fn prompt(p: RawPrompt, file: &Path, key: String) -> Result<Prompt, ConfigError>
         max_tokens,
         output_parser,
         stop: stop.unwrap_or_default(),
+        mode: mode.unwrap_or_else(|| "standard".into()),
         source: file.to_path_buf(),
         key,
     })

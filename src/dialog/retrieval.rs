@@ -123,6 +123,29 @@ impl Retrieval {
         self.examples.top(query, TOP_K)
     }
 
+    /// The intent of the example closest to `query` by embeddings, with its
+    /// similarity as NeMo scores it (`1 - sqrt(2 - 2 cos) / 2`, 0 to 1);
+    /// `None` without an embeddings model or when it fails.
+    pub(super) async fn closest(&self, query: &str) -> Option<(String, f64)> {
+        let (model, cache) = self.embedder.as_ref()?;
+        let docs = &self.examples.docs;
+        let examples = cache
+            .get_or_try_init(|| model.embed(docs.iter().map(|d| d.0.clone()).collect()))
+            .await
+            .ok()?;
+        let q = model.embed(vec![query.to_string()]).await.ok()?;
+        let q = q.first()?;
+        examples
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (f64::from(cosine(q, e)), i))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(cos, i)| {
+                let score = 1.0 - (2.0 - 2.0 * cos).max(0.0).sqrt() / 2.0;
+                (docs[i].1.clone(), score)
+            })
+    }
+
     async fn by_embeddings(
         &self,
         model: &dyn Embedder,

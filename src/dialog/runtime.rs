@@ -67,6 +67,7 @@ struct Inner {
     sample: String,
     temperature: f64,
     single_call: bool,
+    settings: crate::config::DialogSettings,
 }
 
 /// The start of a single-call answer: both intents, and the message still
@@ -128,6 +129,7 @@ impl DialogRuntime {
                 sample: config.sample_conversation().unwrap_or_default().to_string(),
                 temperature: config.lowest_temperature(),
                 single_call: config.single_call(),
+                settings: config.dialog_settings().clone(),
             }),
         })
     }
@@ -239,6 +241,25 @@ impl Inner {
         }
     }
 
+    /// With `embeddings_only`: the closest example's intent when it is
+    /// similar enough, else the fallback intent; `None` asks the LLM.
+    async fn embeddings_intent(&self, user_input: &str) -> Option<String> {
+        let s = &self.settings;
+        if !s.embeddings_only {
+            return None;
+        }
+        let closest = self.retrieval.closest(user_input).await;
+        match closest {
+            Some((intent, score))
+                if s.embeddings_only_similarity_threshold
+                    .is_none_or(|t| score >= t) =>
+            {
+                Some(intent)
+            }
+            _ => s.embeddings_only_fallback_intent.clone(),
+        }
+    }
+
     /// Reads the turn: the user's intent and the bot intents to answer with.
     async fn read_turn(&self, request: &AnswerRequest) -> Result<Turn, LlmError> {
         let turns: Vec<ChatMessage> = request
@@ -276,10 +297,13 @@ impl Inner {
             .map(|s| (s.user_intent.clone(), s.bot_intent.clone()));
         let intent = match &single_intents {
             Some((user, _)) => user.clone(),
-            None => {
-                let prompt = self.prompts.render(USER_INTENT_TASK, ctx)?;
-                read_intent(&self.ask(USER_INTENT_TASK, prompt, request).await?)
-            }
+            None => match self.embeddings_intent(&user_input).await {
+                Some(intent) => intent,
+                None => {
+                    let prompt = self.prompts.render(USER_INTENT_TASK, ctx)?;
+                    read_intent(&self.ask(USER_INTENT_TASK, prompt, request).await?)
+                }
+            },
         };
         let bot_intents = match (self.plan(earlier, &intent), single_intents) {
             (Some(p), _) if !p.is_empty() => p,

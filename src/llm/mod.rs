@@ -8,6 +8,7 @@
 
 mod anthropic;
 mod azure;
+mod cache;
 mod compat;
 mod http;
 mod limits;
@@ -404,8 +405,9 @@ pub fn build(
     };
     // Reasoning traces written into the text are taken out (as NeMo does
     // with `<think>` blocks) unless the entry says to keep them.
+    // A judge model's answers may be cached (after its traces are taken out).
     let r = model.reasoning();
-    Ok(if r.remove_reasoning_traces {
+    let provider: Arc<dyn Provider> = if r.remove_reasoning_traces {
         Arc::new(reasoning::StripTraces::new(
             provider,
             reasoning::TraceTags {
@@ -415,6 +417,10 @@ pub fn build(
         ))
     } else {
         provider
+    };
+    Ok(match model.cache() {
+        Some(c) => Arc::new(cache::Cached::new(provider, model.kind(), c)),
+        None => provider,
     })
 }
 
