@@ -389,8 +389,11 @@ async fn a_judge_models_cache_answers_the_same_prompt_once() {
         "  - type: self_check_input\n    engine: openai\n    model: judge\n    parameters:\n      base_url: {}\n    cache:\n      enabled: True\n      maxsize: 2\n      stats:\n        enabled: True\n        log_interval: 60\n",
         llm.base_url()
     );
-    let yml = config(&llm.base_url(), "rails:\n  input:\n    flows: [self check input]\n")
-        .replacen("instructions:", &format!("{judge}instructions:"), 1);
+    let yml = config(
+        &llm.base_url(),
+        "rails:\n  input:\n    flows: [self check input]\n",
+    )
+    .replacen("instructions:", &format!("{judge}instructions:"), 1);
     configs.add("bot", &yml);
     let mut server = start(configs.root()).await;
     let judge_calls = || {
@@ -401,19 +404,41 @@ async fn a_judge_models_cache_answers_the_same_prompt_once() {
             .count()
     };
     for text in ["Is this fine?", "Is  this\nfine?", "Is this fine?"] {
-        let r = server.client.generate(request("bot", text)).await.unwrap().into_inner();
+        let r = server
+            .client
+            .generate(request("bot", text))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(r.violation.is_none());
     }
-    assert_eq!(judge_calls(), 1, "the same prompt (up to whitespace) is judged once");
+    assert_eq!(
+        judge_calls(),
+        1,
+        "the same prompt (up to whitespace) is judged once"
+    );
     // A blocked verdict is cached too, and other prompts miss.
     for _ in 0..2 {
-        let r = server.client.generate(request("bot", "BLOCKME now")).await.unwrap().into_inner();
+        let r = server
+            .client
+            .generate(request("bot", "BLOCKME now"))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.violation.unwrap().rail, "self check input");
     }
     assert_eq!(judge_calls(), 2);
     // maxsize 2: a third prompt evicts the least recently used.
-    let _ = server.client.generate(request("bot", "Third")).await.unwrap();
-    let _ = server.client.generate(request("bot", "Is this fine?")).await.unwrap();
+    let _ = server
+        .client
+        .generate(request("bot", "Third"))
+        .await
+        .unwrap();
+    let _ = server
+        .client
+        .generate(request("bot", "Is this fine?"))
+        .await
+        .unwrap();
     assert_eq!(judge_calls(), 4, "the evicted entry was judged again");
     server.shutdown().await;
 }
@@ -426,5 +451,8 @@ fn a_cache_on_the_main_model_is_refused_as_nemo_does() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("models[0].cache") && e.contains("judge models"), "{e}");
+    assert!(
+        e.contains("models[0].cache") && e.contains("judge models"),
+        "{e}"
+    );
 }
