@@ -39,6 +39,10 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-injection_detection-config",
         "examples-configs-self_check_thinking",
         "tests-test_configs-input_rails",
+        "examples-server_configs-atomic-main",
+        "examples-server_configs-atomic-input_checking",
+        "examples-server_configs-atomic-output_checking",
+        "examples-configs-content_safety_multilingual",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.

@@ -194,6 +194,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             rail: v.rail,
             message: v.message,
             reason: v.reason,
+            refusal: None,
         }),
         usage: usage.map(|u| crate::llm::Usage {
             prompt_tokens: u.prompt_tokens,

@@ -380,7 +380,10 @@ impl Inner {
         let content = if self.config.enable_rails_exceptions() {
             String::new()
         } else {
-            REFUSAL.to_string()
+            violation
+                .refusal
+                .clone()
+                .unwrap_or_else(|| REFUSAL.to_string())
         };
         Response {
             content,

@@ -259,7 +259,7 @@ fn record(
 /// What one verdict means for the stage: go on (maybe with a rewrite), or stop.
 fn apply(
     rail: &dyn Rail,
-    stage: Stage,
+    (stage, input): (Stage, &RailInput<'_>),
     verdict: Result<Verdict, RailError>,
     rewritten: &mut Option<String>,
 ) -> Result<Option<Violation>, Error> {
@@ -268,7 +268,11 @@ fn apply(
         message: e.0,
     })? {
         Verdict::Allow => Ok(None),
-        Verdict::Block { reason } => Ok(Some(Violation::blocked(rail.flow(), stage, reason))),
+        Verdict::Block { reason } => {
+            let mut v = Violation::blocked(rail.flow(), stage, reason);
+            v.refusal = rail.refusal(input);
+            Ok(Some(v))
+        }
         Verdict::Modify { text, .. } => {
             *rewritten = Some(text);
             Ok(None)
@@ -297,7 +301,7 @@ pub(super) async fn run_rails(
             .collect();
         while let Some((rail, verdict, started)) = pending.next().await {
             record(&mut records, stage, rail.as_ref(), &verdict, started);
-            if let Some(v) = apply(rail.as_ref(), stage, verdict, &mut rewritten)? {
+            if let Some(v) = apply(rail.as_ref(), (stage, &input), verdict, &mut rewritten)? {
                 return Ok((Some(v), None));
             }
         }
@@ -319,8 +323,12 @@ pub(super) async fn run_rails(
         let started = Instant::now();
         let verdict = rail.check(input).await;
         record(&mut records, stage, rail.as_ref(), &verdict, started);
-        if let Some(v) = apply(rail.as_ref(), stage, verdict, &mut rewritten)? {
+        let mut next = None;
+        if let Some(v) = apply(rail.as_ref(), (stage, &input), verdict, &mut next)? {
             return Ok((Some(v), None));
+        }
+        if next.is_some() {
+            rewritten = next;
         }
     }
     Ok((None, rewritten))

@@ -115,6 +115,9 @@ pub struct Violation {
     pub message: String,
     /// The rail's own explanation.
     pub reason: String,
+    /// The refusal the rail answers with instead of NeMo's predefined one
+    /// (content safety's multilingual refusals).
+    pub refusal: Option<String>,
 }
 
 impl Violation {
@@ -125,6 +128,7 @@ impl Violation {
             kind: ViolationKind::Blocked,
             message: format!("Blocked by {rail} rails."),
             reason,
+            refusal: None,
         }
     }
 
@@ -136,6 +140,7 @@ impl Violation {
             // NeMo's wording for a rail that could not run.
             message: format!("Internal error in {rail} rail: {reason}"),
             reason,
+            refusal: None,
         }
     }
 }

@@ -250,6 +250,7 @@ pub const CATALOG: &[FlowSpec] = &[
 
 /// The `rails.config` sections streamguard's rails read.
 const SETTINGS: &[&str] = &[
+    "content_safety",
     "sensitive_data_detection",
     "injection_detection",
     "regex_detection",

@@ -11,6 +11,7 @@
 mod catalog;
 mod injection;
 mod judge;
+mod multilingual;
 mod regex_check;
 mod sensitive_data;
 pub mod template;
@@ -94,6 +95,12 @@ pub trait Rail: Send + Sync + fmt::Debug {
 
     /// Checks the input and decides.
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>>;
+
+    /// The refusal to answer with when this rail blocked `input` (`None`:
+    /// NeMo's predefined one); content safety's multilingual refusals.
+    fn refusal(&self, _input: &RailInput<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// The providers of a config's model entries, by `type`.

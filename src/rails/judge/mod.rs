@@ -114,6 +114,8 @@ pub struct JudgeRail {
     parser: Parser,
     general_instructions: String,
     budget: TemplateBudget,
+    /// Content safety's settings (multilingual refusals, `reasoning_enabled`).
+    safety: Option<super::multilingual::ContentSafety>,
 }
 
 /// The `$model=<type>` argument of a flow, which must name a model entry.
@@ -236,6 +238,9 @@ pub(super) fn build(
             .instruction("general")
             .unwrap_or_default()
             .to_string(),
+        safety: (spec.task == "content_safety_check")
+            .then(|| super::multilingual::ContentSafety::from_config(config))
+            .transpose()?,
         task,
     }))
 }
@@ -283,6 +288,7 @@ impl JudgeRail {
             bot_response => input.bot_response,
             bot_thinking => input.bot_thinking,
             general_instructions => &self.general_instructions,
+            reasoning_enabled => self.safety.as_ref().is_some_and(|s| s.reasoning_enabled),
         };
         self.messages
             .iter()
@@ -380,5 +386,9 @@ impl Rail for JudgeRail {
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
         self.decide(input).boxed()
+    }
+
+    fn refusal(&self, input: &RailInput<'_>) -> Option<String> {
+        self.safety.as_ref()?.refusal(input.user_input)
     }
 }
