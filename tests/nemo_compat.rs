@@ -523,3 +523,29 @@ async fn nemos_multilingual_content_safety_refuses_in_the_users_language() {
 fn root_url(llm: &FakeLlm) -> String {
     llm.base_url().trim_end_matches("/v1").to_string()
 }
+
+#[tokio::test]
+async fn custom_data_reaches_prompt_templates_as_config_custom_data() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "bot",
+        &config(
+            &llm.base_url(),
+            "rails:\n  input:\n    flows: [self check input]\ncustom_data:\n  company: ACME Corp\n  policy: { max_words: 20 }\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("prompts.yml"),
+        "prompts:\n  - task: self_check_input\n    content: |\n      Policy of {{ config.custom_data.company }} ({{ config.custom_data.policy.max_words }} words).\n      User message: \"{{ user_input }}\"\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let _ = server.client.generate(request("bot", "Hi")).await.unwrap();
+    let judge = llm.state.requests()[0]["messages"][0]["content"].clone();
+    assert_eq!(
+        judge,
+        "Policy of ACME Corp (20 words).\nUser message: \"Hi\""
+    );
+    server.shutdown().await;
+}

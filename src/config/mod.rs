@@ -243,6 +243,8 @@ pub struct Config {
     apply_to_reasoning_traces: bool,
     /// `prompting_mode` (`standard` by default).
     prompting_mode: String,
+    /// `custom_data` (`Null` when absent).
+    custom_data: serde_yaml::Value,
     /// The parsed files, per composed config, to compose this one with others.
     parts: Vec<validate::Parts>,
 }
@@ -375,6 +377,12 @@ impl Config {
     /// `rails.dialog.single_call.enabled`: one LLM call per dialog turn.
     pub fn single_call(&self) -> bool {
         self.dialog.single_call
+    }
+
+    /// `custom_data`: free-form data, which prompt templates see as
+    /// `config.custom_data` (`Null` when absent).
+    pub fn custom_data(&self) -> &serde_yaml::Value {
+        &self.custom_data
     }
 
     /// `rails.dialog`: how dialog flows call the LLM.

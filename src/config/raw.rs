@@ -24,9 +24,7 @@ pub struct RawFile {
     pub enable_rails_exceptions: Option<bool>,
     pub sample_conversation: Option<String>,
     pub colang_version: Option<String>,
-    /// Free-form data NeMo passes to custom actions; ignored.
-    /// Accepted for compatibility; has no effect in streamguard.
-    #[allow(dead_code)]
+    /// Free-form data (prompt templates see it as `config.custom_data`).
     pub custom_data: Option<Value>,
     /// NeMo features streamguard refuses (validation names them).
     pub knowledge_base: Option<Value>,

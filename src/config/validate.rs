@@ -70,6 +70,7 @@ pub(super) fn validate_composed(
         dialog: DialogSettings::default(),
         apply_to_reasoning_traces: false,
         prompting_mode: "standard".into(),
+        custom_data: serde_yaml::Value::Null,
         parts: groups.clone(),
     };
     for (i, group) in groups.iter().enumerate() {
@@ -84,6 +85,23 @@ pub(super) fn validate_composed(
     }
     place_main_model(&mut config)?;
     Ok(config)
+}
+
+/// Merges `custom_data` mappings key by key (deeply); anything else replaces.
+fn merge_custom(into: &mut serde_yaml::Value, data: serde_yaml::Value) {
+    match (into, data) {
+        (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) => merge_custom(existing, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, data) => *slot = data,
+    }
 }
 
 /// A later config's models (from index `from`): one of a `type` an earlier
@@ -176,6 +194,10 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     }
     if raw.sample_conversation.is_some() {
         config.sample_conversation = raw.sample_conversation;
+    }
+    if let Some(data) = raw.custom_data {
+        // A later file's keys win, key by key.
+        merge_custom(&mut config.custom_data, data);
     }
     Ok(())
 }

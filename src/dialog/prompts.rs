@@ -136,5 +136,6 @@ fn sample(config: &Config) -> minijinja::Value {
         user_input => "What can you do?",
         user_intent => "ask about capabilities",
         bot_intent => "inform capabilities",
+        config => crate::rails::template::config_vars(config),
     }
 }

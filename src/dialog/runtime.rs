@@ -68,6 +68,8 @@ struct Inner {
     temperature: f64,
     single_call: bool,
     settings: crate::config::DialogSettings,
+    /// What templates see as `config` (`config.custom_data`).
+    config_vars: minijinja::Value,
 }
 
 /// The start of a single-call answer: both intents, and the message still
@@ -130,6 +132,7 @@ impl DialogRuntime {
                 temperature: config.lowest_temperature(),
                 single_call: config.single_call(),
                 settings: config.dialog_settings().clone(),
+                config_vars: crate::rails::template::config_vars(config),
             }),
         })
     }
@@ -281,6 +284,7 @@ impl Inner {
             examples => examples,
             history => &history,
             user_input => &user_input,
+            config => &self.config_vars,
         };
         // Single-call mode: intents and message in one call; an answer of
         // another shape falls back to multi-call.
@@ -314,6 +318,7 @@ impl Inner {
                     history => &history,
                     user_input => &user_input,
                     user_intent => &intent,
+                    config => &self.config_vars,
                 };
                 let prompt = self.prompts.render(NEXT_STEPS_TASK, ctx)?;
                 vec![read_intent(
@@ -354,6 +359,7 @@ impl Inner {
             user_input => &turn.user_input,
             user_intent => &turn.intent,
             bot_intent => bot,
+            config => &self.config_vars,
         };
         let prompt = self.prompts.render(BOT_MESSAGE_TASK, ctx)?;
         let mut call = self.call(BOT_MESSAGE_TASK, prompt.clone(), params);

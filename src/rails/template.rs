@@ -101,6 +101,42 @@ pub fn check(
     Ok(render(&strict, name, sample, budget).err())
 }
 
+/// What prompt templates see as `config`: `config.custom_data`, the config's
+/// free-form data (as NeMo's Colang sees `$config.custom_data`).
+pub fn config_vars(config: &crate::config::Config) -> minijinja::Value {
+    minijinja::context! {
+        custom_data => yaml_value(config.custom_data()),
+    }
+}
+
+/// A YAML value as a template value (config files nest at most
+/// [`crate::config::yaml::MAX_DEPTH`] levels, so the recursion is bounded).
+fn yaml_value(v: &serde_yaml::Value) -> minijinja::Value {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Null => minijinja::Value::from(()),
+        Y::Bool(b) => minijinja::Value::from(*b),
+        Y::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(f)) => minijinja::Value::from(f),
+            (None, None) => minijinja::Value::from(n.to_string()),
+        },
+        Y::String(s) => minijinja::Value::from(s.as_str()),
+        Y::Sequence(items) => {
+            minijinja::Value::from(items.iter().map(yaml_value).collect::<Vec<_>>())
+        }
+        Y::Mapping(map) => minijinja::Value::from(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                    (key, yaml_value(v))
+                })
+                .collect::<std::collections::BTreeMap<String, minijinja::Value>>(),
+        ),
+        Y::Tagged(t) => yaml_value(&t.value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,8 @@ pub struct JudgeRail {
     budget: TemplateBudget,
     /// Content safety's settings (multilingual refusals, `reasoning_enabled`).
     safety: Option<super::multilingual::ContentSafety>,
+    /// What templates see as `config` (`config.custom_data`).
+    config_vars: minijinja::Value,
 }
 
 /// The `$model=<type>` argument of a flow, which must name a model entry.
@@ -238,6 +240,7 @@ pub(super) fn build(
             .instruction("general")
             .unwrap_or_default()
             .to_string(),
+        config_vars: template::config_vars(config),
         safety: (spec.task == "content_safety_check")
             .then(|| super::multilingual::ContentSafety::from_config(config))
             .transpose()?,
@@ -259,6 +262,7 @@ fn check_renders(
         user_input => "What is the capital of France?",
         bot_response => "Paris.",
         general_instructions => config.instruction("general").unwrap_or_default(),
+        config => template::config_vars(config),
     };
     for (_, name) in messages {
         let checked = template::check(env, name, sample.clone(), ctx.templates).map_err(|e| {
@@ -289,6 +293,7 @@ impl JudgeRail {
             bot_thinking => input.bot_thinking,
             general_instructions => &self.general_instructions,
             reasoning_enabled => self.safety.as_ref().is_some_and(|s| s.reasoning_enabled),
+            config => &self.config_vars,
         };
         self.messages
             .iter()
