@@ -549,3 +549,82 @@ async fn custom_data_reaches_prompt_templates_as_config_custom_data() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn tracing_writes_one_jsonl_trace_per_request_with_nemos_spans() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let traces = tempfile::tempdir().unwrap();
+    let file = traces.path().join("deep/trace.jsonl");
+    configs.add(
+        "bot",
+        &config(
+            &llm.base_url(),
+            &format!(
+                "rails:\n  input:\n    flows: [self check input]\ntracing:\n  enabled: True\n  enable_content_capture: True\n  adapters:\n    - name: FileSystem\n      filepath: {}\n",
+                file.display()
+            ),
+        ),
+    );
+    let mut server = start(configs.root()).await;
+    for _ in 0..2 {
+        let r = server
+            .client
+            .generate(request("bot", "Hi"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            r.log.is_none(),
+            "the trace does not put a log in the response"
+        );
+    }
+    // Written by a thread of its own: wait for both lines.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.lines().count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let t = &lines[0];
+    assert_eq!(t["schema_version"], "2.0");
+    assert_ne!(t["trace_id"], lines[1]["trace_id"]);
+    let spans = t["spans"].as_array().unwrap();
+    let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "guardrails.request",
+            "guardrails.rail",
+            "self_check_input",
+            "general"
+        ]
+    );
+    let root = spans[0]["span_id"].clone();
+    assert!(spans[1..].iter().all(|s| s["parent_id"] == root));
+    assert_eq!(spans[1]["attributes"]["rail.name"], "self check input");
+    assert_eq!(spans[1]["attributes"]["rail.decisions"], json!(["allow"]));
+    assert_eq!(spans[3]["attributes"]["gen_ai.usage.total_tokens"], 10);
+    assert!(
+        spans[3]["events"][1]["body"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello from")
+    );
+    let (start, end) = (
+        spans[3]["start_time"].as_f64().unwrap(),
+        spans[0]["end_time"].as_f64().unwrap(),
+    );
+    assert!(
+        start >= spans[1]["end_time"].as_f64().unwrap() && start <= end,
+        "{spans:#?}"
+    );
+    server.shutdown().await;
+}

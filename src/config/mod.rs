@@ -17,6 +17,7 @@ mod model;
 mod model_options;
 mod raw;
 mod server;
+mod tracing;
 mod validate;
 pub mod yaml;
 
@@ -32,6 +33,7 @@ pub use model::{
     ReasoningConfig, ScriptedAnswer, ScriptedResponse, ScriptedSettings, ScriptedTask, Timeouts,
 };
 pub use server::{ServerFile, main_model_from_flags, parse_on_off, request_main_model};
+pub use tracing::{DEFAULT_TRACE_FILE, TracingConfig};
 
 /// Why a config could not be loaded. Every variant names where to look.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +247,8 @@ pub struct Config {
     prompting_mode: String,
     /// `custom_data` (`Null` when absent).
     custom_data: serde_yaml::Value,
+    /// `tracing`, when enabled.
+    tracing: Option<TracingConfig>,
     /// The parsed files, per composed config, to compose this one with others.
     parts: Vec<validate::Parts>,
 }
@@ -383,6 +387,11 @@ impl Config {
     /// `config.custom_data` (`Null` when absent).
     pub fn custom_data(&self) -> &serde_yaml::Value {
         &self.custom_data
+    }
+
+    /// `tracing`, when enabled.
+    pub fn tracing(&self) -> Option<&TracingConfig> {
+        self.tracing.as_ref()
     }
 
     /// `rails.dialog`: how dialog flows call the LLM.

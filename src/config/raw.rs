@@ -33,8 +33,6 @@ pub struct RawFile {
     pub embedding_search_provider: Option<Value>,
     pub passthrough: Option<Value>,
     pub import_paths: Option<Value>,
-    /// Accepted for compatibility; has no effect in streamguard.
-    #[allow(dead_code)]
     pub tracing: Option<Value>,
     pub user_messages: Option<Value>,
     pub bot_messages: Option<Value>,

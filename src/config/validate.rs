@@ -71,6 +71,7 @@ pub(super) fn validate_composed(
         apply_to_reasoning_traces: false,
         prompting_mode: "standard".into(),
         custom_data: serde_yaml::Value::Null,
+        tracing: None,
         parts: groups.clone(),
     };
     for (i, group) in groups.iter().enumerate() {
@@ -194,6 +195,9 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     }
     if raw.sample_conversation.is_some() {
         config.sample_conversation = raw.sample_conversation;
+    }
+    if let Some(t) = raw.tracing {
+        config.tracing = super::TracingConfig::parse(t, file)?;
     }
     if let Some(data) = raw.custom_data {
         // A later file's keys win, key by key.

@@ -467,6 +467,7 @@ fn record(
             completion,
             usage,
             duration: started.elapsed(),
+            started,
         });
     }
 }

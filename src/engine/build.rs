@@ -123,6 +123,21 @@ pub(super) fn build(
         }
         None => Arc::new(ModelAnswer(main)),
     };
+    if config.tracing().is_some_and(|t| t.opentelemetry) {
+        let why = if !cfg!(feature = "otlp") {
+            Some("this build has no OTLP export (build with `--features otlp`)")
+        } else if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+            Some("OTEL_EXPORTER_OTLP_ENDPOINT is not set")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            warnings.push(format!(
+                "{}: `tracing.adapters`: the OpenTelemetry adapter is streamguard's OTLP span export, and {why}",
+                config.relative(&config.main_file()).display()
+            ));
+        }
+    }
     let mut rails = rails::build(config, &providers, settings.templates)?;
     rails.warnings.extend(warnings);
     Ok(Built { answerer, rails })

@@ -42,15 +42,7 @@ pub(super) async fn run(
     let mut completion = answer.completion;
     let reasoning = completion.reasoning.take();
     run.timing.generation = generation.elapsed();
-    if let (Some(log), Some(prompt)) = (&run.log, prompt) {
-        log.calls.record(CallRecord {
-            task: "general".into(),
-            prompt,
-            completion: completion.text.clone(),
-            usage: completion.usage,
-            duration: run.timing.generation,
-        });
-    }
+    record_main(&run, prompt, &completion, generation);
     // The request's stop strings, for a model that ignored them.
     let mut stops = StopFilter::new(stops);
     let (mut content, stopped) = if stops.is_empty() {
@@ -92,4 +84,23 @@ pub(super) async fn run(
         reasoning_content,
     };
     Ok(run.finish(response, started))
+}
+
+/// Records the main call in the request's log, when it keeps one.
+fn record_main(
+    run: &Run,
+    prompt: Option<String>,
+    completion: &crate::llm::Completion,
+    started: Instant,
+) {
+    if let (Some(log), Some(prompt)) = (&run.log, prompt) {
+        log.calls.record(CallRecord {
+            task: "general".into(),
+            prompt,
+            completion: completion.text.clone(),
+            usage: completion.usage,
+            duration: run.timing.generation,
+            started,
+        });
+    }
 }

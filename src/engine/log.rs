@@ -36,6 +36,8 @@ pub struct RailRecord {
     /// The rail's explanation (empty when it allowed).
     pub reason: String,
     pub duration: Duration,
+    /// When the rail started.
+    pub started: std::time::Instant,
 }
 
 /// Time spent per phase of a request.

@@ -24,6 +24,7 @@ mod registry;
 mod relay;
 mod run;
 mod stream;
+mod trace;
 mod types;
 mod window;
 
@@ -87,6 +88,8 @@ struct Inner {
     custom_main: bool,
     settings: BuildSettings,
     variants: main_model::Variants,
+    /// `tracing`: where request traces go.
+    tracer: Option<Arc<trace::Tracer>>,
 }
 
 impl Guardrails {
@@ -158,6 +161,10 @@ impl Guardrails {
                 custom_main,
                 settings: settings.clone(),
                 variants: main_model::Variants::default(),
+                tracer: config
+                    .tracing()
+                    .and_then(|t| trace::Tracer::new(t, config.id()))
+                    .map(Arc::new),
                 config,
             }),
         })
@@ -327,7 +334,7 @@ impl Inner {
     fn start(&self, request: &Request) -> Result<run::Run, Error> {
         run::Run::start(
             request,
-            self.main_name.clone(),
+            (self.main_name.clone(), self.tracer.clone()),
             &self.input,
             &self.output,
             (self.config.input().parallel, self.config.output().parallel),

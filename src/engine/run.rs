@@ -41,6 +41,10 @@ pub(super) struct Run {
     pub timing: PhaseTiming,
     /// The main model's name, for the response.
     pub model: Arc<str>,
+    /// Where the request's trace goes (`tracing`); the log is kept for it.
+    pub trace: Option<Arc<super::trace::Tracer>>,
+    /// The request asked for its log (else a log kept for the trace is dropped).
+    pub keep_log: bool,
 }
 
 /// Checks the request shape.
@@ -108,7 +112,7 @@ impl Run {
     /// Validates the request and selects its rails from the configured ones.
     pub fn start(
         request: &Request,
-        model: Arc<str>,
+        (model, trace): (Arc<str>, Option<Arc<super::trace::Tracer>>),
         input: &RailSet,
         output: &RailSet,
         parallel: (bool, bool),
@@ -136,11 +140,13 @@ impl Run {
             output_parallel: parallel.1,
             rewrites,
             model,
-            log: o.log.then(|| RunLog {
+            keep_log: o.log,
+            log: (o.log || trace.is_some()).then(|| RunLog {
                 calls: Arc::new(CallLog::default()),
                 rails: Vec::new(),
             }),
             timing: PhaseTiming::default(),
+            trace,
         })
     }
 
@@ -216,11 +222,17 @@ impl Run {
         if let Some(log) = self.log {
             let mut timing = self.timing;
             timing.total = started.elapsed();
-            response.log = Some(GenerationLog {
+            let log = GenerationLog {
                 rails: log.rails,
                 llm_calls: log.calls.take(),
                 timing,
-            });
+            };
+            if let Some(t) = &self.trace {
+                t.record(&log, started);
+            }
+            if self.keep_log {
+                response.log = Some(log);
+            }
         }
         response
     }
@@ -252,6 +264,7 @@ fn record(
             decision,
             reason: reason.to_string(),
             duration: took,
+            started,
         });
     }
 }

@@ -317,6 +317,7 @@ impl Driver {
                 completion: relay.received().to_string(),
                 usage,
                 duration: run.timing.generation,
+                started: generation,
             });
         }
         if let Some(u) = usage {

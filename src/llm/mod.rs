@@ -287,6 +287,8 @@ pub struct CallRecord {
     pub completion: String,
     pub usage: Option<Usage>,
     pub duration: Duration,
+    /// When the call started.
+    pub started: std::time::Instant,
 }
 
 impl CallRecord {

@@ -356,6 +356,7 @@ impl JudgeRail {
                 completion: completion.text.clone(),
                 usage: completion.usage,
                 duration: started.elapsed(),
+                started,
             });
         }
         Ok(completion.text)
