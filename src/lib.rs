@@ -22,8 +22,12 @@
 //!   model `parameters` are typed per provider; errors name the file and the
 //!   key. It validates only what is its own: Colang files, Python actions
 //!   and knowledge-base documents are kept for the layers that use them.
+//!   [`config::Config::compose`] joins configs as NeMo's `config_ids` do.
 //! - [`llm`]: the [`llm::Provider`] (chat) and [`llm::Embedder`] traits, the
-//!   OpenAI-compatible client (`llm::openai`), the time limits as one stream
+//!   HTTP client (`llm::openai`: chat and text completions) with each
+//!   vendor's wire format and defaults in a file of its own (`compat`,
+//!   `azure`, `anthropic`), reasoning traces taken out of the text
+//!   ([`llm::reasoning`]), judge caches, the time limits as one stream
 //!   adapter, retries, and the in-process scripted model, which answers
 //!   other prompt tasks from the table its config entry gives. Nothing here
 //!   knows about rails or dialogs.
@@ -40,7 +44,10 @@
 //!   state of one guarded stream as a plain state machine (windows, checks in
 //!   flight, what may be released, stop strings), driven by the `stream`
 //!   module's hand-written stream; [`engine::Guardrails`] is the library
-//!   entry point and [`engine::Registry`] the configs a server serves.
+//!   entry point (it builds itself again, once per name, for a request
+//!   that names another main model) and [`engine::Registry`] the configs a
+//!   server serves (and the compositions requests ask for); `trace` writes
+//!   NeMo's `tracing` files.
 //! - [`dialog`]: Colang 1.0: the parser and the dialog runtime, which
 //!   implements the engine's answer seam by wrapping the main model.
 //! - [`server`]: [`server::Server`] (a builder taking bound listeners; TLS,
