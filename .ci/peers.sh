@@ -141,5 +141,7 @@ assert finish == "stop", finish
 r = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "how to hack wifi"}],
                                    extra_body={"guardrails": {"config_id": "streaming"}})
 assert r.choices[0].finish_reason == "content_filter", r
+# The request's model names the main model (only its name; the engine stays), and the reply says so.
+assert r.model == "any", r.model
 print(f"OpenAI SDK: {len(parts)} streamed chunks, finish_reason={finish}; blocked answer finish_reason=content_filter")
 PY
