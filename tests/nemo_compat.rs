@@ -156,6 +156,15 @@ async fn the_request_model_replaces_the_main_models_name_and_the_reply_names_it(
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().starts_with("model:"), "{}", e.message());
     server.shutdown().await;
+
+    // --pin-main-model: the config's own model serves, and the reply says so.
+    let mut server = start_on(configs.root(), |b| b.pin_main_model(true)).await;
+    let mut req = request("bot", "Hi");
+    req.model = "expensive-model".into();
+    let r = server.client.generate(req).await.unwrap().into_inner();
+    assert_eq!(r.model, "fake-model");
+    assert_eq!(llm.state.requests().last().unwrap()["model"], "fake-model");
+    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ pub fn run(root: &Path, defaults: &DefaultsArgs) -> ExitCode {
             streaming_default: d.streaming,
             main_model: d.main_model,
             request_model: d.request_model,
+            pin_main_model: d.pin_main_model,
             ..Default::default()
         },
         Err(e) => {

@@ -27,6 +27,10 @@ pub struct DefaultsArgs {
     /// The env var holding --main-model's API key.
     #[arg(long)]
     main_api_key_env: Option<String>,
+    /// Serve a config's own main model whatever model a request names
+    /// (a rails-only config still takes the request's).
+    #[arg(long, env = "STREAMGUARD_PIN_MAIN_MODEL")]
+    pin_main_model: bool,
     /// A server config file: `models:` (the default main model) and
     /// `streaming_default: on|off`.
     #[arg(long, env = "STREAMGUARD_SERVER_CONFIG")]
@@ -44,6 +48,8 @@ pub struct Defaults {
     pub main_model: Option<ModelConfig>,
     /// The engine and endpoint of models requests name (without --main-model).
     pub request_model: Option<ModelConfig>,
+    /// `--pin-main-model`.
+    pub pin_main_model: bool,
 }
 
 impl DefaultsArgs {
@@ -81,6 +87,7 @@ impl DefaultsArgs {
                 .unwrap_or(false),
             main_model: flags.or(file.main_model),
             request_model,
+            pin_main_model: self.pin_main_model,
         })
     }
 }

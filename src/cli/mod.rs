@@ -385,6 +385,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .upstream(upstream)
         .streaming_default(defaults.streaming)
         .main_model(defaults.main_model, defaults.request_model)
+        .pin_main_model(defaults.pin_main_model)
         .templates(TemplateBudget {
             fuel: args.template_fuel,
             max_output_bytes: args.template_max_bytes,

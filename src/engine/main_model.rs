@@ -77,6 +77,10 @@ impl Guardrails {
             Some(name) if main.is_some_and(|m| m.model() == name) => {
                 return Ok(Cow::Borrowed(self));
             }
+            // Pinned: the config's own model serves, and the reply names it.
+            Some(_) if main.is_some() && inner.settings.pin_main_model => {
+                return Ok(Cow::Borrowed(self));
+            }
             Some(name) => name,
         };
         check_name(name)?;

@@ -65,6 +65,10 @@ pub struct BuildSettings {
     /// The engine and settings of a model a request names for a config
     /// without a main model (`None`: `engine: openai`, as NeMo's server).
     pub request_model: Option<config::ModelConfig>,
+    /// A request's `model` is not followed when the config (or the server)
+    /// has a main model: callers cannot pick another model on the
+    /// operator's account (`--pin-main-model`).
+    pub pin_main_model: bool,
 }
 
 /// One loaded config with its providers and rails, ready to serve.

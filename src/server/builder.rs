@@ -129,6 +129,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Serve a config's own main model whatever model a request names.
+    pub fn pin_main_model(mut self, on: bool) -> Self {
+        self.build.pin_main_model = on;
+        self
+    }
+
     /// The budget of one prompt-template render.
     pub fn templates(mut self, budget: TemplateBudget) -> Self {
         self.build.templates = budget;
