@@ -266,6 +266,17 @@ async fn composing_configs_with_different_main_models_is_refused_naming_both() {
         "{}",
         e.message()
     );
+    let root = configs.root().display().to_string();
+    assert!(
+        !e.message().contains(&root),
+        "no server path: {}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("b/config.yml") && e.message().contains("a/config.yml"),
+        "{}",
+        e.message()
+    );
     server.shutdown().await;
 }
 

@@ -105,6 +105,13 @@ fn merge_custom(into: &mut serde_yaml::Value, data: serde_yaml::Value) {
     }
 }
 
+/// `dir/file` of a path: enough to name a config's file, no server path.
+fn short(path: &Path) -> String {
+    let mut parts: Vec<_> = path.iter().rev().take(2).collect();
+    parts.reverse();
+    parts.iter().collect::<PathBuf>().display().to_string()
+}
+
 /// A later config's models (from index `from`): one of a `type` an earlier
 /// config has replaces it, when it names the same engine and model.
 fn join_models(config: &mut Config, from: usize) -> Result<(), ConfigError> {
@@ -122,7 +129,7 @@ fn join_models(config: &mut Config, from: usize) -> Result<(), ConfigError> {
                         m.engine().name(),
                         e.model(),
                         e.engine().name(),
-                        e.source().display()
+                        short(e.source())
                     ),
                 ));
             }

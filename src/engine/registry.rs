@@ -234,7 +234,17 @@ impl Registry {
         let configs: Vec<&Config> = parts.iter().map(|g| g.config()).collect();
         let composed = Config::compose(&configs)
             .and_then(|c| Guardrails::with_settings(c, &self.settings))
-            .map_err(|e| Error::invalid("config_ids", format!("cannot compose `{id}`: {e}")))?;
+            .map_err(|e| {
+                // Files relative to the config root, never server paths.
+                let shown = match &e {
+                    ConfigError::Invalid { file, key, message } => format!(
+                        "{}: `{key}`: {message}",
+                        configs[0].relative(file).display()
+                    ),
+                    other => other.to_string(),
+                };
+                Error::invalid("config_ids", format!("cannot compose `{id}`: {shown}"))
+            })?;
         if let Ok(mut cache) = self.composed.lock() {
             cache.retain(|(k, _)| *k != id);
             cache.insert(0, (id, composed.clone()));
