@@ -75,11 +75,7 @@ async fn a_rails_only_config_needs_a_main_model_from_the_request_or_the_server()
     for needle in ["no main model", "`model`", "--main-model"] {
         assert!(e.message().contains(needle), "{needle}: {}", e.message());
     }
-    let e = collect(&mut server.client, request("input_checking", "Hi"))
-        .await
-        .unwrap()
-        .error
-        .unwrap();
+    let e = stream_error(&mut server, request("input_checking", "Hi")).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(llm.state.requests().is_empty(), "nothing was called");
     server.shutdown().await;
@@ -120,6 +116,15 @@ async fn a_rails_only_config_needs_a_main_model_from_the_request_or_the_server()
         [json!("gpt-4o-mini"), json!("gpt-4o-mini")]
     );
     server.shutdown().await;
+}
+
+/// The status a StreamGenerate call ends with (it must fail).
+async fn stream_error(server: &mut Server, req: pb::GenerateRequest) -> tonic::Status {
+    collect(&mut server.client, req)
+        .await
+        .unwrap()
+        .error
+        .expect("the stream fails")
 }
 
 fn tokens_text() -> String {
@@ -289,11 +294,7 @@ async fn a_config_without_the_streaming_key_streams_under_streaming_default_on()
 
     // The default keeps the seed's rule 1, with both fixes in the message.
     let mut server = start(configs.root()).await;
-    let e = collect(&mut server.client, request("modern", "Hi"))
-        .await
-        .unwrap()
-        .error
-        .unwrap();
+    let e = stream_error(&mut server, request("modern", "Hi")).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(
         e.message().contains("streaming: True") && e.message().contains("--streaming-default on"),
@@ -308,11 +309,7 @@ async fn a_config_without_the_streaming_key_streams_under_streaming_default_on()
         .unwrap();
     assert_eq!(got.chunks.concat(), tokens_text());
     // `streaming: False` still says no, and only its own fix is offered.
-    let e = collect(&mut server.client, request("off", "Hi"))
-        .await
-        .unwrap()
-        .error
-        .unwrap();
+    let e = stream_error(&mut server, request("off", "Hi")).await;
     assert!(
         e.message().contains("says `streaming: False`"),
         "{}",
