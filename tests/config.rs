@@ -43,6 +43,8 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-server_configs-atomic-input_checking",
         "examples-server_configs-atomic-output_checking",
         "examples-configs-content_safety_multilingual",
+        "examples-configs-jailbreak_detection",
+        "examples-configs-nemoguards",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.
@@ -85,11 +87,6 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
 fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
         ("examples-bots-abc", "kb"),
-        (
-            "examples-configs-jailbreak_detection",
-            "jailbreak detection heuristics",
-        ),
-        ("examples-configs-nemoguards", "jailbreak detection model"),
         (
             "examples-configs-privateai-pii_detection",
             "detect pii on input",

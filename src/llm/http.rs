@@ -9,7 +9,7 @@ use super::{LlmError, UpstreamSettings};
 pub(super) const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// An HTTP client (and connection pool) for one model entry.
-pub(super) fn client(
+pub(crate) fn client(
     upstream: &UpstreamSettings,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, String> {

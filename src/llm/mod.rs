@@ -10,7 +10,7 @@ mod anthropic;
 mod azure;
 mod cache;
 mod compat;
-mod http;
+pub(crate) mod http;
 mod limits;
 mod openai;
 pub mod reasoning;

@@ -233,6 +233,20 @@ pub const CATALOG: &[FlowSpec] = &[
         injection,
     ),
     native(
+        "jailbreak detection heuristics",
+        Stage::Input,
+        "`rails.config.jailbreak_detection.server_endpoint` (NeMo's jailbreak detection server)",
+        false,
+        super::jailbreak::heuristics,
+    ),
+    native(
+        "jailbreak detection model",
+        Stage::Input,
+        "`rails.config.jailbreak_detection.nim_base_url` (NemoGuard JailbreakDetect NIM) or `server_endpoint`",
+        false,
+        super::jailbreak::model,
+    ),
+    native(
         "regex check input",
         Stage::Input,
         REGEX_NEEDS_IN,
@@ -251,6 +265,7 @@ pub const CATALOG: &[FlowSpec] = &[
 /// The `rails.config` sections streamguard's rails read.
 const SETTINGS: &[&str] = &[
     "content_safety",
+    "jailbreak_detection",
     "sensitive_data_detection",
     "injection_detection",
     "regex_detection",
@@ -369,6 +384,9 @@ pub fn build(
             ));
         }
     }
+    // Flows sharing a settings block report its findings once.
+    let mut seen = std::collections::HashSet::new();
+    warnings.retain(|w| seen.insert(w.clone()));
     Ok(Rails {
         input,
         output,

@@ -10,10 +10,12 @@
 
 mod catalog;
 mod injection;
+mod jailbreak;
 mod judge;
 mod multilingual;
 mod regex_check;
 mod sensitive_data;
+mod service;
 pub mod template;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};

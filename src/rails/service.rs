@@ -1,0 +1,131 @@
+//! Asking a guardrail service over HTTP: the one client every service rail
+//! shares. A connection pool per rail, the rail's time limit on each call,
+//! retries only when the service could not be reached, metrics per service
+//! (`streamguard_service_calls_total`, `…_errors_total`,
+//! `…_duration_seconds`), and failures as [`RailError`]s that name the rail
+//! and the service, never its URL or key (those go to the log).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::RailError;
+use crate::llm::{UpstreamSettings, redact::redact};
+
+/// A service call's time limit when the config sets none (NeMo's NIM call uses 30 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Retries of a call that could not connect.
+const CONNECT_RETRIES: u32 = 2;
+
+/// The most of an answer read from a service.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// One service as one rail uses it.
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    http: reqwest::Client,
+    /// The service's name in messages and metrics (`NemoGuard JailbreakDetect`).
+    service: &'static str,
+    flow: String,
+    timeout: Duration,
+}
+
+impl ServiceClient {
+    pub fn new(service: &'static str, flow: &str, timeout: Duration) -> Result<Self, String> {
+        let http = crate::llm::http::client(
+            &UpstreamSettings::default(),
+            timeout.min(Duration::from_secs(10)),
+        )?;
+        Ok(ServiceClient {
+            http,
+            service,
+            flow: flow.to_string(),
+            timeout,
+        })
+    }
+
+    fn fail(&self, what: String) -> RailError {
+        metrics::counter!("streamguard_service_errors_total", "service" => self.service)
+            .increment(1);
+        RailError(format!("{} ({}): {what}", self.flow, self.service))
+    }
+
+    /// POSTs `body` as JSON (with `bearer` as the key) and reads a JSON answer.
+    pub async fn post_json(
+        &self,
+        url: &reqwest::Url,
+        body: &impl Serialize,
+        bearer: Option<&str>,
+    ) -> Result<Value, RailError> {
+        let started = Instant::now();
+        metrics::counter!("streamguard_service_calls_total", "service" => self.service)
+            .increment(1);
+        let mut attempt = 0;
+        let response = loop {
+            let mut req = self
+                .http
+                .post(url.clone())
+                .timeout(self.timeout)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .json(body);
+            if let Some(key) = bearer {
+                req = req.bearer_auth(key);
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && attempt < CONNECT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) if e.is_timeout() => {
+                    return Err(self.fail(format!(
+                        "no answer within {:?} (the rail's timeout)",
+                        self.timeout
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(service = self.service, %url, error = %e, "guardrail service unreachable");
+                    return Err(self.fail("the service cannot be reached".into()));
+                }
+            }
+        };
+        let status = response.status();
+        let bytes = read_bounded(response).await;
+        metrics::histogram!("streamguard_service_duration_seconds", "service" => self.service)
+            .record(started.elapsed().as_secs_f64());
+        let bytes = bytes.map_err(|e| self.fail(e))?;
+        if !status.is_success() {
+            let secrets: Vec<&str> = bearer.into_iter().collect();
+            let text = redact(
+                String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).trim(),
+                &secrets,
+            );
+            tracing::warn!(service = self.service, %url, status = status.as_u16(), body = %text, "guardrail service answered an error");
+            return Err(self.fail(format!(
+                "the service answered HTTP {}: {text}",
+                status.as_u16()
+            )));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.fail(format!("the answer is not JSON: {e}")))
+    }
+}
+
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        if e.is_timeout() {
+            "no whole answer within the rail's timeout".to_string()
+        } else {
+            "the answer broke off".to_string()
+        }
+    })? {
+        if out.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
