@@ -343,3 +343,14 @@ fn a_symlink_out_of_the_config_root_is_refused_naming_the_link() {
         0.2
     );
 }
+
+#[test]
+fn an_empty_retrieval_section_loads_and_retrieval_flows_are_refused_by_name() {
+    let base =
+        "models:\n  - type: main\n    engine: scripted\n    model: m\nrails:\n  retrieval:\n";
+    assert!(streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: []\n")).is_ok());
+    let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: [check facts]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rails.retrieval"), "{e}");
+}

@@ -214,8 +214,19 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
 }
 
 fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), ConfigError> {
+    // `retrieval: {flows: []}` (NeMo's examples write it) asks for nothing.
+    let empty_flows = |v: &serde_yaml::Value| {
+        v.as_mapping().is_some_and(|m| {
+            m.iter().all(|(k, v)| {
+                k.as_str() == Some("flows") && v.as_sequence().is_some_and(|s| s.is_empty())
+            })
+        })
+    };
     for (key, present) in [
-        ("rails.retrieval", rails.retrieval.is_some()),
+        (
+            "rails.retrieval",
+            rails.retrieval.as_ref().is_some_and(|r| !empty_flows(r)),
+        ),
         ("rails.actions", rails.actions.is_some()),
     ] {
         if present {
