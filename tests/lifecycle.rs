@@ -113,12 +113,17 @@ async fn watch_reloads_an_edited_config_without_a_restart() {
     };
     assert!(!streaming(&list(running.client.clone()).await));
 
+    // Edits are written as editors and ConfigMaps do, atomically (a
+    // truncated file in between would be a valid rails-only config).
+    // The new file is written outside the watched root, then moved in.
+    let edit = |text: &str| {
+        let outside = configs.root().parent().unwrap();
+        let tmp = tempfile::NamedTempFile::new_in(outside).unwrap();
+        std::fs::write(tmp.path(), text).unwrap();
+        tmp.persist(configs.root().join("a/config.yml")).unwrap();
+    };
     // Edit a's config on disk: it becomes streamable without a restart.
-    std::fs::write(
-        configs.root().join("a/config.yml"),
-        config("http://127.0.0.1:9/v1", "streaming: True\n"),
-    )
-    .unwrap();
+    edit(&config("http://127.0.0.1:9/v1", "streaming: True\n"));
     let report = wait_for(&mut events, |e| match e {
         ServerEvent::Reloaded(r) => Some(r),
         _ => None,
@@ -128,7 +133,7 @@ async fn watch_reloads_an_edited_config_without_a_restart() {
     assert!(streaming(&list(running.client.clone()).await));
 
     // A broken edit is refused and the previous config keeps serving.
-    std::fs::write(configs.root().join("a/config.yml"), "models: [oops\n").unwrap();
+    edit("models: [oops\n");
     let error = wait_for(&mut events, |e| match e {
         ServerEvent::ReloadFailed { error, .. } => Some(error),
         _ => None,
