@@ -261,3 +261,130 @@ fn in_process_jailbreak_models_are_refused_naming_the_flow_and_the_key() {
         "{e}"
     );
 }
+
+/// What the fake Trend Micro AI Guard saw: (body, authorization, application name, prefer).
+type TrendSeen = Arc<Mutex<Vec<(Value, Option<String>, Option<String>, Option<String>)>>>;
+
+async fn fake_trend() -> (String, TrendSeen) {
+    let seen: TrendSeen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v3.0/aiSecurity/applyGuardrails",
+            post(|State(s): State<TrendSeen>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.lock().unwrap().push((
+                    b.clone(),
+                    header("authorization"),
+                    header("tmv1-application-name"),
+                    header("prefer"),
+                ));
+                let prompt = b["prompt"].as_str().unwrap_or_default();
+                if prompt.contains("attack") {
+                    axum::Json(json!({"id": "1", "action": "Block", "reason": "Prompt attack detected"}))
+                } else {
+                    axum::Json(json!({"id": "1", "action": "Allow", "reason": "No policy violations detected"}))
+                }
+            }),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("{base}/v3.0/aiSecurity/applyGuardrails"), seen)
+}
+
+#[tokio::test]
+async fn trend_micro_ai_guard_checks_input_and_output_with_its_headers() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Here is how an attack works."),
+        ..Script::default()
+    })
+    .await;
+    let (url, seen) = fake_trend().await;
+    let configs = Configs::new();
+    let rails = format!(
+        "rails:\n  config:\n    trend_micro:\n      v1_url: {url}\n      api_key: tm-test-key\n      application_name: my-app\n  input:\n    flows: [trend ai guard input]\n  output:\n    flows: [trend ai guard output]\n"
+    );
+    configs.add("tm", &config(&llm.base_url(), &rails));
+    let mut server = start(configs.root()).await;
+
+    let r = server
+        .client
+        .generate(request("tm", "Plan an attack"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(
+        (v.rail.as_str(), v.reason.as_str()),
+        ("trend ai guard input", "Prompt attack detected")
+    );
+    let (body, auth, app, prefer) = seen.lock().unwrap()[0].clone();
+    assert_eq!(body, json!({"prompt": "Plan an attack"}));
+    assert_eq!(auth.as_deref(), Some("Bearer tm-test-key"));
+    assert_eq!(app.as_deref(), Some("my-app"));
+    assert_eq!(prefer.as_deref(), Some("return=minimal"));
+
+    // The input passes; the answer is checked by the output flow and blocked.
+    let r = server
+        .client
+        .generate(request("tm", "Tell me about security"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.rail, "trend ai guard output");
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(
+        calls.last().unwrap().0,
+        json!({"prompt": "Here is how an attack works."})
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nemos_trend_micro_example_blocks_without_its_key_as_nemo_does() {
+    let llm = fake_llm(Script::default()).await;
+    let (url, seen) = fake_trend().await;
+    let configs = Configs::new();
+    let dir = configs.root().join("tm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yml = std::fs::read_to_string(nemo("examples-configs-trend_micro").join("config.yml"))
+        .unwrap()
+        .replace(
+            "      api_key_env_var: \"V1_API_KEY\"\n",
+            &format!(
+                "      api_key_env_var: \"STREAMGUARD_TEST_UNSET_V1_KEY\"\n      v1_url: {url}\n"
+            ),
+        )
+        .replace(
+            "    engine: openai\n",
+            &format!(
+                "    engine: openai\n    parameters:\n      base_url: {}\n",
+                llm.base_url()
+            ),
+        );
+    std::fs::write(dir.join("config.yml"), yml).unwrap();
+    let rails = streamguard::Guardrails::load(&dir).unwrap();
+    assert!(
+        rails
+            .warnings()
+            .iter()
+            .any(|w| w.contains("STREAMGUARD_TEST_UNSET_V1_KEY")),
+        "{:?}",
+        rails.warnings()
+    );
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("tm", "Hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.reason, "Trend Micro Vision One API Key not found");
+    // enable_rails_exceptions: True in the example: no refusal text.
+    assert_eq!(r.message.unwrap().content, "");
+    assert!(seen.lock().unwrap().is_empty(), "no call without a key");
+    server.shutdown().await;
+}

@@ -153,6 +153,9 @@ const fn native(
     }
 }
 
+const TREND_NEEDS: &str =
+    "`rails.config.trend_micro.api_key_env_var` (Trend Micro Vision One AI Guard)";
+
 /// Every built-in flow.
 pub const CATALOG: &[FlowSpec] = &[
     judge(
@@ -247,6 +250,20 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "trend ai guard input",
+        Stage::Input,
+        TREND_NEEDS,
+        false,
+        super::trend_micro::build,
+    ),
+    native(
+        "trend ai guard output",
+        Stage::Output,
+        TREND_NEEDS,
+        false,
+        super::trend_micro::build,
+    ),
+    native(
         "regex check input",
         Stage::Input,
         REGEX_NEEDS_IN,
@@ -266,6 +283,7 @@ pub const CATALOG: &[FlowSpec] = &[
 const SETTINGS: &[&str] = &[
     "content_safety",
     "jailbreak_detection",
+    "trend_micro",
     "sensitive_data_detection",
     "injection_detection",
     "regex_detection",

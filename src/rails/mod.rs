@@ -17,6 +17,7 @@ mod regex_check;
 mod sensitive_data;
 mod service;
 pub mod template;
+mod trend_micro;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 

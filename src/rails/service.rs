@@ -59,6 +59,17 @@ impl ServiceClient {
         body: &impl Serialize,
         bearer: Option<&str>,
     ) -> Result<Value, RailError> {
+        self.post_json_with(url, body, bearer, &[]).await
+    }
+
+    /// [`ServiceClient::post_json`] with the service's own headers.
+    pub async fn post_json_with(
+        &self,
+        url: &reqwest::Url,
+        body: &impl Serialize,
+        bearer: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Value, RailError> {
         let started = Instant::now();
         metrics::counter!("streamguard_service_calls_total", "service" => self.service)
             .increment(1);
@@ -72,6 +83,9 @@ impl ServiceClient {
                 .json(body);
             if let Some(key) = bearer {
                 req = req.bearer_auth(key);
+            }
+            for (name, value) in headers {
+                req = req.header(*name, *value);
             }
             match req.send().await {
                 Ok(r) => break r,
