@@ -153,6 +153,7 @@ const fn native(
     }
 }
 
+const PS_NEEDS: &str = "PS_PROTECT_URL and PS_APP_ID (Prompt Security's Protect API)";
 const TREND_NEEDS: &str =
     "`rails.config.trend_micro.api_key_env_var` (Trend Micro Vision One AI Guard)";
 
@@ -250,6 +251,20 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "protect prompt",
+        Stage::Input,
+        PS_NEEDS,
+        true,
+        super::prompt_security::build,
+    ),
+    native(
+        "protect response",
+        Stage::Output,
+        PS_NEEDS,
+        true,
+        super::prompt_security::build,
+    ),
+    native(
         "trend ai guard input",
         Stage::Input,
         TREND_NEEDS,
@@ -283,6 +298,7 @@ pub const CATALOG: &[FlowSpec] = &[
 const SETTINGS: &[&str] = &[
     "content_safety",
     "jailbreak_detection",
+    "prompt_security",
     "trend_micro",
     "sensitive_data_detection",
     "injection_detection",
