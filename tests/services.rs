@@ -490,3 +490,41 @@ fn nemos_prompt_security_example_loads_and_warns_what_it_needs() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_output_service_rail_checks_a_stream_in_windows() {
+    // The answer turns into an attack in its second window.
+    let llm = fake_llm(Script {
+        tokens: tokens("Sure, here is some harmless text first, and then the attack plan follows."),
+        ..Script::default()
+    })
+    .await;
+    let (url, seen) = fake_trend().await;
+    let configs = Configs::new();
+    let rails = format!(
+        "rails:\n  config:\n    trend_micro:\n      v1_url: {url}\n      api_key: k\n  output:\n    flows: [trend ai guard output]\n    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 0\n      stream_first: False\nstreaming: True\n"
+    );
+    configs.add("tm", &config(&llm.base_url(), &rails));
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("tm", "Write something"))
+        .await
+        .unwrap();
+    let fin = &got.finals[0];
+    let v = fin.violation.clone().unwrap();
+    assert_eq!(v.rail, "trend ai guard output");
+    // Only windows that passed were sent, and the final content is exactly that.
+    let sent = got.chunks.concat();
+    assert!(!sent.contains("attack") && !sent.is_empty(), "{sent:?}");
+    assert_eq!(fin.message.clone().unwrap().content, sent);
+    let windows: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.0["prompt"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        windows.len() >= 2 && windows[0] == "Sure, here is some",
+        "{windows:?}"
+    );
+    server.shutdown().await;
+}
