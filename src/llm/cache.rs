@@ -23,12 +23,44 @@ type Key = [u8; 32];
 #[derive(Debug)]
 pub struct Cached {
     inner: Arc<dyn Provider>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Completion>>,
+}
+
+/// Results of a guardrail service kept as a judge's answers are (a
+/// `models[].cache` on the service's model type), keyed by the checked text.
+#[derive(Debug, Clone)]
+pub struct ResultCache<V>(Arc<Shared<V>>);
+
+impl<V: Clone> ResultCache<V> {
+    pub fn new(kind: &str, config: &CacheConfig) -> Self {
+        ResultCache(Arc::new(Shared::new(kind, config)))
+    }
+
+    /// The result kept for `text` (whitespace runs do not matter).
+    pub fn get(&self, text: &str) -> Option<V> {
+        self.0.get(&text_key(text))
+    }
+
+    pub fn put(&self, text: &str, value: V) {
+        self.0.put(text_key(text), value);
+    }
+}
+
+/// NeMo's key for a checked text: its whitespace collapsed, hashed.
+fn text_key(text: &str) -> Key {
+    let mut h = Sha256::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            h.update(b" ");
+        }
+        h.update(word.as_bytes());
+    }
+    h.finalize().into()
 }
 
 #[derive(Debug)]
-struct Shared {
-    entries: Mutex<lru::LruCache<Key, (Completion, Instant)>>,
+struct Shared<V> {
+    entries: Mutex<lru::LruCache<Key, (V, Instant)>>,
     ttl: Option<Duration>,
     kind: String,
     stats: Option<Duration>,
@@ -66,35 +98,41 @@ fn key(request: &ChatRequest) -> Key {
 impl Cached {
     /// Wraps `inner` (the model of `type: kind`) with the cache `config`.
     pub fn new(inner: Arc<dyn Provider>, kind: &str, config: &CacheConfig) -> Self {
-        let size = NonZeroUsize::new(config.maxsize).unwrap_or(NonZeroUsize::MIN);
-        let label = kind.to_string();
         Cached {
             inner,
-            shared: Arc::new(Shared {
-                entries: Mutex::new(lru::LruCache::new(size)),
-                ttl: config.ttl.map(Duration::from_secs_f64),
-                kind: label.clone(),
-                stats: config
-                    .stats
-                    .enabled
-                    .then(|| config.stats.log_interval.map(Duration::from_secs_f64))
-                    .flatten(),
-                counters: Mutex::new(Stats {
-                    hits: 0,
-                    misses: 0,
-                    evictions: 0,
-                    last_log: Instant::now(),
-                }),
-                hits: metrics::counter!("streamguard_llm_cache_hits_total", "model_type" => label.clone()),
-                misses: metrics::counter!("streamguard_llm_cache_misses_total", "model_type" => label.clone()),
-                evictions: metrics::counter!("streamguard_llm_cache_evictions_total", "model_type" => label),
-            }),
+            shared: Arc::new(Shared::new(kind, config)),
         }
     }
 }
 
-impl Shared {
-    fn get(&self, key: &Key) -> Option<Completion> {
+impl<V> Shared<V> {
+    fn new(kind: &str, config: &CacheConfig) -> Self {
+        let size = NonZeroUsize::new(config.maxsize).unwrap_or(NonZeroUsize::MIN);
+        let label = kind.to_string();
+        Shared {
+            entries: Mutex::new(lru::LruCache::new(size)),
+            ttl: config.ttl.map(Duration::from_secs_f64),
+            kind: label.clone(),
+            stats: config
+                .stats
+                .enabled
+                .then(|| config.stats.log_interval.map(Duration::from_secs_f64))
+                .flatten(),
+            counters: Mutex::new(Stats {
+                hits: 0,
+                misses: 0,
+                evictions: 0,
+                last_log: Instant::now(),
+            }),
+            hits: metrics::counter!("streamguard_llm_cache_hits_total", "model_type" => label.clone()),
+            misses: metrics::counter!("streamguard_llm_cache_misses_total", "model_type" => label.clone()),
+            evictions: metrics::counter!("streamguard_llm_cache_evictions_total", "model_type" => label),
+        }
+    }
+}
+
+impl<V: Clone> Shared<V> {
+    fn get(&self, key: &Key) -> Option<V> {
         let mut entries = self.entries.lock().ok()?;
         let hit = match entries.get(key) {
             Some((c, at)) if self.ttl.is_none_or(|ttl| at.elapsed() < ttl) => Some(c.clone()),
@@ -109,7 +147,7 @@ impl Shared {
         hit
     }
 
-    fn put(&self, key: Key, answer: Completion) {
+    fn put(&self, key: Key, answer: V) {
         let evicted = match self.entries.lock() {
             Ok(mut entries) => {
                 let full = entries.len() == entries.cap().get() && !entries.contains(&key);

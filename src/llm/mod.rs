@@ -8,7 +8,7 @@
 
 mod anthropic;
 mod azure;
-mod cache;
+pub mod cache;
 mod compat;
 pub(crate) mod http;
 mod limits;

@@ -59,6 +59,8 @@ pub struct Jailbreak {
     ask: Ask,
     url: reqwest::Url,
     client: ServiceClient,
+    /// The `models[].cache` of a `type: jailbreak_detection` entry (NeMo's `nemoguards_cache`).
+    cache: Option<crate::llm::cache::ResultCache<Verdict>>,
 }
 
 /// NeMo's defaults for the heuristics' thresholds.
@@ -194,11 +196,18 @@ fn build(
     };
     let client = ServiceClient::new(service, &flow.name, timeout)
         .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    // NeMo caches the model's verdicts only.
+    let cache = config
+        .model_of_type("jailbreak_detection")
+        .filter(|_| model)
+        .and_then(|m| m.cache())
+        .map(|c| crate::llm::cache::ResultCache::new("jailbreak_detection", c));
     Ok(Arc::new(Jailbreak {
         flow: flow.name.clone(),
         ask,
         url,
         client,
+        cache,
     }))
 }
 
@@ -220,6 +229,17 @@ pub(super) fn model(
 
 impl Jailbreak {
     async fn decide(&self, prompt: &str) -> Result<Verdict, RailError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(prompt)) {
+            return Ok(hit);
+        }
+        let verdict = self.ask_service(prompt).await?;
+        if let Some(c) = &self.cache {
+            c.put(prompt, verdict.clone());
+        }
+        Ok(verdict)
+    }
+
+    async fn ask_service(&self, prompt: &str) -> Result<Verdict, RailError> {
         let (body, key) = match &self.ask {
             Ask::Heuristics { lp, ps } => (
                 json!({"prompt": prompt, "lp_threshold": lp, "ps_ppl_threshold": ps}),
