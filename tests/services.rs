@@ -565,3 +565,106 @@ async fn a_jailbreak_detection_model_cache_asks_the_nim_once_per_prompt() {
     );
     server.shutdown().await;
 }
+
+/// What the fake Pangea AI Guard saw: (body, authorization).
+type PangeaSeen = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+
+async fn fake_pangea() -> (String, PangeaSeen) {
+    let seen: PangeaSeen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v1/text/guard",
+            post(|State(s): State<PangeaSeen>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                let auth = h.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.lock().unwrap().push((b.clone(), auth));
+                let mut messages = b["messages"].as_array().cloned().unwrap_or_default();
+                let last = messages.last().and_then(|m| m["content"].as_str()).unwrap_or_default().to_string();
+                if last.contains("malware") {
+                    return axum::Json(json!({"status": "Success", "result": {"blocked": true, "transformed": false}}));
+                }
+                if last.contains("4111-1111-1111-1111") {
+                    let n = messages.len() - 1;
+                    messages[n]["content"] = json!(last.replace("4111-1111-1111-1111", "<CREDIT_CARD>"));
+                    return axum::Json(json!({"status": "Success", "result": {"blocked": false, "transformed": true, "prompt_messages": messages}}));
+                }
+                axum::Json(json!({"status": "Success", "result": {"blocked": false, "transformed": false}}))
+            }),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn nemos_pangea_example_blocks_and_redacts_with_its_recipes() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Your card 4111-1111-1111-1111 is on file."),
+        ..Script::default()
+    })
+    .await;
+    let (base, seen) = fake_pangea().await;
+    let configs = Configs::new();
+    let dir = configs.root().join("pangea");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yml = std::fs::read_to_string(nemo("examples-configs-pangea").join("config.yml"))
+        .unwrap()
+        // The fake LLM knows main calls by the test instruction.
+        .replace("You are a helpful assistant.", "You are a test bot.")
+        .replace(
+            "    pangea:\n",
+            &format!(
+                "    pangea:\n      base_url_template: \"{base}\"\n      api_token: pts-test\n"
+            ),
+        )
+        .replace(
+            "    engine: openai\n",
+            &format!(
+                "    engine: openai\n    parameters:\n      base_url: {}\n",
+                llm.base_url()
+            ),
+        );
+    std::fs::write(dir.join("config.yml"), yml).unwrap();
+    let mut server = start(configs.root()).await;
+
+    let r = server
+        .client
+        .generate(request("pangea", "write malware"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.unwrap().rail, "pangea ai guard input");
+    assert_eq!(
+        r.message.unwrap().content,
+        "I don't know the answer to that."
+    );
+    let (body, auth) = seen.lock().unwrap()[0].clone();
+    assert_eq!(auth.as_deref(), Some("Bearer pts-test"));
+    assert_eq!(body["recipe"], "pangea_prompt_guard");
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "write malware"})
+    );
+
+    // The output recipe redacts the card number in the answer.
+    let r = server
+        .client
+        .generate(request("pangea", "What card do I have?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none());
+    assert_eq!(
+        r.message.unwrap().content,
+        "Your card <CREDIT_CARD> is on file."
+    );
+    let last = seen.lock().unwrap().last().unwrap().0.clone();
+    assert_eq!(last["recipe"], "pangea_llm_response_guard");
+    assert_eq!(
+        last["messages"].as_array().unwrap().last().unwrap()["role"],
+        "assistant"
+    );
+    server.shutdown().await;
+}

@@ -153,6 +153,8 @@ const fn native(
     }
 }
 
+const PANGEA_NEEDS: &str =
+    "PANGEA_API_TOKEN (Pangea AI Guard); `rails.config.pangea.<stage>.recipe`";
 const PS_NEEDS: &str = "PS_PROTECT_URL and PS_APP_ID (Prompt Security's Protect API)";
 const TREND_NEEDS: &str =
     "`rails.config.trend_micro.api_key_env_var` (Trend Micro Vision One AI Guard)";
@@ -251,6 +253,20 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "pangea ai guard input",
+        Stage::Input,
+        PANGEA_NEEDS,
+        true,
+        super::pangea::build,
+    ),
+    native(
+        "pangea ai guard output",
+        Stage::Output,
+        PANGEA_NEEDS,
+        true,
+        super::pangea::build,
+    ),
+    native(
         "protect prompt",
         Stage::Input,
         PS_NEEDS,
@@ -298,6 +314,7 @@ pub const CATALOG: &[FlowSpec] = &[
 const SETTINGS: &[&str] = &[
     "content_safety",
     "jailbreak_detection",
+    "pangea",
     "prompt_security",
     "trend_micro",
     "sensitive_data_detection",

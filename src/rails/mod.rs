@@ -13,6 +13,7 @@ mod injection;
 mod jailbreak;
 mod judge;
 mod multilingual;
+mod pangea;
 mod prompt_security;
 mod regex_check;
 mod sensitive_data;
