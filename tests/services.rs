@@ -668,3 +668,90 @@ async fn nemos_pangea_example_blocks_and_redacts_with_its_recipes() {
     );
     server.shutdown().await;
 }
+
+/// What the fake Cisco AI Defense saw: (body, API key header).
+type AidSeen = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+
+async fn fake_ai_defense() -> (String, AidSeen) {
+    let seen: AidSeen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/api/v1/inspect/chat",
+            post(|State(s): State<AidSeen>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                let key = h.get("x-cisco-ai-defense-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.lock().unwrap().push((b.clone(), key));
+                let text = b["messages"][0]["content"].as_str().unwrap_or_default().to_string();
+                if text.contains("broken") {
+                    return axum::Json(json!({"classifications": []}));
+                }
+                if text.contains("hate") {
+                    axum::Json(json!({"is_safe": false, "rules": [{"rule_name": "Toxicity", "classification": "SAFETY_VIOLATION"}]}))
+                } else {
+                    axum::Json(json!({"is_safe": true, "rules": []}))
+                }
+            }),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("{base}/api/v1/inspect/chat"), seen)
+}
+
+#[tokio::test]
+async fn nemos_ai_defense_example_inspects_prompts_and_honours_fail_open() {
+    let llm = fake_llm(Script::default()).await;
+    let (url, seen) = fake_ai_defense().await;
+    let configs = Configs::new();
+    let example =
+        std::fs::read_to_string(nemo("examples-configs-ai_defense").join("config.yml")).unwrap();
+    for (id, fail_open) in [("closed", "false"), ("open", "true")] {
+        let dir = configs.root().join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let yml = example
+            .replace(
+                "      fail_open: false",
+                &format!("      api_endpoint: {url}\n      api_key: aid-key\n      fail_open: {fail_open}"),
+            )
+            .replace(
+                "    engine: openai\n",
+                &format!("    engine: openai\n    parameters:\n      base_url: {}\n", llm.base_url()),
+            );
+        std::fs::write(dir.join("config.yml"), yml).unwrap();
+    }
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("closed", "I hate you"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.rail, "ai defense inspect prompt");
+    assert!(
+        v.reason.contains("Toxicity (SAFETY_VIOLATION)"),
+        "{}",
+        v.reason
+    );
+    let (body, key) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        body,
+        json!({"messages": [{"role": "user", "content": "I hate you"}]})
+    );
+    assert_eq!(key.as_deref(), Some("aid-key"));
+    // A malformed answer fails the rail when closed, and lets the text through when open.
+    let e = server
+        .client
+        .generate(request("closed", "broken answer"))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("is_safe"), "{}", e.message());
+    let r = server
+        .client
+        .generate(request("open", "broken answer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none());
+    server.shutdown().await;
+}

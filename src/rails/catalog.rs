@@ -153,6 +153,7 @@ const fn native(
     }
 }
 
+const AI_DEFENSE_NEEDS: &str = "AI_DEFENSE_API_ENDPOINT and AI_DEFENSE_API_KEY (Cisco AI Defense)";
 const PANGEA_NEEDS: &str =
     "PANGEA_API_TOKEN (Pangea AI Guard); `rails.config.pangea.<stage>.recipe`";
 const PS_NEEDS: &str = "PS_PROTECT_URL and PS_APP_ID (Prompt Security's Protect API)";
@@ -253,6 +254,20 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "ai defense inspect prompt",
+        Stage::Input,
+        AI_DEFENSE_NEEDS,
+        false,
+        super::ai_defense::build,
+    ),
+    native(
+        "ai defense inspect response",
+        Stage::Output,
+        AI_DEFENSE_NEEDS,
+        false,
+        super::ai_defense::build,
+    ),
+    native(
         "pangea ai guard input",
         Stage::Input,
         PANGEA_NEEDS,
@@ -312,6 +327,7 @@ pub const CATALOG: &[FlowSpec] = &[
 
 /// The `rails.config` sections streamguard's rails read.
 const SETTINGS: &[&str] = &[
+    "ai_defense",
     "content_safety",
     "jailbreak_detection",
     "pangea",

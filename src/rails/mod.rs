@@ -8,6 +8,7 @@
 //! flows share one rail driven by a table of its own (`judge`); every other
 //! rail kind has its own file.
 
+mod ai_defense;
 mod catalog;
 mod injection;
 mod jailbreak;
