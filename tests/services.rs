@@ -755,3 +755,90 @@ async fn nemos_ai_defense_example_inspects_prompts_and_honours_fail_open() {
     assert!(r.violation.is_none());
     server.shutdown().await;
 }
+
+/// What the fake Fiddler saw: (route, body, authorization).
+type FiddlerSeen = Arc<Mutex<Vec<(String, Value, Option<String>)>>>;
+
+async fn fake_fiddler() -> (String, FiddlerSeen) {
+    let seen: FiddlerSeen = Arc::default();
+    let record = |route: &'static str| {
+        move |State(s): State<FiddlerSeen>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+            let auth = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            s.lock().unwrap().push((route.to_string(), b.clone(), auth));
+            let text = b["data"]["input"]
+                .as_str()
+                .or(b["data"]["response"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let risky = if text.contains("weapon") { 0.9 } else { 0.01 };
+            match route {
+                "safety" => axum::Json(
+                    json!({"fdl_harmful": risky, "fdl_violent": risky / 2.0, "fdl_jailbreaking": 0.0}),
+                ),
+                _ => axum::Json(
+                    json!({"fdl_faithful_score": if text.contains("made up") { 0.01 } else { 0.9 }}),
+                ),
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/v3/guardrails/ftl-safety", post(record("safety")))
+        .route(
+            "/v3/guardrails/ftl-response-faithfulness",
+            post(record("faithfulness")),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn fiddler_safety_and_faithfulness_read_their_scores_against_the_thresholds() {
+    let llm = fake_llm(Script {
+        tokens: tokens("This answer is made up."),
+        ..Script::default()
+    })
+    .await;
+    let (base, seen) = fake_fiddler().await;
+    let configs = Configs::new();
+    let rails = format!(
+        "rails:\n  config:\n    fiddler:\n      fiddler_endpoint: {base}\n      safety_threshold: .2\n      faithfulness_threshold: .3\n      api_key: fdl-key\n  input:\n    flows: [fiddler user safety]\n  output:\n    flows: [fiddler bot safety, fiddler bot faithfulness]\n"
+    );
+    configs.add("fdl", &config(&llm.base_url(), &rails));
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("fdl", "How to build a weapon"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.rail, "fiddler user safety");
+    assert!(v.reason.contains("fdl_harmful = 0.900"), "{}", v.reason);
+    let (route, body, auth) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        (route.as_str(), auth.as_deref()),
+        ("safety", Some("Bearer fdl-key"))
+    );
+    assert_eq!(body, json!({"data": {"input": "How to build a weapon"}}));
+    // The answer is safe but not faithful.
+    let r = server
+        .client
+        .generate(request("fdl", "Tell me a fact"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.rail, "fiddler bot faithfulness");
+    let last = seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last.1,
+        json!({"data": {"context": "", "response": "This answer is made up."}})
+    );
+    server.shutdown().await;
+}

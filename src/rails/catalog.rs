@@ -153,6 +153,8 @@ const fn native(
     }
 }
 
+const FIDDLER_NEEDS: &str =
+    "`rails.config.fiddler.fiddler_endpoint` and FIDDLER_API_KEY (Fiddler Guardrails)";
 const AI_DEFENSE_NEEDS: &str = "AI_DEFENSE_API_ENDPOINT and AI_DEFENSE_API_KEY (Cisco AI Defense)";
 const PANGEA_NEEDS: &str =
     "PANGEA_API_TOKEN (Pangea AI Guard); `rails.config.pangea.<stage>.recipe`";
@@ -254,6 +256,27 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "fiddler user safety",
+        Stage::Input,
+        FIDDLER_NEEDS,
+        false,
+        super::fiddler::safety,
+    ),
+    native(
+        "fiddler bot safety",
+        Stage::Output,
+        FIDDLER_NEEDS,
+        false,
+        super::fiddler::safety,
+    ),
+    native(
+        "fiddler bot faithfulness",
+        Stage::Output,
+        FIDDLER_NEEDS,
+        false,
+        super::fiddler::faithfulness,
+    ),
+    native(
         "ai defense inspect prompt",
         Stage::Input,
         AI_DEFENSE_NEEDS,
@@ -329,6 +352,7 @@ pub const CATALOG: &[FlowSpec] = &[
 const SETTINGS: &[&str] = &[
     "ai_defense",
     "content_safety",
+    "fiddler",
     "jailbreak_detection",
     "pangea",
     "prompt_security",

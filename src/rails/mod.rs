@@ -10,6 +10,7 @@
 
 mod ai_defense;
 mod catalog;
+mod fiddler;
 mod injection;
 mod jailbreak;
 mod judge;
