@@ -46,6 +46,7 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-jailbreak_detection",
         "examples-configs-nemoguards",
         "examples-configs-trend_micro",
+        "examples-configs-privateai-pii_detection",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.
@@ -88,10 +89,6 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
 fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
         ("examples-bots-abc", "kb"),
-        (
-            "examples-configs-privateai-pii_detection",
-            "detect pii on input",
-        ),
         (
             "tests-test_configs-fact_checking",
             "`$check_facts` variables",

@@ -842,3 +842,79 @@ async fn fiddler_safety_and_faithfulness_read_their_scores_against_the_threshold
     );
     server.shutdown().await;
 }
+
+/// What the fake Private AI saw: (body, x-api-key).
+type PaiSeen = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+
+async fn fake_private_ai() -> (String, PaiSeen) {
+    let seen: PaiSeen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/process/text",
+            post(|State(s): State<PaiSeen>, h: HeaderMap, axum::Json(b): axum::Json<Value>| async move {
+                let key = h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.lock().unwrap().push((b.clone(), key));
+                let text = b["text"][0].as_str().unwrap_or_default().to_string();
+                let present = text.contains("jane@example.com");
+                let processed = text.replace("jane@example.com", "[EMAIL_ADDRESS_1]");
+                axum::Json(json!([{"processed_text": processed, "entities_present": present, "entities": []}]))
+            }),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("{base}/process/text"), seen)
+}
+
+#[tokio::test]
+async fn private_ai_detects_and_masks_pii_with_the_stages_entities() {
+    let llm = fake_llm(Script::default()).await;
+    let (url, seen) = fake_private_ai().await;
+    let configs = Configs::new();
+    let rails = |flow: &str| {
+        format!(
+            "rails:\n  config:\n    privateai:\n      server_endpoint: {url}\n      api_key: pai-key\n      input:\n        entities: [EMAIL_ADDRESS]\n  input:\n    flows: [{flow}]\n"
+        )
+    };
+    configs.add(
+        "detect",
+        &config(&llm.base_url(), &rails("detect pii on input")),
+    );
+    configs.add(
+        "mask",
+        &config(&llm.base_url(), &rails("mask pii on input")),
+    );
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("detect", "Mail jane@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.unwrap().rail, "detect pii on input");
+    let (body, key) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        body,
+        json!({"text": ["Mail jane@example.com"], "link_batch": false,
+               "entity_detection": {"accuracy": "high_automatic", "return_entity": false,
+                                    "entity_types": [{"type": "ENABLE", "value": ["EMAIL_ADDRESS"]}]}})
+    );
+    assert_eq!(key.as_deref(), Some("pai-key"));
+    // Masking: the main model gets the masked message.
+    let r = server
+        .client
+        .generate(request("mask", "Mail jane@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none());
+    let main = llm.state.requests().last().unwrap().clone();
+    assert!(
+        main["messages"]
+            .to_string()
+            .contains("Mail [EMAIL_ADDRESS_1]"),
+        "{main}"
+    );
+    server.shutdown().await;
+}

@@ -153,6 +153,7 @@ const fn native(
     }
 }
 
+const PAI_NEEDS: &str = "`rails.config.privateai.server_endpoint` and `<stage>.entities` (Private AI); PAI_API_KEY for its cloud API";
 const FIDDLER_NEEDS: &str =
     "`rails.config.fiddler.fiddler_endpoint` and FIDDLER_API_KEY (Fiddler Guardrails)";
 const AI_DEFENSE_NEEDS: &str = "AI_DEFENSE_API_ENDPOINT and AI_DEFENSE_API_KEY (Cisco AI Defense)";
@@ -256,6 +257,34 @@ pub const CATALOG: &[FlowSpec] = &[
         super::jailbreak::model,
     ),
     native(
+        "detect pii on input",
+        Stage::Input,
+        PAI_NEEDS,
+        false,
+        super::private_ai::detect,
+    ),
+    native(
+        "detect pii on output",
+        Stage::Output,
+        PAI_NEEDS,
+        false,
+        super::private_ai::detect,
+    ),
+    native(
+        "mask pii on input",
+        Stage::Input,
+        PAI_NEEDS,
+        true,
+        super::private_ai::mask,
+    ),
+    native(
+        "mask pii on output",
+        Stage::Output,
+        PAI_NEEDS,
+        true,
+        super::private_ai::mask,
+    ),
+    native(
         "fiddler user safety",
         Stage::Input,
         FIDDLER_NEEDS,
@@ -355,6 +384,7 @@ const SETTINGS: &[&str] = &[
     "fiddler",
     "jailbreak_detection",
     "pangea",
+    "privateai",
     "prompt_security",
     "trend_micro",
     "sensitive_data_detection",

@@ -16,6 +16,7 @@ mod jailbreak;
 mod judge;
 mod multilingual;
 mod pangea;
+mod private_ai;
 mod prompt_security;
 mod regex_check;
 mod sensitive_data;
