@@ -8,7 +8,7 @@
 //! else the rail fails. `api_key` / `api_endpoint` there are streamguard
 //! extensions beside the environment.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -41,12 +41,6 @@ pub struct AiDefense {
     client: ServiceClient,
 }
 
-fn from_env(value: Option<String>, var: &str) -> Option<String> {
-    value
-        .or_else(|| std::env::var(var).ok())
-        .filter(|v| !v.trim().is_empty())
-}
-
 pub(super) fn build(
     ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
@@ -55,46 +49,21 @@ pub(super) fn build(
     let config = ctx.config;
     let s: Settings = config.rail_settings("ai_defense")?;
     let file = config.rail_settings_file("ai_defense");
-    let endpoint = from_env(s.api_endpoint, "AI_DEFENSE_API_ENDPOINT");
-    let key = from_env(s.api_key, "AI_DEFENSE_API_KEY");
+    let endpoint = settings::or_env(s.api_endpoint, "AI_DEFENSE_API_ENDPOINT");
+    let key = settings::or_env(s.api_key, "AI_DEFENSE_API_KEY");
     let target = match (endpoint, key) {
         (None, _) => Err("AI_DEFENSE_API_ENDPOINT"),
         (_, None) => Err("AI_DEFENSE_API_KEY"),
         (Some(e), Some(k)) => {
-            let url = reqwest::Url::parse(&e)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| {
-                    ConfigError::invalid(
-                        &file,
-                        "rails.config.ai_defense.api_endpoint",
-                        format!("`{e}` is not an http(s) URL"),
-                    )
-                })?;
+            let url = settings::http_url(&e, &file, "rails.config.ai_defense.api_endpoint")?;
             Ok((url, k))
         }
     };
     if let Err(var) = target {
-        ctx.warnings.push(format!(
-            "{}: `{}`: `{}` needs {var}; it fails until it is set",
-            config.relative(&flow.source).display(),
-            flow.key,
-            flow.name
-        ));
+        settings::warn_unset(ctx, flow, var);
     }
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                &file,
-                "rails.config.ai_defense.timeout",
-                "must be a positive number of seconds",
-            ));
-        }
-    };
-    let client = ServiceClient::new("Cisco AI Defense", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(s.timeout, &file, "ai_defense")?;
+    let client = settings::client("Cisco AI Defense", flow, timeout)?;
     Ok(Arc::new(AiDefense {
         flow: flow.name.clone(),
         stage,
@@ -176,10 +145,6 @@ impl Rail for AiDefense {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        let text = match self.stage {
-            Stage::Input => input.user_input,
-            Stage::Output => input.text(),
-        };
-        self.decide(text).boxed()
+        self.decide(settings::text(self.stage, &input)).boxed()
     }
 }

@@ -9,7 +9,7 @@
 //! extension). Without a knowledge base the faithfulness context is empty.
 //! Where NeMo lets text through when the call fails, streamguard fails the rail.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -81,16 +81,7 @@ fn build(
         "ftl-safety"
     };
     let endpoint = format!("{base}/v3/guardrails/{route}");
-    let url = reqwest::Url::parse(&endpoint)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| {
-            ConfigError::invalid(
-                &file,
-                "rails.config.fiddler.fiddler_endpoint",
-                format!("`{base}` is not an http(s) URL"),
-            )
-        })?;
+    let url = settings::http_url(&endpoint, &file, "rails.config.fiddler.fiddler_endpoint")?;
     let check = if faithfulness {
         Check::Faithfulness(s.faithfulness_threshold.unwrap_or(0.05))
     } else {
@@ -101,26 +92,10 @@ fn build(
         .or_else(|| std::env::var("FIDDLER_API_KEY").ok())
         .filter(|k| !k.is_empty());
     if key.is_none() {
-        ctx.warnings.push(format!(
-            "{}: `{}`: `{}` needs FIDDLER_API_KEY; it fails until it is set",
-            config.relative(&flow.source).display(),
-            flow.key,
-            flow.name
-        ));
+        settings::warn_unset(ctx, flow, "FIDDLER_API_KEY");
     }
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                &file,
-                "rails.config.fiddler.timeout",
-                "must be a positive number of seconds",
-            ));
-        }
-    };
-    let client = ServiceClient::new("Fiddler Guardrails", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(s.timeout, &file, "fiddler")?;
+    let client = settings::client("Fiddler Guardrails", flow, timeout)?;
     Ok(Arc::new(Fiddler {
         flow: flow.name.clone(),
         stage,
@@ -208,10 +183,6 @@ impl Rail for Fiddler {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        let text = match self.stage {
-            Stage::Input => input.user_input,
-            Stage::Output => input.text(),
-        };
-        self.decide(text).boxed()
+        self.decide(settings::text(self.stage, &input)).boxed()
     }
 }

@@ -11,7 +11,7 @@
 //! `jailbreak`; streamguard blocks it as a rail that could not run
 //! (`rail_execution_failure`), as it does for every other rail.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use serde_json::json;
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -180,22 +180,12 @@ fn build(
             "must start with http:// or https://".into(),
         ));
     }
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(bad(
-                "timeout",
-                "must be a positive number of seconds".into(),
-            ));
-        }
-    };
+    let timeout = settings::timeout(s.timeout, &file, "jailbreak_detection")?;
     let service = match ask {
         Ask::Nim { .. } => "NemoGuard JailbreakDetect",
         _ => "jailbreak detection server",
     };
-    let client = ServiceClient::new(service, &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let client = settings::client(service, flow, timeout)?;
     // NeMo caches the model's verdicts only.
     let cache = config
         .model_of_type("jailbreak_detection")

@@ -9,7 +9,7 @@
 //! extensions). Where NeMo lets text through when the call fails,
 //! streamguard fails the rail.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -70,45 +70,20 @@ pub(super) fn build(
             .replace("{SERVICE_NAME}", "ai-guard")
             .trim_end_matches('/')
     );
-    let url = reqwest::Url::parse(&endpoint)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| {
-            ConfigError::invalid(
-                &file,
-                "rails.config.pangea.base_url_template",
-                format!("`{template}` does not give an http(s) URL"),
-            )
-        })?;
+    let url = settings::http_url(&endpoint, &file, "rails.config.pangea.base_url_template")?;
     let token = s
         .api_token
         .or_else(|| std::env::var("PANGEA_API_TOKEN").ok())
         .filter(|t| !t.is_empty());
     if token.is_none() {
-        ctx.warnings.push(format!(
-            "{}: `{}`: `{}` needs PANGEA_API_TOKEN; it fails until it is set",
-            config.relative(&flow.source).display(),
-            flow.key,
-            flow.name
-        ));
+        settings::warn_unset(ctx, flow, "PANGEA_API_TOKEN");
     }
     let recipe = match stage {
         Stage::Input => s.input.and_then(|r| r.recipe),
         Stage::Output => s.output.and_then(|r| r.recipe),
     };
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                &file,
-                "rails.config.pangea.timeout",
-                "must be a positive number of seconds",
-            ));
-        }
-    };
-    let client = ServiceClient::new("Pangea AI Guard", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(s.timeout, &file, "pangea")?;
+    let client = settings::client("Pangea AI Guard", flow, timeout)?;
     Ok(Arc::new(Pangea {
         flow: flow.name.clone(),
         stage,

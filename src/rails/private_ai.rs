@@ -8,7 +8,7 @@
 //! `entities_present` blocks a detect flow; a mask flow rewrites the text to
 //! `processed_text`. The retrieval flows wait for knowledge bases.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -65,16 +65,7 @@ fn build(
     let endpoint = s
         .server_endpoint
         .unwrap_or_else(|| "http://localhost:8080/process/text".into());
-    let url = reqwest::Url::parse(&endpoint)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| {
-            ConfigError::invalid(
-                &file,
-                "rails.config.privateai.server_endpoint",
-                format!("`{endpoint}` is not an http(s) URL"),
-            )
-        })?;
+    let url = settings::http_url(&endpoint, &file, "rails.config.privateai.server_endpoint")?;
     let key = s
         .api_key
         .or_else(|| std::env::var("PAI_API_KEY").ok())
@@ -94,19 +85,8 @@ fn build(
         Stage::Input => s.input.entities,
         Stage::Output => s.output.entities,
     };
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                &file,
-                "rails.config.privateai.timeout",
-                "must be a positive number of seconds",
-            ));
-        }
-    };
-    let client = ServiceClient::new("Private AI", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(s.timeout, &file, "privateai")?;
+    let client = settings::client("Private AI", flow, timeout)?;
     Ok(Arc::new(PrivateAi {
         flow: flow.name.clone(),
         stage,
@@ -199,10 +179,6 @@ impl Rail for PrivateAi {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        let text = match self.stage {
-            Stage::Input => input.user_input,
-            Stage::Output => input.text(),
-        };
-        self.decide(text).boxed()
+        self.decide(settings::text(self.stage, &input)).boxed()
     }
 }

@@ -8,7 +8,7 @@
 //! `app_id` (streamguard extensions) may give them too. Where NeMo lets the
 //! text through when the call fails, streamguard fails the rail.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -42,12 +42,6 @@ pub struct PromptSecurity {
     client: ServiceClient,
 }
 
-fn setting(value: Option<String>, var: &str) -> Option<String> {
-    value
-        .or_else(|| std::env::var(var).ok())
-        .filter(|v| !v.trim().is_empty())
-}
-
 pub(super) fn build(
     ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
@@ -55,8 +49,8 @@ pub(super) fn build(
 ) -> Result<Arc<dyn Rail>, ConfigError> {
     let s: Settings = ctx.config.rail_settings("prompt_security")?;
     let target = match (
-        setting(s.protect_url, "PS_PROTECT_URL"),
-        setting(s.app_id, "PS_APP_ID"),
+        settings::or_env(s.protect_url, "PS_PROTECT_URL"),
+        settings::or_env(s.app_id, "PS_APP_ID"),
     ) {
         (None, _) => Err("PS_PROTECT_URL"),
         (_, None) => Err("PS_APP_ID"),
@@ -85,19 +79,12 @@ pub(super) fn build(
             flow.name
         ));
     }
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                ctx.config.rail_settings_file("prompt_security"),
-                "rails.config.prompt_security.timeout",
-                "must be a positive number of seconds",
-            ));
-        }
-    };
-    let client = ServiceClient::new("Prompt Security", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(
+        s.timeout,
+        &ctx.config.rail_settings_file("prompt_security"),
+        "prompt_security",
+    )?;
+    let client = settings::client("Prompt Security", flow, timeout)?;
     Ok(Arc::new(PromptSecurity {
         flow: flow.name.clone(),
         stage,
@@ -163,11 +150,7 @@ impl Rail for PromptSecurity {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        let text = match self.stage {
-            Stage::Input => input.user_input,
-            Stage::Output => input.text(),
-        };
-        self.decide(text).boxed()
+        self.decide(settings::text(self.stage, &input)).boxed()
     }
 
     fn refusal(&self, _input: &RailInput<'_>) -> Option<String> {

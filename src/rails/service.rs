@@ -143,3 +143,76 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String
     }
     Ok(out)
 }
+
+/// What every service rail reads from its settings the same way.
+pub mod settings {
+    use std::{path::Path, time::Duration};
+
+    use super::{DEFAULT_TIMEOUT, ServiceClient};
+    use crate::{
+        config::{ConfigError, FlowRef},
+        rails::{RailInput, Stage, catalog::BuildContext},
+    };
+
+    /// `rails.config.<section>.timeout` in seconds (default 30 s).
+    pub fn timeout(
+        value: Option<f64>,
+        file: &Path,
+        section: &str,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(t) if t.is_finite() && t > 0.0 => Ok(Duration::from_secs_f64(t)),
+            Some(_) => Err(ConfigError::invalid(
+                file,
+                format!("rails.config.{section}.timeout"),
+                "must be a positive number of seconds",
+            )),
+        }
+    }
+
+    /// An http(s) URL, or an error naming `key`.
+    pub fn http_url(text: &str, file: &Path, key: &str) -> Result<reqwest::Url, ConfigError> {
+        reqwest::Url::parse(text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                ConfigError::invalid(file, key, format!("`{text}` is not an http(s) URL"))
+            })
+    }
+
+    /// A setting given in the config, else in the environment variable `var`.
+    pub fn or_env(value: Option<String>, var: &str) -> Option<String> {
+        value
+            .or_else(|| std::env::var(var).ok())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Warns that `flow` fails until `var` is set.
+    pub fn warn_unset(ctx: &mut BuildContext<'_>, flow: &FlowRef, var: &str) {
+        ctx.warnings.push(format!(
+            "{}: `{}`: `{}` needs {var}; it fails until it is set",
+            ctx.config.relative(&flow.source).display(),
+            flow.key,
+            flow.name
+        ));
+    }
+
+    /// The rail's client, or an error naming the flow.
+    pub fn client(
+        service: &'static str,
+        flow: &FlowRef,
+        timeout: Duration,
+    ) -> Result<ServiceClient, ConfigError> {
+        ServiceClient::new(service, &flow.name, timeout)
+            .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))
+    }
+
+    /// The text a rail of `stage` checks: the user's message, or the answer.
+    pub fn text<'a>(stage: Stage, input: &RailInput<'a>) -> &'a str {
+        match stage {
+            Stage::Input => input.user_input,
+            Stage::Output => input.text(),
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! key blocks, as in NeMo. Where NeMo lets text through when the call fails,
 //! streamguard fails the rail (`rail_execution_failure`).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{DEFAULT_TIMEOUT, ServiceClient},
+    service::{ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
@@ -66,10 +66,7 @@ pub(super) fn build(
         ConfigError::invalid(&file, format!("rails.config.trend_micro.{k}"), m)
     };
     let url = s.v1_url.as_deref().unwrap_or(DEFAULT_URL);
-    let url = reqwest::Url::parse(url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| bad("v1_url", format!("`{url}` is not an http(s) URL")))?;
+    let url = settings::http_url(url, &file, "rails.config.trend_micro.v1_url")?;
     let application = s
         .application_name
         .unwrap_or_else(|| "nemo-guardrails".into());
@@ -98,18 +95,8 @@ pub(super) fn build(
         }
         (None, None) => Key::None,
     };
-    let timeout = match s.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(bad(
-                "timeout",
-                "must be a positive number of seconds".into(),
-            ));
-        }
-    };
-    let client = ServiceClient::new("Trend Micro AI Guard", &flow.name, timeout)
-        .map_err(|e| ConfigError::invalid(&flow.source, &flow.key, format!("HTTP client: {e}")))?;
+    let timeout = settings::timeout(s.timeout, &file, "trend_micro")?;
+    let client = settings::client("Trend Micro AI Guard", flow, timeout)?;
     Ok(Arc::new(TrendMicro {
         flow: flow.name.clone(),
         stage,
@@ -178,10 +165,6 @@ impl Rail for TrendMicro {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        let text = match self.stage {
-            Stage::Input => input.user_input,
-            Stage::Output => input.text(),
-        };
-        self.decide(text).boxed()
+        self.decide(settings::text(self.stage, &input)).boxed()
     }
 }
