@@ -47,6 +47,12 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-nemoguards",
         "examples-configs-trend_micro",
         "examples-configs-privateai-pii_detection",
+        "tests-test_configs-autoalign",
+        "tests-test_configs-autoalign_factchecker",
+        "examples-configs-guardrails_ai",
+        "examples-configs-clavata",
+        "examples-configs-gliner-pii_detection",
+        "examples-configs-gliner-pii_masking",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.
@@ -94,6 +100,10 @@ fn nemo_configs_with_unsupported_features_are_refused_by_name() {
             "`$check_facts` variables",
         ),
         ("tests-test_configs-mvp_v2_x", "Colang 2"),
+        (
+            "examples-configs-autoalign-autoalign_factcheck_config",
+            "replace the placeholder `<AUTOALIGN_ENDPOINT>`",
+        ),
         ("examples-configs-sensitive_data_detection_v2", "Colang 2"),
         ("tests-test_configs-output_rails", "actions.py"),
         (

@@ -282,8 +282,9 @@ fn apply(
     })? {
         Verdict::Allow => Ok(None),
         Verdict::Block { reason } => {
+            let refusal = rail.refusal(input, &reason);
             let mut v = Violation::blocked(rail.flow(), stage, reason);
-            v.refusal = rail.refusal(input);
+            v.refusal = refusal;
             Ok(Some(v))
         }
         Verdict::Modify { text, .. } => {

@@ -137,7 +137,7 @@ fn injection(
     Ok(Arc::new(InjectionDetection::new(ctx.config, flow)?))
 }
 
-const fn native(
+pub(super) const fn native(
     name: &'static str,
     stage: Stage,
     needs: &'static str,
@@ -152,16 +152,6 @@ const fn native(
         build: Build::Native(build),
     }
 }
-
-const PAI_NEEDS: &str = "`rails.config.privateai.server_endpoint` and `<stage>.entities` (Private AI); PAI_API_KEY for its cloud API";
-const FIDDLER_NEEDS: &str =
-    "`rails.config.fiddler.fiddler_endpoint` and FIDDLER_API_KEY (Fiddler Guardrails)";
-const AI_DEFENSE_NEEDS: &str = "AI_DEFENSE_API_ENDPOINT and AI_DEFENSE_API_KEY (Cisco AI Defense)";
-const PANGEA_NEEDS: &str =
-    "PANGEA_API_TOKEN (Pangea AI Guard); `rails.config.pangea.<stage>.recipe`";
-const PS_NEEDS: &str = "PS_PROTECT_URL and PS_APP_ID (Prompt Security's Protect API)";
-const TREND_NEEDS: &str =
-    "`rails.config.trend_micro.api_key_env_var` (Trend Micro Vision One AI Guard)";
 
 /// Every built-in flow.
 pub const CATALOG: &[FlowSpec] = &[
@@ -243,125 +233,6 @@ pub const CATALOG: &[FlowSpec] = &[
         injection,
     ),
     native(
-        "jailbreak detection heuristics",
-        Stage::Input,
-        "`rails.config.jailbreak_detection.server_endpoint` (NeMo's jailbreak detection server)",
-        false,
-        super::jailbreak::heuristics,
-    ),
-    native(
-        "jailbreak detection model",
-        Stage::Input,
-        "`rails.config.jailbreak_detection.nim_base_url` (NemoGuard JailbreakDetect NIM) or `server_endpoint`",
-        false,
-        super::jailbreak::model,
-    ),
-    native(
-        "detect pii on input",
-        Stage::Input,
-        PAI_NEEDS,
-        false,
-        super::private_ai::detect,
-    ),
-    native(
-        "detect pii on output",
-        Stage::Output,
-        PAI_NEEDS,
-        false,
-        super::private_ai::detect,
-    ),
-    native(
-        "mask pii on input",
-        Stage::Input,
-        PAI_NEEDS,
-        true,
-        super::private_ai::mask,
-    ),
-    native(
-        "mask pii on output",
-        Stage::Output,
-        PAI_NEEDS,
-        true,
-        super::private_ai::mask,
-    ),
-    native(
-        "fiddler user safety",
-        Stage::Input,
-        FIDDLER_NEEDS,
-        false,
-        super::fiddler::safety,
-    ),
-    native(
-        "fiddler bot safety",
-        Stage::Output,
-        FIDDLER_NEEDS,
-        false,
-        super::fiddler::safety,
-    ),
-    native(
-        "fiddler bot faithfulness",
-        Stage::Output,
-        FIDDLER_NEEDS,
-        false,
-        super::fiddler::faithfulness,
-    ),
-    native(
-        "ai defense inspect prompt",
-        Stage::Input,
-        AI_DEFENSE_NEEDS,
-        false,
-        super::ai_defense::build,
-    ),
-    native(
-        "ai defense inspect response",
-        Stage::Output,
-        AI_DEFENSE_NEEDS,
-        false,
-        super::ai_defense::build,
-    ),
-    native(
-        "pangea ai guard input",
-        Stage::Input,
-        PANGEA_NEEDS,
-        true,
-        super::pangea::build,
-    ),
-    native(
-        "pangea ai guard output",
-        Stage::Output,
-        PANGEA_NEEDS,
-        true,
-        super::pangea::build,
-    ),
-    native(
-        "protect prompt",
-        Stage::Input,
-        PS_NEEDS,
-        true,
-        super::prompt_security::build,
-    ),
-    native(
-        "protect response",
-        Stage::Output,
-        PS_NEEDS,
-        true,
-        super::prompt_security::build,
-    ),
-    native(
-        "trend ai guard input",
-        Stage::Input,
-        TREND_NEEDS,
-        false,
-        super::trend_micro::build,
-    ),
-    native(
-        "trend ai guard output",
-        Stage::Output,
-        TREND_NEEDS,
-        false,
-        super::trend_micro::build,
-    ),
-    native(
         "regex check input",
         Stage::Input,
         REGEX_NEEDS_IN,
@@ -377,28 +248,26 @@ pub const CATALOG: &[FlowSpec] = &[
     ),
 ];
 
-/// The `rails.config` sections streamguard's rails read.
+/// The `rails.config` sections the built-in rails read (the services' are
+/// in [`super::services::SETTINGS`]).
 const SETTINGS: &[&str] = &[
-    "ai_defense",
     "content_safety",
-    "fiddler",
-    "jailbreak_detection",
-    "pangea",
-    "privateai",
-    "prompt_security",
-    "trend_micro",
     "sensitive_data_detection",
     "injection_detection",
     "regex_detection",
 ];
+
+/// Every flow streamguard knows: the built-in ones, then the services'.
+pub fn flows() -> impl Iterator<Item = &'static FlowSpec> {
+    CATALOG.iter().chain(super::services::FLOWS)
+}
 
 /// The known flows of a stage, for error messages.
 /// What an unknown-flow error says before the list of known flows.
 pub const KNOWN_FLOWS: &str = "; streamguard knows:";
 
 pub fn known_flows(stage: Stage) -> String {
-    CATALOG
-        .iter()
+    flows()
         .filter(|s| s.stage == stage)
         .map(|s| format!("\n  - `{}` (needs {})", s.name, s.needs))
         .collect()
@@ -406,7 +275,7 @@ pub fn known_flows(stage: Stage) -> String {
 
 /// The catalog entry of a flow name.
 pub fn flow_spec(name: &str) -> Option<&'static FlowSpec> {
-    CATALOG.iter().find(|s| s.name == name)
+    flows().find(|s| s.name == name)
 }
 
 /// The spec of a configured flow, checked against its stage and against what
@@ -441,7 +310,21 @@ fn checked_spec(
             ));
         }
     };
-    if spec.rewrites && rails.parallel && rails.flows.len() > 1 {
+    if spec.rewrites {
+        check_rewrite(config, stage, rails, flow)?;
+    }
+    Ok(spec)
+}
+
+/// Checks that a rail rewriting the text of `flow` can: not among parallel
+/// rails, and on a stream only when each window is rewritten before it is sent.
+pub fn check_rewrite(
+    config: &Config,
+    stage: Stage,
+    rails: &RailStage,
+    flow: &FlowRef,
+) -> Result<(), ConfigError> {
+    if rails.parallel && rails.flows.len() > 1 {
         return Err(ConfigError::invalid(
             &flow.source,
             &flow.key,
@@ -452,11 +335,7 @@ fn checked_spec(
         ));
     }
     let o = config.output_streaming();
-    if spec.rewrites
-        && stage == Stage::Output
-        && o.enabled
-        && (o.stream_first || o.context_size != 0)
-    {
+    if stage == Stage::Output && o.enabled && (o.stream_first || o.context_size != 0) {
         return Err(ConfigError::invalid(
             config.main_file(),
             "rails.output.streaming",
@@ -467,7 +346,7 @@ fn checked_spec(
             ),
         ));
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// Validates and builds the rails of both stages, in configured order.
@@ -497,11 +376,14 @@ pub fn build(
     let input = stage(Stage::Input, config.input())?;
     let output = stage(Stage::Output, config.output())?;
     for (name, file) in config.rail_settings_sections() {
-        if !SETTINGS.contains(&name) {
+        let services = super::services::SETTINGS;
+        if !SETTINGS.contains(&name) && !services.contains(&name) {
+            let mut known: Vec<&str> = SETTINGS.iter().chain(services).copied().collect();
+            known.sort_unstable();
             warnings.push(format!(
                 "{}: `rails.config.{name}` is not used by any streamguard rail (known: {})",
                 file.display(),
-                SETTINGS.join(", ")
+                known.join(", ")
             ));
         }
     }

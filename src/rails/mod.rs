@@ -1,26 +1,34 @@
 //! The rails: built-in checks that run on the user's message (input rails)
 //! and on the answer (output rails).
 //!
-//! Every rail implements one trait, [`Rail`]. One table, [`CATALOG`], lists
+//! Every rail implements one trait, [`Rail`]. One table, [`CATALOG`] (with
+//! the guardrail services' flows beside it, read together as [`flows`]), lists
 //! every flow a config may name with what it needs and how it is built;
 //! [`build`] reads it both to validate a config's flows (an unknown flow is
 //! an error that lists the known ones) and to construct them. The LLM-judge
 //! flows share one rail driven by a table of its own (`judge`); every other
 //! rail kind has its own file.
 
+mod activefence;
 mod ai_defense;
+mod autoalign;
 mod catalog;
+mod clavata;
 mod fiddler;
+mod gliner;
+mod guardrails_ai;
 mod injection;
 mod jailbreak;
 mod judge;
 mod multilingual;
 mod pangea;
+mod patronus;
 mod private_ai;
 mod prompt_security;
 mod regex_check;
 mod sensitive_data;
 mod service;
+mod services;
 pub mod template;
 mod trend_micro;
 
@@ -30,7 +38,7 @@ use futures_util::future::BoxFuture;
 
 use crate::llm::{CallLog, ChatMessage, Provider};
 
-pub use catalog::{Build, CATALOG, FlowSpec, KNOWN_FLOWS, build, flow_spec, known_flows};
+pub use catalog::{Build, CATALOG, FlowSpec, KNOWN_FLOWS, build, flow_spec, flows, known_flows};
 pub use judge::{JudgeSpec, parse_content_safety, parse_nemoguard, parse_yes_no};
 pub use sensitive_data::{Entity, Recognizers};
 
@@ -104,9 +112,10 @@ pub trait Rail: Send + Sync + fmt::Debug {
     /// Checks the input and decides.
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>>;
 
-    /// The refusal to answer with when this rail blocked `input` (`None`:
-    /// NeMo's predefined one); content safety's multilingual refusals.
-    fn refusal(&self, _input: &RailInput<'_>) -> Option<String> {
+    /// The refusal to answer with when this rail blocked `input` for
+    /// `reason` (`None`: NeMo's predefined one); content safety's
+    /// multilingual refusals, a service's answer per violation.
+    fn refusal(&self, _input: &RailInput<'_>, _reason: &str) -> Option<String> {
         None
     }
 }

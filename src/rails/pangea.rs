@@ -18,12 +18,11 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{ServiceClient, settings},
+    service::{ANSWER_UNKNOWN, ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
 const DEFAULT_TEMPLATE: &str = "https://{SERVICE_NAME}.aws.us.pangea.cloud";
-const ANSWER_UNKNOWN: &str = "I don't know the answer to that.";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,7 +165,7 @@ impl Rail for Pangea {
         self.decide(input.user_input, input.bot_response).boxed()
     }
 
-    fn refusal(&self, _input: &RailInput<'_>) -> Option<String> {
+    fn refusal(&self, _input: &RailInput<'_>, _reason: &str) -> Option<String> {
         Some(ANSWER_UNKNOWN.to_string())
     }
 }

@@ -17,12 +17,11 @@ use serde_json::{Value, json};
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     catalog::BuildContext,
-    service::{ServiceClient, settings},
+    service::{ANSWER_UNKNOWN, ServiceClient, settings},
 };
 use crate::config::{ConfigError, FlowRef};
 
 /// NeMo's `bot inform answer unknown`.
-const ANSWER_UNKNOWN: &str = "I don't know the answer to that.";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,7 +152,7 @@ impl Rail for PromptSecurity {
         self.decide(settings::text(self.stage, &input)).boxed()
     }
 
-    fn refusal(&self, _input: &RailInput<'_>) -> Option<String> {
+    fn refusal(&self, _input: &RailInput<'_>, _reason: &str) -> Option<String> {
         Some(ANSWER_UNKNOWN.to_string())
     }
 }

@@ -16,6 +16,9 @@ use crate::llm::{UpstreamSettings, redact::redact};
 /// A service call's time limit when the config sets none (NeMo's NIM call uses 30 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// NeMo's `bot inform answer unknown`, what several services' flows answer.
+pub const ANSWER_UNKNOWN: &str = "I don't know the answer to that.";
+
 /// Retries of a call that could not connect.
 const CONNECT_RETRIES: u32 = 2;
 
@@ -70,6 +73,19 @@ impl ServiceClient {
         bearer: Option<&str>,
         headers: &[(&'static str, &str)],
     ) -> Result<Value, RailError> {
+        let answer = self.post(url, body, bearer, headers).await?;
+        let bytes = self.success(url, answer, bearer)?;
+        self.json(&bytes)
+    }
+
+    /// POSTs `body` as JSON and reads the whole answer, whatever its status.
+    pub async fn post(
+        &self,
+        url: &reqwest::Url,
+        body: &impl Serialize,
+        bearer: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Answer, RailError> {
         let started = Instant::now();
         metrics::counter!("streamguard_service_calls_total", "service" => self.service)
             .increment(1);
@@ -109,22 +125,48 @@ impl ServiceClient {
         let bytes = read_bounded(response).await;
         metrics::histogram!("streamguard_service_duration_seconds", "service" => self.service)
             .record(started.elapsed().as_secs_f64());
-        let bytes = bytes.map_err(|e| self.fail(e))?;
-        if !status.is_success() {
-            let secrets: Vec<&str> = bearer.into_iter().collect();
-            let text = redact(
-                String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).trim(),
-                &secrets,
-            );
-            tracing::warn!(service = self.service, %url, status = status.as_u16(), body = %text, "guardrail service answered an error");
-            return Err(self.fail(format!(
-                "the service answered HTTP {}: {text}",
-                status.as_u16()
-            )));
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| self.fail(format!("the answer is not JSON: {e}")))
+        let body = bytes.map_err(|e| self.fail(e))?;
+        Ok(Answer { status, body })
     }
+
+    /// The answer's body when its status is a success, else the error naming
+    /// the status and the start of the body (with the key `secret` redacted).
+    pub fn success(
+        &self,
+        url: &reqwest::Url,
+        answer: Answer,
+        secret: Option<&str>,
+    ) -> Result<Vec<u8>, RailError> {
+        if answer.status.is_success() {
+            return Ok(answer.body);
+        }
+        let secrets: Vec<&str> = secret.into_iter().collect();
+        let bytes = &answer.body;
+        let text = redact(
+            String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).trim(),
+            &secrets,
+        );
+        let status = answer.status.as_u16();
+        tracing::warn!(service = self.service, %url, status, body = %text, "guardrail service answered an error");
+        Err(self.fail(format!("the service answered HTTP {status}: {text}")))
+    }
+
+    /// The body read as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, RailError> {
+        serde_json::from_slice(bytes).map_err(|e| self.fail(format!("the answer is not JSON: {e}")))
+    }
+
+    /// A failure of the answer's meaning (missing fields, a failed job).
+    pub fn invalid(&self, what: impl Into<String>) -> RailError {
+        self.fail(what.into())
+    }
+}
+
+/// A service's answer, read whole (at most 1 MiB).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub body: Vec<u8>,
 }
 
 async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
@@ -177,7 +219,16 @@ pub mod settings {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| {
-                ConfigError::invalid(file, key, format!("`{text}` is not an http(s) URL"))
+                let placeholder = text
+                    .split_once('<')
+                    .and_then(|(_, rest)| rest.split_once('>'))
+                    .map(|(name, _)| format!(" (replace the placeholder `<{name}>`)"))
+                    .unwrap_or_default();
+                ConfigError::invalid(
+                    file,
+                    key,
+                    format!("`{text}` is not an http(s) URL{placeholder}"),
+                )
             })
     }
 

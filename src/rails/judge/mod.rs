@@ -394,7 +394,7 @@ impl Rail for JudgeRail {
         self.decide(input).boxed()
     }
 
-    fn refusal(&self, input: &RailInput<'_>) -> Option<String> {
+    fn refusal(&self, input: &RailInput<'_>, _reason: &str) -> Option<String> {
         self.safety.as_ref()?.refusal(input.user_input)
     }
 }
