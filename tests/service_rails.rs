@@ -979,3 +979,80 @@ async fn every_output_service_checks_a_stream_in_windows() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_held_output_service_does_not_hold_back_what_stream_first_releases() {
+    use streamguard::pb::stream_generate_response::Event;
+    let llm = fake_llm(Script {
+        tokens: tokens("One two three four five six seven eight."),
+        ..Script::default()
+    })
+    .await;
+    // An ActiveFence that answers only when the test lets it.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/sync/v3/content/text",
+            post(
+                |State((gate, asked)): State<(
+                    Arc<tokio::sync::Semaphore>,
+                    Arc<std::sync::atomic::AtomicUsize>,
+                )>| async move {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    gate.acquire().await.unwrap().forget();
+                    axum::Json(json!({"violations": []}))
+                },
+            ),
+        )
+        .with_state((gate.clone(), asked.clone()));
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let configs = Configs::new();
+    let rails = format!(
+        "rails:\n  config:\n    activefence:\n      server_endpoint: {base}/sync/v3/content/text\n      api_key: k\n  output:\n    flows: [activefence moderation on output]\n    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 0\n      stream_first: True\nstreaming: True\n"
+    );
+    configs.add("af", &config(&llm.base_url(), &rails));
+    let mut server = start(configs.root()).await;
+    let mut stream = server
+        .client
+        .stream_generate(request("af", "Count"))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first window's chunks come while its check is still waiting.
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a chunk before the service answered")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first.event, Some(Event::Chunk(_))), "{first:?}");
+    // The window's check reaches the service, which has still not answered.
+    for _ in 0..2000 {
+        if asked.load(std::sync::atomic::Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the window is checked"
+    );
+    gate.add_permits(64);
+    let mut text = match first.event {
+        Some(Event::Chunk(c)) => c.text,
+        _ => unreachable!(),
+    };
+    let mut fin = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.event {
+            Some(Event::Chunk(c)) => text.push_str(&c.text),
+            Some(Event::Final(f)) => fin = Some(f),
+            _ => {}
+        }
+    }
+    assert_eq!(text, "One two three four five six seven eight.");
+    assert!(fin.unwrap().violation.is_none());
+    server.shutdown().await;
+}
