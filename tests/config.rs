@@ -53,6 +53,7 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-clavata",
         "examples-configs-gliner-pii_detection",
         "examples-configs-gliner-pii_masking",
+        "examples-configs-guardrails_only-input",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.
@@ -97,7 +98,7 @@ fn nemo_configs_with_unsupported_features_are_refused_by_name() {
         ("examples-bots-abc", "kb"),
         (
             "tests-test_configs-fact_checking",
-            "`$check_facts` variables",
+            "factcheck.co: `line 4`: the dialog flow `answer guardrails question` uses `$check_facts = …`",
         ),
         ("tests-test_configs-mvp_v2_x", "Colang 2"),
         (

@@ -35,6 +35,7 @@ pub fn run(root: &Path, defaults: &DefaultsArgs) -> ExitCode {
             main_model: d.main_model,
             request_model: d.request_model,
             pin_main_model: d.pin_main_model,
+            actions_server: d.actions_server,
             ..Default::default()
         },
         Err(e) => {

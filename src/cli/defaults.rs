@@ -31,6 +31,10 @@ pub struct DefaultsArgs {
     /// (a rails-only config still takes the request's).
     #[arg(long, env = "STREAMGUARD_PIN_MAIN_MODEL")]
     pin_main_model: bool,
+    /// NeMo's actions server for configs without their own
+    /// `actions_server_url` (`execute` of custom actions).
+    #[arg(long, env = "STREAMGUARD_ACTIONS_SERVER_URL")]
+    actions_server_url: Option<String>,
     /// A server config file: `models:` (the default main model) and
     /// `streaming_default: on|off`.
     #[arg(long, env = "STREAMGUARD_SERVER_CONFIG")]
@@ -50,6 +54,8 @@ pub struct Defaults {
     pub request_model: Option<ModelConfig>,
     /// `--pin-main-model`.
     pub pin_main_model: bool,
+    /// `--actions-server-url`.
+    pub actions_server: Option<reqwest::Url>,
 }
 
 impl DefaultsArgs {
@@ -88,6 +94,17 @@ impl DefaultsArgs {
             main_model: flags.or(file.main_model),
             request_model,
             pin_main_model: self.pin_main_model,
+            actions_server: match &self.actions_server_url {
+                Some(u) => Some(
+                    reqwest::Url::parse(u)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"))
+                        .with_context(|| {
+                            format!("--actions-server-url: `{u}` is not an http(s) URL")
+                        })?,
+                ),
+                None => None,
+            },
         })
     }
 }

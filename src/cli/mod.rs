@@ -386,6 +386,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .streaming_default(defaults.streaming)
         .main_model(defaults.main_model, defaults.request_model)
         .pin_main_model(defaults.pin_main_model)
+        .actions_server(defaults.actions_server)
         .templates(TemplateBudget {
             fuel: args.template_fuel,
             max_output_bytes: args.template_max_bytes,

@@ -234,6 +234,8 @@ pub struct Config {
     streaming: Option<bool>,
     lowest_temperature: f64,
     enable_rails_exceptions: bool,
+    /// `actions_server_url`: NeMo's actions server, for `execute` of custom actions.
+    actions_server_url: Option<reqwest::Url>,
     sample_conversation: Option<String>,
     colang: Vec<SourceFile>,
     /// `*.py` files (custom actions, `config.py`).
@@ -351,6 +353,11 @@ impl Config {
 
     pub fn enable_rails_exceptions(&self) -> bool {
         self.enable_rails_exceptions
+    }
+
+    /// `actions_server_url`: where `execute` runs the config's own actions.
+    pub fn actions_server_url(&self) -> Option<&reqwest::Url> {
+        self.actions_server_url.as_ref()
     }
 
     pub fn sample_conversation(&self) -> Option<&str> {

@@ -29,7 +29,7 @@ pub struct RawFile {
     /// NeMo features streamguard refuses (validation names them).
     pub knowledge_base: Option<Value>,
     pub core: Option<Value>,
-    pub actions_server_url: Option<Value>,
+    pub actions_server_url: Option<String>,
     pub embedding_search_provider: Option<Value>,
     pub passthrough: Option<Value>,
     pub import_paths: Option<Value>,

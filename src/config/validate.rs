@@ -13,11 +13,10 @@ use super::{
 };
 
 /// Keys NeMo knows that streamguard refuses by name.
-fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 8] {
+fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 7] {
     [
         ("knowledge_base", raw.knowledge_base.is_some()),
         ("core", raw.core.is_some()),
-        ("actions_server_url", raw.actions_server_url.is_some()),
         (
             "embedding_search_provider",
             raw.embedding_search_provider.is_some(),
@@ -63,6 +62,7 @@ pub(super) fn validate_composed(
         streaming: None,
         lowest_temperature: 0.001,
         enable_rails_exceptions: false,
+        actions_server_url: None,
         sample_conversation: None,
         colang: Vec::new(),
         action_files: Vec::new(),
@@ -199,6 +199,9 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     }
     if let Some(e) = raw.enable_rails_exceptions {
         config.enable_rails_exceptions = e;
+    }
+    if let Some(url) = raw.actions_server_url.filter(|u| !u.trim().is_empty()) {
+        config.actions_server_url = Some(http_url(&url, file, "actions_server_url")?);
     }
     if raw.sample_conversation.is_some() {
         config.sample_conversation = raw.sample_conversation;
@@ -440,4 +443,12 @@ fn prompt(p: RawPrompt, file: &Path, key: String) -> Result<Prompt, ConfigError>
         source: file.to_path_buf(),
         key,
     })
+}
+
+/// An http(s) URL, or an error naming the key.
+fn http_url(url: &str, file: &Path, key: &str) -> Result<reqwest::Url, ConfigError> {
+    reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| ConfigError::invalid(file, key, format!("`{url}` is not an http(s) URL")))
 }

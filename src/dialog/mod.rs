@@ -4,16 +4,22 @@
 //!
 //! [`engine::answer::Answerer`]: crate::engine::answer::Answerer
 
+mod expr;
+mod interp;
 mod message;
 mod parse;
 mod prompts;
 mod retrieval;
 mod runtime;
+mod steps;
+mod value;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use crate::config::{ConfigError, SourceFile};
 
+pub use expr::Expr;
+pub use interp::{Actions, End, Outcome, RunError, Vars, render, run};
 pub use message::{MessageCleaner, read_intent};
 pub use parse::parse_into;
 pub use runtime::DialogRuntime;
@@ -27,13 +33,15 @@ pub struct ColangError {
     pub message: String,
 }
 
-/// One step of a flow.
+/// One step of a flow. Steps that evaluate at run time carry their line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// `user NAME`: the user's intent at this point.
     User(String),
     /// `bot NAME`: what the bot says.
     Bot(String),
+    /// `bot $var`: the bot says the variable's value.
+    BotVar { var: String, line: usize },
     /// `when user …` / `else when user …` / `else`: the arm whose intent
     /// matches the next user turn (`None` is `else`).
     Branch(Vec<(Option<String>, Vec<Step>)>),
@@ -41,6 +49,55 @@ pub enum Step {
     Do(String),
     /// `stop`: the flow ends here.
     Stop,
+    /// `abort`: the flow ends here, as a failure.
+    Abort,
+    /// `return [expr]`: a subflow ends here.
+    Return(Option<Expr>),
+    /// `$var = expr`.
+    Set {
+        var: String,
+        value: Expr,
+        line: usize,
+    },
+    /// `[$var =] execute NAME(key=expr, …)`.
+    Execute(Action),
+    /// `if` / `else if` / `else`: the first arm whose condition holds (`None` is `else`).
+    If {
+        arms: Vec<(Option<Expr>, Vec<Step>)>,
+        line: usize,
+    },
+    /// `while expr`.
+    While {
+        cond: Expr,
+        body: Vec<Step>,
+        line: usize,
+    },
+    /// `create event NAME(key=expr, …)`.
+    Event {
+        name: String,
+        args: Vec<(String, Expr)>,
+        line: usize,
+    },
+}
+
+/// An `execute` step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// The variable the result goes into.
+    pub result: Option<String>,
+    pub name: String,
+    pub args: Vec<(String, Expr)>,
+    pub line: usize,
+}
+
+impl Step {
+    /// Whether the step needs the flow interpreter (variables, conditions, actions).
+    pub fn is_procedural(&self) -> bool {
+        !matches!(
+            self,
+            Step::User(_) | Step::Bot(_) | Step::Branch(_) | Step::Do(_) | Step::Stop
+        )
+    }
 }
 
 /// A `define flow` (or `define subflow`).
@@ -48,6 +105,9 @@ pub enum Step {
 pub struct Flow {
     pub name: Option<String>,
     pub steps: Vec<Step>,
+    /// The file and line of its `define`.
+    pub file: PathBuf,
+    pub line: usize,
 }
 
 /// Everything the `*.co` files of a config define.
@@ -61,6 +121,15 @@ pub struct Dialog {
     pub subflows: BTreeMap<String, Flow>,
 }
 
+impl Dialog {
+    /// The flow or subflow called `name`.
+    pub fn flow_named(&self, name: &str) -> Option<&Flow> {
+        self.subflows
+            .get(name)
+            .or_else(|| self.flows.iter().find(|f| f.name.as_deref() == Some(name)))
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -69,6 +138,14 @@ impl fmt::Display for Step {
             Step::Branch(_) => f.write_str("when …"),
             Step::Do(s) => write!(f, "do {s}"),
             Step::Stop => f.write_str("stop"),
+            Step::Abort => f.write_str("abort"),
+            Step::Return(_) => f.write_str("return"),
+            Step::BotVar { var, .. } => write!(f, "bot ${var}"),
+            Step::Set { var, .. } => write!(f, "${var} = …"),
+            Step::Execute(a) => write!(f, "execute {}", a.name),
+            Step::If { .. } => f.write_str("if …"),
+            Step::While { .. } => f.write_str("while …"),
+            Step::Event { name, .. } => write!(f, "create event {name}"),
         }
     }
 }

@@ -2,16 +2,18 @@
 //!
 //! Supported: `define user NAME` with quoted examples, `define bot NAME` with
 //! quoted messages, `define flow [NAME]` / `define subflow NAME` with the
-//! steps `user NAME`, `bot NAME`, `when user NAME` / `else when user NAME` /
-//! `else` branches, `do SUBFLOW` and `stop`; `#` comments. Anything else is
-//! refused with the file, the line and the construct.
+//! steps of [`super::steps`]; `#` comments and `"""` docstrings. Anything
+//! else is refused with the file, the line and the construct.
 
-use super::{ColangError, Dialog, Flow, Step};
+use super::{ColangError, Dialog, Flow, steps::parse_steps};
 
-struct Line<'a> {
-    number: usize,
-    indent: usize,
-    text: &'a str,
+/// How deep a line may be indented (a bound on the nesting the parser recurses into).
+const MAX_INDENT: usize = 160;
+
+pub(super) struct Line<'a> {
+    pub number: usize,
+    pub indent: usize,
+    pub text: &'a str,
 }
 
 /// Removes a `#` comment that is not inside quotes.
@@ -34,7 +36,7 @@ fn quoted(text: &str) -> Option<String> {
 }
 
 /// A name made of words (`express greeting`, `ask about capabilities`).
-fn name(text: &str) -> Option<String> {
+pub(super) fn name(text: &str) -> Option<String> {
     let t = text.trim();
     let ok = !t.is_empty()
         && t.chars()
@@ -43,14 +45,10 @@ fn name(text: &str) -> Option<String> {
 }
 
 /// What a line that is not Colang 1.0 (or not supported) is called in errors.
-fn refusal(text: &str) -> String {
+pub(super) fn refusal(text: &str) -> String {
     let first = text.split_whitespace().next().unwrap_or_default();
     match first {
-        "execute" => "`execute` actions are not supported; use the built-in rail flows".into(),
-        f if f.starts_with('$') => format!("`{f}` variables are not supported"),
-        "if" | "else if" | "while" | "for" => {
-            format!("`{first}` conditions are not supported (only `when user …` branches)")
-        }
+        "for" => "`for` loops are not Colang 1.0; use `while`".into(),
         "flow" | "import" | "await" | "match" | "send" | "start" | "activate" | "global"
         | "@meta" => {
             format!("`{first}` is Colang 2 syntax; streamguard runs Colang 1.0 (`define …`)")
@@ -71,14 +69,38 @@ pub fn parse_into(
         message,
     };
     let mut owned = Vec::new();
+    // The line a docstring (`"""…"""`, NeMo skips them) opened on.
+    let mut doc: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
+        let t = raw.trim();
+        if doc.is_some() {
+            if t.contains("\"\"\"") {
+                doc = None;
+            }
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("\"\"\"") {
+            if !rest.contains("\"\"\"") {
+                doc = Some(i + 1);
+            }
+            continue;
+        }
         let no_tab = raw.replace('\t', "    ");
         let body = strip_comment(&no_tab).trim_end().to_string();
         if body.trim().is_empty() {
             continue;
         }
         let indent = body.len() - body.trim_start().len();
+        if indent > MAX_INDENT {
+            return Err(err(
+                i + 1,
+                format!("indented deeper than {MAX_INDENT} columns"),
+            ));
+        }
         owned.push((i + 1, indent, body.trim().to_string()));
+    }
+    if let Some(line) = doc {
+        return Err(err(line, "a docstring (`\"\"\"`) that never closes".into()));
     }
     let lines: Vec<Line<'_>> = owned
         .iter()
@@ -108,7 +130,7 @@ pub fn parse_into(
                 define_messages(dialog, kind == &"user", rest, head, body, &err)?
             }
             ["define", kind @ ("flow" | "subflow"), rest @ ..] => {
-                define_flow(dialog, kind == &"subflow", rest, head, body, &err)?
+                define_flow(dialog, (file, kind == &"subflow"), rest, head, body, &err)?
             }
             _ => return Err(err(head.number, refusal(head.text))),
         }
@@ -117,7 +139,7 @@ pub fn parse_into(
     Ok(())
 }
 
-type ErrFn<'a> = dyn Fn(usize, String) -> ColangError + 'a;
+pub(super) type ErrFn<'a> = dyn Fn(usize, String) -> ColangError + 'a;
 
 /// `define user NAME` / `define bot NAME` and their quoted lines.
 fn define_messages(
@@ -154,7 +176,7 @@ fn define_messages(
 /// `define flow [NAME]` / `define subflow NAME` and their steps.
 fn define_flow(
     dialog: &mut Dialog,
-    subflow: bool,
+    (file, subflow): (&std::path::Path, bool),
     rest: &[&str],
     head: &Line<'_>,
     body: &[Line<'_>],
@@ -179,6 +201,8 @@ fn define_flow(
     let flow = Flow {
         name: flow_name.clone(),
         steps,
+        file: file.to_path_buf(),
+        line: head.number,
     };
     if subflow {
         let n = flow_name.ok_or_else(|| err(head.number, "a subflow needs a name".into()))?;
@@ -189,101 +213,10 @@ fn define_flow(
     Ok(())
 }
 
-/// Parses the steps of a block at `indent`, from `lines[start..]`; returns
-/// the steps and the index after the block.
-fn parse_steps(
-    lines: &[Line<'_>],
-    start: usize,
-    indent: usize,
-    err: &ErrFn<'_>,
-) -> Result<(Vec<Step>, usize), ColangError> {
-    let mut steps = Vec::new();
-    let mut at = start;
-    while at < lines.len() && lines[at].indent >= indent {
-        let l = &lines[at];
-        if l.indent > indent {
-            return Err(err(
-                l.number,
-                format!("unexpected indentation before `{}`", l.text),
-            ));
-        }
-        let text = l.text;
-        if let Some(intent) = text.strip_prefix("when user ") {
-            let mut arms = Vec::new();
-            let (body, next) = parse_block(lines, at, indent, err)?;
-            arms.push((Some(arm_intent(intent, l.number, err)?), body));
-            at = next;
-            while at < lines.len() && lines[at].indent == indent {
-                let t = lines[at].text;
-                if let Some(intent) = t.strip_prefix("else when user ") {
-                    let n = lines[at].number;
-                    let (body, next) = parse_block(lines, at, indent, err)?;
-                    arms.push((Some(arm_intent(intent, n, err)?), body));
-                    at = next;
-                } else if let Some(event) = t.strip_prefix("else when ") {
-                    // No `user`: NeMo reads it as a match on an event of that
-                    // name, which never comes in this runtime. Its steps are
-                    // checked; the arm can never fire.
-                    arm_intent(event, lines[at].number, err)?;
-                    let (_, next) = parse_block(lines, at, indent, err)?;
-                    at = next;
-                } else if t == "else" {
-                    let (body, next) = parse_block(lines, at, indent, err)?;
-                    arms.push((None, body));
-                    at = next;
-                    break;
-                } else {
-                    break;
-                }
-            }
-            steps.push(Step::Branch(arms));
-            continue;
-        }
-        let step = if let Some(rest) = text.strip_prefix("user ") {
-            Step::User(name(rest).ok_or_else(|| err(l.number, refusal(text)))?)
-        } else if let Some(rest) = text.strip_prefix("bot ") {
-            Step::Bot(name(rest).ok_or_else(|| err(l.number, refusal(text)))?)
-        } else if let Some(rest) = text.strip_prefix("do ") {
-            Step::Do(name(rest).ok_or_else(|| err(l.number, refusal(text)))?)
-        } else if text == "stop" {
-            Step::Stop
-        } else if text.starts_with("else") {
-            return Err(err(
-                l.number,
-                format!("`{text}` without a `when` before it"),
-            ));
-        } else {
-            return Err(err(l.number, refusal(text)));
-        };
-        steps.push(step);
-        at += 1;
-    }
-    Ok((steps, at))
-}
-
-fn arm_intent(text: &str, line: usize, err: &ErrFn<'_>) -> Result<String, ColangError> {
-    name(text).ok_or_else(|| err(line, format!("bad intent `{text}`")))
-}
-
-/// The indented block under `lines[at]`.
-fn parse_block(
-    lines: &[Line<'_>],
-    at: usize,
-    indent: usize,
-    err: &ErrFn<'_>,
-) -> Result<(Vec<Step>, usize), ColangError> {
-    match lines.get(at + 1) {
-        Some(next) if next.indent > indent => parse_steps(lines, at + 1, next.indent, err),
-        _ => Err(err(
-            lines[at].number,
-            format!("`{}` has no indented steps under it", lines[at].text),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialog::Step;
     use std::path::Path;
 
     fn parse(text: &str) -> Result<Dialog, ColangError> {
@@ -352,28 +285,35 @@ mod tests {
     fn unsupported_constructs_are_refused_with_the_line() {
         let cases = [
             (
-                "define flow\n  user hi\n  execute check_facts\n",
+                "define flow\n  user hi\n  execute check facts\n",
                 3,
-                "`execute` actions",
+                "not an action or event name",
             ),
+            ("define flow\n  $answer = \n", 2, "an empty expression"),
+            ("define flow\n  $a == 1\n", 2, "not an assignment"),
             (
-                "define flow\n  $answer = execute x\n",
+                "define subflow x\n  \"\"\"Opens\n  and never closes\n",
                 2,
-                "`$answer` variables",
+                "never closes",
             ),
+            ("define flow\n  for $x in $y\n", 2, "`for` loops"),
             ("flow main\n  user said \"hi\"\n", 1, "Colang 2 syntax"),
             ("import core\n", 1, "Colang 2 syntax"),
             (
-                "define flow\n  user hi\n  if $x\n    bot no\n",
+                "define flow\n  user hi\n  if $x = 1\n    bot no\n",
                 3,
-                "`if` conditions",
+                "assignment, not a comparison",
             ),
             (
                 "define user greet\n  Hello\n",
                 2,
                 "expected a quoted message",
             ),
-            ("define flow\n  else\n    bot x\n", 2, "without a `when`"),
+            (
+                "define flow\n  else\n    bot x\n",
+                2,
+                "without a `when` or `if`",
+            ),
             (
                 "define flow\n  when user x\n  bot y\n",
                 2,
@@ -395,7 +335,7 @@ mod tests {
     proptest::proptest! {
         /// Whatever the text, the parser returns a dialog or an error; it never panics.
         #[test]
-        fn the_parser_never_panics(text in "(define (user|bot|flow|subflow) ?[a-z ]{0,8}\n|  (user|bot|do|when user|else when user|else|stop)? ?[a-z\"# ]{0,10}\n|\t|#|\"|[a-z ]{0,6}\n){0,30}") {
+        fn the_parser_never_panics(text in "(define (user|bot|flow|subflow) ?[a-z ]{0,8}\n|  (user|bot|do|when user|else when user|else|stop|if|else if|while|execute|create event|return|\\$[a-z]{1,3} =|bot \\$)? ?[a-z\"'#$.()\\[\\]=<>!,+ ]{0,12}:?\n|\t|#|\"\"\"|\"|[a-z ]{0,6}\n){0,30}") {
             let _ = parse(&text);
         }
 

@@ -59,7 +59,7 @@ pub struct DialogRuntime {
 
 #[derive(Debug)]
 struct Inner {
-    dialog: Dialog,
+    dialog: Arc<Dialog>,
     retrieval: Retrieval,
     llm: Arc<dyn Provider>,
     prompts: Prompts,
@@ -113,7 +113,7 @@ impl DialogRuntime {
     /// `embedder` ranks the intent examples when the config has one.
     pub fn new(
         config: &Config,
-        dialog: Dialog,
+        dialog: Arc<Dialog>,
         llm: Arc<dyn Provider>,
         embedder: Option<Arc<dyn Embedder>>,
         templates: TemplateBudget,
@@ -444,7 +444,7 @@ impl Inner {
             .map_while(|s| match s {
                 Step::Bot(b) => Some(Some(b.clone())),
                 Step::Do(_) => Some(None),
-                Step::User(_) | Step::Branch(_) | Step::Stop => None,
+                _ => None,
             })
             .flatten()
             .collect()

@@ -33,12 +33,15 @@ fn file_of(e: &ConfigError) -> Option<&Path> {
 
 /// The first file of the config streamguard cannot use: Python actions or
 /// a knowledge base.
-fn unsupported_file(config: &Config) -> Option<ConfigError> {
-    let actions = config.action_files().first().map(|f| {
+fn unsupported_file(config: &Config, settings: &BuildSettings) -> Option<ConfigError> {
+    let served = config.actions_server_url().is_some() || settings.actions_server.is_some();
+    let actions = config.action_files().first().filter(|_| !served).map(|f| {
         ConfigError::invalid(
             f,
             "actions",
-            "custom Python actions are not supported; use the built-in rail flows",
+            "custom Python actions run on NeMo's actions server: start it in this directory \
+             (`nemoguardrails actions-server --port 8001`) and set `actions_server_url: \
+             http://localhost:8001` in config.yml (or `serve --actions-server-url`)",
         )
     });
     let kb = config.knowledge_base().first().map(|d| {
@@ -55,9 +58,12 @@ fn unsupported_file(config: &Config) -> Option<ConfigError> {
 }
 
 /// The config's dialog, unless a file before the failing one is refused.
-fn dialog_of(config: &Config) -> Result<Option<Dialog>, ConfigError> {
-    let parsed = dialog::parse(config.colang_sources());
-    match (parsed, unsupported_file(config)) {
+fn dialog_of(config: &Config, settings: &BuildSettings) -> Result<Option<Dialog>, ConfigError> {
+    let parsed = dialog::parse(config.colang_sources()).and_then(|d| match d {
+        Some(d) => dialog_flows_are_declarative(config, &d).map(|()| Some(d)),
+        None => Ok(None),
+    });
+    match (parsed, unsupported_file(config, settings)) {
         (Ok(d), None) => Ok(d),
         (Ok(_), Some(refusal)) => Err(refusal),
         (Err(e), None) => Err(e),
@@ -69,13 +75,60 @@ fn dialog_of(config: &Config) -> Result<Option<Dialog>, ConfigError> {
     }
 }
 
+/// Variables, conditions and actions run in flows named as rails; the
+/// dialog runtime does not run them yet, so a dialog flow using them is refused.
+fn dialog_flows_are_declarative(config: &Config, d: &Dialog) -> Result<(), ConfigError> {
+    let rails: Vec<&str> = config
+        .input()
+        .flows
+        .iter()
+        .chain(&config.output().flows)
+        .map(|f| f.name.as_str())
+        .collect();
+    // The first step the dialog runtime cannot run, through `do` subflows.
+    fn first_procedural<'d>(
+        d: &'d Dialog,
+        steps: &'d [dialog::Step],
+        depth: usize,
+    ) -> Option<&'d dialog::Step> {
+        steps.iter().find_map(|s| match s {
+            dialog::Step::Branch(arms) => {
+                arms.iter().find_map(|(_, b)| first_procedural(d, b, depth))
+            }
+            dialog::Step::Do(name) if depth < 8 => d
+                .flow_named(name)
+                .and_then(|f| first_procedural(d, &f.steps, depth + 1)),
+            s if s.is_procedural() => Some(s),
+            _ => None,
+        })
+    }
+    let dialog_flows = d
+        .flows
+        .iter()
+        .filter(|f| f.name.as_deref().is_none_or(|n| !rails.contains(&n)));
+    for flow in dialog_flows {
+        if let Some(step) = first_procedural(d, &flow.steps, 0) {
+            let name = flow.name.as_deref().unwrap_or("(unnamed)");
+            return Err(ConfigError::invalid(
+                &flow.file,
+                format!("line {}", flow.line),
+                format!(
+                    "the dialog flow `{name}` uses `{step}`: variables, conditions and actions run in \
+                     flows used as rails (`rails.input.flows` / `rails.output.flows`), not yet in dialog flows"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn build(
     config: &Config,
     main: Option<Arc<dyn Provider>>,
     settings: &BuildSettings,
 ) -> Result<Built, ConfigError> {
     let upstream = &settings.upstream;
-    let dialog = dialog_of(config)?;
+    let dialog = dialog_of(config, settings)?.map(Arc::new);
     let mut providers = Providers::new();
     let mut warnings = Vec::new();
     if let Some(main) = main {
@@ -110,7 +163,9 @@ pub(super) fn build(
     };
     // With Colang dialog flows, the dialog runtime answers in front of the
     // main model; everything downstream streams from it unchanged.
-    let answerer: Arc<dyn Answerer> = match dialog {
+    // Without `define user` examples NeMo asks the main model directly (its
+    // flows may still be rails).
+    let answerer: Arc<dyn Answerer> = match dialog.clone().filter(|d| !d.users.is_empty()) {
         Some(dialog) => {
             let embedder = dialog_embedder(config, upstream, &mut warnings)?;
             Arc::new(dialog::DialogRuntime::new(
@@ -123,24 +178,39 @@ pub(super) fn build(
         }
         None => Arc::new(ModelAnswer(main)),
     };
-    if config.tracing().is_some_and(|t| t.opentelemetry) {
-        let why = if !cfg!(feature = "otlp") {
-            Some("this build has no OTLP export (build with `--features otlp`)")
-        } else if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
-            Some("OTEL_EXPORTER_OTLP_ENDPOINT is not set")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            warnings.push(format!(
-                "{}: `tracing.adapters`: the OpenTelemetry adapter is streamguard's OTLP span export, and {why}",
-                config.relative(&config.main_file()).display()
-            ));
-        }
+    if let Some(w) = otlp_warning(config) {
+        warnings.push(w);
     }
-    let mut rails = rails::build(config, &providers, settings.templates)?;
+    let sources = rails::Sources {
+        providers: &providers,
+        templates: settings.templates,
+        dialog: dialog.as_ref(),
+        actions_server: settings.actions_server.as_ref(),
+    };
+    let mut rails = rails::build(config, sources)?;
     rails.warnings.extend(warnings);
     Ok(Built { answerer, rails })
+}
+
+/// Why the config's OpenTelemetry tracing adapter will not export, if it will not.
+fn otlp_warning(config: &Config) -> Option<String> {
+    if !config.tracing().is_some_and(|t| t.opentelemetry) {
+        return None;
+    }
+    let why = if !cfg!(feature = "otlp") {
+        Some("this build has no OTLP export (build with `--features otlp`)")
+    } else if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        Some("OTEL_EXPORTER_OTLP_ENDPOINT is not set")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Some(format!(
+            "{}: `tracing.adapters`: the OpenTelemetry adapter is streamguard's OTLP span export, and {why}",
+            config.relative(&config.main_file()).display()
+        ));
+    }
+    None
 }
 
 /// The dialog's embeddings model, with warnings about what of `rails.dialog`

@@ -69,6 +69,8 @@ pub struct BuildSettings {
     /// has a main model: callers cannot pick another model on the
     /// operator's account (`--pin-main-model`).
     pub pin_main_model: bool,
+    /// NeMo's actions server for configs without their own `actions_server_url`.
+    pub actions_server: Option<reqwest::Url>,
 }
 
 /// One loaded config with its providers and rails, ready to serve.

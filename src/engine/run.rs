@@ -248,7 +248,9 @@ fn record(
 ) {
     let (decision, reason) = match verdict {
         Ok(Verdict::Allow) => (Decision::Allow, ""),
-        Ok(Verdict::Block { reason }) => (Decision::Block, reason.as_str()),
+        Ok(Verdict::Block { reason } | Verdict::Refuse { reason, .. }) => {
+            (Decision::Block, reason.as_str())
+        }
         Ok(Verdict::Modify { reason, .. }) => (Decision::Modify, reason.as_str()),
         Err(e) => (Decision::Error, e.0.as_str()),
     };
@@ -285,6 +287,11 @@ fn apply(
             let refusal = rail.refusal(input, &reason);
             let mut v = Violation::blocked(rail.flow(), stage, reason);
             v.refusal = refusal;
+            Ok(Some(v))
+        }
+        Verdict::Refuse { reason, answer } => {
+            let mut v = Violation::blocked(rail.flow(), stage, reason);
+            v.refusal = Some(answer);
             Ok(Some(v))
         }
         Verdict::Modify { text, .. } => {

@@ -20,6 +20,8 @@ pub struct BuildContext<'a> {
     pub warnings: &'a mut Warnings,
     /// What one render of a prompt template may use.
     pub templates: TemplateBudget,
+    /// The server's actions server, for configs without their own.
+    pub actions_server: Option<&'a reqwest::Url>,
 }
 
 /// Builds a rail of its own kind for a flow of a stage.
@@ -349,23 +351,38 @@ pub fn check_rewrite(
     Ok(())
 }
 
+/// What a config's rails are built from besides the config.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub providers: &'a Providers,
+    pub templates: TemplateBudget,
+    /// The config's Colang flows: one named in a stage runs as a rail.
+    pub dialog: Option<&'a std::sync::Arc<crate::dialog::Dialog>>,
+    pub actions_server: Option<&'a reqwest::Url>,
+}
+
 /// Validates and builds the rails of both stages, in configured order.
-pub fn build(
-    config: &Config,
-    providers: &Providers,
-    templates: TemplateBudget,
-) -> Result<Rails, ConfigError> {
+pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError> {
     let mut warnings = Warnings::new();
     let mut stage = |stage: Stage, rails: &RailStage| -> Result<RailSet, ConfigError> {
         let mut built = RailSet::with_capacity(rails.flows.len());
         for flow in &rails.flows {
-            let spec = checked_spec(config, stage, rails, flow)?;
             let mut ctx = BuildContext {
                 config,
-                providers,
+                providers: sources.providers,
                 warnings: &mut warnings,
-                templates,
+                templates: sources.templates,
+                actions_server: sources.actions_server,
             };
+            // The config's own flow of that name wins over a library one, as in NeMo.
+            if let Some(dialog) = sources
+                .dialog
+                .filter(|d| d.flow_named(&flow.name).is_some())
+            {
+                built.push(super::colang::build(&mut ctx, flow, stage, dialog)?);
+                continue;
+            }
+            let spec = checked_spec(config, stage, rails, flow)?;
             built.push(match spec.build {
                 Build::Judge(judge_spec) => judge::build(&mut ctx, &judge_spec, flow, stage)?,
                 Build::Native(f) => f(&mut ctx, flow, stage)?,

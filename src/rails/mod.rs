@@ -9,11 +9,13 @@
 //! flows share one rail driven by a table of its own (`judge`); every other
 //! rail kind has its own file.
 
+mod actions_server;
 mod activefence;
 mod ai_defense;
 mod autoalign;
 mod catalog;
 mod clavata;
+mod colang;
 mod fiddler;
 mod gliner;
 mod guardrails_ai;
@@ -38,7 +40,9 @@ use futures_util::future::BoxFuture;
 
 use crate::llm::{CallLog, ChatMessage, Provider};
 
-pub use catalog::{Build, CATALOG, FlowSpec, KNOWN_FLOWS, build, flow_spec, flows, known_flows};
+pub use catalog::{
+    Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, flow_spec, flows, known_flows,
+};
 pub use judge::{JudgeSpec, parse_content_safety, parse_nemoguard, parse_yes_no};
 pub use sensitive_data::{Entity, Recognizers};
 
@@ -97,6 +101,8 @@ pub enum Verdict {
     Block { reason: String },
     /// Let a rewritten text through instead (masking, omission).
     Modify { text: String, reason: String },
+    /// Stop it and answer `answer` (what a Colang rail said before `stop`).
+    Refuse { reason: String, answer: String },
 }
 
 /// A rail could not decide (its judge failed, its prompt did not render).

@@ -135,6 +135,12 @@ impl ServerBuilder {
         self
     }
 
+    /// NeMo's actions server for configs without their own `actions_server_url`.
+    pub fn actions_server(mut self, url: Option<reqwest::Url>) -> Self {
+        self.build.actions_server = url;
+        self
+    }
+
     /// The budget of one prompt-template render.
     pub fn templates(mut self, budget: TemplateBudget) -> Self {
         self.build.templates = budget;

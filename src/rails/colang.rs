@@ -1,0 +1,235 @@
+//! A config's own Colang 1.0 flow (or subflow) named in `rails.input.flows`
+//! / `rails.output.flows`, run as a rail, as NeMo runs its custom rails. The
+//! flow sees `$user_message` (and for output rails `$bot_message`: the answer
+//! or its window), `$last_user_message`, `$config` and the flow's own
+//! `$key=value` arguments; `execute` runs the config's actions on NeMo's
+//! actions server. `stop` / `abort` blocks: with the message the flow said
+//! (`bot …`) as the answer, or with the `create event …Exception(message=…)`
+//! it created as the reason. A flow that changes `$user_message` /
+//! `$bot_message` rewrites the text.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use serde_json::{Map, Value, json};
+
+use super::{
+    Rail, RailError, RailInput, Stage, Verdict,
+    actions_server::ActionsServer,
+    catalog::{BuildContext, check_rewrite},
+    service::settings,
+};
+use crate::{
+    config::{ConfigError, FlowRef},
+    dialog::{Actions, Dialog, End, Step, Vars},
+};
+
+/// How deep the load-time walk follows `do`.
+const MAX_DEPTH: usize = 8;
+
+/// No actions server: every `execute` was refused at load, so this never runs.
+struct NoActions;
+
+impl Actions for NoActions {
+    fn run<'a>(
+        &'a self,
+        name: &'a str,
+        _: Map<String, Value>,
+        _: &'a Vars,
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async move { Err(format!("`{name}` has no actions server to run on")) })
+    }
+}
+
+pub struct ColangRail {
+    flow: String,
+    stage: Stage,
+    steps: Vec<Step>,
+    dialog: Arc<Dialog>,
+    actions: Arc<dyn Actions>,
+    /// `$config` and the flow's arguments.
+    base: Vars,
+}
+
+impl std::fmt::Debug for ColangRail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColangRail")
+            .field("flow", &self.flow)
+            .finish()
+    }
+}
+
+/// What the load-time walk over a flow found.
+#[derive(Default)]
+struct Walk {
+    actions: BTreeSet<String>,
+    assigned: BTreeSet<String>,
+}
+
+fn walk(
+    dialog: &Dialog,
+    steps: &[Step],
+    depth: usize,
+    found: &mut Walk,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for step in steps {
+        match step {
+            Step::User(_) | Step::Branch(_) => {
+                return Err(err(format!(
+                    "`{step}`: a flow run as a rail cannot wait for the user"
+                )));
+            }
+            Step::Bot(name) if !dialog.bots.contains_key(name) => {
+                return Err(err(format!(
+                    "`bot {name}` has no `define bot {name}` message"
+                )));
+            }
+            Step::Execute(a) => {
+                found.actions.insert(a.name.clone());
+                if let Some(v) = &a.result {
+                    found.assigned.insert(v.clone());
+                }
+            }
+            Step::Set { var, .. } => {
+                found.assigned.insert(var.clone());
+            }
+            Step::If { arms, .. } => {
+                for (_, body) in arms {
+                    walk(dialog, body, depth, found, err)?;
+                }
+            }
+            Step::While { body, .. } => walk(dialog, body, depth, found, err)?,
+            Step::Do(name) => {
+                let sub = dialog
+                    .flow_named(name)
+                    .ok_or_else(|| err(format!("`do {name}`: no such subflow")))?;
+                if depth < MAX_DEPTH {
+                    walk(dialog, &sub.steps, depth + 1, found, err)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `$config` as the flows see it.
+fn config_var(ctx: &BuildContext<'_>, dialog: &Dialog) -> Value {
+    let custom = serde_json::to_value(ctx.config.custom_data()).unwrap_or(Value::Null);
+    json!({
+        "enable_rails_exceptions": ctx.config.enable_rails_exceptions(),
+        "custom_data": custom,
+        "bot_messages": dialog.bots,
+    })
+}
+
+pub(super) fn build(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+    stage: Stage,
+    dialog: &Arc<Dialog>,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    let err =
+        |m: String| ConfigError::invalid(&flow.source, &flow.key, format!("`{}`: {m}", flow.name));
+    let Some(defined) = dialog.flow_named(&flow.name) else {
+        return Err(err("no such flow".into()));
+    };
+    let mut found = Walk::default();
+    walk(dialog, &defined.steps, 0, &mut found, &err)?;
+    let text_var = match stage {
+        Stage::Input => "user_message",
+        Stage::Output => "bot_message",
+    };
+    if found.assigned.contains(text_var) {
+        let rails = match stage {
+            Stage::Input => ctx.config.input(),
+            Stage::Output => ctx.config.output(),
+        };
+        check_rewrite(ctx.config, stage, rails, flow)?;
+    }
+    let server = ctx.config.actions_server_url().or(ctx.actions_server);
+    let actions: Arc<dyn Actions> = match (server, found.actions.first()) {
+        (Some(url), _) => {
+            let client = settings::client("actions server", flow, super::service::DEFAULT_TIMEOUT)?;
+            Arc::new(ActionsServer::new(url, client, ctx.config.action_files()))
+        }
+        (None, Some(action)) => {
+            return Err(err(format!(
+                "`execute {action}` runs a custom action, which streamguard runs on NeMo's actions server: \
+                 start it in the config directory (`nemoguardrails actions-server --port 8001`) and set \
+                 `actions_server_url: http://localhost:8001` (or `serve --actions-server-url`)"
+            )));
+        }
+        (None, None) => Arc::new(NoActions),
+    };
+    let mut base = Vars::new();
+    base.insert("config".into(), config_var(ctx, dialog));
+    for (k, v) in &flow.args {
+        base.insert(k.clone(), Value::String(v.clone()));
+    }
+    Ok(Arc::new(ColangRail {
+        flow: flow.name.clone(),
+        stage,
+        steps: defined.steps.clone(),
+        dialog: dialog.clone(),
+        actions,
+        base,
+    }))
+}
+
+impl ColangRail {
+    async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
+        let mut vars = self.base.clone();
+        let user = Value::String(input.user_input.to_string());
+        vars.insert("user_message".into(), user.clone());
+        vars.insert("last_user_message".into(), user);
+        if let Some(bot) = input.bot_response {
+            vars.insert("bot_message".into(), Value::String(bot.to_string()));
+        }
+        let out = crate::dialog::run(&self.dialog, &*self.actions, &self.steps, &mut vars)
+            .await
+            .map_err(|e| RailError(format!("{}: {e}", self.flow)))?;
+        if matches!(out.end, End::Stopped | End::Aborted) {
+            let exception = out
+                .events
+                .iter()
+                .find(|(name, _)| name.ends_with("Exception"));
+            if let Some((name, args)) = exception {
+                let message = args.get("message").and_then(Value::as_str).unwrap_or(name);
+                return Ok(Verdict::Block {
+                    reason: message.to_string(),
+                });
+            }
+            let reason = format!("stopped by the flow `{}`", self.flow);
+            return Ok(match out.said.is_empty() {
+                true => Verdict::Block { reason },
+                false => Verdict::Refuse {
+                    reason,
+                    answer: out.said.join("\n"),
+                },
+            });
+        }
+        let (var, before) = match self.stage {
+            Stage::Input => ("user_message", input.user_input),
+            Stage::Output => ("bot_message", input.text()),
+        };
+        Ok(match vars.get(var) {
+            Some(Value::String(now)) if now != before => Verdict::Modify {
+                text: now.clone(),
+                reason: format!("rewritten by the flow `{}`", self.flow),
+            },
+            _ => Verdict::Allow,
+        })
+    }
+}
+
+impl Rail for ColangRail {
+    fn flow(&self) -> &str {
+        &self.flow
+    }
+
+    fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
+        self.decide(input).boxed()
+    }
+}

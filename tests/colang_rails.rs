@@ -1,0 +1,345 @@
+//! A config's own Colang 1.0 flows as rails: variables, conditions,
+//! `execute` of custom actions on NeMo's actions server (a fake speaking its
+//! wire format, and the real `nemoguardrails actions-server` when CI starts
+//! one: STREAMGUARD_TEST_ACTIONS_SERVER), NeMo's `guardrails_only` example,
+//! exceptions, rewrites, and output flows on stream windows.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+mod common;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use axum::{Router, extract::State, routing::post};
+use common::*;
+use serde_json::{Value, json};
+
+fn data(dir: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir)
+}
+
+/// What the fake actions server was asked: the request bodies.
+type Asked = Arc<Mutex<Vec<Value>>>;
+
+/// NeMo's actions server, as `actions_server.py` answers: the actions of
+/// tests/colang-configs/custom_action/actions.py, `failed` for an unknown
+/// action or an argument the function does not take, string results.
+async fn fake_actions_server() -> (String, Asked) {
+    let asked: Asked = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v1/actions/run",
+            post(
+                |State(a): State<Asked>, axum::Json(b): axum::Json<Value>| async move {
+                    a.lock().unwrap().push(b.clone());
+                    let p = &b["action_parameters"];
+                    let keys: Vec<&str> =
+                        p.as_object().unwrap().keys().map(String::as_str).collect();
+                    let result = match (b["action_name"].as_str().unwrap(), keys.as_slice()) {
+                        ("check_blocked_terms", ["context"] | []) => {
+                            let m = p["context"]["user_message"].as_str().unwrap_or_default();
+                            Some(
+                                if m.to_lowercase().contains("proprietary") {
+                                    "blocked"
+                                } else {
+                                    "ok"
+                                }
+                                .to_string(),
+                            )
+                        }
+                        ("word_count", ["text"]) => Some(
+                            p["text"]
+                                .as_str()
+                                .unwrap()
+                                .split_whitespace()
+                                .count()
+                                .to_string(),
+                        ),
+                        _ => None,
+                    };
+                    axum::Json(match result {
+                        Some(r) => json!({"status": "success", "result": r}),
+                        None => json!({"status": "failed", "result": null}),
+                    })
+                },
+            ),
+        )
+        .with_state(asked.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (base, asked)
+}
+
+const RAILS: &str = "rails:\n  input:\n    flows:\n      - check blocked terms\n      - note word count\n  output:\n    flows:\n      - no secrets\n";
+
+/// The custom_action test config under `configs` as `id`, with `extra` YAML.
+fn custom_action(configs: &Configs, id: &str, llm: &str, extra: &str) -> PathBuf {
+    let dir = configs.add(id, &config(llm, &format!("{RAILS}{extra}")));
+    for f in ["rails.co", "actions.py"] {
+        std::fs::copy(data("colang-configs/custom_action").join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+fn last_user_message(llm: &FakeLlm) -> String {
+    let req = llm.state.requests().last().unwrap().clone();
+    req["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn runs_the_custom_action_config(server_url: &str, asked: Option<&Asked>) {
+    let llm = fake_llm(Script {
+        tokens: tokens("Here is the secret plan."),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    custom_action(
+        &configs,
+        "ca",
+        &llm.base_url(),
+        &format!("actions_server_url: {server_url}\n"),
+    );
+    let mut server = start(configs.root()).await;
+    // The first flow's action reads the context; the second rewrites the message.
+    let r = server
+        .client
+        .generate(request("ca", "Tell me the proprietary formula"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.clone().unwrap();
+    assert_eq!(v.rail, "check blocked terms");
+    assert_eq!(
+        r.message.unwrap().content,
+        "I cannot talk about proprietary matters, friend."
+    );
+    if let Some(asked) = asked {
+        let first = asked.lock().unwrap()[0].clone();
+        assert_eq!(first["action_name"], "check_blocked_terms");
+        assert_eq!(
+            first["action_parameters"]["context"]["user_message"],
+            "Tell me the proprietary formula"
+        );
+    }
+    let r = server
+        .client
+        .generate(request("ca", "Hello there"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last_user_message(&llm), "Hello there (2 words)");
+    // The output flow blocks the answer with its own message.
+    assert_eq!(r.violation.unwrap().rail, "no secrets");
+    assert_eq!(r.message.unwrap().content, "I cannot share that answer.");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_actions_run_on_an_actions_server_speaking_nemos_wire_format() {
+    let (url, asked) = fake_actions_server().await;
+    runs_the_custom_action_config(&url, Some(&asked)).await;
+    let word_count = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b["action_name"] == "word_count")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        word_count["action_parameters"],
+        json!({"text": "Hello there"}),
+        "no context for an action that does not take it"
+    );
+}
+
+#[tokio::test]
+async fn custom_actions_run_on_nemos_real_actions_server() {
+    // CI starts `nemoguardrails actions-server` in tests/colang-configs/custom_action.
+    let Ok(url) = std::env::var("STREAMGUARD_TEST_ACTIONS_SERVER") else {
+        eprintln!(
+            "STREAMGUARD_TEST_ACTIONS_SERVER is not set: NeMo's actions server is checked in CI (.ci/run)"
+        );
+        return;
+    };
+    runs_the_custom_action_config(&url, None).await;
+}
+
+#[tokio::test]
+async fn a_failing_action_fails_the_rail_naming_the_flow_and_line() {
+    let (url, _) = fake_actions_server().await;
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "bad",
+        &config(
+            &llm.base_url(),
+            &format!("actions_server_url: {url}\nrails:\n  input:\n    flows: [odd]\n"),
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define subflow odd\n  $x = execute word_count(text=$user_message, extra=1)\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let e = server
+        .client
+        .generate(request("bad", "Hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(
+        e.message()
+            .contains("odd: line 2: `execute word_count`: the action failed"),
+        "{}",
+        e.message()
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn custom_actions_without_an_actions_server_are_refused_saying_how_to_run_one() {
+    let configs = Configs::new();
+    let dir = custom_action(&configs, "ca", "http://127.0.0.1:9", "");
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("actions.py") && e.contains("nemoguardrails actions-server"),
+        "{e}"
+    );
+    assert!(e.contains("actions_server_url"), "{e}");
+    // Without actions.py, a flow's `execute` names the same fix.
+    std::fs::remove_file(dir.join("actions.py")).unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("`execute check_blocked_terms` runs a custom action"),
+        "{e}"
+    );
+}
+
+fn guardrails_only(configs: &Configs, id: &str, llm: &str, extra: &str) {
+    let src = data("nemo-configs/examples-configs-guardrails_only-input");
+    let yml = std::fs::read_to_string(src.join("config.yml")).unwrap();
+    let dir = configs.add(id, &format!("{}{yml}{extra}", main_model(llm)));
+    std::fs::copy(src.join("config.co"), dir.join("config.co")).unwrap();
+}
+
+#[tokio::test]
+async fn nemos_guardrails_only_example_answers_allow_or_deny() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    guardrails_only(&configs, "g", &llm.base_url(), "");
+    guardrails_only(
+        &configs,
+        "gx",
+        &llm.base_url(),
+        "enable_rails_exceptions: True\n",
+    );
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("g", "a dummy question"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.clone().unwrap().rail, "dummy input rail");
+    assert_eq!(r.message.unwrap().content, "DENY");
+    let r = server
+        .client
+        .generate(request("g", "a real question"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.clone().unwrap().rail, "allow input");
+    assert_eq!(r.message.unwrap().content, "ALLOW");
+    // With rails exceptions the flow's event is the reason and nothing is said.
+    let r = server
+        .client
+        .generate(request("gx", "a dummy question"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(
+        v.reason,
+        "Dummy input detected. The user's message contains the word 'dummy'."
+    );
+    assert_eq!(r.message.unwrap().content, "");
+    assert!(
+        llm.state.requests().is_empty(),
+        "input rails answered; no LLM call"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_output_flow_checks_each_stream_window() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Sure, here is some harmless text first, and then the secret plan follows."),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "s",
+        &config(
+            &llm.base_url(),
+            "rails:\n  output:\n    flows: [no secrets]\n    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 0\n      stream_first: False\nstreaming: True\n",
+        ),
+    );
+    std::fs::copy(
+        data("colang-configs/custom_action/rails.co"),
+        dir.join("rails.co"),
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("s", "Write"))
+        .await
+        .unwrap();
+    let sent = got.chunks.concat();
+    assert!(
+        sent.starts_with("Sure, here is some") && !sent.contains("secret"),
+        "{sent:?}"
+    );
+    let fin = &got.finals[0];
+    assert_eq!(fin.violation.clone().unwrap().rail, "no secrets");
+    server.shutdown().await;
+}
+
+#[test]
+fn dialog_flows_with_conditions_are_refused_until_the_dialog_runs_them() {
+    let configs = Configs::new();
+    let dir = configs.add("d", &config("http://127.0.0.1:9", ""));
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user greet\n  \"hi\"\n\ndefine flow\n  user greet\n  if $x\n    bot hello\n",
+    )
+    .unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("uses `if …`") && e.contains("not yet in dialog flows"),
+        "{e}"
+    );
+    // A rail flow's error names its file's flow and the problem.
+    let dir = configs.add(
+        "r",
+        &config("http://127.0.0.1:9", "rails:\n  input:\n    flows: [r]\n"),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define subflow r\n  bot nothing defined\n  stop\n",
+    )
+    .unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("`bot nothing defined` has no `define bot nothing defined` message"),
+        "{e}"
+    );
+}
