@@ -64,6 +64,7 @@ pub mod config;
 pub mod dialog;
 pub mod engine;
 pub mod error;
+pub mod kb;
 pub mod llm;
 pub mod rails;
 pub mod server;

@@ -313,21 +313,110 @@ async fn an_output_flow_checks_each_stream_window() {
     server.shutdown().await;
 }
 
-#[test]
-fn dialog_flows_with_conditions_are_refused_until_the_dialog_runs_them() {
+/// The current-turn part of the intent prompt for `text`.
+fn asked(text: &str) -> String {
+    format!("between the user and the bot:\nuser \"{text}\"")
+}
+
+const GREETING: &str = "define user greet\n  \"hi\"\n  \"hello\"\n\ndefine bot greet by name\n  \"Hello $name, you said: $user_message\"\n\n\
+    define flow greeting\n  user greet\n  $name = \"Ana\"\n  if \"hi\" in $user_message\n    bot greet by name\n  else\n    $check_facts = True\n    bot answer with the report\n";
+
+#[tokio::test]
+async fn a_dialog_flow_with_variables_and_conditions_answers_the_turn() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Payrolls rose by 336,000."),
+        judge_answers: vec![
+            (asked("hi there"), "greet".into()),
+            (asked("hello, what was the jobs number?"), "greet".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
     let configs = Configs::new();
-    let dir = configs.add("d", &config("http://127.0.0.1:9", ""));
+    let dir = configs.add(
+        "d",
+        &config(
+            &llm.base_url(),
+            "rails:\n  dialog:\n    single_call:\n      enabled: False\nstreaming: True\n",
+        ),
+    );
+    std::fs::write(dir.join("rails.co"), GREETING).unwrap();
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
     std::fs::write(
-        dir.join("rails.co"),
-        "define user greet\n  \"hi\"\n\ndefine flow\n  user greet\n  if $x\n    bot hello\n",
+        dir.join("kb/report.md"),
+        "# Employment report\n\n## Payrolls\n\nTotal nonfarm payroll employment rose by 336,000 in September.\n\n## Weather\n\nIt was sunny.\n",
     )
     .unwrap();
+    let mut server = start(configs.root()).await;
+    // The `if` arm: a predefined message, with the flow's variables in it.
+    let got = collect(&mut server.client, request("d", "hi there"))
+        .await
+        .unwrap();
+    assert_eq!(got.chunks.concat(), "Hello Ana, you said: hi there");
+    assert_eq!(
+        got.finals[0].dialog.clone().unwrap().bot_intent,
+        "greet by name"
+    );
+    // The `else` arm: an intent without a message is generated, with the
+    // knowledge base's most relevant chunks in the prompt.
+    let got = collect(
+        &mut server.client,
+        request("d", "hello, what was the jobs number?"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.chunks.concat(), "Payrolls rose by 336,000.");
+    let prompt = llm.state.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(prompt.contains("bot answer with the report"), "{prompt}");
+    let context = prompt
+        .split("# This is some additional context:\n```markdown\n")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        context.contains("Total nonfarm payroll employment rose by 336,000 in September."),
+        "{prompt}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_knowledge_base_without_a_dialog_gives_the_main_model_the_relevant_chunks() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add("kb", &config(&llm.base_url(), ""));
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(
+        dir.join("kb/a.md"),
+        "# Leave\n\nEmployees get 20 vacation days.\n\n# Parking\n\nParking is free.\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    server
+        .client
+        .generate(request("kb", "How many vacation days do I get?"))
+        .await
+        .unwrap();
+    let req = llm.state.requests().last().unwrap().clone();
+    let system = req["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are a test bot."), "{system}");
+    assert!(system.contains("This is some relevant context:\n```markdown\nEmployees get 20 vacation days.\nParking is free.\n```"), "{system}");
+    server.shutdown().await;
+}
+
+#[test]
+fn flows_that_cannot_run_are_refused_with_the_reason() {
+    let configs = Configs::new();
+    let dir = configs.add("d", &config("http://127.0.0.1:9", ""));
+    std::fs::write(dir.join("rails.co"), "define user greet\n  \"hi\"\n\ndefine flow\n  user greet\n  $x = execute lookup\n  bot hello\n").unwrap();
     let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
     assert!(
-        e.contains("uses `if …`") && e.contains("not yet in dialog flows"),
+        e.contains("rails.co: `line 4`: `execute lookup` runs a custom action"),
         "{e}"
     );
-    // A rail flow's error names its file's flow and the problem.
+    // A rail flow's error names the flow and the problem.
     let dir = configs.add(
         "r",
         &config("http://127.0.0.1:9", "rails:\n  input:\n    flows: [r]\n"),
@@ -342,4 +431,58 @@ fn dialog_flows_with_conditions_are_refused_until_the_dialog_runs_them() {
         e.contains("`bot nothing defined` has no `define bot nothing defined` message"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn nemos_abc_bot_answers_from_its_employee_handbook() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let src = data("nemo-configs/examples-bots-abc");
+    let dir = configs.root().join("abc");
+    for entry in walk(&src) {
+        let to = dir.join(entry.strip_prefix(&src).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let text = text.replacen(
+            "    engine: openai\n",
+            &format!(
+                "    engine: openai\n    parameters:\n      base_url: {}\n",
+                llm.base_url()
+            ),
+            1,
+        );
+        std::fs::write(to, text).unwrap();
+    }
+    let mut server = start(configs.root()).await;
+    server
+        .client
+        .generate(request(
+            "abc",
+            "What happens to my unused vacation when I leave?",
+        ))
+        .await
+        .unwrap();
+    let prompts: Vec<String> = llm.state.requests().iter().map(|r| r.to_string()).collect();
+    let with_context = prompts
+        .iter()
+        .find(|p| p.contains("This is some additional context"))
+        .unwrap_or_else(|| panic!("no prompt had the handbook's chunks: {prompts:#?}"));
+    assert!(
+        with_context.contains("Unused vacation and sick leave will be paid out upon termination."),
+        "{with_context}"
+    );
+    server.shutdown().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

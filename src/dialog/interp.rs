@@ -23,7 +23,7 @@ const MAX_SAID: usize = 1 << 20;
 pub type Vars = BTreeMap<String, Value>;
 
 /// Runs `execute NAME(…)`: the action's result, or why it failed.
-pub trait Actions: Send + Sync {
+pub trait Actions: Send + Sync + std::fmt::Debug {
     fn run<'a>(
         &'a self,
         name: &'a str,
@@ -32,9 +32,36 @@ pub trait Actions: Send + Sync {
     ) -> BoxFuture<'a, Result<Value, String>>;
 }
 
+/// What a `bot …` step says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    /// A message (a `define bot` message rendered, or `bot $var`).
+    Text(String),
+    /// A bot intent of a dialog turn: its `define bot` message, or one to write.
+    Intent(String),
+}
+
+/// No actions to run: a config without an actions server (its `execute`
+/// steps are refused at load, so this never runs one).
+#[derive(Debug)]
+pub struct NoActions;
+
+impl Actions for NoActions {
+    fn run<'a>(
+        &'a self,
+        name: &'a str,
+        _: Map<String, Value>,
+        _: &'a Vars,
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async move { Err(format!("`{name}` has no actions server to run on")) })
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
+    /// At a `user …` or `when …` step: the flow waits for the next turn.
+    Waiting,
     /// The last step ran.
     Finished,
     /// `stop`.
@@ -49,8 +76,8 @@ pub enum End {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub end: End,
-    /// The messages `bot …` said, in order.
-    pub said: Vec<String>,
+    /// What the `bot …` steps said, in order.
+    pub said: Vec<Said>,
     /// The events `create event` made: name and arguments.
     pub events: Vec<(String, Map<String, Value>)>,
 }
@@ -73,17 +100,41 @@ struct Run<'a> {
     actions: &'a dyn Actions,
     vars: &'a mut Vars,
     steps: usize,
-    said: Vec<String>,
+    said: Vec<Said>,
     said_bytes: usize,
+    /// A dialog turn: intents without a message are generated, and a
+    /// `user` step ends the turn (a rail flow has neither).
+    turn: bool,
     events: Vec<(String, Map<String, Value>)>,
 }
 
-/// Runs `steps` over `vars` (which the run updates).
+/// Runs the steps of a rail flow over `vars` (which the run updates).
 pub async fn run(
     dialog: &Dialog,
     actions: &dyn Actions,
     steps: &[Step],
     vars: &mut Vars,
+) -> Result<Outcome, RunError> {
+    run_with(dialog, actions, steps, vars, false).await
+}
+
+/// Runs the steps of a dialog flow for one turn, up to its next `user` step;
+/// its `bot NAME` steps are said as [`Said::Intent`]s.
+pub async fn run_turn(
+    dialog: &Dialog,
+    actions: &dyn Actions,
+    steps: &[Step],
+    vars: &mut Vars,
+) -> Result<Outcome, RunError> {
+    run_with(dialog, actions, steps, vars, true).await
+}
+
+async fn run_with(
+    dialog: &Dialog,
+    actions: &dyn Actions,
+    steps: &[Step],
+    vars: &mut Vars,
+    turn: bool,
 ) -> Result<Outcome, RunError> {
     let mut r = Run {
         dialog,
@@ -92,6 +143,7 @@ pub async fn run(
         steps: 0,
         said: Vec::new(),
         said_bytes: 0,
+        turn,
         events: Vec::new(),
     };
     let end = match r.block(steps, 0).await? {
@@ -157,7 +209,7 @@ impl Run<'_> {
                 format!("the flow said more than {MAX_SAID} bytes"),
             ));
         }
-        self.said.push(text);
+        self.said.push(Said::Text(text));
         Ok(())
     }
 
@@ -240,16 +292,20 @@ impl Run<'_> {
 
     async fn step(&mut self, step: &Step, depth: usize) -> Result<Control, RunError> {
         match step {
-            Step::Bot(name) => {
-                let message = self.dialog.bots.get(name).and_then(|m| m.first());
-                let text = message.map(|m| render(m, self.vars)).ok_or_else(|| {
-                    fail(
+            // A dialog turn says intents; its runtime renders or writes their messages.
+            Step::Bot(name) if self.turn => self.said.push(Said::Intent(name.clone())),
+            Step::Bot(name) => match self.dialog.bots.get(name).and_then(|m| m.first()) {
+                Some(m) => {
+                    let text = render(m, self.vars);
+                    self.say(text, 0)?;
+                }
+                None => {
+                    return Err(fail(
                         0,
                         format!("`bot {name}` has no `define bot {name}` message"),
-                    )
-                })?;
-                self.say(text, 0)?;
-            }
+                    ));
+                }
+            },
             Step::BotVar { var, line } => {
                 let text = self.vars.get(var).map(expr::display).unwrap_or_default();
                 self.say(text, *line)?;
@@ -285,6 +341,7 @@ impl Run<'_> {
                 };
                 return Ok(Control::End(End::Returned(v)));
             }
+            Step::User(_) | Step::Branch(_) if self.turn => return Ok(Control::End(End::Waiting)),
             Step::User(_) | Step::Branch(_) => {}
         }
         Ok(Control::Next)
@@ -297,6 +354,7 @@ mod tests {
     use crate::dialog::parse_into;
     use serde_json::json;
 
+    #[derive(Debug)]
     struct Echo;
 
     impl Actions for Echo {
@@ -344,7 +402,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.end, End::Stopped);
-        assert_eq!(out.said, ["I cannot talk about that."]);
+        assert_eq!(out.said, [Said::Text("I cannot talk about that.".into())]);
         let (out, vars) = run_flow(&d, "check blocked terms", "fine").await.unwrap();
         assert_eq!(out.end, End::Returned(json!("xy")));
         assert_eq!(vars["n"], json!(3));

@@ -12,6 +12,8 @@ mod prompts;
 mod retrieval;
 mod runtime;
 mod steps;
+mod stream;
+mod turn;
 mod value;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
@@ -19,10 +21,11 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 use crate::config::{ConfigError, SourceFile};
 
 pub use expr::Expr;
-pub use interp::{Actions, End, Outcome, RunError, Vars, render, run};
+pub use interp::{Actions, End, NoActions, Outcome, RunError, Said, Vars, render, run, run_turn};
 pub use message::{MessageCleaner, read_intent};
 pub use parse::parse_into;
 pub use runtime::DialogRuntime;
+pub use turn::{config_var, first_action};
 
 /// A Colang file that streamguard cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

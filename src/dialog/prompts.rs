@@ -41,6 +41,12 @@ bot
 "#;
 
 const BOT_MESSAGE: &str = r#"{{ general_instructions }}
+{% if relevant_chunks %}
+# This is some additional context:
+```markdown
+{{ relevant_chunks }}
+```
+{% endif %}
 
 # This is the current conversation between the user and the bot:
 {{ history }}user "{{ user_input }}"
@@ -57,6 +63,12 @@ const INTENT_STEPS_MESSAGE: &str = r#"{{ general_instructions }}
 {% for ex in examples %}user "{{ ex.0 }}"
   {{ ex.1 }}
 {% endfor %}
+{% if relevant_chunks %}
+# This is some additional context:
+```markdown
+{{ relevant_chunks }}
+```
+{% endif %}
 # Continue the conversation in the same format: the user's intent, then the
 # bot's intent and the bot's message, like this:
 # user "<the user's message>"

@@ -2,10 +2,13 @@
 //! similarity of an embeddings model when the config has one (the examples'
 //! vectors computed once, on first use), else lexically by BM25.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use super::Dialog;
-use crate::llm::{Embedder, LlmError};
+use crate::{
+    kb::{Bm25, cosine},
+    llm::{Embedder, LlmError},
+};
 
 /// Examples shown to the intent prompt.
 pub(super) const TOP_K: usize = 5;
@@ -13,82 +16,32 @@ pub(super) const TOP_K: usize = 5;
 /// Lexical ranking of the `define user` examples (BM25).
 #[derive(Debug)]
 pub(super) struct Examples {
-    docs: Vec<(String, String, Vec<String>)>,
-    df: BTreeMap<String, usize>,
-    avg_len: f64,
-}
-
-fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    /// (example, intent)
+    docs: Vec<(String, String)>,
+    lexical: Bm25,
 }
 
 impl Examples {
     pub(super) fn new(dialog: &Dialog) -> Self {
-        let docs: Vec<(String, String, Vec<String>)> = dialog
+        let docs: Vec<(String, String)> = dialog
             .users
             .iter()
             .flat_map(|(intent, examples)| {
-                examples
-                    .iter()
-                    .map(move |e| (e.clone(), intent.clone(), tokens(e)))
+                examples.iter().map(move |e| (e.clone(), intent.clone()))
             })
             .collect();
-        let mut df = BTreeMap::new();
-        for (_, _, toks) in &docs {
-            let mut seen: Vec<&String> = toks.iter().collect();
-            seen.sort();
-            seen.dedup();
-            for t in seen {
-                *df.entry(t.clone()).or_insert(0) += 1;
-            }
-        }
-        let avg_len =
-            docs.iter().map(|d| d.2.len()).sum::<usize>() as f64 / docs.len().max(1) as f64;
-        Examples { docs, df, avg_len }
+        let lexical = Bm25::new(docs.iter().map(|d| d.0.as_str()));
+        Examples { docs, lexical }
     }
 
     /// The `k` examples most relevant to `query`, best first; ties keep file order.
     pub(super) fn top(&self, query: &str, k: usize) -> Vec<(String, String)> {
-        let q = tokens(query);
-        let n = self.docs.len() as f64;
-        let mut scored: Vec<(f64, usize)> = self
-            .docs
-            .iter()
-            .enumerate()
-            .map(|(i, (_, _, toks))| {
-                let len = toks.len() as f64;
-                let score: f64 = q
-                    .iter()
-                    .map(|t| {
-                        let tf = toks.iter().filter(|x| *x == t).count() as f64;
-                        if tf == 0.0 {
-                            return 0.0;
-                        }
-                        let df = *self.df.get(t).unwrap_or(&0) as f64;
-                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-                        idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len / self.avg_len.max(1.0)))
-                    })
-                    .sum();
-                (score, i)
-            })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored
+        self.lexical
+            .top(query, k)
             .into_iter()
-            .take(k)
-            .map(|(_, i)| (self.docs[i].0.clone(), self.docs[i].1.clone()))
+            .map(|i| self.docs[i].clone())
             .collect()
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let n = norm(a) * norm(b);
-    if n == 0.0 { 0.0 } else { dot / n }
 }
 
 /// An embeddings model and the examples' vectors, computed on first use.

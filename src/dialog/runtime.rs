@@ -17,39 +17,25 @@ use std::{sync::Arc, time::Instant};
 use futures_util::StreamExt;
 
 use super::{
-    Dialog, Step,
-    message::{MessageCleaner, read_intent},
+    Actions, Dialog, Said, Step, Vars,
+    message::read_intent,
     prompts::{BOT_MESSAGE_TASK, NEXT_STEPS_TASK, Prompts, SINGLE_CALL_TASK, USER_INTENT_TASK},
     retrieval::Retrieval,
+    stream::{MessageCall, message_stream, record, with_new_turn},
 };
 use crate::{
     config::{Config, ConfigError},
     engine::answer::{AnswerRequest, Answerer, DialogTurn, Piece, PieceStream},
+    kb::KnowledgeBase,
     llm::{
-        CallLog, CallParams, CallRecord, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder,
-        LlmError, Provider, Role, StopFilter,
+        CallParams, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder, LlmError, Provider,
+        Role,
     },
     rails::template::TemplateBudget,
 };
 
 /// How deep `do` may nest.
 const MAX_DEPTH: usize = 8;
-
-/// Where a generated bot message would run on into an invented next turn:
-/// NeMo sends these as stop sequences, and streamguard also cuts there
-/// itself for a model that ignores them.
-const NEW_TURN: [&str; 2] = ["\nuser ", "\nUser "];
-
-/// The call's stop strings with the new-turn ones added.
-fn with_new_turn(stop: &[String]) -> Vec<String> {
-    let mut all = stop.to_vec();
-    for s in NEW_TURN {
-        if !all.iter().any(|x| x == s) {
-            all.push(s.to_string());
-        }
-    }
-    all
-}
 
 /// The dialog runtime of one config (cheap to clone).
 #[derive(Debug, Clone)]
@@ -60,6 +46,12 @@ pub struct DialogRuntime {
 #[derive(Debug)]
 struct Inner {
     dialog: Arc<Dialog>,
+    /// The knowledge base, whose chunks go into the bot-message prompts.
+    kb: Option<Arc<KnowledgeBase>>,
+    /// Where dialog flows' `execute` runs.
+    actions: Arc<dyn Actions>,
+    /// `$config` for flows.
+    config_value: serde_json::Value,
     retrieval: Retrieval,
     llm: Arc<dyn Provider>,
     prompts: Prompts,
@@ -90,36 +82,34 @@ struct SingleCall {
 /// How the runtime read one turn.
 struct Turn {
     user_input: String,
+    /// NeMo's `$relevant_chunks` for the message ("" without a knowledge base).
+    relevant_chunks: String,
     history: String,
     intent: String,
-    bot_intents: Vec<String>,
+    /// What the bot says: messages, and intents to find or write a message for.
+    said: Vec<Said>,
+    /// The flow's variables after the turn (for `$var` in messages).
+    vars: Vars,
     single: Option<SingleCall>,
-}
-
-/// Where a bot message comes from.
-struct MessageCall {
-    tokens: DeltaStream,
-    task: &'static str,
-    prompt: String,
-    started: Instant,
-    /// What the call answered before the message (single call).
-    raw: String,
-    /// Message text already received (single call).
-    rest: String,
 }
 
 impl DialogRuntime {
     /// The runtime over `llm` (the main model) for `config`'s dialog;
-    /// `embedder` ranks the intent examples when the config has one.
+    /// `embedder` ranks the intent examples when the config has one, and
+    /// the knowledge base's chunks go into the bot-message prompts.
     pub fn new(
         config: &Config,
         dialog: Arc<Dialog>,
         llm: Arc<dyn Provider>,
-        embedder: Option<Arc<dyn Embedder>>,
+        (embedder, kb): (Option<Arc<dyn Embedder>>, Option<Arc<KnowledgeBase>>),
+        actions: Arc<dyn Actions>,
         templates: TemplateBudget,
     ) -> Result<Self, ConfigError> {
         Ok(DialogRuntime {
             inner: Arc::new(Inner {
+                kb,
+                actions,
+                config_value: super::config_var(config, &dialog),
                 retrieval: Retrieval::new(&dialog, embedder),
                 dialog,
                 llm,
@@ -263,6 +253,27 @@ impl Inner {
         }
     }
 
+    /// The user's intent: the single call's, else by embeddings alone, else a
+    /// `generate_user_intent` call's.
+    async fn user_intent(
+        &self,
+        ctx: minijinja::Value,
+        single_intents: &Option<(String, String)>,
+        user_input: &str,
+        request: &AnswerRequest,
+    ) -> Result<String, LlmError> {
+        Ok(match single_intents {
+            Some((user, _)) => user.clone(),
+            None => match self.embeddings_intent(user_input).await {
+                Some(intent) => intent,
+                None => {
+                    let prompt = self.prompts.render(USER_INTENT_TASK, ctx)?;
+                    read_intent(&self.ask(USER_INTENT_TASK, prompt, request).await?)
+                }
+            },
+        })
+    }
+
     /// Reads the turn: the user's intent and the bot intents to answer with.
     async fn read_turn(&self, request: &AnswerRequest) -> Result<Turn, LlmError> {
         let turns: Vec<ChatMessage> = request
@@ -278,12 +289,17 @@ impl Inner {
         };
         let history = self.history(earlier);
         let examples = self.retrieval.relevant(&user_input).await;
+        let relevant_chunks = match &self.kb {
+            Some(kb) => kb.relevant_chunks(&user_input).await,
+            None => String::new(),
+        };
         let ctx = minijinja::context! {
             general_instructions => self.general.trim(),
             sample_conversation => self.sample.trim(),
             examples => examples,
             history => &history,
             user_input => &user_input,
+            relevant_chunks => &relevant_chunks,
             config => &self.config_vars,
         };
         // Single-call mode: intents and message in one call; an answer of
@@ -299,25 +315,60 @@ impl Inner {
         let single_intents = single
             .as_ref()
             .map(|s| (s.user_intent.clone(), s.bot_intent.clone()));
-        let intent = match &single_intents {
-            Some((user, _)) => user.clone(),
-            None => match self.embeddings_intent(&user_input).await {
-                Some(intent) => intent,
-                None => {
-                    let prompt = self.prompts.render(USER_INTENT_TASK, ctx)?;
-                    read_intent(&self.ask(USER_INTENT_TASK, prompt, request).await?)
-                }
-            },
+        let intent = self
+            .user_intent(ctx, &single_intents, &user_input, request)
+            .await?;
+        let (said, vars) = match super::turn::procedural_flow(&self.dialog, &intent) {
+            Some(flow) => {
+                let vars = Vars::from([
+                    ("user_message".into(), user_input.clone().into()),
+                    ("last_user_message".into(), user_input.clone().into()),
+                    ("relevant_chunks".into(), relevant_chunks.clone().into()),
+                    ("config".into(), self.config_value.clone()),
+                ]);
+                super::turn::run_flow(&self.dialog, &*self.actions, flow, vars)
+                    .await
+                    .map_err(LlmError::Api)?
+            }
+            None => {
+                let read = (
+                    earlier,
+                    history.as_str(),
+                    user_input.as_str(),
+                    intent.as_str(),
+                );
+                let bots = self.bot_intents(read, single_intents, request).await?;
+                (bots.into_iter().map(Said::Intent).collect(), Vars::new())
+            }
         };
-        let bot_intents = match (self.plan(earlier, &intent), single_intents) {
+        Ok(Turn {
+            user_input,
+            relevant_chunks,
+            history,
+            intent,
+            said,
+            vars,
+            single,
+        })
+    }
+
+    /// The bot intents after `intent`: the flows', else the single call's,
+    /// else a `generate_next_steps` call's.
+    async fn bot_intents(
+        &self,
+        (earlier, history, user_input, intent): (&[ChatMessage], &str, &str, &str),
+        single_intents: Option<(String, String)>,
+        request: &AnswerRequest,
+    ) -> Result<Vec<String>, LlmError> {
+        Ok(match (self.plan(earlier, intent), single_intents) {
             (Some(p), _) if !p.is_empty() => p,
             (_, Some((_, bot))) => vec![bot],
             _ => {
                 let ctx = minijinja::context! {
                     general_instructions => self.general.trim(),
-                    history => &history,
-                    user_input => &user_input,
-                    user_intent => &intent,
+                    history => history,
+                    user_input => user_input,
+                    user_intent => intent,
                     config => &self.config_vars,
                 };
                 let prompt = self.prompts.render(NEXT_STEPS_TASK, ctx)?;
@@ -325,13 +376,6 @@ impl Inner {
                     &self.ask(NEXT_STEPS_TASK, prompt, request).await?,
                 )]
             }
-        };
-        Ok(Turn {
-            user_input,
-            history,
-            intent,
-            bot_intents,
-            single,
         })
     }
 
@@ -359,6 +403,7 @@ impl Inner {
             user_input => &turn.user_input,
             user_intent => &turn.intent,
             bot_intent => bot,
+            relevant_chunks => &turn.relevant_chunks,
             config => &self.config_vars,
         };
         let prompt = self.prompts.render(BOT_MESSAGE_TASK, ctx)?;
@@ -451,72 +496,6 @@ impl Inner {
     }
 }
 
-/// Records a dialog call in the request's log, when it keeps one.
-fn record(
-    calls: Option<&CallLog>,
-    task: &str,
-    prompt: &str,
-    completion: String,
-    usage: Option<crate::llm::Usage>,
-    started: Instant,
-) {
-    if let Some(calls) = calls {
-        calls.record(CallRecord {
-            task: task.to_string(),
-            prompt: format!("user: {prompt}"),
-            completion,
-            usage,
-            duration: started.elapsed(),
-            started,
-        });
-    }
-}
-
-/// Streams a generated bot message, cleaned as it arrives.
-fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream {
-    Box::pin(async_stream::try_stream! {
-        let MessageCall { mut tokens, task, prompt, started, mut raw, rest } = call;
-        let mut cleaner = MessageCleaner::default();
-        // The raw text is cut at a new turn first, so the cleaner still sees
-        // the message's closing quote.
-        let mut turn = StopFilter::new(NEW_TURN.iter().map(|s| s.to_string()).collect());
-        let (first, mut more) = turn.push(rest);
-        if let Some(out) = first.and_then(|t| cleaner.push(&t)) {
-            yield Piece::Text(out);
-        }
-        let mut usage = None;
-        while more && let Some(d) = tokens.next().await {
-            match d? {
-                Delta::Text(t) => {
-                    if calls.is_some() {
-                        raw.push_str(&t);
-                    }
-                    let (cut, go_on) = turn.push(t);
-                    more = go_on;
-                    if let Some(out) = cut.and_then(|t| cleaner.push(&t)) {
-                        yield Piece::Text(out);
-                    }
-                }
-                Delta::Usage(u) => {
-                    usage = Some(u);
-                    yield Piece::Usage(u);
-                }
-                Delta::Finish(f) => yield Piece::Finish(f),
-                Delta::Reasoning(r) => yield Piece::Reasoning(r),
-            }
-        }
-        // Dropping the tokens here ends the upstream call at a new turn.
-        drop(tokens);
-        if let Some(out) = turn.finish().and_then(|t| cleaner.push(&t)) {
-            yield Piece::Text(out);
-        }
-        if let Some(out) = cleaner.finish() {
-            yield Piece::Text(out);
-        }
-        record(calls.as_deref(), task, &prompt, raw, usage, started);
-    })
-}
-
 impl Answerer for DialogRuntime {
     fn can_stream(&self) -> bool {
         self.inner.llm.can_stream()
@@ -526,19 +505,30 @@ impl Answerer for DialogRuntime {
         let runtime = self.inner.clone();
         Box::pin(async_stream::try_stream! {
             let mut turn = runtime.read_turn(&request).await?;
+            let last_intent = turn.said.iter().rev().find_map(|s| match s {
+                Said::Intent(b) => Some(b.clone()),
+                Said::Text(_) => None,
+            });
             yield Piece::Dialog(DialogTurn {
                 user_intent: turn.intent.clone(),
-                bot_intent: turn.bot_intents.last().cloned().unwrap_or_default(),
+                bot_intent: last_intent.unwrap_or_default(),
             });
-            let bots = std::mem::take(&mut turn.bot_intents);
-            for (i, bot) in bots.iter().enumerate() {
+            let said = std::mem::take(&mut turn.said);
+            for (i, step) in said.iter().enumerate() {
                 if i > 0 {
                     yield Piece::Text("\n".into());
                 }
+                let bot = match step {
+                    Said::Text(text) => {
+                        yield Piece::Text(text.clone());
+                        continue;
+                    }
+                    Said::Intent(bot) => bot,
+                };
                 // A predefined message wins, also over a single call's own
                 // message (NeMo's message override); it is one chunk.
                 if let Some(message) = runtime.dialog.bots.get(bot).and_then(|m| m.first()) {
-                    yield Piece::Text(message.clone());
+                    yield Piece::Text(super::render(message, &turn.vars));
                     continue;
                 }
                 let call = runtime.message_call(&mut turn, bot, &request.chat.params)?;

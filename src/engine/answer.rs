@@ -136,3 +136,77 @@ impl Answerer for ModelAnswer {
             .boxed()
     }
 }
+
+/// The main model with the config's knowledge base: the chunks relevant to
+/// the user's message go into the system message, as NeMo's `general`
+/// prompts for Llama 3 and DeepSeek put them (NeMo's default prompt leaves
+/// them out; streamguard always gives them).
+#[derive(Debug)]
+pub struct KbAnswer {
+    pub model: Arc<dyn Provider>,
+    pub kb: Arc<crate::kb::KnowledgeBase>,
+}
+
+impl KbAnswer {
+    async fn with_chunks(kb: &crate::kb::KnowledgeBase, mut chat: ChatRequest) -> ChatRequest {
+        let query = chat
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == crate::llm::Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let chunks = kb.relevant_chunks(&query).await;
+        if chunks.is_empty() {
+            return chat;
+        }
+        let block = format!("This is some relevant context:\n```markdown\n{chunks}\n```");
+        match chat
+            .messages
+            .iter_mut()
+            .find(|m| m.role == crate::llm::Role::System)
+        {
+            Some(system) => {
+                system.content.push('\n');
+                system.content.push_str(&block);
+            }
+            None => chat
+                .messages
+                .insert(0, crate::llm::ChatMessage::system(block)),
+        }
+        chat
+    }
+}
+
+impl Answerer for KbAnswer {
+    fn can_stream(&self) -> bool {
+        self.model.can_stream()
+    }
+
+    fn stream(&self, request: AnswerRequest) -> PieceStream {
+        let (model, kb) = (self.model.clone(), self.kb.clone());
+        Box::pin(async_stream::try_stream! {
+            let chat = Self::with_chunks(&kb, request.chat).await;
+            let mut tokens = model.stream(chat);
+            while let Some(delta) = tokens.next().await {
+                yield Piece::from(delta?);
+            }
+        })
+    }
+
+    fn complete(
+        &self,
+        request: AnswerRequest,
+    ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
+        let (model, kb) = (self.model.clone(), self.kb.clone());
+        async move {
+            let chat = Self::with_chunks(&kb, request.chat).await;
+            let completion = model.complete(chat).await?;
+            Ok(WholeAnswer {
+                completion,
+                dialog: None,
+            })
+        }
+        .boxed()
+    }
+}

@@ -31,11 +31,11 @@ fn file_of(e: &ConfigError) -> Option<&Path> {
     }
 }
 
-/// The first file of the config streamguard cannot use: Python actions or
-/// a knowledge base.
+/// The first file of the config streamguard cannot use: Python actions
+/// without an actions server to run them.
 fn unsupported_file(config: &Config, settings: &BuildSettings) -> Option<ConfigError> {
     let served = config.actions_server_url().is_some() || settings.actions_server.is_some();
-    let actions = config.action_files().first().filter(|_| !served).map(|f| {
+    config.action_files().first().filter(|_| !served).map(|f| {
         ConfigError::invalid(
             f,
             "actions",
@@ -43,26 +43,12 @@ fn unsupported_file(config: &Config, settings: &BuildSettings) -> Option<ConfigE
              (`nemoguardrails actions-server --port 8001`) and set `actions_server_url: \
              http://localhost:8001` in config.yml (or `serve --actions-server-url`)",
         )
-    });
-    let kb = config.knowledge_base().first().map(|d| {
-        ConfigError::invalid(
-            &d.path,
-            "kb",
-            "knowledge bases (kb/ retrieval) are not supported",
-        )
-    });
-    match (actions, kb) {
-        (Some(a), Some(k)) => Some(if file_of(&k) < file_of(&a) { k } else { a }),
-        (a, k) => a.or(k),
-    }
+    })
 }
 
 /// The config's dialog, unless a file before the failing one is refused.
 fn dialog_of(config: &Config, settings: &BuildSettings) -> Result<Option<Dialog>, ConfigError> {
-    let parsed = dialog::parse(config.colang_sources()).and_then(|d| match d {
-        Some(d) => dialog_flows_are_declarative(config, &d).map(|()| Some(d)),
-        None => Ok(None),
-    });
+    let parsed = dialog::parse(config.colang_sources());
     match (parsed, unsupported_file(config, settings)) {
         (Ok(d), None) => Ok(d),
         (Ok(_), Some(refusal)) => Err(refusal),
@@ -73,53 +59,6 @@ fn dialog_of(config: &Config, settings: &BuildSettings) -> Result<Option<Dialog>
             e
         }),
     }
-}
-
-/// Variables, conditions and actions run in flows named as rails; the
-/// dialog runtime does not run them yet, so a dialog flow using them is refused.
-fn dialog_flows_are_declarative(config: &Config, d: &Dialog) -> Result<(), ConfigError> {
-    let rails: Vec<&str> = config
-        .input()
-        .flows
-        .iter()
-        .chain(&config.output().flows)
-        .map(|f| f.name.as_str())
-        .collect();
-    // The first step the dialog runtime cannot run, through `do` subflows.
-    fn first_procedural<'d>(
-        d: &'d Dialog,
-        steps: &'d [dialog::Step],
-        depth: usize,
-    ) -> Option<&'d dialog::Step> {
-        steps.iter().find_map(|s| match s {
-            dialog::Step::Branch(arms) => {
-                arms.iter().find_map(|(_, b)| first_procedural(d, b, depth))
-            }
-            dialog::Step::Do(name) if depth < 8 => d
-                .flow_named(name)
-                .and_then(|f| first_procedural(d, &f.steps, depth + 1)),
-            s if s.is_procedural() => Some(s),
-            _ => None,
-        })
-    }
-    let dialog_flows = d
-        .flows
-        .iter()
-        .filter(|f| f.name.as_deref().is_none_or(|n| !rails.contains(&n)));
-    for flow in dialog_flows {
-        if let Some(step) = first_procedural(d, &flow.steps, 0) {
-            let name = flow.name.as_deref().unwrap_or("(unnamed)");
-            return Err(ConfigError::invalid(
-                &flow.file,
-                format!("line {}", flow.line),
-                format!(
-                    "the dialog flow `{name}` uses `{step}`: variables, conditions and actions run in \
-                     flows used as rails (`rails.input.flows` / `rails.output.flows`), not yet in dialog flows"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 pub(super) fn build(
@@ -165,19 +104,7 @@ pub(super) fn build(
     // main model; everything downstream streams from it unchanged.
     // Without `define user` examples NeMo asks the main model directly (its
     // flows may still be rails).
-    let answerer: Arc<dyn Answerer> = match dialog.clone().filter(|d| !d.users.is_empty()) {
-        Some(dialog) => {
-            let embedder = dialog_embedder(config, upstream, &mut warnings)?;
-            Arc::new(dialog::DialogRuntime::new(
-                config,
-                dialog,
-                main,
-                embedder,
-                settings.templates,
-            )?)
-        }
-        None => Arc::new(ModelAnswer(main)),
-    };
+    let answerer = answerer(config, dialog.clone(), main, settings, &mut warnings)?;
     if let Some(w) = otlp_warning(config) {
         warnings.push(w);
     }
@@ -190,6 +117,70 @@ pub(super) fn build(
     let mut rails = rails::build(config, sources)?;
     rails.warnings.extend(warnings);
     Ok(Built { answerer, rails })
+}
+
+/// What answers a turn: the dialog runtime with `define user` examples (NeMo
+/// asks the main model directly without them, the flows may still be rails),
+/// else the main model, with the knowledge base's chunks when there is one.
+fn answerer(
+    config: &Config,
+    dialog: Option<Arc<Dialog>>,
+    main: Arc<dyn Provider>,
+    settings: &BuildSettings,
+    warnings: &mut Vec<String>,
+) -> Result<Arc<dyn Answerer>, ConfigError> {
+    let dialog = dialog.filter(|d| !d.users.is_empty());
+    let embedder = match dialog.is_some() || !config.knowledge_base().is_empty() {
+        true => dialog_embedder(config, &settings.upstream, warnings)?,
+        false => None,
+    };
+    let kb = crate::kb::KnowledgeBase::load(config, embedder.clone())?;
+    Ok(match (dialog, kb) {
+        (Some(dialog), kb) => {
+            let actions = dialog_actions(config, &dialog, settings)?;
+            Arc::new(dialog::DialogRuntime::new(
+                config,
+                dialog,
+                main,
+                (embedder, kb),
+                actions,
+                settings.templates,
+            )?)
+        }
+        (None, Some(kb)) => Arc::new(super::answer::KbAnswer { model: main, kb }),
+        (None, None) => Arc::new(ModelAnswer(main)),
+    })
+}
+
+/// Where the dialog flows' `execute` runs: the actions server, or nowhere
+/// (refused when a flow executes an action).
+fn dialog_actions(
+    config: &Config,
+    dialog: &Dialog,
+    settings: &BuildSettings,
+) -> Result<Arc<dyn dialog::Actions>, ConfigError> {
+    if let Some(url) = config
+        .actions_server_url()
+        .or(settings.actions_server.as_ref())
+    {
+        let server = rails::ActionsServer::connect(url, config.action_files())
+            .map_err(|e| ConfigError::invalid(config.main_file(), "actions_server_url", e))?;
+        return Ok(Arc::new(server));
+    }
+    for flow in &dialog.flows {
+        if let Some(action) = dialog::first_action(dialog, &flow.steps, 0) {
+            return Err(ConfigError::invalid(
+                &flow.file,
+                format!("line {}", flow.line),
+                format!(
+                    "`execute {action}` runs a custom action, which streamguard runs on NeMo's actions server: \
+                     start it in the config directory (`nemoguardrails actions-server --port 8001`) and set \
+                     `actions_server_url: http://localhost:8001` (or `serve --actions-server-url`)"
+                ),
+            ));
+        }
+    }
+    Ok(Arc::new(dialog::NoActions))
 }
 
 /// Why the config's OpenTelemetry tracing adapter will not export, if it will not.

@@ -25,6 +25,13 @@ pub struct ActionsServer {
 }
 
 impl ActionsServer {
+    /// The actions server at `base` for a config whose Python files are `python`.
+    pub fn connect(base: &reqwest::Url, python: &[PathBuf]) -> Result<Self, String> {
+        let client =
+            ServiceClient::new("actions server", "dialog", super::service::DEFAULT_TIMEOUT)?;
+        Ok(Self::new(base, client, python))
+    }
+
     pub fn new(base: &reqwest::Url, client: ServiceClient, python: &[PathBuf]) -> Self {
         // As NeMo joins it: the path replaces the base URL's.
         let url = base

@@ -11,7 +11,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use futures_util::{FutureExt, future::BoxFuture};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{
     Rail, RailError, RailInput, Stage, Verdict,
@@ -21,25 +21,11 @@ use super::{
 };
 use crate::{
     config::{ConfigError, FlowRef},
-    dialog::{Actions, Dialog, End, Step, Vars},
+    dialog::{Actions, Dialog, End, NoActions, Said, Step, Vars},
 };
 
 /// How deep the load-time walk follows `do`.
 const MAX_DEPTH: usize = 8;
-
-/// No actions server: every `execute` was refused at load, so this never runs.
-struct NoActions;
-
-impl Actions for NoActions {
-    fn run<'a>(
-        &'a self,
-        name: &'a str,
-        _: Map<String, Value>,
-        _: &'a Vars,
-    ) -> BoxFuture<'a, Result<Value, String>> {
-        Box::pin(async move { Err(format!("`{name}` has no actions server to run on")) })
-    }
-}
 
 pub struct ColangRail {
     flow: String,
@@ -114,16 +100,6 @@ fn walk(
     Ok(())
 }
 
-/// `$config` as the flows see it.
-fn config_var(ctx: &BuildContext<'_>, dialog: &Dialog) -> Value {
-    let custom = serde_json::to_value(ctx.config.custom_data()).unwrap_or(Value::Null);
-    json!({
-        "enable_rails_exceptions": ctx.config.enable_rails_exceptions(),
-        "custom_data": custom,
-        "bot_messages": dialog.bots,
-    })
-}
-
 pub(super) fn build(
     ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
@@ -164,7 +140,10 @@ pub(super) fn build(
         (None, None) => Arc::new(NoActions),
     };
     let mut base = Vars::new();
-    base.insert("config".into(), config_var(ctx, dialog));
+    base.insert(
+        "config".into(),
+        crate::dialog::config_var(ctx.config, dialog),
+    );
     for (k, v) in &flow.args {
         base.insert(k.clone(), Value::String(v.clone()));
     }
@@ -202,11 +181,19 @@ impl ColangRail {
                 });
             }
             let reason = format!("stopped by the flow `{}`", self.flow);
-            return Ok(match out.said.is_empty() {
+            let said: Vec<&str> = out
+                .said
+                .iter()
+                .filter_map(|s| match s {
+                    Said::Text(t) => Some(t.as_str()),
+                    Said::Intent(_) => None,
+                })
+                .collect();
+            return Ok(match said.is_empty() {
                 true => Verdict::Block { reason },
                 false => Verdict::Refuse {
                     reason,
-                    answer: out.said.join("\n"),
+                    answer: said.join("\n"),
                 },
             });
         }

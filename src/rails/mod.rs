@@ -40,6 +40,7 @@ use futures_util::future::BoxFuture;
 
 use crate::llm::{CallLog, ChatMessage, Provider};
 
+pub use actions_server::ActionsServer;
 pub use catalog::{
     Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, flow_spec, flows, known_flows,
 };

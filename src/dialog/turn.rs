@@ -1,0 +1,72 @@
+//! A dialog flow with variables, conditions or actions, run for one turn:
+//! the steps after its `user` step, up to the next one, through the flow
+//! interpreter. What its `bot` steps say becomes the turn's answer; a bot
+//! intent without a `define bot` message is generated as any other.
+
+use serde_json::{Value, json};
+
+use super::{Actions, Dialog, Flow, Said, Step, Vars, run_turn};
+use crate::config::Config;
+
+/// How deep the search for procedural steps follows `do`.
+const MAX_DEPTH: usize = 8;
+
+/// The first step of `steps` the static planner cannot run, through `do` subflows.
+pub fn first_procedural<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Option<&'d Step> {
+    steps.iter().find_map(|s| match s {
+        Step::Branch(arms) => arms.iter().find_map(|(_, b)| first_procedural(d, b, depth)),
+        Step::Do(name) if depth < MAX_DEPTH => d
+            .flow_named(name)
+            .and_then(|f| first_procedural(d, &f.steps, depth + 1)),
+        s if s.is_procedural() => Some(s),
+        _ => None,
+    })
+}
+
+/// The first `execute` of the dialog flows, through `do` subflows.
+pub fn first_action<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Option<&'d str> {
+    steps.iter().find_map(|s| match s {
+        Step::Execute(a) => Some(a.name.as_str()),
+        Step::Branch(arms) => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
+        Step::If { arms, .. } => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
+        Step::While { body, .. } => first_action(d, body, depth),
+        Step::Do(name) if depth < MAX_DEPTH => d
+            .flow_named(name)
+            .and_then(|f| first_action(d, &f.steps, depth + 1)),
+        _ => None,
+    })
+}
+
+/// The dialog flow starting with `user <intent>` that needs the interpreter.
+pub fn procedural_flow<'d>(dialog: &'d Dialog, intent: &str) -> Option<&'d Flow> {
+    dialog.flows.iter().find(|f| {
+        matches!(f.steps.first(), Some(Step::User(u)) if u == intent)
+            && first_procedural(dialog, &f.steps[1..], 0).is_some()
+    })
+}
+
+/// `$config` as flows see it.
+pub fn config_var(config: &Config, dialog: &Dialog) -> Value {
+    let custom = serde_json::to_value(config.custom_data()).unwrap_or(Value::Null);
+    json!({
+        "enable_rails_exceptions": config.enable_rails_exceptions(),
+        "custom_data": custom,
+        "bot_messages": dialog.bots,
+    })
+}
+
+/// Runs `flow` after its `user` step: what it says, and the variables after.
+pub async fn run_flow(
+    dialog: &Dialog,
+    actions: &dyn Actions,
+    flow: &Flow,
+    mut vars: Vars,
+) -> Result<(Vec<Said>, Vars), String> {
+    let out = run_turn(dialog, actions, &flow.steps[1..], &mut vars)
+        .await
+        .map_err(|e| {
+            let name = flow.name.as_deref().unwrap_or("(unnamed)");
+            format!("the dialog flow `{name}` ({}): {e}", flow.file.display())
+        })?;
+    Ok((out.said, vars))
+}
