@@ -486,3 +486,194 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn self_check_facts_runs_when_the_dialog_asks_for_it_against_the_chunks() {
+    let llm = fake_llm(Script {
+        tokens: tokens("The earth is flat."),
+        judge_answers: vec![
+            (asked("Is the earth round?"), "ask science".into()),
+            (asked("hello"), "greet".into()),
+            ("Response: The earth is flat".into(), "no".into()),
+            ("Supported?".into(), "yes".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "f",
+        &config(
+            &llm.base_url(),
+            "rails:\n  output:\n    flows: [self check facts]\n  dialog:\n    single_call:\n      enabled: False\nprompts:\n  - task: self_check_facts\n    content: \"Evidence: {{ evidence }}\\nResponse: {{ response }}\\nSupported?\"\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask science\n  \"Is the sky blue?\"\n\ndefine user greet\n  \"hello\"\n\ndefine bot greet\n  \"Hi!\"\n\n\
+         define flow science\n  user ask science\n  $check_facts = True\n  bot answer science question\n\n\
+         define flow\n  user greet\n  bot greet\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(
+        dir.join("kb/earth.md"),
+        "# Earth\n\nThe earth is an oblate spheroid, round to the eye from space.\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let judged = |llm: &FakeLlm| {
+        llm.state
+            .requests()
+            .iter()
+            .filter(|r| r.to_string().contains("Supported?"))
+            .count()
+    };
+    let r = server
+        .client
+        .generate(request("f", "Is the earth round?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.unwrap().rail, "self check facts");
+    assert_eq!(judged(&llm), 1);
+    let judge = llm
+        .state
+        .requests()
+        .iter()
+        .find(|r| r.to_string().contains("Supported?"))
+        .unwrap()
+        .to_string();
+    assert!(
+        judge.contains("Evidence: The earth is an oblate spheroid"),
+        "{judge}"
+    );
+    // Without `$check_facts` the rail does not call its judge.
+    let r = server
+        .client
+        .generate(request("f", "hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none());
+    assert_eq!(r.message.unwrap().content, "Hi!");
+    assert_eq!(judged(&llm), 1);
+    server.shutdown().await;
+}
+
+const SCIENCE: &str = "define user ask science\n  \"Is the sky blue?\"\n\ndefine user greet\n  \"hello\"\n\ndefine bot greet\n  \"Hi!\"\n\n\
+    define flow science\n  user ask science\n  $check_facts = True\n  bot answer science question\n\n\
+    define flow\n  user greet\n  bot greet\n";
+
+fn science_config(configs: &Configs, id: &str, llm: &str, rails: &str) {
+    let dir = configs.add(id, &config(llm, rails));
+    std::fs::write(dir.join("rails.co"), SCIENCE).unwrap();
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(
+        dir.join("kb/earth.md"),
+        "# Earth\n\nThe earth is an oblate spheroid, round to the eye from space.\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn alignscore_checks_facts_with_its_server_or_falls_back_to_the_judge() {
+    let llm = fake_llm(Script {
+        tokens: tokens("The earth is flat."),
+        judge_answers: vec![
+            (asked("Is the earth round?"), "ask science".into()),
+            (asked("hello"), "greet".into()),
+            ("Supported?".into(), "no".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    // An AlignScore server: `{"evidence", "claim"}` → `{"alignscore"}`.
+    let asked_server: Asked = Arc::default();
+    let app = Router::new()
+        .route(
+            "/alignscore_base",
+            post(
+                |State(a): State<Asked>, axum::Json(b): axum::Json<Value>| async move {
+                    a.lock().unwrap().push(b.clone());
+                    let flat = b["claim"].as_str().unwrap_or_default().contains("flat");
+                    axum::Json(json!({"alignscore": if flat { 0.1 } else { 0.9 }}))
+                },
+            ),
+        )
+        .with_state(asked_server.clone());
+    let l = listener().await;
+    let url = format!("http://{}/alignscore_base", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let configs = Configs::new();
+    let multi = "  dialog:\n    single_call:\n      enabled: False\n";
+    let fc = |endpoint: &str, extra: &str| {
+        format!(
+            "rails:\n  config:\n    fact_checking:\n      parameters:\n        endpoint: {endpoint}\n{extra}  output:\n    flows: [alignscore check facts]\n{multi}prompts:\n  - task: self_check_facts\n    content: \"Evidence: {{{{ evidence }}}}\\nResponse: {{{{ response }}}}\\nSupported?\"\n"
+        )
+    };
+    science_config(&configs, "as", &llm.base_url(), &fc(&url, ""));
+    science_config(
+        &configs,
+        "fallback",
+        &llm.base_url(),
+        &fc(
+            "http://127.0.0.1:9/a",
+            "      fallback_to_self_check: True\n",
+        ),
+    );
+    science_config(
+        &configs,
+        "down",
+        &llm.base_url(),
+        &fc("http://127.0.0.1:9/a", ""),
+    );
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("as", "Is the earth round?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.clone().unwrap().rail, "alignscore check facts");
+    assert_eq!(
+        r.message.unwrap().content,
+        "I don't know the answer to that."
+    );
+    let body = asked_server.lock().unwrap()[0].clone();
+    assert_eq!(body["claim"], "The earth is flat.");
+    assert!(
+        body["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("oblate spheroid"),
+        "{body}"
+    );
+    // Without `$check_facts`, no call.
+    server
+        .client
+        .generate(request("as", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(asked_server.lock().unwrap().len(), 1);
+    // The server down: the judge decides with the fallback, else the rail fails.
+    let r = server
+        .client
+        .generate(request("fallback", "Is the earth round?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.violation.unwrap().rail, "alignscore check facts");
+    let e = server
+        .client
+        .generate(request("down", "Is the earth round?"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("alignscore check facts (AlignScore): the service cannot be reached"),
+        "{}",
+        e.message()
+    );
+    server.shutdown().await;
+}

@@ -208,6 +208,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,
+            context: Default::default(),
         }),
     }
 }

@@ -509,9 +509,14 @@ impl Answerer for DialogRuntime {
                 Said::Intent(b) => Some(b.clone()),
                 Said::Text(_) => None,
             });
+            let mut context = turn.vars.clone();
+            context
+                .entry("relevant_chunks".into())
+                .or_insert_with(|| turn.relevant_chunks.clone().into());
             yield Piece::Dialog(DialogTurn {
                 user_intent: turn.intent.clone(),
                 bot_intent: last_intent.unwrap_or_default(),
+                context,
             });
             let said = std::mem::take(&mut turn.said);
             for (i, step) in said.iter().enumerate() {

@@ -17,6 +17,9 @@ use crate::llm::{CallLog, ChatRequest, Completion, Delta, Finish, LlmError, Prov
 pub struct DialogTurn {
     pub user_intent: String,
     pub bot_intent: String,
+    /// The dialog's variables after the turn (`$relevant_chunks`, what its
+    /// flow set, such as `$check_facts`), for the output rails.
+    pub context: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One item of an answer.

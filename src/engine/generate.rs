@@ -57,7 +57,12 @@ pub(super) async fn run(
         _ => std::borrow::Cow::Borrowed(content.as_str()),
     };
     let verdict = run
-        .output_check(&user_input, &checked, reasoning.as_deref())
+        .output_check(
+            &user_input,
+            &checked,
+            reasoning.as_deref(),
+            answer.dialog.as_ref().map(|d| &d.context),
+        )
         .await?;
     drop(checked);
     let reasoning_content = reasoning.filter(|_| want_reasoning);

@@ -178,6 +178,7 @@ impl Run {
             bot_thinking: None,
             history,
             calls,
+            context: None,
         };
         let outcome = run_rails(&rails, parallel, Stage::Input, input, records).await;
         self.input = rails;
@@ -192,6 +193,7 @@ impl Run {
         user_input: &str,
         text: &str,
         thinking: Option<&str>,
+        context: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
     ) -> Result<Checked, Error> {
         if self.output.is_empty() {
             return Ok(Checked::Pass);
@@ -206,6 +208,7 @@ impl Run {
             bot_thinking: thinking,
             history: &[],
             calls,
+            context,
         };
         let outcome = run_rails(&rails, parallel, Stage::Output, input, records).await;
         self.timing.output_rails += started.elapsed();

@@ -43,6 +43,8 @@ struct Checker {
     calls: Option<Arc<CallLog>>,
     /// The main model's reasoning trace, once the answer started.
     thinking: Option<Arc<str>>,
+    /// The dialog's variables, once the dialog answered.
+    context: Option<Arc<std::collections::BTreeMap<String, serde_json::Value>>>,
 }
 
 impl Checker {
@@ -58,6 +60,7 @@ impl Checker {
                 bot_thinking: this.thinking.as_deref(),
                 history: &[],
                 calls: this.calls.as_deref(),
+                context: this.context.as_deref(),
             };
             let logging = this.calls.is_some();
             let outcome = run_rails(
@@ -167,6 +170,7 @@ impl Driver {
             user_input,
             calls: run.calls(),
             thinking: None,
+            context: None,
         };
         let want_reasoning = request_reasoning;
         let relay = Relay::new(
@@ -267,7 +271,10 @@ impl Driver {
                     }
                     Some(Ok(Piece::Usage(u))) => self.usage = Some(u),
                     Some(Ok(Piece::Finish(f))) => self.finish = Some(f),
-                    Some(Ok(Piece::Dialog(d))) => self.dialog = Some(d),
+                    Some(Ok(Piece::Dialog(d))) => {
+                        self.checker.context = Some(Arc::new(d.context.clone()));
+                        self.dialog = Some(d);
+                    }
                     Some(Err(e)) => return Err(super::upstream_error(e)),
                     None => self.relay.on_end(),
                 }

@@ -82,6 +82,11 @@ const TOPIC_SAFETY: JudgeSpec = JudgeSpec {
     model: JudgeModel::FlowArg,
     shape: Shape::TopicControl,
 };
+pub(super) const SELF_CHECK_FACTS: JudgeSpec = JudgeSpec {
+    task: "self_check_facts",
+    model: JudgeModel::OwnTypeElseMain,
+    shape: Shape::Facts,
+};
 const LLAMA_GUARD: JudgeSpec = JudgeSpec {
     task: "llama_guard_check",
     model: JudgeModel::Type("llama_guard"),
@@ -186,6 +191,12 @@ pub const CATALOG: &[FlowSpec] = &[
         Stage::Input,
         "`$model=<type>`, a model of that type, prompt `topic_safety_check_input $model=<type>`",
         TOPIC_SAFETY,
+    ),
+    judge(
+        "self check facts",
+        Stage::Output,
+        "prompt `self_check_facts` (`evidence`, `response`); runs when a dialog flow sets `$check_facts` and the knowledge base found chunks",
+        SELF_CHECK_FACTS,
     ),
     judge(
         "llama guard check input",

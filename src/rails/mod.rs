@@ -12,6 +12,7 @@
 mod actions_server;
 mod activefence;
 mod ai_defense;
+mod alignscore;
 mod autoalign;
 mod catalog;
 mod clavata;
@@ -84,6 +85,9 @@ pub struct RailInput<'a> {
     pub history: &'a [ChatMessage],
     /// Where judge calls are recorded when the request asked for a log.
     pub calls: Option<&'a CallLog>,
+    /// The dialog's variables after the turn, for output rails
+    /// (`$relevant_chunks`, `$check_facts`); `None` without a dialog.
+    pub context: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl<'a> RailInput<'a> {

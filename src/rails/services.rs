@@ -5,7 +5,7 @@
 use super::{
     FlowSpec,
     Stage::{Input as In, Output as Out},
-    activefence, ai_defense, autoalign,
+    activefence, ai_defense, alignscore, autoalign,
     catalog::native,
     clavata, fiddler, gliner, guardrails_ai, jailbreak, pangea, patronus, private_ai,
     prompt_security, trend_micro,
@@ -30,6 +30,7 @@ const GAI: &str = "`$validator=<name>` of `rails.config.guardrails_ai.validators
 const CLAVATA: &str = "`rails.config.clavata.<stage>.policy` (an id or an alias of `policies`) and CLAVATA_API_KEY (Clavata)";
 const AF: &str = "ACTIVEFENCE_API_KEY (ActiveFence)";
 const PATRONUS: &str = "`rails.config.patronus.output.evaluate_config.params.evaluators` and PATRONUS_API_KEY (Patronus AI)";
+const ALIGN: &str = "`rails.config.fact_checking.parameters.endpoint` (an AlignScore server); runs when a dialog flow sets `$check_facts`";
 const LYNX: &str = "a knowledge base and a model `type: patronus_lynx` (Patronus Lynx)";
 
 /// Every service flow.
@@ -70,6 +71,7 @@ pub const FLOWS: &[FlowSpec] = &[
     native("activefence moderation on input detailed", In, AF, false, activefence::detailed),
     native("patronus api check output", Out, PATRONUS, false, patronus::api),
     native("patronus lynx check output hallucination", Out, LYNX, false, patronus::lynx),
+    native("alignscore check facts", Out, ALIGN, false, alignscore::build),
 ];
 
 /// The `rails.config` sections the service rails read.
@@ -78,6 +80,7 @@ pub const SETTINGS: &[&str] = &[
     "ai_defense",
     "autoalign",
     "clavata",
+    "fact_checking",
     "fiddler",
     "gliner",
     "guardrails_ai",

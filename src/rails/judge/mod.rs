@@ -49,6 +49,10 @@ pub enum Shape {
     /// NeMo's topic control: the rendered prompt is the system message, then
     /// the conversation; the answer is `on-topic` or `off-topic`.
     TopicControl,
+    /// NeMo's fact check: only when the dialog set `$check_facts` and found
+    /// chunks; the prompt gets them as `evidence` and the answer as
+    /// `response`; "yes" (supported) allows.
+    Facts,
 }
 
 /// One judge flow in the catalog.
@@ -154,7 +158,10 @@ fn task_and_model<'c>(
     stage: Stage,
 ) -> Result<JudgeModelOf<'c>, ConfigError> {
     let config = ctx.config;
-    let task = format!("{}_{stage}", spec.task);
+    let task = match spec.shape {
+        Shape::Facts => spec.task.to_string(),
+        _ => format!("{}_{stage}", spec.task),
+    };
     let (task, kind, required) = match spec.model {
         JudgeModel::OwnTypeElseMain => (task.clone(), task, false),
         JudgeModel::FlowArg => {
@@ -261,6 +268,8 @@ fn check_renders(
     let sample = minijinja::context! {
         user_input => "What is the capital of France?",
         bot_response => "Paris.",
+        evidence => "Paris is the capital of France.",
+        response => "Paris.",
         general_instructions => config.instruction("general").unwrap_or_default(),
         config => template::config_vars(config),
     };
@@ -291,6 +300,8 @@ impl JudgeRail {
             user_input => input.user_input,
             bot_response => input.bot_response,
             bot_thinking => input.bot_thinking,
+            evidence => relevant_chunks(input),
+            response => input.bot_response,
             general_instructions => &self.general_instructions,
             reasoning_enabled => self.safety.as_ref().is_some_and(|s| s.reasoning_enabled),
             config => &self.config_vars,
@@ -371,6 +382,26 @@ impl JudgeRail {
                     Err(reason) => Verdict::Block { reason },
                 }
             }
+            Shape::Facts => {
+                let checks = input
+                    .context
+                    .and_then(|c| c.get("check_facts"))
+                    .is_some_and(|v| v == &serde_json::Value::Bool(true));
+                if !checks || relevant_chunks(&input).is_empty() {
+                    return Ok(Verdict::Allow);
+                }
+                let answer = self.call(self.render(&input)?, &input).await?;
+                if parse::fact_supported(&answer) {
+                    Verdict::Allow
+                } else {
+                    Verdict::Block {
+                        reason: format!(
+                            "the answer is not supported by the knowledge base (the judge answered {:?})",
+                            answer.trim()
+                        ),
+                    }
+                }
+            }
             Shape::TopicControl => {
                 let answer = self.call(self.topic_messages(&input)?, &input).await?;
                 if answer.trim().to_lowercase().starts_with("off-topic") {
@@ -383,6 +414,15 @@ impl JudgeRail {
             }
         })
     }
+}
+
+/// The dialog's `$relevant_chunks` ("" without them).
+fn relevant_chunks<'a>(input: &RailInput<'a>) -> &'a str {
+    input
+        .context
+        .and_then(|c| c.get("relevant_chunks"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
 }
 
 impl Rail for JudgeRail {

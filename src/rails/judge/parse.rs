@@ -25,6 +25,29 @@ pub fn parse_yes_no(answer: &str) -> bool {
 
 /// `is_content_safe`: like [`parse_yes_no`]; a block's reason carries the
 /// violated categories that follow "unsafe" (Llama Guard's `unsafe\nS1,S3`).
+/// Whether a fact-check judge found the answer supported, as NeMo reads it
+/// (its `is_content_safe` inverted, first two words): "yes" or "unsafe"
+/// supported, "no" or "safe" not, anything else supported.
+pub fn fact_supported(answer: &str) -> bool {
+    let lower = answer.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .take(2)
+        .collect();
+    for (word, supported) in [
+        ("safe", false),
+        ("unsafe", true),
+        ("yes", true),
+        ("no", false),
+    ] {
+        if words.contains(&word) {
+            return supported;
+        }
+    }
+    true
+}
+
 pub fn parse_content_safety(answer: &str) -> Result<(), String> {
     if parse_yes_no(answer) {
         return Ok(());
@@ -76,6 +99,15 @@ pub fn parse_nemoguard(answer: &str, field: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fact_checks_read_as_nemo_inverts_is_content_safe() {
+        assert!(fact_supported("Yes, it is supported."));
+        assert!(!fact_supported("no"));
+        assert!(!fact_supported("Safe"));
+        assert!(fact_supported("The response is fine"));
+        assert!(!fact_supported("well, no: the evidence says otherwise"));
+    }
 
     #[test]
     fn yes_no_answers_parse_like_nemo() {
