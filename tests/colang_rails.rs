@@ -416,6 +416,27 @@ fn flows_that_cannot_run_are_refused_with_the_reason() {
         e.contains("rails.co: `line 4`: `execute lookup` runs a custom action"),
         "{e}"
     );
+    // config.py runs in NeMo's process: refused saying what to do instead; a
+    // demo script beside the config is not an action file, as in NeMo.
+    let dir = configs.add("py", &config("http://127.0.0.1:9", ""));
+    std::fs::write(dir.join("demo.py"), "print('hi')\n").unwrap();
+    streamguard::Guardrails::load(&dir).unwrap();
+    std::fs::write(dir.join("config.py"), "def init(app):\n    pass\n").unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("config.py") && e.contains("OpenAI-compatible endpoint"),
+        "{e}"
+    );
+    // An old NeMo flow name says what it is called now.
+    let dir = configs.add(
+        "old",
+        &config(
+            "http://127.0.0.1:9",
+            "rails:\n  output:\n    flows: [check facts]\n",
+        ),
+    );
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("unknown output rail flow `check facts` (NeMo's library calls it `self check facts` now)"), "{e}");
     // A rail flow's error names the flow and the problem.
     let dir = configs.add(
         "r",

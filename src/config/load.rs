@@ -215,10 +215,16 @@ fn load_within(dir: &Path, boundary: &Path) -> Result<Config, ConfigError> {
             colang.push(SourceFile { path: file, text });
             continue;
         }
-        // Python actions and knowledge-base documents are the engine's to
-        // use or refuse; the config only records them.
+        // Python actions (where NeMo looks for them: `actions.py`, the
+        // `actions/` folder, `config.py`) and knowledge-base documents are
+        // the engine's to use or refuse; the config only records them.
+        // Other Python files (a demo script beside the config) NeMo ignores.
         if extension(&file) == Some("py") {
-            actions.push(file);
+            let rel = file.strip_prefix(dir).unwrap_or(&file);
+            let at_top = |name: &str| rel == Path::new(name);
+            if at_top("actions.py") || at_top("config.py") || rel.starts_with("actions") {
+                actions.push(file);
+            }
             continue;
         }
         if in_kb && extension(&file) == Some("md") {

@@ -34,6 +34,20 @@ fn file_of(e: &ConfigError) -> Option<&Path> {
 /// The first file of the config streamguard cannot use: Python actions
 /// without an actions server to run them.
 fn unsupported_file(config: &Config, settings: &BuildSettings) -> Option<ConfigError> {
+    let init = config
+        .action_files()
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "config.py"));
+    if let Some(f) = init {
+        return Some(ConfigError::invalid(
+            f,
+            "config.py",
+            "`config.py` runs Python in NeMo's own process (its `init(app)` registers actions or LLM \
+             providers), which streamguard cannot: move the actions into actions.py and run them on \
+             NeMo's actions server (`actions_server_url`), and serve a custom LLM behind an \
+             OpenAI-compatible endpoint (`engine: openai` with `parameters.base_url`)",
+        ));
+    }
     let served = config.actions_server_url().is_some() || settings.actions_server.is_some();
     config.action_files().first().filter(|_| !served).map(|f| {
         ConfigError::invalid(

@@ -270,6 +270,15 @@ const SETTINGS: &[&str] = &[
     "regex_detection",
 ];
 
+/// Flow names of older NeMo releases, and what they are called now.
+const RENAMED: &[(&str, &str)] = &[
+    ("check facts", "self check facts"),
+    ("check hallucination", "self check hallucination"),
+    ("check jailbreak", "jailbreak detection heuristics"),
+    ("check input", "self check input"),
+    ("check output", "self check output"),
+];
+
 /// Every flow streamguard knows: the built-in ones, then the services'.
 pub fn flows() -> impl Iterator<Item = &'static FlowSpec> {
     CATALOG.iter().chain(super::services::FLOWS)
@@ -312,11 +321,16 @@ fn checked_spec(
             ));
         }
         None => {
+            let renamed = RENAMED
+                .iter()
+                .find(|(old, _)| *old == flow.name)
+                .map(|(_, new)| format!(" (NeMo's library calls it `{new}` now)"))
+                .unwrap_or_default();
             return Err(ConfigError::invalid(
                 &flow.source,
                 &flow.key,
                 format!(
-                    "unknown {stage} rail flow `{}`{KNOWN_FLOWS}{}",
+                    "unknown {stage} rail flow `{}`{renamed}{KNOWN_FLOWS}{}",
                     flow.name,
                     known_flows(stage)
                 ),
