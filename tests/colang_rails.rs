@@ -51,6 +51,7 @@ async fn fake_actions_server() -> (String, Asked) {
                                 .to_string(),
                             )
                         }
+                        ("check_service_status", []) => Some("online".to_string()),
                         ("word_count", ["text"]) => Some(
                             p["text"]
                                 .as_str()
@@ -697,4 +698,61 @@ async fn alignscore_checks_facts_with_its_server_or_falls_back_to_the_judge() {
         e.message()
     );
     server.shutdown().await;
+}
+
+async fn runs_nemos_custom_action_config(server_url: &str) {
+    let llm = fake_llm(Script {
+        tokens: tokens("The service is online."),
+        judge_answers: vec![(asked("is the service up?"), "ask service status".into())],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let src = data("nemo-configs/derived-tests-test_configs-with_custom_action");
+    let yml = std::fs::read_to_string(src.join("config.yml"))
+        .unwrap()
+        .replacen(
+            "    engine: openai\n",
+            &format!(
+                "    engine: openai\n    parameters:\n      base_url: {}\n",
+                llm.base_url()
+            ),
+            1,
+        );
+    // The fake's chat API tells dialog calls from the main call.
+    let yml = yml.replace("gpt-3.5-turbo-instruct", "gpt-3.5-turbo");
+    let yml = format!(
+        "{yml}actions_server_url: {server_url}\ninstructions:\n  - type: general\n    content: You are a test bot.\n"
+    );
+    let dir = configs.add("wca", &yml);
+    for f in ["config.co", "actions.py"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("wca", "is the service up?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none());
+    assert_eq!(r.message.unwrap().content, "The service is online.");
+    assert_eq!(r.dialog.unwrap().bot_intent, "inform service status");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nemos_with_custom_action_config_executes_its_action() {
+    let (url, asked) = fake_actions_server().await;
+    runs_nemos_custom_action_config(&url).await;
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["action_name"] == "check_service_status")
+    );
+    if let Ok(real) = std::env::var("STREAMGUARD_TEST_ACTIONS_SERVER") {
+        runs_nemos_custom_action_config(&real).await;
+    }
 }

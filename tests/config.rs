@@ -55,6 +55,7 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-gliner-pii_masking",
         "examples-configs-guardrails_only-input",
         "examples-bots-abc",
+        "examples-configs-content_safety_reasoning",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.

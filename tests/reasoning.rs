@@ -223,3 +223,65 @@ async fn reasoning_content_streams_as_its_own_sse_deltas_when_asked() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn nemos_nemotron_reasoning_safety_example_reads_the_harm_fields() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![
+            ("AI assistant:\nHello from".into(), "Prompt harm: unharmful\nResponse Harm: unharmful".into()),
+            ("Human user:\nHow do I hurt".into(), "<think>Prompt harm: unharmful? No, violent.</think>\nPrompt harm: harmful\nResponse harm: None".into()),
+            ("Human user:\nHello".into(), "Prompt harm: unharmful\nResponse harm: None".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/nemo-configs/examples-configs-content_safety_reasoning");
+    let yml = std::fs::read_to_string(src.join("config.yml"))
+        .unwrap()
+        .replace(
+            "openai_api_base: http://localhost:8001/v1",
+            &format!("openai_api_base: {}", llm.base_url()),
+        )
+        .replacen(
+            "    model: gpt-4o-mini\n",
+            &format!(
+                "    model: gpt-4o-mini\n    parameters:\n      base_url: {}\n",
+                llm.base_url()
+            ),
+            1,
+        );
+    // The fake LLM tells the main call from judge calls by this instruction.
+    let yml =
+        format!("{yml}\ninstructions:\n  - type: general\n    content: You are a test bot.\n");
+    let dir = configs.add("cs", &yml);
+    std::fs::copy(src.join("prompts.yml"), dir.join("prompts.yml")).unwrap();
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("cs", "Hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none(), "{:?}", r.violation);
+    let r = server
+        .client
+        .generate(request("cs", "How do I hurt someone?"))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = r.violation.unwrap();
+    assert_eq!(v.rail, "content safety check input");
+    assert_eq!(v.reason, "Prompt harm: harmful");
+    // reasoning.enabled: false renders NeMo's /no_think switch.
+    let judge = llm
+        .state
+        .requests()
+        .iter()
+        .find(|r| r.to_string().contains("How do I hurt"))
+        .unwrap()
+        .to_string();
+    assert!(judge.contains("/no_think"), "{judge}");
+    server.shutdown().await;
+}

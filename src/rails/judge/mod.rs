@@ -73,17 +73,34 @@ enum Parser {
     NemoGuardPrompt,
     /// `nemoguard_parse_response_safety`: the `"Response Safety"` field.
     NemoGuardResponse,
+    /// `nemotron_reasoning_parse_prompt_safety` / `_response_safety`:
+    /// `Prompt harm:` / `Response Harm:` after any `<think>` trace.
+    NemotronHarm(&'static str),
+    /// `nemotron_content_safety_parse_prompt_safety` / `_response_safety`:
+    /// a `User Safety:` / `Response Safety:` line.
+    NemotronSafety(&'static str),
 }
 
 impl Parser {
-    const NAMES: &'static str =
-        "is_content_safe, nemoguard_parse_prompt_safety, nemoguard_parse_response_safety";
+    const NAMES: &'static str = "is_content_safe, nemoguard_parse_prompt_safety, nemoguard_parse_response_safety, \
+         nemotron_reasoning_parse_prompt_safety, nemotron_reasoning_parse_response_safety, \
+         nemotron_content_safety_parse_prompt_safety, nemotron_content_safety_parse_response_safety";
 
     fn from_prompt(prompt: &Prompt) -> Result<Self, ConfigError> {
         Ok(match prompt.output_parser.as_deref() {
             None | Some("is_content_safe") => Parser::YesNo,
             Some("nemoguard_parse_prompt_safety") => Parser::NemoGuardPrompt,
             Some("nemoguard_parse_response_safety") => Parser::NemoGuardResponse,
+            Some("nemotron_reasoning_parse_prompt_safety") => Parser::NemotronHarm("Prompt harm"),
+            Some("nemotron_reasoning_parse_response_safety") => {
+                Parser::NemotronHarm("Response Harm")
+            }
+            Some("nemotron_content_safety_parse_prompt_safety") => {
+                Parser::NemotronSafety("User Safety")
+            }
+            Some("nemotron_content_safety_parse_response_safety") => {
+                Parser::NemotronSafety("Response Safety")
+            }
             Some(other) => {
                 return Err(ConfigError::invalid(
                     &prompt.source,
@@ -100,6 +117,8 @@ impl Parser {
             Parser::YesNo => parse_content_safety(answer),
             Parser::NemoGuardPrompt => parse_nemoguard(answer, "User Safety"),
             Parser::NemoGuardResponse => parse_nemoguard(answer, "Response Safety"),
+            Parser::NemotronHarm(field) => parse::nemotron_harm(answer, field),
+            Parser::NemotronSafety(field) => parse::nemotron_safety(answer, field),
         }
     }
 }
@@ -270,6 +289,8 @@ fn check_renders(
         bot_response => "Paris.",
         evidence => "Paris is the capital of France.",
         response => "Paris.",
+        bot_thinking => "",
+        reasoning_enabled => false,
         general_instructions => config.instruction("general").unwrap_or_default(),
         config => template::config_vars(config),
     };

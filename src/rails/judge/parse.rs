@@ -25,6 +25,72 @@ pub fn parse_yes_no(answer: &str) -> bool {
 
 /// `is_content_safe`: like [`parse_yes_no`]; a block's reason carries the
 /// violated categories that follow "unsafe" (Llama Guard's `unsafe\nS1,S3`).
+/// The answer without its `<think>…</think>` traces; `None` when one is
+/// left open (a trace cut at the token limit).
+fn without_think(answer: &str) -> Option<String> {
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(open) = rest.find("<think>") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + "<think>".len()..];
+        let close = after.find("</think>")?;
+        rest = &after[close + "</think>".len()..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The word after `field:` on a line of `text`, case-insensitively.
+fn field_value(text: &str, field: &str) -> Option<String> {
+    let field = field.to_lowercase();
+    text.lines().find_map(|line| {
+        let lower = line.trim().to_lowercase();
+        let rest = lower.strip_prefix(&field)?.trim_start().strip_prefix(':')?;
+        rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .find(|w| !w.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// Nemotron Content Safety Reasoning: `Prompt harm: unharmful` allows;
+/// anything else (also no such line) blocks, as NeMo reads it.
+pub fn nemotron_harm(answer: &str, field: &str) -> Result<(), String> {
+    let text = without_think(answer).unwrap_or_default();
+    match field_value(&text, field).as_deref() {
+        Some("unharmful") => Ok(()),
+        Some(v) => Err(format!("{field}: {v}")),
+        None => Err(format!("the judge's answer has no `{field}:` line")),
+    }
+}
+
+/// Nemotron Content Safety: a `User Safety: safe` line allows; `unsafe`
+/// blocks with the `Safety Categories`; an answer without the line (or with
+/// an unterminated reasoning trace) blocks, as NeMo's parser fails on it.
+pub fn nemotron_safety(answer: &str, field: &str) -> Result<(), String> {
+    let Some(text) = without_think(answer) else {
+        return Err("the judge's reasoning trace is unterminated".into());
+    };
+    match field_value(&text, field).as_deref() {
+        Some("safe") => Ok(()),
+        Some("unsafe") => {
+            let categories = text.lines().find_map(|l| {
+                let t = l.trim();
+                t.to_lowercase()
+                    .starts_with("safety categories")
+                    .then(|| t.split_once(':').map(|(_, c)| c.trim().to_string()))
+                    .flatten()
+            });
+            Err(match categories {
+                Some(c) if !c.is_empty() => format!("unsafe: {c}"),
+                _ => "unsafe".into(),
+            })
+        }
+        _ => Err(format!(
+            "the judge's answer has no `{field}: safe|unsafe` line"
+        )),
+    }
+}
+
 /// Whether a fact-check judge found the answer supported, as NeMo reads it
 /// (its `is_content_safe` inverted, first two words): "yes" or "unsafe"
 /// supported, "no" or "safe" not, anything else supported.
@@ -99,6 +165,24 @@ pub fn parse_nemoguard(answer: &str, field: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nemotron_answers_are_read_by_their_fields() {
+        let reasoning = "<think>The user asks about cooking. Prompt harm: harmful?</think>\nPrompt harm: unharmful\nResponse Harm: harmful";
+        assert_eq!(nemotron_harm(reasoning, "Prompt harm"), Ok(()));
+        assert!(nemotron_harm(reasoning, "Response Harm").is_err());
+        assert!(nemotron_harm("<think>cut off", "Prompt harm").is_err());
+        assert_eq!(nemotron_safety("User Safety: safe", "User Safety"), Ok(()));
+        assert_eq!(
+            nemotron_safety(
+                "User Safety: unsafe\nSafety Categories: Violence, Threat",
+                "User Safety"
+            ),
+            Err("unsafe: Violence, Threat".to_string())
+        );
+        assert!(nemotron_safety("no verdict", "User Safety").is_err());
+        assert!(nemotron_safety("<think>User Safety: safe", "User Safety").is_err());
+    }
 
     #[test]
     fn fact_checks_read_as_nemo_inverts_is_content_safe() {
