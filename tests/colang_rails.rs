@@ -756,3 +756,62 @@ async fn nemos_with_custom_action_config_executes_its_action() {
         runs_nemos_custom_action_config(&real).await;
     }
 }
+
+#[tokio::test]
+async fn the_knowledge_base_key_names_its_own_embeddings_model() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let kb = format!(
+        "knowledge_base:\n  embedding_search_provider:\n    name: default\n    parameters:\n      embedding_engine: openai\n      embedding_model: text-embedding-3-small\n      base_url: {}\n",
+        llm.base_url()
+    );
+    let dir = configs.add("kb", &config(&llm.base_url(), &kb));
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(dir.join("kb/a.md"), "# Help\n\nWe can help with your account.\n\n# Politics\n\nNo party, government or vote advice.\n").unwrap();
+    let mut server = start(configs.root()).await;
+    server
+        .client
+        .generate(request("kb", "Which party gets my vote?"))
+        .await
+        .unwrap();
+    let requests = llm.state.requests();
+    let embedded: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.get("embeddings"))
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        embedded.iter().any(|e| e.contains("# Politics")),
+        "the chunks were embedded: {embedded:?}"
+    );
+    assert!(
+        embedded
+            .iter()
+            .any(|e| e.contains("Which party gets my vote?")),
+        "{embedded:?}"
+    );
+    let main = requests
+        .iter()
+        .rev()
+        .find(|r| r.get("messages").is_some())
+        .unwrap();
+    let system = main["messages"][0]["content"].as_str().unwrap();
+    let context = system.split("```markdown\n").nth(1).unwrap();
+    assert!(
+        context.starts_with("No party, government or vote advice."),
+        "the closest chunk first: {system}"
+    );
+    server.shutdown().await;
+    let dir = configs.add(
+        "simple",
+        &config(
+            &llm.base_url(),
+            "knowledge_base:\n  embedding_search_provider:\n    name: simple\n",
+        ),
+    );
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("`simple` is an embedding search provider registered in Python"),
+        "{e}"
+    );
+}

@@ -12,6 +12,7 @@
 //! Colang files are kept as text for the dialog module to parse.
 
 mod engine;
+mod knowledge;
 mod load;
 mod model;
 mod model_options;
@@ -236,6 +237,8 @@ pub struct Config {
     enable_rails_exceptions: bool,
     /// `actions_server_url`: NeMo's actions server, for `execute` of custom actions.
     actions_server_url: Option<reqwest::Url>,
+    /// `knowledge_base.embedding_search_provider`: the knowledge base's own embeddings model.
+    kb_embeddings: Option<ModelConfig>,
     sample_conversation: Option<String>,
     colang: Vec<SourceFile>,
     /// `*.py` files (custom actions, `config.py`).
@@ -353,6 +356,11 @@ impl Config {
 
     pub fn enable_rails_exceptions(&self) -> bool {
         self.enable_rails_exceptions
+    }
+
+    /// The knowledge base's own embeddings model (`knowledge_base:`), if any.
+    pub fn kb_embeddings(&self) -> Option<&ModelConfig> {
+        self.kb_embeddings.as_ref()
     }
 
     /// `actions_server_url`: where `execute` runs the config's own actions.

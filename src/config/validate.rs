@@ -13,9 +13,8 @@ use super::{
 };
 
 /// Keys NeMo knows that streamguard refuses by name.
-fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 7] {
+fn unsupported_keys(raw: &RawFile) -> [(&'static str, bool); 6] {
     [
-        ("knowledge_base", raw.knowledge_base.is_some()),
         ("core", raw.core.is_some()),
         (
             "embedding_search_provider",
@@ -63,6 +62,7 @@ pub(super) fn validate_composed(
         lowest_temperature: 0.001,
         enable_rails_exceptions: false,
         actions_server_url: None,
+        kb_embeddings: None,
         sample_conversation: None,
         colang: Vec::new(),
         action_files: Vec::new(),
@@ -199,6 +199,9 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     }
     if let Some(e) = raw.enable_rails_exceptions {
         config.enable_rails_exceptions = e;
+    }
+    if let Some(kb) = raw.knowledge_base {
+        config.kb_embeddings = super::knowledge::parse(kb, file)?;
     }
     if let Some(url) = raw.actions_server_url.filter(|u| !u.trim().is_empty()) {
         config.actions_server_url = Some(http_url(&url, file, "actions_server_url")?);

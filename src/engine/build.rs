@@ -148,7 +148,12 @@ fn answerer(
         true => dialog_embedder(config, &settings.upstream, warnings)?,
         false => None,
     };
-    let kb = crate::kb::KnowledgeBase::load(config, embedder.clone())?;
+    // The knowledge base's own embeddings model, else the dialog's.
+    let kb_embedder = match config.kb_embeddings() {
+        Some(m) => llm::build_embedder(m, &settings.upstream)?,
+        None => embedder.clone(),
+    };
+    let kb = crate::kb::KnowledgeBase::load(config, kb_embedder)?;
     Ok(match (dialog, kb) {
         (Some(dialog), kb) => {
             let actions = dialog_actions(config, &dialog, settings)?;
