@@ -56,6 +56,7 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-guardrails_only-input",
         "examples-bots-abc",
         "examples-configs-content_safety_reasoning",
+        "tests-test_configs-fact_checking",
     ] {
         let registry = Registry::load(&nemo(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         // Single-config mode: the directory itself is the config and the default.
@@ -97,10 +98,6 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
 #[test]
 fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
-        (
-            "tests-test_configs-fact_checking",
-            "`execute alignscore_check_facts` runs a custom action",
-        ),
         ("tests-test_configs-mvp_v2_x", "Colang 2"),
         (
             "examples-configs-autoalign-autoalign_factcheck_config",

@@ -25,6 +25,7 @@ pub use interp::{Actions, End, NoActions, Outcome, RunError, Said, Vars, render,
 pub use message::{MessageCleaner, read_intent};
 pub use parse::parse_into;
 pub use runtime::DialogRuntime;
+pub use steps::GENERATE_VALUE;
 pub use turn::{config_var, first_action};
 
 /// A Colang file that streamguard cannot run.

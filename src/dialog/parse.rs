@@ -7,6 +7,8 @@
 
 use super::{ColangError, Dialog, Flow, steps::parse_steps};
 
+/// The most comment text kept for one line.
+const MAX_COMMENT: usize = 4096;
 /// How deep a line may be indented (a bound on the nesting the parser recurses into).
 const MAX_INDENT: usize = 160;
 
@@ -14,6 +16,9 @@ pub(super) struct Line<'a> {
     pub number: usize,
     pub indent: usize,
     pub text: &'a str,
+    /// The `#` comment right above the line (or after it): `$x = ...`
+    /// takes it as the instructions for generating the value.
+    pub comment: &'a str,
 }
 
 /// Removes a `#` comment that is not inside quotes.
@@ -69,6 +74,8 @@ pub fn parse_into(
         message,
     };
     let mut owned = Vec::new();
+    // The comment lines since the last line with a step.
+    let mut comment = String::new();
     // The line a docstring (`"""…"""`, NeMo skips them) opened on.
     let mut doc: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -87,8 +94,18 @@ pub fn parse_into(
         }
         let no_tab = raw.replace('\t', "    ");
         let body = strip_comment(&no_tab).trim_end().to_string();
+        let note = no_tab[body.len()..].trim().trim_start_matches('#').trim();
         if body.trim().is_empty() {
+            if !note.is_empty() && comment.len() < MAX_COMMENT {
+                if !comment.is_empty() {
+                    comment.push(' ');
+                }
+                comment.push_str(note);
+            }
             continue;
+        }
+        if !note.is_empty() && comment.is_empty() {
+            comment.push_str(note);
         }
         let indent = body.len() - body.trim_start().len();
         if indent > MAX_INDENT {
@@ -97,17 +114,23 @@ pub fn parse_into(
                 format!("indented deeper than {MAX_INDENT} columns"),
             ));
         }
-        owned.push((i + 1, indent, body.trim().to_string()));
+        owned.push((
+            i + 1,
+            indent,
+            body.trim().to_string(),
+            std::mem::take(&mut comment),
+        ));
     }
     if let Some(line) = doc {
         return Err(err(line, "a docstring (`\"\"\"`) that never closes".into()));
     }
     let lines: Vec<Line<'_>> = owned
         .iter()
-        .map(|(n, ind, t)| Line {
+        .map(|(n, ind, t, c)| Line {
             number: *n,
             indent: *ind,
             text: t.as_str(),
+            comment: c.as_str(),
         })
         .collect();
     let mut at = 0;
@@ -285,7 +308,7 @@ mod tests {
     fn unsupported_constructs_are_refused_with_the_line() {
         let cases = [
             (
-                "define flow\n  user hi\n  execute check facts\n",
+                "define flow\n  user hi\n  execute check-facts!\n",
                 3,
                 "not an action or event name",
             ),

@@ -16,6 +16,8 @@ pub(super) const USER_INTENT_TASK: &str = "generate_user_intent";
 pub(super) const NEXT_STEPS_TASK: &str = "generate_next_steps";
 /// The bot message for a bot intent without a predefined message.
 pub(super) const BOT_MESSAGE_TASK: &str = "generate_bot_message";
+/// `$x = ...`: the value of a variable.
+pub(super) const VALUE_TASK: &str = "generate_value";
 /// Single-call mode: both intents and the message in one call.
 pub(super) const SINGLE_CALL_TASK: &str = "generate_intent_steps_message";
 
@@ -52,6 +54,18 @@ const BOT_MESSAGE: &str = r#"{{ general_instructions }}
 {{ history }}user "{{ user_input }}"
   {{ user_intent }}
 bot {{ bot_intent }}
+"#;
+
+const VALUE: &str = r#"{{ general_instructions }}
+{% if sample_conversation %}
+# This is how a conversation between a user and the bot can go:
+{{ sample_conversation }}
+{% endif %}
+# This is the current conversation between the user and the bot:
+{{ history }}user "{{ user_input }}"
+  {{ user_intent }}
+# {{ instructions }}
+${{ var_name }} =
 "#;
 
 const INTENT_STEPS_MESSAGE: &str = r#"{{ general_instructions }}
@@ -95,6 +109,7 @@ impl Prompts {
             (NEXT_STEPS_TASK, NEXT_STEPS),
             (BOT_MESSAGE_TASK, BOT_MESSAGE),
             (SINGLE_CALL_TASK, INTENT_STEPS_MESSAGE),
+            (VALUE_TASK, VALUE),
         ] {
             // A prompt of the same task in prompts.yml overrides ours.
             let prompt = config.prompt(task, config.main_model());
@@ -148,6 +163,8 @@ fn sample(config: &Config) -> minijinja::Value {
         user_input => "What can you do?",
         user_intent => "ask about capabilities",
         bot_intent => "inform capabilities",
+        instructions => "Extract the math question from the user's input.",
+        var_name => "math_query",
         config => crate::rails::template::config_vars(config),
     }
 }

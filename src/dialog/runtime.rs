@@ -37,6 +37,8 @@ use crate::{
 /// How deep `do` may nest.
 const MAX_DEPTH: usize = 8;
 
+mod value_gen;
+
 /// The dialog runtime of one config (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct DialogRuntime {
@@ -326,7 +328,14 @@ impl Inner {
                     ("relevant_chunks".into(), relevant_chunks.clone().into()),
                     ("config".into(), self.config_value.clone()),
                 ]);
-                super::turn::run_flow(&self.dialog, &*self.actions, flow, vars)
+                let actions = value_gen::TurnActions {
+                    inner: self,
+                    request,
+                    history: &history,
+                    user_input: &user_input,
+                    intent: &intent,
+                };
+                super::turn::run_flow(&self.dialog, &actions, flow, vars)
                     .await
                     .map_err(LlmError::Api)?
             }
@@ -381,6 +390,43 @@ impl Inner {
 
     /// The call that writes the message for `bot`: the single call's, when
     /// it answered this intent, else a `generate_bot_message` call.
+    /// The `generate_bot_message` prompt for `bot` in this turn.
+    fn message_prompt(&self, turn: &Turn, bot: &str) -> Result<String, LlmError> {
+        let ctx = minijinja::context! {
+            general_instructions => self.general.trim(),
+            history => &turn.history,
+            user_input => &turn.user_input,
+            user_intent => &turn.intent,
+            bot_intent => bot,
+            relevant_chunks => &turn.relevant_chunks,
+            config => &self.config_vars,
+        };
+        self.prompts.render(BOT_MESSAGE_TASK, ctx)
+    }
+
+    /// The variables output rails see: the flow's, the chunks, and (for
+    /// `self check hallucination`, when the flow set `$check_hallucination`)
+    /// `_last_bot_prompt`, the prompt of the last message to generate.
+    fn rail_context(&self, turn: &Turn) -> Result<Vars, LlmError> {
+        let mut context = turn.vars.clone();
+        context
+            .entry("relevant_chunks".into())
+            .or_insert_with(|| turn.relevant_chunks.clone().into());
+        if context.get("check_hallucination") == Some(&serde_json::Value::Bool(true)) {
+            let generated = turn.said.iter().rev().find_map(|s| match s {
+                Said::Intent(b) if !self.dialog.bots.contains_key(b) => Some(b),
+                _ => None,
+            });
+            if let Some(bot) = generated {
+                context.insert(
+                    "_last_bot_prompt".into(),
+                    self.message_prompt(turn, bot)?.into(),
+                );
+            }
+        }
+        Ok(context)
+    }
+
     fn message_call(
         &self,
         turn: &mut Turn,
@@ -397,16 +443,7 @@ impl Inner {
                 rest: s.rest,
             });
         }
-        let ctx = minijinja::context! {
-            general_instructions => self.general.trim(),
-            history => &turn.history,
-            user_input => &turn.user_input,
-            user_intent => &turn.intent,
-            bot_intent => bot,
-            relevant_chunks => &turn.relevant_chunks,
-            config => &self.config_vars,
-        };
-        let prompt = self.prompts.render(BOT_MESSAGE_TASK, ctx)?;
+        let prompt = self.message_prompt(turn, bot)?;
         let mut call = self.call(BOT_MESSAGE_TASK, prompt.clone(), params);
         call.params.temperature = None;
         call.params.stop = with_new_turn(&params.stop);
@@ -509,10 +546,7 @@ impl Answerer for DialogRuntime {
                 Said::Intent(b) => Some(b.clone()),
                 Said::Text(_) => None,
             });
-            let mut context = turn.vars.clone();
-            context
-                .entry("relevant_chunks".into())
-                .or_insert_with(|| turn.relevant_chunks.clone().into());
+            let context = runtime.rail_context(&turn)?;
             yield Piece::Dialog(DialogTurn {
                 user_intent: turn.intent.clone(),
                 bot_intent: last_intent.unwrap_or_default(),

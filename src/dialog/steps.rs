@@ -5,6 +5,9 @@
 //! NeMo's library writes it), `while expr` and `create event NAME(key=expr,
 //! …)`. Expressions are [`super::expr`]'s.
 
+/// The action `$x = ...` runs.
+pub const GENERATE_VALUE: &str = "generate_value";
+
 use super::{
     Action, ColangError, Expr, Step, expr,
     parse::{ErrFn, Line, name, refusal},
@@ -95,7 +98,7 @@ fn simple_step(l: &Line<'_>, err: &ErrFn<'_>) -> Result<Step, ColangError> {
                 line: n,
             }
         }
-        _ if text.starts_with('$') => assignment(text, n, err)?,
+        _ if text.starts_with('$') => assignment(l, err)?,
         _ if text.starts_with("else") => {
             return Err(err(
                 n,
@@ -112,8 +115,10 @@ fn variable(text: &str) -> Option<String> {
     (!v.is_empty() && v.chars().all(|c| c.is_alphanumeric() || c == '_')).then(|| v.to_string())
 }
 
-/// `$var = expr` or `$var = execute …`.
-fn assignment(text: &str, n: usize, err: &ErrFn<'_>) -> Result<Step, ColangError> {
+/// `$var = expr`, `$var = execute …` or `$var = ...` (NeMo's
+/// `generate_value` with the comment above as the instructions).
+fn assignment(l: &Line<'_>, err: &ErrFn<'_>) -> Result<Step, ColangError> {
+    let (text, n) = (l.text, l.number);
     let (left, right) = text
         .split_once('=')
         .filter(|(_, r)| !r.starts_with('='))
@@ -123,6 +128,18 @@ fn assignment(text: &str, n: usize, err: &ErrFn<'_>) -> Result<Step, ColangError
     let right = right.trim();
     if let Some(rest) = right.strip_prefix("execute ") {
         return Ok(Step::Execute(action(Some(var), rest, n, err)?));
+    }
+    if right == "..." {
+        let text = |s: &str| Expr::Lit(serde_json::Value::String(s.to_string()));
+        return Ok(Step::Execute(Action {
+            args: vec![
+                ("instructions".into(), text(l.comment)),
+                ("var_name".into(), text(&var)),
+            ],
+            result: Some(var),
+            name: GENERATE_VALUE.into(),
+            line: n,
+        }));
     }
     Ok(Step::Set {
         var,
@@ -157,11 +174,13 @@ fn call(
         Some(i) => (&text[..i], Some(&text[i + 1..])),
         None => (text, None),
     };
-    let name = name.trim();
+    // NeMo's action names may have spaces (`execute call fiddler safety on
+    // user message`): words, one space apart.
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
     if name.is_empty()
         || !name
             .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == ' ')
     {
         return Err(err(
             line,

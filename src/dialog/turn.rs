@@ -23,9 +23,11 @@ pub fn first_procedural<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> O
     })
 }
 
-/// The first `execute` of the dialog flows, through `do` subflows.
+/// The first `execute` of the dialog flows, through `do` subflows (`$x =
+/// ...` runs in the dialog itself).
 pub fn first_action<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Option<&'d str> {
     steps.iter().find_map(|s| match s {
+        Step::Execute(a) if a.name == super::steps::GENERATE_VALUE => None,
         Step::Execute(a) => Some(a.name.as_str()),
         Step::Branch(arms) => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
         Step::If { arms, .. } => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),

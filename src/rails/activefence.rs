@@ -184,12 +184,12 @@ fn judge(violations: &[Violation], detailed: bool) -> Verdict {
 
 impl ActiveFence {
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
-        let key = self.key.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (ActiveFence): ACTIVEFENCE_API_KEY is not set",
-                self.flow
-            ))
-        })?;
+        let key = settings::key(
+            self.key.as_deref(),
+            &self.flow,
+            "ActiveFence",
+            "ACTIVEFENCE_API_KEY",
+        )?;
         let mut random = [0u8; 16];
         fastrand::fill(&mut random);
         let id = uuid::Builder::from_random_bytes(random).into_uuid();

@@ -100,12 +100,10 @@ fn rules(answer: &Value) -> String {
 
 impl AiDefense {
     async fn ask(&self, text: &str) -> Result<Verdict, RailError> {
-        let (url, key) = self.target.as_ref().map_err(|var| {
-            RailError(format!(
-                "{} (Cisco AI Defense): {var} is not set",
-                self.flow
-            ))
-        })?;
+        let (url, key) = self
+            .target
+            .as_ref()
+            .map_err(|var| settings::unset(&self.flow, "Cisco AI Defense", var))?;
         let role = match self.stage {
             Stage::Input => "user",
             Stage::Output => "assistant",

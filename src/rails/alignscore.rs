@@ -52,8 +52,18 @@ pub struct AlignScore {
 pub(super) fn build(
     ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
-    stage: Stage,
+    _: Stage,
 ) -> Result<Arc<dyn Rail>, ConfigError> {
+    let rail: Arc<dyn Rail> = build_scorer(ctx, flow)?;
+    Ok(rail)
+}
+
+/// The AlignScore client of `flow` (`execute alignscore_check_facts` uses its score).
+pub(super) fn build_scorer(
+    ctx: &mut BuildContext<'_>,
+    flow: &FlowRef,
+) -> Result<Arc<AlignScore>, ConfigError> {
+    let stage = Stage::Output;
     let s: Settings = ctx.config.rail_settings("fact_checking")?;
     let file = ctx.config.rail_settings_file("fact_checking");
     let endpoint = s
@@ -88,6 +98,31 @@ impl AlignScore {
             .get("alignscore")
             .and_then(Value::as_f64)
             .ok_or_else(|| self.client.invalid("the answer has no `alignscore` number"))
+    }
+
+    /// NeMo's `alignscore_check_facts`: the score of the answer against the
+    /// chunks (`1.0` without chunks), else the `self check facts` judge's
+    /// `1.0` / `0.0` when the server fails and the fallback is on.
+    pub(super) async fn accuracy(&self, input: RailInput<'_>) -> Result<f64, RailError> {
+        let evidence = input
+            .context
+            .and_then(|c| c.get("relevant_chunks"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if evidence.is_empty() {
+            return Ok(1.0);
+        }
+        match (self.score(evidence, input.text()).await, &self.fallback) {
+            (Ok(score), _) => Ok(score),
+            (Err(e), Some(judge)) => {
+                tracing::warn!(flow = %self.flow, error = %e.0, "AlignScore failed; the self check facts judge decides");
+                Ok(match judge.check(input).await? {
+                    Verdict::Allow => 1.0,
+                    _ => 0.0,
+                })
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {

@@ -347,12 +347,12 @@ fn read_lines(body: &[u8]) -> Result<Verdict, String> {
 
 impl AutoAlign {
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
-        let key = self.key.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (AutoAlign): AUTOALIGN_API_KEY is not set",
-                self.flow
-            ))
-        })?;
+        let key = settings::key(
+            self.key.as_deref(),
+            &self.flow,
+            "AutoAlign",
+            "AUTOALIGN_API_KEY",
+        )?;
         let headers = [("x-api-key", key)];
         match &self.check {
             Check::Guardrails { config } => {

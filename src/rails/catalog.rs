@@ -87,6 +87,11 @@ pub(super) const SELF_CHECK_FACTS: JudgeSpec = JudgeSpec {
     model: JudgeModel::OwnTypeElseMain,
     shape: Shape::Facts,
 };
+const SELF_CHECK_HALLUCINATION: JudgeSpec = JudgeSpec {
+    task: "self_check_hallucination",
+    model: JudgeModel::OwnTypeElseMain,
+    shape: Shape::Hallucination,
+};
 const LLAMA_GUARD: JudgeSpec = JudgeSpec {
     task: "llama_guard_check",
     model: JudgeModel::Type("llama_guard"),
@@ -197,6 +202,12 @@ pub const CATALOG: &[FlowSpec] = &[
         Stage::Output,
         "prompt `self_check_facts` (`evidence`, `response`); runs when a dialog flow sets `$check_facts` and the knowledge base found chunks",
         SELF_CHECK_FACTS,
+    ),
+    judge(
+        "self check hallucination",
+        Stage::Output,
+        "prompt `self_check_hallucination` (`paragraph`, `statement`); runs when a dialog flow sets `$check_hallucination`; the main model answers twice more to compare",
+        SELF_CHECK_HALLUCINATION,
     ),
     judge(
         "llama guard check input",
@@ -376,6 +387,19 @@ pub fn check_rewrite(
     Ok(())
 }
 
+/// Builds the rail of a catalog flow.
+pub(super) fn build_spec(
+    ctx: &mut BuildContext<'_>,
+    spec: &FlowSpec,
+    flow: &FlowRef,
+    stage: Stage,
+) -> Result<Arc<dyn Rail>, ConfigError> {
+    match spec.build {
+        Build::Judge(judge_spec) => judge::build(ctx, &judge_spec, flow, stage),
+        Build::Native(f) => f(ctx, flow, stage),
+    }
+}
+
 /// What a config's rails are built from besides the config.
 #[derive(Clone, Copy)]
 pub struct Sources<'a> {
@@ -408,10 +432,7 @@ pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError
                 continue;
             }
             let spec = checked_spec(config, stage, rails, flow)?;
-            built.push(match spec.build {
-                Build::Judge(judge_spec) => judge::build(&mut ctx, &judge_spec, flow, stage)?,
-                Build::Native(f) => f(&mut ctx, flow, stage)?,
-            });
+            built.push(build_spec(&mut ctx, spec, flow, stage)?);
         }
         Ok(built)
     };

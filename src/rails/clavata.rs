@@ -158,12 +158,12 @@ fn policy_id(policy: &str, aliases: &BTreeMap<String, String>) -> Result<String,
 
 impl Clavata {
     async fn job(&self, text: &str) -> Result<Job, RailError> {
-        let key = self.key.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (Clavata): CLAVATA_API_KEY is not set",
-                self.flow
-            ))
-        })?;
+        let key = settings::key(
+            self.key.as_deref(),
+            &self.flow,
+            "Clavata",
+            "CLAVATA_API_KEY",
+        )?;
         let body = json!({
             "content_data": [{"text": text}],
             "policy_id": self.policy_id,

@@ -1,9 +1,10 @@
 //! A config's own Colang 1.0 flow (or subflow) named in `rails.input.flows`
 //! / `rails.output.flows`, run as a rail, as NeMo runs its custom rails. The
 //! flow sees `$user_message` (and for output rails `$bot_message`: the answer
-//! or its window), `$last_user_message`, `$config` and the flow's own
-//! `$key=value` arguments; `execute` runs the config's actions on NeMo's
-//! actions server. `stop` / `abort` blocks: with the message the flow said
+//! or its window), `$last_user_message`, `$config`, the flow's own
+//! `$key=value` arguments and the dialog's variables of the turn; `execute`
+//! runs NeMo's library actions in streamguard (see [`super::library`]) and
+//! the config's own on NeMo's actions server. `stop` / `abort` blocks: with the message the flow said
 //! (`bot …`) as the answer, or with the `create event …Exception(message=…)`
 //! it created as the reason. A flow that changes `$user_message` /
 //! `$bot_message` rewrites the text.
@@ -17,11 +18,12 @@ use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     actions_server::ActionsServer,
     catalog::{BuildContext, check_rewrite},
+    library::{self, Library},
     service::settings,
 };
 use crate::{
     config::{ConfigError, FlowRef},
-    dialog::{Actions, Dialog, End, NoActions, Said, Step, Vars},
+    dialog::{Actions, Dialog, End, Expr, NoActions, Said, Step, Vars},
 };
 
 /// How deep the load-time walk follows `do`.
@@ -32,7 +34,10 @@ pub struct ColangRail {
     stage: Stage,
     steps: Vec<Step>,
     dialog: Arc<Dialog>,
+    /// The actions server (or none) for the config's own actions.
     actions: Arc<dyn Actions>,
+    /// NeMo's library actions the flow executes.
+    library: Library,
     /// `$config` and the flow's arguments.
     base: Vars,
 }
@@ -48,7 +53,10 @@ impl std::fmt::Debug for ColangRail {
 /// What the load-time walk over a flow found.
 #[derive(Default)]
 struct Walk {
+    /// The config's own actions.
     actions: BTreeSet<String>,
+    /// NeMo's library actions, with their literal `source` argument.
+    library: BTreeSet<(String, Option<String>)>,
     assigned: BTreeSet<String>,
 }
 
@@ -70,6 +78,27 @@ fn walk(
                 return Err(err(format!(
                     "`bot {name}` has no `define bot {name}` message"
                 )));
+            }
+            Step::Execute(a) if a.name == crate::dialog::GENERATE_VALUE => {
+                return Err(err(format!(
+                    "line {}: `${} = ...` asks the LLM for a value, which dialog flows do; a rail flow cannot",
+                    a.line,
+                    a.result.as_deref().unwrap_or_default()
+                )));
+            }
+            Step::Execute(a) if library::is_library(&a.name) => {
+                let source =
+                    a.args
+                        .iter()
+                        .find(|(k, _)| k == "source")
+                        .and_then(|(_, e)| match e {
+                            Expr::Lit(Value::String(s)) => Some(s.clone()),
+                            _ => None,
+                        });
+                found.library.insert((a.name.clone(), source));
+                if let Some(v) = &a.result {
+                    found.assigned.insert(v.clone());
+                }
             }
             Step::Execute(a) => {
                 found.actions.insert(a.name.clone());
@@ -139,6 +168,10 @@ pub(super) fn build(
         }
         (None, None) => Arc::new(NoActions),
     };
+    let mut library = Library::default();
+    for (name, source) in &found.library {
+        library.add(ctx, flow, name, source.as_deref())?;
+    }
     let mut base = Vars::new();
     base.insert(
         "config".into(),
@@ -153,20 +186,26 @@ pub(super) fn build(
         steps: defined.steps.clone(),
         dialog: dialog.clone(),
         actions,
+        library,
         base,
     }))
 }
 
 impl ColangRail {
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
-        let mut vars = self.base.clone();
+        // The dialog's variables (`$check_facts`, `$relevant_chunks`), then the rail's own.
+        let mut vars = input.context.cloned().unwrap_or_default();
+        vars.extend(self.base.iter().map(|(k, v)| (k.clone(), v.clone())));
         let user = Value::String(input.user_input.to_string());
         vars.insert("user_message".into(), user.clone());
         vars.insert("last_user_message".into(), user);
         if let Some(bot) = input.bot_response {
             vars.insert("bot_message".into(), Value::String(bot.to_string()));
         }
-        let out = crate::dialog::run(&self.dialog, &*self.actions, &self.steps, &mut vars)
+        let actions = self
+            .library
+            .bind(&*self.actions, input.history, input.calls);
+        let out = crate::dialog::run(&self.dialog, &actions, &self.steps, &mut vars)
             .await
             .map_err(|e| RailError(format!("{}: {e}", self.flow)))?;
         if matches!(out.end, End::Stopped | End::Aborted) {

@@ -128,12 +128,12 @@ fn score(answer: &Value, key: &str, default: f64) -> f64 {
 
 impl Fiddler {
     async fn decide(&self, text: &str) -> Result<Verdict, RailError> {
-        let key = self.key.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (Fiddler Guardrails): FIDDLER_API_KEY is not set",
-                self.flow
-            ))
-        })?;
+        let key = settings::key(
+            self.key.as_deref(),
+            &self.flow,
+            "Fiddler Guardrails",
+            "FIDDLER_API_KEY",
+        )?;
         let data = match self.check {
             Check::Safety(_) => json!({"input": text}),
             Check::Faithfulness(_) => json!({"context": "", "response": text}),

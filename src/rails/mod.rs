@@ -23,6 +23,7 @@ mod guardrails_ai;
 mod injection;
 mod jailbreak;
 mod judge;
+mod library;
 mod multilingual;
 mod pangea;
 mod patronus;

@@ -96,12 +96,12 @@ pub(super) fn build(
 
 impl Pangea {
     async fn decide(&self, user: &str, bot: Option<&str>) -> Result<Verdict, RailError> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (Pangea AI Guard): PANGEA_API_TOKEN is not set",
-                self.flow
-            ))
-        })?;
+        let token = settings::key(
+            self.token.as_deref(),
+            &self.flow,
+            "Pangea AI Guard",
+            "PANGEA_API_TOKEN",
+        )?;
         let mut messages: Vec<Value> = self
             .instructions
             .iter()

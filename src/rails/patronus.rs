@@ -167,12 +167,12 @@ fn passed(answer: &Value, strategy: Strategy) -> bool {
 
 impl Patronus {
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
-        let key = self.key.as_deref().ok_or_else(|| {
-            RailError(format!(
-                "{} (Patronus AI): PATRONUS_API_KEY is not set",
-                self.flow
-            ))
-        })?;
+        let key = settings::key(
+            self.key.as_deref(),
+            &self.flow,
+            "Patronus AI",
+            "PATRONUS_API_KEY",
+        )?;
         let body = Evaluate {
             params: &self.params,
             evaluated_model_input: input.user_input,

@@ -117,10 +117,7 @@ pub(super) fn mask(
 impl PrivateAi {
     async fn decide(&self, text: &str) -> Result<Verdict, RailError> {
         if self.url.host_str() == Some("api.private-ai.com") && self.key.is_none() {
-            return Err(RailError(format!(
-                "{} (Private AI): PAI_API_KEY is not set",
-                self.flow
-            )));
+            return Err(settings::unset(&self.flow, "Private AI", "PAI_API_KEY"));
         }
         let mut detection = json!({"accuracy": "high_automatic", "return_entity": false});
         if !self.entities.is_empty() {

@@ -104,9 +104,10 @@ impl PromptSecurity {
                 "response",
             ),
         };
-        let (url, app_id) = self.target.as_ref().map_err(|var| {
-            RailError(format!("{} (Prompt Security): {var} is not set", self.flow))
-        })?;
+        let (url, app_id) = self
+            .target
+            .as_ref()
+            .map_err(|var| settings::unset(&self.flow, "Prompt Security", var))?;
         let headers = [("APP-ID", app_id.as_str())];
         let answer = self
             .client

@@ -193,7 +193,7 @@ pub mod settings {
     use super::{DEFAULT_TIMEOUT, ServiceClient};
     use crate::{
         config::{ConfigError, FlowRef},
-        rails::{RailInput, Stage, catalog::BuildContext},
+        rails::{RailError, RailInput, Stage, catalog::BuildContext},
     };
 
     /// `rails.config.<section>.timeout` in seconds (default 30 s).
@@ -247,6 +247,21 @@ pub mod settings {
             flow.key,
             flow.name
         ));
+    }
+
+    /// The error of a call whose environment variable `var` is not set.
+    pub fn unset(flow: &str, service: &str, var: &str) -> RailError {
+        RailError(format!("{flow} ({service}): {var} is not set"))
+    }
+
+    /// The key a call needs, or the error naming its unset variable.
+    pub fn key<'k>(
+        key: Option<&'k str>,
+        flow: &str,
+        service: &str,
+        var: &str,
+    ) -> Result<&'k str, RailError> {
+        key.ok_or_else(|| unset(flow, service, var))
     }
 
     /// The rail's client, or an error naming the flow.

@@ -4,6 +4,7 @@
 //! rendered with minijinja; the call never streams and runs at the config's
 //! lowest temperature; the answer is read by the prompt's output parser.
 
+mod hallucination;
 mod parse;
 
 use std::{sync::Arc, time::Instant};
@@ -53,6 +54,11 @@ pub enum Shape {
     /// chunks; the prompt gets them as `evidence` and the answer as
     /// `response`; "yes" (supported) allows.
     Facts,
+    /// NeMo's hallucination check: only when the dialog set
+    /// `$check_hallucination`; the main model answers again twice at
+    /// temperature 1.0, the prompt gets those as `paragraph` and the answer as
+    /// `statement`; a "no" (they disagree) blocks.
+    Hallucination,
 }
 
 /// One judge flow in the catalog.
@@ -133,6 +139,8 @@ pub struct JudgeRail {
     /// `(role, template name)` per message of the prompt.
     messages: Vec<(Role, String)>,
     provider: Arc<dyn Provider>,
+    /// The main model, which answers again for the hallucination check.
+    main: Option<Arc<dyn Provider>>,
     params: CallParams,
     parser: Parser,
     general_instructions: String,
@@ -178,7 +186,7 @@ fn task_and_model<'c>(
 ) -> Result<JudgeModelOf<'c>, ConfigError> {
     let config = ctx.config;
     let task = match spec.shape {
-        Shape::Facts => spec.task.to_string(),
+        Shape::Facts | Shape::Hallucination => spec.task.to_string(),
         _ => format!("{}_{stage}", spec.task),
     };
     let (task, kind, required) = match spec.model {
@@ -255,6 +263,19 @@ pub(super) fn build(
         env,
         messages,
         provider,
+        main: match spec.shape {
+            Shape::Hallucination => Some(ctx.providers.get("main").cloned().ok_or_else(|| {
+                ConfigError::invalid(
+                    &flow.source,
+                    &flow.key,
+                    format!(
+                        "`{}` asks the main model again; add a `type: main` model",
+                        flow.name
+                    ),
+                )
+            })?),
+            _ => None,
+        },
         params: CallParams {
             temperature: Some(config.lowest_temperature()),
             max_tokens: Some(prompt.max_tokens.unwrap_or(DEFAULT_JUDGE_MAX_TOKENS)),
@@ -289,6 +310,8 @@ fn check_renders(
         bot_response => "Paris.",
         evidence => "Paris is the capital of France.",
         response => "Paris.",
+        paragraph => "Paris is the capital. The capital is Paris.",
+        statement => "Paris.",
         bot_thinking => "",
         reasoning_enabled => false,
         general_instructions => config.instruction("general").unwrap_or_default(),
@@ -315,9 +338,15 @@ fn check_renders(
 
 impl JudgeRail {
     /// The rendered prompt messages for this input.
-    fn render(&self, input: &RailInput<'_>) -> Result<Vec<ChatMessage>, RailError> {
+    fn render(
+        &self,
+        input: &RailInput<'_>,
+        paragraph: Option<&str>,
+    ) -> Result<Vec<ChatMessage>, RailError> {
         // The variables NeMo's prompts use.
         let vars = minijinja::context! {
+            paragraph => paragraph,
+            statement => input.bot_response,
             user_input => input.user_input,
             bot_response => input.bot_response,
             bot_thinking => input.bot_thinking,
@@ -342,7 +371,7 @@ impl JudgeRail {
     /// NeMo's topic-control conversation: the prompt as the system message
     /// (with the output restriction), then the user and assistant turns.
     fn topic_messages(&self, input: &RailInput<'_>) -> Result<Vec<ChatMessage>, RailError> {
-        let rendered = self.render(input)?;
+        let rendered = self.render(input, None)?;
         let mut system: String = rendered
             .iter()
             .map(|m| m.content.trim())
@@ -372,32 +401,21 @@ impl JudgeRail {
         messages: Vec<ChatMessage>,
         input: &RailInput<'_>,
     ) -> Result<String, RailError> {
-        let started = Instant::now();
-        let prompt = input.calls.map(|_| CallRecord::prompt_text(&messages));
-        let mut request = ChatRequest::new(self.task.clone(), messages);
-        request.params = self.params.clone();
-        let completion = self
-            .provider
-            .complete(request)
-            .await
-            .map_err(|e| RailError(format!("judge call for `{}` failed: {e}", self.task)))?;
-        if let (Some(calls), Some(prompt)) = (input.calls, prompt) {
-            calls.record(CallRecord {
-                task: self.task.clone(),
-                prompt,
-                completion: completion.text.clone(),
-                usage: completion.usage,
-                duration: started.elapsed(),
-                started,
-            });
-        }
-        Ok(completion.text)
+        call_model(
+            &*self.provider,
+            &self.task,
+            messages,
+            &self.params,
+            input.calls,
+        )
+        .await
+        .map_err(|e| RailError(format!("judge call for `{}` failed: {e}", self.task)))
     }
 
     async fn decide(&self, input: RailInput<'_>) -> Result<Verdict, RailError> {
         Ok(match self.shape {
             Shape::Prompt => {
-                let answer = self.call(self.render(&input)?, &input).await?;
+                let answer = self.call(self.render(&input, None)?, &input).await?;
                 match self.parser.read(&answer) {
                     Ok(()) => Verdict::Allow,
                     Err(reason) => Verdict::Block { reason },
@@ -411,7 +429,7 @@ impl JudgeRail {
                 if !checks || relevant_chunks(&input).is_empty() {
                     return Ok(Verdict::Allow);
                 }
-                let answer = self.call(self.render(&input)?, &input).await?;
+                let answer = self.call(self.render(&input, None)?, &input).await?;
                 if parse::fact_supported(&answer) {
                     Verdict::Allow
                 } else {
@@ -423,6 +441,7 @@ impl JudgeRail {
                     }
                 }
             }
+            Shape::Hallucination => self.hallucination(&input).await?,
             Shape::TopicControl => {
                 let answer = self.call(self.topic_messages(&input)?, &input).await?;
                 if answer.trim().to_lowercase().starts_with("off-topic") {
@@ -435,6 +454,32 @@ impl JudgeRail {
             }
         })
     }
+}
+
+/// One call (never streaming) to `provider` for `task`; recorded in `calls`.
+async fn call_model(
+    provider: &dyn Provider,
+    task: &str,
+    messages: Vec<ChatMessage>,
+    params: &CallParams,
+    calls: Option<&crate::llm::CallLog>,
+) -> Result<String, crate::llm::LlmError> {
+    let started = Instant::now();
+    let prompt = calls.map(|_| CallRecord::prompt_text(&messages));
+    let mut request = ChatRequest::new(task, messages);
+    request.params = params.clone();
+    let completion = provider.complete(request).await?;
+    if let (Some(calls), Some(prompt)) = (calls, prompt) {
+        calls.record(CallRecord {
+            task: task.to_string(),
+            prompt,
+            completion: completion.text.clone(),
+            usage: completion.usage,
+            duration: started.elapsed(),
+            started,
+        });
+    }
+    Ok(completion.text)
 }
 
 /// The dialog's `$relevant_chunks` ("" without them).
@@ -456,6 +501,9 @@ impl Rail for JudgeRail {
     }
 
     fn refusal(&self, input: &RailInput<'_>, _reason: &str) -> Option<String> {
+        if self.shape == Shape::Hallucination {
+            return Some(super::service::ANSWER_UNKNOWN.to_string());
+        }
         self.safety.as_ref()?.refusal(input.user_input)
     }
 }

@@ -1,0 +1,127 @@
+//! `$x = ...` in a dialog flow: NeMo's `generate_value`. The LLM gets the
+//! `generate_value` prompt (the conversation, the comment above the line as
+//! the instructions, and `$x =` to complete); the first line of its answer,
+//! without a trailing `;`, is read as a literal (a string in quotes, a
+//! number, `True` / `False` / `None`, a list), as NeMo's `safe_eval` does.
+//! Other actions go to the config's actions.
+
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+
+use super::{super::prompts::VALUE_TASK, Inner};
+use crate::{
+    dialog::{Actions, Vars, expr, steps::GENERATE_VALUE},
+    engine::answer::AnswerRequest,
+};
+
+/// The most text a generated value may have.
+const MAX_VALUE: usize = 64 * 1024;
+
+/// The actions of one dialog turn.
+pub(super) struct TurnActions<'a> {
+    pub inner: &'a Inner,
+    pub request: &'a AnswerRequest,
+    pub history: &'a str,
+    pub user_input: &'a str,
+    pub intent: &'a str,
+}
+
+impl std::fmt::Debug for TurnActions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnActions")
+            .field("intent", &self.intent)
+            .finish()
+    }
+}
+
+impl Actions for TurnActions<'_> {
+    fn run<'a>(
+        &'a self,
+        name: &'a str,
+        args: Map<String, Value>,
+        vars: &'a Vars,
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async move {
+            if name != GENERATE_VALUE {
+                return self.inner.actions.run(name, args, vars).await;
+            }
+            let text = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default();
+            self.generate(text("instructions"), text("var_name")).await
+        })
+    }
+}
+
+impl TurnActions<'_> {
+    async fn generate(&self, instructions: &str, var_name: &str) -> Result<Value, String> {
+        let inner = self.inner;
+        let ctx = minijinja::context! {
+            general_instructions => inner.general.trim(),
+            sample_conversation => inner.sample.trim(),
+            history => self.history,
+            user_input => self.user_input,
+            user_intent => self.intent,
+            instructions => instructions,
+            var_name => var_name,
+            config => &inner.config_vars,
+        };
+        let prompt = inner
+            .prompts
+            .render(VALUE_TASK, ctx)
+            .map_err(|e| e.to_string())?;
+        let answer = inner
+            .ask(VALUE_TASK, prompt, self.request)
+            .await
+            .map_err(|e| format!("generating `${var_name}`: {e}"))?;
+        read_value(&answer).map_err(|e| format!("generating `${var_name}`: {e}"))
+    }
+}
+
+/// The value in the first line of the LLM's answer.
+fn read_value(answer: &str) -> Result<Value, String> {
+    let line = answer.trim().lines().next().unwrap_or_default().trim();
+    let line = line.strip_suffix(';').unwrap_or(line).trim();
+    let shown: String = line.chars().take(80).collect();
+    if line.len() > MAX_VALUE {
+        return Err(format!("the LLM's value is longer than {MAX_VALUE} bytes"));
+    }
+    let invalid = || {
+        format!(
+            "the LLM's answer `{shown}` is not a value (a quoted string, number, True/False/None or list)"
+        )
+    };
+    let e = expr::parse(line).map_err(|_| invalid())?;
+    // A literal: no variable may be read.
+    let read = std::cell::Cell::new(false);
+    let value = e
+        .eval(&|_| {
+            read.set(true);
+            None
+        })
+        .map_err(|_| invalid())?;
+    match read.get() {
+        true => Err(invalid()),
+        false => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_read_as_nemo_reads_them() {
+        assert_eq!(
+            read_value("\"What is 2+2?\";\nmore").unwrap(),
+            "What is 2+2?"
+        );
+        assert_eq!(read_value(" 42 ").unwrap(), 42);
+        assert_eq!(
+            read_value("['a', 'b']").unwrap(),
+            serde_json::json!(["a", "b"])
+        );
+        assert_eq!(read_value("True").unwrap(), true);
+        let e = read_value("Bucharest").unwrap_err();
+        assert!(e.contains("`Bucharest` is not a value"), "{e}");
+        assert!(read_value("$secret").is_err());
+    }
+}
