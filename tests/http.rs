@@ -479,7 +479,7 @@ async fn every_error_is_json_and_unsupported_fields_are_refused_by_name() {
             "guardrails.thread_id",
         ),
         (
-            json!({"model": "bot", "messages": user("hi"), "guardrails": {"state": {}}}),
+            json!({"model": "bot", "messages": user("hi"), "guardrails": {"state": {"events": []}}}),
             "guardrails.state",
         ),
         (

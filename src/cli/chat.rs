@@ -131,6 +131,7 @@ impl Backend {
                     options: None,
                     model: request.model.unwrap_or_default(),
                     config_ids: Vec::new(),
+                    state: None,
                 };
                 let status = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
                 if streaming {
@@ -209,6 +210,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,
             context: Default::default(),
+            state: None,
         }),
     }
 }

@@ -80,6 +80,9 @@ pub struct Outcome {
     pub said: Vec<Said>,
     /// The events `create event` made: name and arguments.
     pub events: Vec<(String, Map<String, Value>)>,
+    /// Where a run that ended [`End::Waiting`] waits: the index of its
+    /// top-level `user` step in the steps run (`None` inside a block).
+    pub waiting: Option<usize>,
 }
 
 /// A run that could not go on: the line and why.
@@ -146,14 +149,22 @@ async fn run_with(
         turn,
         events: Vec::new(),
     };
-    let end = match r.block(steps, 0).await? {
-        Control::Next => End::Finished,
-        Control::End(e) => e,
-    };
+    let mut end = End::Finished;
+    let mut waiting = None;
+    for (i, step) in steps.iter().enumerate() {
+        if let Control::End(e) = r.block(std::slice::from_ref(step), 0).await? {
+            if e == End::Waiting && matches!(step, Step::User(_) | Step::Branch(_)) {
+                waiting = Some(i);
+            }
+            end = e;
+            break;
+        }
+    }
     Ok(Outcome {
         end,
         said: r.said,
         events: r.events,
+        waiting,
     })
 }
 

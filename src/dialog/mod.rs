@@ -11,6 +11,7 @@ mod parse;
 mod prompts;
 mod retrieval;
 mod runtime;
+mod state;
 mod steps;
 mod stream;
 mod turn;
@@ -25,6 +26,7 @@ pub use interp::{Actions, End, NoActions, Outcome, RunError, Said, Vars, render,
 pub use message::{MessageCleaner, read_intent};
 pub use parse::parse_into;
 pub use runtime::DialogRuntime;
+pub use state::{DialogState, FlowAt};
 pub use steps::GENERATE_VALUE;
 pub use turn::{config_var, first_action};
 

@@ -62,17 +62,11 @@ pub(super) fn refusal(text: &str) -> String {
     }
 }
 
-/// Parses one `.co` file into `dialog`.
-pub fn parse_into(
-    dialog: &mut Dialog,
-    file: &std::path::Path,
-    text: &str,
-) -> Result<(), ColangError> {
-    let err = |line: usize, message: String| ColangError {
-        file: file.to_path_buf(),
-        line,
-        message,
-    };
+/// A line with a step: its number, indent, text and the comment above it.
+type Owned = (usize, usize, String, String);
+
+/// The lines of a file that hold steps (comments and docstrings removed).
+fn owned_lines(text: &str, err: &ErrFn<'_>) -> Result<Vec<Owned>, ColangError> {
     let mut owned = Vec::new();
     // The comment lines since the last line with a step.
     let mut comment = String::new();
@@ -124,6 +118,21 @@ pub fn parse_into(
     if let Some(line) = doc {
         return Err(err(line, "a docstring (`\"\"\"`) that never closes".into()));
     }
+    Ok(owned)
+}
+
+/// Parses one `.co` file into `dialog`.
+pub fn parse_into(
+    dialog: &mut Dialog,
+    file: &std::path::Path,
+    text: &str,
+) -> Result<(), ColangError> {
+    let err = |line: usize, message: String| ColangError {
+        file: file.to_path_buf(),
+        line,
+        message,
+    };
+    let owned = owned_lines(text, &err)?;
     let lines: Vec<Line<'_>> = owned
         .iter()
         .map(|(n, ind, t, c)| Line {

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Instant};
 use futures_util::StreamExt;
 
 use super::{
-    Actions, Dialog, Said, Step, Vars,
+    Actions, Dialog, DialogState, Said, Step, Vars,
     message::read_intent,
     prompts::{BOT_MESSAGE_TASK, NEXT_STEPS_TASK, Prompts, SINGLE_CALL_TASK, USER_INTENT_TASK},
     retrieval::Retrieval,
@@ -37,6 +37,7 @@ use crate::{
 /// How deep `do` may nest.
 const MAX_DEPTH: usize = 8;
 
+mod context;
 mod value_gen;
 
 /// The dialog runtime of one config (cheap to clone).
@@ -92,6 +93,8 @@ struct Turn {
     said: Vec<Said>,
     /// The flow's variables after the turn (for `$var` in messages).
     vars: Vars,
+    /// What the next turn resumes from.
+    state: DialogState,
     single: Option<SingleCall>,
 }
 
@@ -320,14 +323,9 @@ impl Inner {
         let intent = self
             .user_intent(ctx, &single_intents, &user_input, request)
             .await?;
-        let (said, vars) = match super::turn::procedural_flow(&self.dialog, &intent) {
-            Some(flow) => {
-                let vars = Vars::from([
-                    ("user_message".into(), user_input.clone().into()),
-                    ("last_user_message".into(), user_input.clone().into()),
-                    ("relevant_chunks".into(), relevant_chunks.clone().into()),
-                    ("config".into(), self.config_value.clone()),
-                ]);
+        let prior = request.state.as_ref();
+        let (said, vars, state) = match super::state::choose(&self.dialog, prior, &intent) {
+            Some(chosen) => {
                 let actions = value_gen::TurnActions {
                     inner: self,
                     request,
@@ -335,19 +333,13 @@ impl Inner {
                     user_input: &user_input,
                     intent: &intent,
                 };
-                super::turn::run_flow(&self.dialog, &actions, flow, vars)
-                    .await
-                    .map_err(LlmError::Api)?
+                actions.run_flow(chosen, prior, &relevant_chunks).await?
             }
             None => {
-                let read = (
-                    earlier,
-                    history.as_str(),
-                    user_input.as_str(),
-                    intent.as_str(),
-                );
+                let read = (earlier, &history[..], &user_input[..], &intent[..]);
                 let bots = self.bot_intents(read, single_intents, request).await?;
-                (bots.into_iter().map(Said::Intent).collect(), Vars::new())
+                let said = bots.into_iter().map(Said::Intent).collect();
+                (said, Vars::new(), DialogState::carried(prior))
             }
         };
         Ok(Turn {
@@ -357,6 +349,7 @@ impl Inner {
             intent,
             said,
             vars,
+            state,
             single,
         })
     }
@@ -402,29 +395,6 @@ impl Inner {
             config => &self.config_vars,
         };
         self.prompts.render(BOT_MESSAGE_TASK, ctx)
-    }
-
-    /// The variables output rails see: the flow's, the chunks, and (for
-    /// `self check hallucination`, when the flow set `$check_hallucination`)
-    /// `_last_bot_prompt`, the prompt of the last message to generate.
-    fn rail_context(&self, turn: &Turn) -> Result<Vars, LlmError> {
-        let mut context = turn.vars.clone();
-        context
-            .entry("relevant_chunks".into())
-            .or_insert_with(|| turn.relevant_chunks.clone().into());
-        if context.get("check_hallucination") == Some(&serde_json::Value::Bool(true)) {
-            let generated = turn.said.iter().rev().find_map(|s| match s {
-                Said::Intent(b) if !self.dialog.bots.contains_key(b) => Some(b),
-                _ => None,
-            });
-            if let Some(bot) = generated {
-                context.insert(
-                    "_last_bot_prompt".into(),
-                    self.message_prompt(turn, bot)?.into(),
-                );
-            }
-        }
-        Ok(context)
     }
 
     fn message_call(
@@ -551,6 +521,7 @@ impl Answerer for DialogRuntime {
                 user_intent: turn.intent.clone(),
                 bot_intent: last_intent.unwrap_or_default(),
                 context,
+                state: Some(turn.state.clone()),
             });
             let said = std::mem::take(&mut turn.said);
             for (i, step) in said.iter().enumerate() {

@@ -39,9 +39,10 @@ pub fn first_action<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Optio
     })
 }
 
-/// The dialog flow starting with `user <intent>` that needs the interpreter.
-pub fn procedural_flow<'d>(dialog: &'d Dialog, intent: &str) -> Option<&'d Flow> {
-    dialog.flows.iter().find(|f| {
+/// The dialog flow starting with `user <intent>` that needs the
+/// interpreter, and its index.
+pub fn procedural_flow<'d>(dialog: &'d Dialog, intent: &str) -> Option<(usize, &'d Flow)> {
+    dialog.flows.iter().enumerate().find(|(_, f)| {
         matches!(f.steps.first(), Some(Step::User(u)) if u == intent)
             && first_procedural(dialog, &f.steps[1..], 0).is_some()
     })
@@ -57,18 +58,24 @@ pub fn config_var(config: &Config, dialog: &Dialog) -> Value {
     })
 }
 
-/// Runs `flow` after its `user` step: what it says, and the variables after.
+/// What a turn's flow did: what it said, the variables after, and the index
+/// of the `user` step it waits at.
+pub type FlowRun = (Vec<Said>, Vars, Option<usize>);
+
+/// Runs `flow` from step `start` (after a `user` step) up to its next `user` step.
 pub async fn run_flow(
     dialog: &Dialog,
     actions: &dyn Actions,
     flow: &Flow,
+    start: usize,
     mut vars: Vars,
-) -> Result<(Vec<Said>, Vars), String> {
-    let out = run_turn(dialog, actions, &flow.steps[1..], &mut vars)
+) -> Result<FlowRun, String> {
+    let steps = flow.steps.get(start..).unwrap_or_default();
+    let out = run_turn(dialog, actions, steps, &mut vars)
         .await
         .map_err(|e| {
             let name = flow.name.as_deref().unwrap_or("(unnamed)");
             format!("the dialog flow `{name}` ({}): {e}", flow.file.display())
         })?;
-    Ok((out.said, vars))
+    Ok((out.said, vars, out.waiting.map(|w| start + w)))
 }

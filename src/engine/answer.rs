@@ -20,6 +20,8 @@ pub struct DialogTurn {
     /// The dialog's variables after the turn (`$relevant_chunks`, what its
     /// flow set, such as `$check_facts`), for the output rails.
     pub context: std::collections::BTreeMap<String, serde_json::Value>,
+    /// What the next turn resumes from (NeMo's `state`).
+    pub state: Option<crate::dialog::DialogState>,
 }
 
 /// One item of an answer.
@@ -57,6 +59,8 @@ pub type PieceStream = BoxStream<'static, Result<Piece, LlmError>>;
 pub struct AnswerRequest {
     pub chat: ChatRequest,
     pub calls: Option<Arc<CallLog>>,
+    /// The dialog state the caller gave back.
+    pub state: Option<crate::dialog::DialogState>,
 }
 
 /// A whole answer.

@@ -25,6 +25,7 @@ pub(super) async fn run(
     }
     let stops = request.options.llm_params.stop.clone();
     let want_reasoning = request.options.reasoning;
+    let state = request.state.clone();
     let (main, user_input) = inner.main_request(request, rewritten);
     let prompt = run
         .log
@@ -36,6 +37,7 @@ pub(super) async fn run(
         .complete(AnswerRequest {
             chat: main,
             calls: run.calls(),
+            state,
         })
         .await
         .map_err(upstream_error)?;

@@ -356,6 +356,7 @@ impl Inner {
             options,
             traceparent,
             model: _,
+            state: _,
         } = request;
         let user_input: Arc<str> = match (rewritten, messages.last_mut()) {
             (Some(text), Some(last)) => {

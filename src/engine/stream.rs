@@ -159,6 +159,7 @@ impl Driver {
         // that ignores them.
         let stops = request.options.llm_params.stop.clone();
         let request_reasoning = request.options.reasoning;
+        let state = request.state.clone();
         let (main, user_input) = inner.main_request(request, rewritten);
         let prompt = run
             .log
@@ -183,6 +184,7 @@ impl Driver {
         let answer = inner.answerer.stream(AnswerRequest {
             chat: main,
             calls: run.calls(),
+            state,
         });
         Ok(Start::Answer(Box::new(Driver {
             inner,

@@ -23,6 +23,9 @@ pub struct Request {
     /// The main model to call (its name; the config's engine and settings
     /// stay). `None`: the config's main model, or the server's default.
     pub model: Option<String>,
+    /// The dialog state a previous answer returned (NeMo's `state`): the
+    /// flow waiting for the user and the flows' variables.
+    pub state: Option<crate::dialog::DialogState>,
 }
 
 impl From<Vec<ChatMessage>> for Request {
@@ -32,6 +35,7 @@ impl From<Vec<ChatMessage>> for Request {
             options: Options::default(),
             traceparent: None,
             model: None,
+            state: None,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod http;
 mod listen;
 pub mod metrics;
 mod reload;
+mod state_token;
 pub mod tls;
 
 use std::{future::Future, sync::Arc};
@@ -68,6 +69,8 @@ pub struct State {
     /// The same fact as `expired`, read per poll without the token's lock.
     expired_flag: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<ServerEvent>,
+    /// Signs the dialog states handed to callers.
+    pub state_key: state_token::StateKey,
 }
 
 impl State {
@@ -78,6 +81,7 @@ impl State {
             expired: CancellationToken::new(),
             expired_flag: std::sync::atomic::AtomicBool::new(false),
             events: broadcast::channel(64).0,
+            state_key: state_token::StateKey::from_env(),
         })
     }
 

@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 
 use super::{super::prompts::VALUE_TASK, Inner};
 use crate::{
-    dialog::{Actions, Vars, expr, steps::GENERATE_VALUE},
+    dialog::{Actions, DialogState, Flow, FlowAt, Said, Vars, expr, steps::GENERATE_VALUE},
     engine::answer::AnswerRequest,
+    llm::LlmError,
 };
 
 /// The most text a generated value may have.
@@ -52,6 +53,35 @@ impl Actions for TurnActions<'_> {
 }
 
 impl TurnActions<'_> {
+    /// Runs the turn's flow `(index, flow, first step)` over the state's
+    /// variables: what it said, its variables, and the state after.
+    pub(super) async fn run_flow(
+        &self,
+        (index, flow, start): (usize, &Flow, usize),
+        prior: Option<&DialogState>,
+        relevant_chunks: &str,
+    ) -> Result<(Vec<Said>, Vars, DialogState), LlmError> {
+        let inner = self.inner;
+        let mut vars = prior.map(DialogState::start_vars).unwrap_or_default();
+        vars.extend([
+            ("user_message".into(), self.user_input.into()),
+            ("last_user_message".into(), self.user_input.into()),
+            ("relevant_chunks".into(), relevant_chunks.into()),
+            ("config".into(), inner.config_value.clone()),
+        ]);
+        let (said, vars, waiting) =
+            crate::dialog::turn::run_flow(&inner.dialog, self, flow, start, vars)
+                .await
+                .map_err(LlmError::Api)?;
+        let at = waiting.map(|step| FlowAt {
+            flow: index,
+            line: flow.line,
+            step,
+        });
+        let state = DialogState::after(vars.clone(), at);
+        Ok((said, vars, state))
+    }
+
     async fn generate(&self, instructions: &str, var_name: &str) -> Result<Value, String> {
         let inner = self.inner;
         let ctx = minijinja::context! {

@@ -10,6 +10,7 @@ use crate::{
     error::Error,
     llm::{CallParams, ChatMessage, Role, Usage},
     pb,
+    server::state_token::StateKey,
 };
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`).
@@ -98,13 +99,15 @@ fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Er
 /// config) and the engine request.
 pub(super) fn request(
     request: pb::GenerateRequest,
-) -> Result<(Vec<String>, engine::Request), Error> {
+    key: &StateKey,
+) -> Result<(Vec<String>, engine::Request, Option<String>), Error> {
     let pb::GenerateRequest {
         config_id,
         messages: wire,
         options: wire_options,
         model,
         config_ids,
+        state,
     } = request;
     let ids = match (config_id.is_empty(), config_ids.is_empty()) {
         (false, false) => {
@@ -116,6 +119,15 @@ pub(super) fn request(
         (false, true) => vec![config_id],
         (true, _) => config_ids,
     };
+    // The state is signed for the configs as the request names them.
+    let state_for = state.is_some().then(|| ids.join(","));
+    let state = match (state, &state_for) {
+        (Some(token), Some(configs)) if !token.is_empty() => {
+            Some(key.open(configs, &token, "state")?)
+        }
+        (Some(_), _) => Some(Default::default()),
+        (None, _) => None,
+    };
     Ok((
         ids,
         engine::Request {
@@ -123,11 +135,36 @@ pub(super) fn request(
             options: options(wire_options)?,
             traceparent: None,
             model: (!model.is_empty()).then_some(model),
+            state,
         },
+        state_for,
     ))
 }
 
-pub(super) fn response(config_id: &str, response: engine::Response) -> pb::GenerateResponse {
+/// The state token of the answer, when the request gave a state.
+pub(super) fn state(
+    key: &StateKey,
+    configs: Option<&str>,
+    response: &engine::Response,
+) -> Result<String, Error> {
+    match configs {
+        Some(configs) => {
+            let state = response
+                .dialog
+                .as_ref()
+                .and_then(|d| d.state.clone())
+                .unwrap_or_default();
+            key.seal(configs, &state)
+        }
+        None => Ok(String::new()),
+    }
+}
+
+pub(super) fn response(
+    config_id: &str,
+    response: engine::Response,
+    state: String,
+) -> pb::GenerateResponse {
     let engine::Response {
         content,
         violation,
@@ -165,6 +202,7 @@ pub(super) fn response(config_id: &str, response: engine::Response) -> pb::Gener
         dialog: dialog.map(|d| pb::DialogTurn {
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,
+            state,
         }),
         model,
         reasoning_content: reasoning_content.unwrap_or_default(),

@@ -69,15 +69,17 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, ()) = self.state.prepare(
+        let (call, state_for) = self.state.prepare(
             Transport::Grpc,
             super::metrics::GENERATE,
             meta(&metadata),
-            |_| convert::request(body).map(|(id, r)| (id, r, ())),
+            |_| convert::request(body, &self.state.state_key),
         )?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
-        let mut response = Response::new(convert::response(&id, answer));
+        let state = convert::state(&self.state.state_key, state_for.as_deref(), &answer)
+            .map_err(|e| status(&e, &rid))?;
+        let mut response = Response::new(convert::response(&id, answer, state));
         with_request_id(response.metadata_mut(), &rid);
         Ok(response)
     }
@@ -89,12 +91,13 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, ()) = self.state.prepare(
+        let (call, state_for) = self.state.prepare(
             Transport::Grpc,
             super::metrics::STREAM_GENERATE,
             meta(&metadata),
-            |_| convert::request(body).map(|(id, r)| (id, r, ())),
+            |_| convert::request(body, &self.state.state_key),
         )?;
+        let server = self.state.clone();
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let stream_rid = rid.clone();
         // Preconditions and request errors fail the RPC before any LLM call.
@@ -112,11 +115,15 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                     pb::Reasoning { text },
                 )),
             }),
-            Ok(Event::Final(response)) => Ok(pb::StreamGenerateResponse {
-                event: Some(pb::stream_generate_response::Event::Final(
-                    convert::response(&id, *response),
-                )),
-            }),
+            Ok(Event::Final(response)) => {
+                let state = convert::state(&server.state_key, state_for.as_deref(), &response)
+                    .map_err(|e| status(&e, &stream_rid))?;
+                Ok(pb::StreamGenerateResponse {
+                    event: Some(pb::stream_generate_response::Event::Final(
+                        convert::response(&id, *response, state),
+                    )),
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "stream failed");
                 Err(status(&e, &stream_rid))

@@ -9,6 +9,7 @@ use crate::{
     engine::{self, Registry},
     error::Error,
     llm::{CallParams, ChatMessage, Role},
+    server::state_token::StateKey,
 };
 
 /// A message in either body shape.
@@ -147,21 +148,15 @@ struct ChatBody {
 /// beats an answer that silently ignored it.
 fn refuse_unsupported(body: &ChatBody) -> Result<(), Error> {
     let g = body.guardrails.as_ref();
-    let threads = "conversation threads (server-side state) are not supported yet; send the whole conversation in `messages`";
+    let threads = "conversation threads (server-side conversations) are not supported yet; send the whole conversation in `messages` (and the dialog `guardrails.state` streamguard returned)";
     let tools = "tool calling is not supported yet; send plain chat messages";
-    let checks: [(&'static str, bool, &str); 9] = [
+    let checks: [(&'static str, bool, &str); 7] = [
         (
             "guardrails.thread_id",
             g.is_some_and(|g| g.thread_id.is_some()),
             threads,
         ),
         ("thread_id", body.thread_id.is_some(), threads),
-        (
-            "guardrails.state",
-            g.is_some_and(|g| g.state.is_some()),
-            threads,
-        ),
-        ("state", body.state.is_some(), threads),
         (
             "guardrails.config",
             g.is_some_and(|g| g.config.is_some()),
@@ -198,6 +193,9 @@ pub(super) struct Shape {
     pub model: Option<String>,
     /// The caller's block style, if it chose one.
     pub block_style: Option<BlockStyle>,
+    /// The configs a dialog state is signed for, when the request gave one
+    /// (`guardrails.state`): the reply returns the state after the turn.
+    pub state_for: Option<String>,
 }
 
 fn bad_body(message: String, param: Option<String>) -> Error {
@@ -299,10 +297,29 @@ fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
     opts
 }
 
+/// The dialog state of the request (NeMo's server reads `guardrails.state`;
+/// older bodies: `state`), and the configs it is signed for.
+fn dialog_state(
+    nested: Option<Value>,
+    top: Option<Value>,
+    ids: &[String],
+    key: &StateKey,
+) -> Result<(Option<crate::dialog::DialogState>, Option<String>), Error> {
+    let (field, value) = match (nested, top) {
+        (Some(s), _) => ("guardrails.state", s),
+        (None, Some(s)) => ("state", s),
+        (None, None) => return Ok((None, None)),
+    };
+    let configs = ids.join(",");
+    let state = key.open_json(&configs, &value, field)?;
+    Ok((Some(state), Some(configs)))
+}
+
 /// Parses a body into the config id, the engine request and the reply shape.
 pub(super) fn parse(
     bytes: &[u8],
     registry: &Registry,
+    key: &StateKey,
 ) -> Result<(Vec<String>, engine::Request, Shape), Error> {
     // The common case parses once; only a bad body is parsed again to name
     // the path to the offending value.
@@ -336,7 +353,7 @@ pub(super) fn parse(
         stop,
         include_reasoning,
         thread_id: _,
-        state: _,
+        state: top_state,
         tools: _,
         tool_choice: _,
         functions: _,
@@ -361,17 +378,20 @@ pub(super) fn parse(
     let main_model = model.filter(|m| !m.is_empty() && !model_is_config);
     let mut options = options(nemo, openai_params);
     options.reasoning |= include_reasoning.unwrap_or(false);
+    let (state, state_for) = dialog_state(guardrails.state.take(), top_state, &ids, key)?;
     let request = engine::Request {
         messages: messages(wire)?,
         options,
         traceparent: None,
         model: main_model.clone(),
+        state,
     };
     let shape = Shape {
         stream,
         openai,
         model: main_model,
         block_style,
+        state_for,
     };
     Ok((ids, request, shape))
 }

@@ -198,7 +198,7 @@ async fn chat_completions(
         Transport::Http,
         super::metrics::HTTP_CHAT_COMPLETIONS,
         meta,
-        |registry| body::parse(&bytes, registry),
+        |registry| body::parse(&bytes, registry, &state.state_key),
     );
     let (call, shape) = match prepared {
         Ok(p) => p,
@@ -230,8 +230,13 @@ async fn chat_completions(
         }
     } else {
         match call.generate().await {
-            Ok(r) if shape.openai => Json(reply::openai(&model, &config_id, &r)).into_response(),
-            Ok(r) => Json(reply::nemo(&config_id, &r)).into_response(),
+            Ok(r) => match reply::state(&state.state_key, shape.state_for.as_deref(), &r) {
+                Ok(dialog_state) if shape.openai => {
+                    Json(reply::openai(&model, &config_id, &r, dialog_state)).into_response()
+                }
+                Ok(dialog_state) => Json(reply::nemo(&config_id, &r, dialog_state)).into_response(),
+                Err(e) => error_response(&e),
+            },
             Err(e) => error_response(&e),
         }
     };

@@ -4,10 +4,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::{
     engine::{GenerationLog, Response, Violation},
     llm::Usage,
+    server::state_token::StateKey,
 };
 
 /// A new `chatcmpl-…` id.
@@ -154,6 +156,9 @@ struct GuardrailsBody<'a> {
     log: Option<LogBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dialog: Option<DialogBody<'a>>,
+    /// The dialog state to give back with the next turn (NeMo's `guardrails.state`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -202,6 +207,8 @@ pub(super) struct NemoReply<'a> {
     log: Option<LogBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_data: Option<DialogBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Value>,
 }
 
 fn dialog(r: &Response) -> Option<DialogBody<'_>> {
@@ -211,7 +218,31 @@ fn dialog(r: &Response) -> Option<DialogBody<'_>> {
     })
 }
 
-pub(super) fn openai<'a>(model: &'a str, config_id: &'a str, r: &'a Response) -> OpenAiReply<'a> {
+/// The reply's `state` (`{"state": token}`) when the request gave one.
+pub(super) fn state(
+    key: &StateKey,
+    configs: Option<&str>,
+    r: &Response,
+) -> Result<Option<Value>, crate::error::Error> {
+    let Some(configs) = configs else {
+        return Ok(None);
+    };
+    let state = r
+        .dialog
+        .as_ref()
+        .and_then(|d| d.state.clone())
+        .unwrap_or_default();
+    Ok(Some(
+        serde_json::json!({"state": key.seal(configs, &state)?}),
+    ))
+}
+
+pub(super) fn openai<'a>(
+    model: &'a str,
+    config_id: &'a str,
+    r: &'a Response,
+    state: Option<Value>,
+) -> OpenAiReply<'a> {
     OpenAiReply {
         id: completion_id(),
         object: "chat.completion",
@@ -232,11 +263,12 @@ pub(super) fn openai<'a>(model: &'a str, config_id: &'a str, r: &'a Response) ->
             violation: r.violation.as_ref().map(ViolationBody::from),
             log: r.log.as_ref().map(LogBody::from),
             dialog: dialog(r),
+            state,
         },
     }
 }
 
-pub(super) fn nemo<'a>(config_id: &'a str, r: &'a Response) -> NemoReply<'a> {
+pub(super) fn nemo<'a>(config_id: &'a str, r: &'a Response, state: Option<Value>) -> NemoReply<'a> {
     NemoReply {
         messages: [MessageBody {
             role: "assistant",
@@ -248,6 +280,7 @@ pub(super) fn nemo<'a>(config_id: &'a str, r: &'a Response) -> NemoReply<'a> {
         usage: r.usage.as_ref().map(UsageBody::from),
         log: r.log.as_ref().map(LogBody::from),
         output_data: dialog(r),
+        state,
     }
 }
 
@@ -360,6 +393,7 @@ impl ChunkHead {
                 violation: r.violation.as_ref().map(ViolationBody::from),
                 log: r.log.as_ref().map(LogBody::from),
                 dialog: None,
+                state: None,
             });
         }
         e

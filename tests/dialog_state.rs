@@ -1,0 +1,151 @@
+//! NeMo's `state` for Colang 1.0 dialogs over HTTP (`guardrails.state`) and
+//! gRPC (`state`): a flow waiting at a `user` step resumes there on the next
+//! turn, and variables set in one turn are there in the next; without a
+//! state each turn starts fresh. States are signed: a changed one is refused.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const INTRO: &str = "define user greet\n  \"hello\"\n\ndefine user give name\n  \"my name is Bob\"\n\n\
+    define user ask name\n  \"what is my name?\"\n\n\
+    define bot ask name\n  \"What is your name?\"\n\ndefine bot greet by name\n  \"Nice to meet you, $name!\"\n\n\
+    define bot tell name\n  \"Your name is $name.\"\n\ndefine bot unknown name\n  \"I don't know your name.\"\n\n\
+    define flow intro\n  user greet\n  bot ask name\n  user give name\n  $name = \"Ana\"\n  bot greet by name\n\n\
+    define flow recall\n  user ask name\n  if $name\n    bot tell name\n  else\n    bot unknown name\n";
+
+async fn intro_config() -> (FakeLlm, Configs) {
+    let llm = fake_llm(Script {
+        tokens: tokens("A generated answer."),
+        // The latest turn's message first: earlier ones stay in the history.
+        judge_answers: vec![
+            ("do you remember me?".into(), "ask name".into()),
+            ("I am Ana".into(), "give name".into()),
+            ("hi there".into(), "greet".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "intro",
+        &config(
+            &llm.base_url(),
+            "streaming: True\nrails:\n  dialog:\n    single_call:\n      enabled: False\n",
+        ),
+    );
+    std::fs::write(dir.join("rails.co"), INTRO).unwrap();
+    (llm, configs)
+}
+
+fn turns(texts: &[(&str, &str)]) -> Value {
+    Value::Array(
+        texts
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn http_state_resumes_a_waiting_flow_and_keeps_its_variables() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    let ask = |messages: Value, state: Option<Value>| {
+        let base = base.clone();
+        async move {
+            let mut body = json!({"config_id": "intro", "messages": messages});
+            if let Some(s) = state {
+                body["guardrails"] = json!({"state": s});
+            }
+            post_chat(&base, &body).await
+        }
+    };
+    let (status, r) = ask(turns(&[("user", "hi there")]), Some(json!({}))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["messages"][0]["content"], "What is your name?");
+    let state = r["state"].clone();
+    assert!(state["state"].is_string(), "{r}");
+    // The flow waits at `user give name`: with the state it goes on there.
+    let (_, r) = ask(turns(&[("user", "I am Ana")]), Some(state)).await;
+    assert_eq!(r["messages"][0]["content"], "Nice to meet you, Ana!", "{r}");
+    let state = r["state"].clone();
+    // `$name` lives on in the state.
+    let (_, r) = ask(
+        turns(&[("user", "do you remember me?")]),
+        Some(state.clone()),
+    )
+    .await;
+    assert_eq!(r["messages"][0]["content"], "Your name is Ana.", "{r}");
+    // Without a state every turn starts fresh, and no state is returned.
+    let (_, r) = ask(turns(&[("user", "do you remember me?")]), None).await;
+    assert_eq!(r["messages"][0]["content"], "I don't know your name.");
+    assert!(r.get("state").is_none(), "{r}");
+    // The OpenAI shape returns it as NeMo's server does: `guardrails.state`.
+    let (_, r) = post_chat(
+        &base,
+        &json!({"model": "gpt-4o", "messages": turns(&[("user", "do you remember me?")]),
+                "guardrails": {"config_id": "intro", "state": state}}),
+    )
+    .await;
+    assert_eq!(r["choices"][0]["message"]["content"], "Your name is Ana.");
+    assert!(r["guardrails"]["state"]["state"].is_string(), "{r}");
+    // A changed state is refused, naming the field.
+    let (status, r) = ask(
+        turns(&[("user", "do you remember me?")]),
+        Some(json!({"state": "eyJ2YXJzIjp7fX0.AAAA"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(r["error"]["param"], "guardrails.state", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_state_round_trips_through_generate_and_stream_generate() {
+    let (_llm, configs) = intro_config().await;
+    let mut server = start(configs.root()).await;
+    let mut first = request("intro", "hi there");
+    first.state = Some(String::new());
+    let r = server.client.generate(first).await.unwrap().into_inner();
+    assert_eq!(r.message.unwrap().content, "What is your name?");
+    let state = r.dialog.unwrap().state;
+    assert!(!state.is_empty());
+    let mut second = request("intro", "I am Ana");
+    second.state = Some(state);
+    let mut stream = server
+        .client
+        .stream_generate(second)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        if let Some(streamguard::pb::stream_generate_response::Event::Final(f)) = event.event {
+            last = Some(f);
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(last.message.unwrap().content, "Nice to meet you, Ana!");
+    let mut third = request("intro", "do you remember me?");
+    third.state = Some(last.dialog.unwrap().state);
+    let r = server.client.generate(third).await.unwrap().into_inner();
+    assert_eq!(r.message.unwrap().content, "Your name is Ana.");
+    // A state for another config is refused.
+    let mut other = request("intro", "do you remember me?");
+    other.config_ids = vec!["intro".into(), "intro".into()];
+    other.config_id = String::new();
+    other.state = Some(r.dialog.unwrap().state);
+    let e = server.client.generate(other).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("other configs"), "{}", e.message());
+    server.shutdown().await;
+}
