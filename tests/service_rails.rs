@@ -100,6 +100,18 @@ fn autoalign_facts(body: &Value) -> Response {
     axum::Json(json!({"all_overall_fact_scores": [score], "all_claims": []})).into_response()
 }
 
+/// AutoAlign's groundedness checker: JSON lines, the score in its `response`.
+fn autoalign_groundedness(body: &Value) -> Response {
+    let text = body["prompt"].as_str().unwrap_or_default();
+    let score = if text.contains("flat") { 0.1 } else { 0.9 };
+    let lines = format!(
+        "{}\n{}\n",
+        json!({"task": "pii", "response": ""}),
+        json!({"task": "groundedness_checker", "response": format!("Factcheck Score: {score}")})
+    );
+    lines.into_response()
+}
+
 fn gliner_entities(text: &str) -> Vec<(usize, usize, &'static str, &'static str)> {
     let mut found = vec![];
     for (needle, label) in [("Jane", "first_name"), ("attack", "threat")] {
@@ -257,6 +269,7 @@ async fn answer(fake: Fake, route: &str, headers: HeaderMap, body: Value) -> Res
     match route {
         "autoalign" => autoalign(&body),
         "autoalign facts" => autoalign_facts(&body),
+        "autoalign groundedness" => autoalign_groundedness(&body),
         "gliner" => gliner_extract(&body),
         "gliner nim" => gliner_nim(&body),
         "clavata" => clavata(&body, busy),
@@ -280,6 +293,7 @@ async fn fake_services() -> (String, Fake) {
     let app = Router::new()
         .route("/guardrail", route("autoalign"))
         .route("/content_moderation", route("autoalign facts"))
+        .route("/groundedness_check", route("autoalign groundedness"))
         .route("/v1/extract", route("gliner"))
         .route("/v1/chat/completions", route("gliner nim"))
         .route("/v1/jobs", route("clavata"))
@@ -518,9 +532,71 @@ fn autoalign_configs_that_cannot_work_are_refused_naming_the_key() {
     );
     let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
     assert!(
-        e.contains("knowledge base") && e.contains("autoalign factcheck output"),
+        e.contains("`rails.config.autoalign.parameters.groundedness_check_endpoint`")
+            && e.contains("is required by `autoalign groundedness output`"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn autoalign_groundedness_checks_the_answer_against_the_knowledge_base() {
+    let llm = fake_llm(Script {
+        tokens: tokens("The earth is flat."),
+        judge_answers: vec![
+            ("user \"Is the earth round?\"".into(), "ask science".into()),
+            ("user \"hello\"".into(), "greet".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let (base, fake) = fake_services().await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "g",
+        &config(
+            &llm.base_url(),
+            &format!(
+                "rails:\n  config:\n    autoalign:\n      api_key: aa-test-key\n      parameters:\n        \
+                 groundedness_check_endpoint: {base}/groundedness_check\n      output:\n        guardrails_config:\n          \
+                 {{\"groundedness_checker\": {{\"verify_response\": false}}}}\n  output:\n    flows: [autoalign groundedness output]\n"
+            ),
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask science\n  \"Is the sky blue?\"\n\ndefine user greet\n  \"hi\"\n\ndefine bot greet\n  \"Hi!\"\n\n\
+         define flow science\n  user ask science\n  $check_facts = True\n  bot answer science question\n\n\
+         define flow\n  user greet\n  bot greet\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(
+        dir.join("kb/earth.md"),
+        "# Earth\n\nThe earth is an oblate spheroid, round to the eye from space.\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let r = generate(&mut server, "g", "Is the earth round?").await;
+    let v = r.violation.clone().unwrap();
+    assert_eq!(v.rail, "autoalign groundedness output");
+    assert!(v.reason.contains("score 0.1 is below 0.5"), "{}", v.reason);
+    assert_eq!(content(&r), "I don't know the answer to that.");
+    let call = &fake.calls("autoalign groundedness")[0];
+    assert_eq!(call.body["prompt"], "The earth is flat.");
+    assert_eq!(
+        call.body["documents"],
+        json!(["The earth is an oblate spheroid, round to the eye from space."])
+    );
+    assert_eq!(
+        call.body["config"],
+        json!({"groundedness_checker": {"verify_response": false}})
+    );
+    assert_eq!(call.headers["x-api-key"], "aa-test-key");
+    // Without `$check_facts` the service is not asked.
+    let r = generate(&mut server, "g", "hello").await;
+    assert_eq!(content(&r), "Hi!");
+    assert_eq!(fake.calls("autoalign groundedness").len(), 1);
+    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -87,6 +87,8 @@ struct Turn {
     user_input: String,
     /// NeMo's `$relevant_chunks` for the message ("" without a knowledge base).
     relevant_chunks: String,
+    /// The chunks one by one (NeMo's `$relevant_chunks_sep`).
+    chunks: Vec<String>,
     history: String,
     intent: String,
     /// What the bot says: messages, and intents to find or write a message for.
@@ -294,10 +296,11 @@ impl Inner {
         };
         let history = self.history(earlier);
         let examples = self.retrieval.relevant(&user_input).await;
-        let relevant_chunks = match &self.kb {
-            Some(kb) => kb.relevant_chunks(&user_input).await,
-            None => String::new(),
+        let chunks = match &self.kb {
+            Some(kb) => kb.relevant(&user_input).await,
+            None => Vec::new(),
         };
+        let relevant_chunks = chunks.join("\n");
         let ctx = minijinja::context! {
             general_instructions => self.general.trim(),
             sample_conversation => self.sample.trim(),
@@ -345,6 +348,7 @@ impl Inner {
         Ok(Turn {
             user_input,
             relevant_chunks,
+            chunks,
             history,
             intent,
             said,

@@ -213,11 +213,13 @@ impl KnowledgeBase {
 
     /// NeMo's `$relevant_chunks` for `query`: the top chunks' bodies, one per line.
     pub async fn relevant_chunks(&self, query: &str) -> String {
+        self.relevant(query).await.join("\n")
+    }
+
+    /// The bodies of the chunks most relevant to `query` (NeMo's
+    /// `$relevant_chunks_sep`).
+    pub async fn relevant(&self, query: &str) -> Vec<String> {
         let found = self.search(query, TOP_K).await;
-        found
-            .iter()
-            .map(|c| c.body.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        found.iter().map(|c| c.body.clone()).collect()
     }
 }

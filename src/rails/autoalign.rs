@@ -7,8 +7,11 @@
 //! reason names them, "Toxicity in text, Jailbreak attempt detected."), a
 //! guarded `pii` rewrites the text to its redaction. The fact check POSTs the
 //! answer as a document to `parameters.fact_check_endpoint` and blocks below
-//! NeMo's threshold 0.5. `autoalign groundedness output` needs knowledge-base
-//! chunks and `$check_facts`, which streamguard does not have yet: refused.
+//! NeMo's threshold 0.5. `autoalign groundedness output` (only when the
+//! turn's dialog flow set `$check_facts`) POSTs `{"prompt": the answer,
+//! "documents": the knowledge base's chunks, "config"}` to
+//! `parameters.groundedness_check_endpoint` and blocks when the
+//! `groundedness_checker` line's "Factcheck Score: x" is below 0.5.
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -90,6 +93,7 @@ struct Settings {
 struct Parameters {
     endpoint: Option<String>,
     fact_check_endpoint: Option<String>,
+    groundedness_check_endpoint: Option<String>,
     #[serde(default)]
     multi_language: bool,
 }
@@ -106,6 +110,8 @@ enum Check {
     Guardrails { config: Value },
     /// The fact checker, with the output stage's `guardrails_config`.
     Facts { config: Value },
+    /// The groundedness checker over the knowledge base's chunks.
+    Groundedness { config: Value },
 }
 
 #[derive(Debug)]
@@ -235,22 +241,35 @@ pub(super) fn factcheck(
     }))
 }
 
-/// `autoalign groundedness output`: refused until knowledge bases run.
+/// `autoalign groundedness output`.
 pub(super) fn groundedness(
-    _: &mut BuildContext<'_>,
+    ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
-    _: Stage,
+    stage: Stage,
 ) -> Result<Arc<dyn Rail>, ConfigError> {
-    Err(ConfigError::invalid(
-        &flow.source,
-        &flow.key,
-        format!(
-            "`{}` checks the answer against the chunks retrieved from the knowledge base (kb/), and only \
-             after a dialog flow sets `$check_facts`; streamguard does not retrieve from knowledge bases yet. \
-             Use `autoalign factcheck output` to check answers without one",
-            flow.name
-        ),
-    ))
+    let c = common(ctx, flow)?;
+    let p = &c.settings.parameters;
+    let url = endpoint(
+        p.groundedness_check_endpoint.as_deref(),
+        &c.file,
+        "groundedness_check_endpoint",
+        flow,
+    )?;
+    // NeMo's default, with the output stage's `guardrails_config` over it.
+    let mut config = json!({"groundedness_checker": {"verify_response": false}});
+    if let (Some(map), Some(over)) = (config.as_object_mut(), &c.settings.output.guardrails_config)
+    {
+        map.extend(over.clone());
+    }
+    Ok(Arc::new(AutoAlign {
+        flow: flow.name.clone(),
+        stage,
+        check: Check::Groundedness { config },
+        url,
+        key: c.key,
+        multi_language: p.multi_language,
+        client: c.client,
+    }))
 }
 
 /// NeMo's default guardrail set (all off) with `tasks` switched on and merged in.
@@ -365,6 +384,7 @@ impl AutoAlign {
                 let bytes = self.client.success(&self.url, answer, Some(key))?;
                 read_lines(&bytes).map_err(|m| self.client.invalid(m))
             }
+            Check::Groundedness { config } => self.grounded(input, config, key).await,
             Check::Facts { config } => {
                 let body = json!({
                     "labels": {"session_id": "nemo", "api_key": key},
@@ -400,6 +420,64 @@ impl AutoAlign {
     }
 }
 
+impl AutoAlign {
+    /// The groundedness check, when the dialog flow asked for it.
+    async fn grounded(
+        &self,
+        input: RailInput<'_>,
+        config: &Value,
+        key: &str,
+    ) -> Result<Verdict, RailError> {
+        let context = input.context;
+        let checks = context
+            .and_then(|c| c.get("check_facts"))
+            .is_some_and(|v| v == &Value::Bool(true));
+        if !checks {
+            return Ok(Verdict::Allow);
+        }
+        let documents = context
+            .and_then(|c| c.get("relevant_chunks_sep"))
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let body = json!({"prompt": input.text(), "documents": documents, "config": config});
+        let answer = self
+            .client
+            .post(&self.url, &body, None, &[("x-api-key", key)])
+            .await?;
+        let bytes = self.client.success(&self.url, answer, Some(key))?;
+        let score = groundedness_score(&bytes).map_err(|m| self.client.invalid(m))?;
+        Ok(if score < FACT_THRESHOLD {
+            Verdict::Block {
+                reason: format!("AutoAlign groundedness score {score} is below {FACT_THRESHOLD}"),
+            }
+        } else {
+            Verdict::Allow
+        })
+    }
+}
+
+/// The "Factcheck Score: x" of the `groundedness_checker` line (1.0 without one, as NeMo).
+fn groundedness_score(bytes: &[u8]) -> Result<f64, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the answer is not UTF-8".to_string())?;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).map_err(|_| "an answer line is not JSON".to_string())?;
+        let score = v["response"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Factcheck Score: "))
+            .filter(|_| v["task"] == "groundedness_checker");
+        if let Some(score) = score {
+            return score.trim().parse().map_err(|_| {
+                format!(
+                    "`Factcheck Score: {}` is not a number",
+                    crate::error::echo(score)
+                )
+            });
+        }
+    }
+    Ok(1.0)
+}
+
 impl Rail for AutoAlign {
     fn flow(&self) -> &str {
         &self.flow
@@ -411,7 +489,7 @@ impl Rail for AutoAlign {
 
     fn refusal(&self, _input: &RailInput<'_>, _reason: &str) -> Option<String> {
         match self.check {
-            Check::Facts { .. } => Some(ANSWER_UNKNOWN.to_string()),
+            Check::Facts { .. } | Check::Groundedness { .. } => Some(ANSWER_UNKNOWN.to_string()),
             Check::Guardrails { .. } => None,
         }
     }

@@ -24,7 +24,7 @@ const TREND: &str = "`rails.config.trend_micro.api_key_env_var` (Trend Micro Vis
 const AA: &str = "`rails.config.autoalign.parameters.endpoint`, `<stage>.guardrails_config` and AUTOALIGN_API_KEY (AutoAlign)";
 const AA_FACT: &str =
     "`rails.config.autoalign.parameters.fact_check_endpoint` and AUTOALIGN_API_KEY (AutoAlign)";
-const AA_GROUND: &str = "a knowledge base and a dialog flow setting `$check_facts` (AutoAlign)";
+const AA_GROUND: &str = "`rails.config.autoalign.parameters.groundedness_check_endpoint`; runs when a dialog flow sets `$check_facts`, over the knowledge base's chunks";
 const GLINER: &str = "`rails.config.gliner.server_endpoint` (a GLiNER PII NIM or NeMo's GLiNER server) and `<stage>.entities`";
 const GAI: &str = "`$validator=<name>` of `rails.config.guardrails_ai.validators` and a Guardrails AI server (`server_endpoint`)";
 const CLAVATA: &str = "`rails.config.clavata.<stage>.policy` (an id or an alias of `policies`) and CLAVATA_API_KEY (Clavata)";

@@ -12,6 +12,11 @@ impl Inner {
         context
             .entry("relevant_chunks".into())
             .or_insert_with(|| turn.relevant_chunks.clone().into());
+        if !turn.chunks.is_empty() {
+            context
+                .entry("relevant_chunks_sep".into())
+                .or_insert_with(|| turn.chunks.clone().into());
+        }
         if context.get("check_hallucination") == Some(&serde_json::Value::Bool(true)) {
             let generated = turn.said.iter().rev().find_map(|s| match s {
                 Said::Intent(b) if !self.dialog.bots.contains_key(b) => Some(b),
