@@ -194,3 +194,39 @@ async fn item22_piped_chat_keeps_one_line_per_input_and_fails_when_a_turn_failed
     assert_eq!(out, "\n\n", "one (empty) line per failed turn");
     assert!(err.contains("2 of 2 turns failed"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_chat_keeps_the_dialog_state_from_turn_to_turn() {
+    let llm = fake_llm(Script {
+        tokens: tokens("A generated answer."),
+        judge_answers: vec![
+            ("I am Ana".into(), "give name".into()),
+            ("hi there".into(), "greet".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "intro",
+        &config(
+            &llm.base_url(),
+            "rails:\n  dialog:\n    single_call:\n      enabled: False\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user greet\n  \"hello\"\n\ndefine user give name\n  \"my name is Bob\"\n\n\
+         define bot ask name\n  \"What is your name?\"\n\ndefine bot greet by name\n  \"Nice to meet you, $name!\"\n\n\
+         define flow intro\n  user greet\n  bot ask name\n  user give name\n  $name = \"Ana\"\n  bot greet by name\n",
+    )
+    .unwrap();
+    let dir = dir.to_str().unwrap().to_string();
+    let (out, err, ok) =
+        tokio::task::spawn_blocking(move || chat(&["--config", &dir], "hi there\nI am Ana\n"))
+            .await
+            .unwrap();
+    assert!(ok, "{err}");
+    // The flow waiting at `user give name` resumes on the second turn.
+    assert_eq!(out, "What is your name?\nNice to meet you, Ana!\n", "{err}");
+}

@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
     Guardrails,
+    dialog::DialogState,
     engine::{Event, Registry, Request, Response},
     llm::ChatMessage,
     pb::{self, guardrails_client::GuardrailsClient},
@@ -100,8 +101,16 @@ impl Backend {
     }
 
     /// The answer to `messages` as events (one `Final` when not streaming).
-    async fn ask(&mut self, messages: Vec<ChatMessage>, streaming: bool) -> anyhow::Result<Events> {
-        let request = Request::from(messages);
+    async fn ask(
+        &mut self,
+        messages: Vec<ChatMessage>,
+        state: Option<DialogState>,
+        streaming: bool,
+    ) -> anyhow::Result<Events> {
+        let mut request = Request::from(messages);
+        // A local dialog keeps its state (its flows' variables, the flow
+        // waiting for the user) from turn to turn, as NeMo's chat does.
+        request.state = state;
         match self {
             Backend::Local(rails) => {
                 if streaming {
@@ -227,6 +236,7 @@ pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> any
     }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut history: Vec<ChatMessage> = Vec::new();
+    let mut state = DialogState::default();
     let mut stdout = std::io::stdout();
     let (mut turns, mut failed) = (0usize, 0usize);
     loop {
@@ -264,8 +274,12 @@ pub async fn run(mut backend: Backend, path: String, mut streaming: bool) -> any
             stdout: &mut stdout,
             one_line: !interactive,
         };
-        match answer(&mut backend, messages.clone(), streaming, out).await {
+        let asked = (messages.clone(), Some(state.clone()));
+        match answer(&mut backend, asked, streaming, out).await {
             Ok(Some(response)) => {
+                if let Some(next) = response.dialog.and_then(|d| d.state) {
+                    state = next;
+                }
                 messages.push(ChatMessage::assistant(response.content));
                 history = messages;
             }
@@ -304,11 +318,11 @@ impl Out<'_> {
 /// Prints one answer; `None` when ctrl-C stopped it.
 async fn answer(
     backend: &mut Backend,
-    messages: Vec<ChatMessage>,
+    (messages, state): (Vec<ChatMessage>, Option<DialogState>),
     streaming: bool,
     mut out: Out<'_>,
 ) -> anyhow::Result<Option<Response>> {
-    let mut events = match backend.ask(messages, streaming).await {
+    let mut events = match backend.ask(messages, state, streaming).await {
         Ok(events) => events,
         Err(e) => {
             if out.one_line {
