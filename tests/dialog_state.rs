@@ -149,3 +149,38 @@ async fn grpc_state_round_trips_through_generate_and_stream_generate() {
     assert!(e.message().contains("other configs"), "{}", e.message());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http_stream_returns_the_state_in_its_finish_chunk() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    let text = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(
+            &json!({"model": "gpt-4o", "stream": true, "messages": turns(&[("user", "hi there")]),
+                      "guardrails": {"config_id": "intro", "state": {}}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let finish = events.last().unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{text}");
+    let state = finish["guardrails"]["state"].clone();
+    assert!(state["state"].is_string(), "{text}");
+    let (_, r) = post_chat(
+        &base,
+        &json!({"config_id": "intro", "messages": turns(&[("user", "I am Ana")]),
+                "guardrails": {"state": state}}),
+    )
+    .await;
+    assert_eq!(r["messages"][0]["content"], "Nice to meet you, Ana!", "{r}");
+}

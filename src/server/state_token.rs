@@ -43,13 +43,12 @@ impl StateKey {
         match std::env::var(KEY_VAR) {
             Ok(k) if !k.trim().is_empty() => Self::from_secret(k.trim().as_bytes()),
             _ => {
+                // The system's randomness; fastrand's only where it has none.
                 let mut secret = [0u8; 32];
-                secret.iter_mut().for_each(|b| *b = fastrand::u8(..));
-                // fastrand is not a CSPRNG: mix in ring's system randomness when it answers.
                 let rng = ring::rand::SystemRandom::new();
-                let mut system = [0u8; 32];
-                if ring::rand::SecureRandom::fill(&rng, &mut system).is_ok() {
-                    secret = system;
+                if ring::rand::SecureRandom::fill(&rng, &mut secret).is_err() {
+                    tracing::warn!("no system randomness for the dialog state key; set {KEY_VAR}");
+                    secret.iter_mut().for_each(|b| *b = fastrand::u8(..));
                 }
                 Self::from_secret(&secret)
             }

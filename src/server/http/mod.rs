@@ -224,7 +224,8 @@ async fn chat_completions(
                 let style = shape
                     .block_style
                     .unwrap_or(state.admission.settings.block_style);
-                sse::sse(events, model, style).await
+                let seal = shape.state_for.clone().map(|c| (state.clone(), c));
+                sse::sse(events, model, style, seal).await
             }
             Err(e) => error_response(&e),
         }

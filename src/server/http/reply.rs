@@ -377,7 +377,7 @@ impl ChunkHead {
     }
 
     /// The last chunk: the finish reason, usage, and the violation and log.
-    pub fn finish<'a>(&'a self, r: &'a Response) -> ChunkEvent<'a> {
+    pub fn finish<'a>(&'a self, r: &'a Response, state: Option<Value>) -> ChunkEvent<'a> {
         let mut e = self.event(
             Delta {
                 role: None,
@@ -387,13 +387,13 @@ impl ChunkHead {
             Some(finish_reason(r)),
         );
         e.usage = r.usage.as_ref().map(UsageBody::from);
-        if r.violation.is_some() || r.log.is_some() {
+        if r.violation.is_some() || r.log.is_some() || state.is_some() {
             e.guardrails = Some(GuardrailsBody {
                 config_id: None,
                 violation: r.violation.as_ref().map(ViolationBody::from),
                 log: r.log.as_ref().map(LogBody::from),
                 dialog: None,
-                state: None,
+                state,
             });
         }
         e
@@ -470,7 +470,7 @@ mod tests {
             }),
             ..Response::default()
         };
-        let v: Value = serde_json::to_value(head.finish(&r)).unwrap();
+        let v: Value = serde_json::to_value(head.finish(&r, None)).unwrap();
         assert_eq!(v["choices"][0]["delta"], json!({}));
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"]["total_tokens"], 3);

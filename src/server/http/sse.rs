@@ -1,6 +1,6 @@
 //! The SSE body of a streamed chat completion, in OpenAI's framing.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::response::{
     IntoResponse, Response as HttpResponse,
@@ -10,7 +10,11 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use super::{BlockStyle, error_response, reply};
-use crate::{engine::Event, rails::Stage, server::edge::Bounded};
+use crate::{
+    engine::Event,
+    rails::Stage,
+    server::{State, edge::Bounded},
+};
 
 fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
     // Serialization of these borrowed structs cannot fail; if it ever did,
@@ -26,7 +30,14 @@ fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
 /// waits for the first event: a failure before any content gets the same
 /// status and JSON error as a whole answer, and the head goes out with the
 /// first chunk.
-pub(super) async fn sse(mut events: Bounded, model: String, style: BlockStyle) -> HttpResponse {
+/// With `seal` (the server and the configs, when the request gave a dialog
+/// state) the finish chunk carries the state after the turn in `guardrails.state`.
+pub(super) async fn sse(
+    mut events: Bounded,
+    model: String,
+    style: BlockStyle,
+    seal: Option<(Arc<State>, String)>,
+) -> HttpResponse {
     let first = match events.next().await {
         Some(Err(e)) => return error_response(&e),
         first => first,
@@ -48,7 +59,18 @@ pub(super) async fn sse(mut events: Bounded, model: String, style: BlockStyle) -
                 Some(v) if v.stage == Stage::Output && style == BlockStyle::Nemo => {
                     data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
                 }
-                _ => data(&head.finish(&r)),
+                _ => {
+                    let state = seal.as_ref().map(|(server, configs)| {
+                        reply::state(&server.state_key, Some(configs), &r)
+                    });
+                    match state.transpose() {
+                        Ok(state) => data(&head.finish(&r, state.flatten())),
+                        Err(e) => {
+                            let (kind, code) = e.kind();
+                            data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
+                        }
+                    }
+                }
             },
             Err(e) => {
                 let (kind, code) = e.kind();
