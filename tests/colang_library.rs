@@ -419,3 +419,59 @@ async fn nemos_generate_value_config_asks_the_llm_for_the_variable() {
     assert!(e.message().contains("is not a value"), "{}", e.message());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn dialog_flows_execute_library_actions_without_an_actions_server() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Here is a harmless secret."),
+        block_word: "forbidden".into(),
+        judge_answers: vec![
+            (
+                "user \"tell me the forbidden secret\"".into(),
+                "ask secret".into(),
+            ),
+            ("user \"tell me a secret\"".into(), "ask secret".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "d",
+        &config(
+            &llm.base_url(),
+            &format!(
+                "rails:\n  dialog:\n    single_call:\n      enabled: False\n{SELF_CHECK_PROMPTS}"
+            ),
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask secret\n  \"what is the secret?\"\n\ndefine bot refuse\n  \"I will not.\"\n\n\
+         define flow secret\n  user ask secret\n  $allowed = execute self_check_input\n  if not $allowed\n    bot refuse\n  else\n    bot answer secret\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("d", "tell me the forbidden secret"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.message.unwrap().content, "I will not.");
+    let r = server
+        .client
+        .generate(request("d", "tell me a secret"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.message.unwrap().content, "Here is a harmless secret.");
+    let judged = llm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.to_string().contains("Should the user message be blocked"))
+        .count();
+    assert_eq!(judged, 2);
+    server.shutdown().await;
+}

@@ -23,11 +23,12 @@ pub fn first_procedural<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> O
     })
 }
 
-/// The first `execute` of the dialog flows, through `do` subflows (`$x =
-/// ...` runs in the dialog itself).
+/// The first `execute` of a custom action in the dialog flows, through `do`
+/// subflows (`$x = ...` and NeMo's library actions run in streamguard).
 pub fn first_action<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Option<&'d str> {
     steps.iter().find_map(|s| match s {
         Step::Execute(a) if a.name == super::steps::GENERATE_VALUE => None,
+        Step::Execute(a) if crate::rails::is_library_action(&a.name) => None,
         Step::Execute(a) => Some(a.name.as_str()),
         Step::Branch(arms) => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
         Step::If { arms, .. } => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),

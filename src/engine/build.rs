@@ -118,7 +118,13 @@ pub(super) fn build(
     // main model; everything downstream streams from it unchanged.
     // Without `define user` examples NeMo asks the main model directly (its
     // flows may still be rails).
-    let answerer = answerer(config, dialog.clone(), main, settings, &mut warnings)?;
+    let answerer = answerer(
+        config,
+        (dialog.clone(), &providers),
+        main,
+        settings,
+        &mut warnings,
+    )?;
     if let Some(w) = otlp_warning(config) {
         warnings.push(w);
     }
@@ -138,7 +144,7 @@ pub(super) fn build(
 /// else the main model, with the knowledge base's chunks when there is one.
 fn answerer(
     config: &Config,
-    dialog: Option<Arc<Dialog>>,
+    (dialog, providers): (Option<Arc<Dialog>>, &rails::Providers),
     main: Arc<dyn Provider>,
     settings: &BuildSettings,
     warnings: &mut Vec<String>,
@@ -156,7 +162,14 @@ fn answerer(
     let kb = crate::kb::KnowledgeBase::load(config, kb_embedder)?;
     Ok(match (dialog, kb) {
         (Some(dialog), kb) => {
-            let actions = dialog_actions(config, &dialog, settings)?;
+            let server = dialog_actions(config, &dialog, settings)?;
+            let sources = rails::Sources {
+                providers,
+                templates: settings.templates,
+                dialog: None,
+                actions_server: settings.actions_server.as_ref(),
+            };
+            let actions = rails::dialog_actions(config, sources, &dialog, server, warnings)?;
             Arc::new(dialog::DialogRuntime::new(
                 config,
                 dialog,

@@ -410,6 +410,25 @@ pub struct Sources<'a> {
     pub actions_server: Option<&'a reqwest::Url>,
 }
 
+/// The actions of a config's dialog flows: the NeMo library actions they
+/// execute, built as the rails are, before `server` (the actions server).
+pub fn dialog_actions(
+    config: &Config,
+    sources: Sources<'_>,
+    dialog: &crate::dialog::Dialog,
+    server: Arc<dyn crate::dialog::Actions>,
+    warnings: &mut Warnings,
+) -> Result<Arc<dyn crate::dialog::Actions>, ConfigError> {
+    let mut ctx = BuildContext {
+        config,
+        providers: sources.providers,
+        warnings,
+        templates: sources.templates,
+        actions_server: sources.actions_server,
+    };
+    super::library::dialog_actions(&mut ctx, dialog, server)
+}
+
 /// Validates and builds the rails of both stages, in configured order.
 pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError> {
     let mut warnings = Warnings::new();

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     config::{ConfigError, FlowRef},
-    dialog::{Actions, Vars},
+    dialog::{Actions, Dialog, Expr, Step, Vars},
     llm::{CallLog, ChatMessage},
 };
 
@@ -129,7 +129,7 @@ const ACTIONS: &[(&str, &str, Stage, Returns)] = &[
 ];
 
 /// Whether `name` is one of NeMo's library actions streamguard runs itself.
-pub(super) fn is_library(name: &str) -> bool {
+pub fn is_library(name: &str) -> bool {
     ACTIONS.iter().any(|(n, ..)| *n == name)
 }
 
@@ -342,6 +342,94 @@ fn shape(returns: Returns, verdict: &Verdict, text: &str) -> Value {
             Verdict::Modify { text, .. } => Value::String(text.clone()),
             _ => Value::String(text.to_string()),
         },
+    }
+}
+
+/// The library actions of a config's dialog flows, each call with its
+/// literal `source`, and the line of the first.
+fn dialog_calls(
+    dialog: &Dialog,
+    steps: &[Step],
+    depth: usize,
+    found: &mut BTreeMap<(String, Option<String>), usize>,
+) {
+    for step in steps {
+        match step {
+            Step::Execute(a) if is_library(&a.name) => {
+                let source =
+                    a.args
+                        .iter()
+                        .find(|(k, _)| k == "source")
+                        .and_then(|(_, e)| match e {
+                            Expr::Lit(Value::String(s)) => Some(s.clone()),
+                            _ => None,
+                        });
+                found.entry((a.name.clone(), source)).or_insert(a.line);
+            }
+            Step::If { arms, .. } => arms
+                .iter()
+                .for_each(|(_, b)| dialog_calls(dialog, b, depth, found)),
+            Step::Branch(arms) => arms
+                .iter()
+                .for_each(|(_, b)| dialog_calls(dialog, b, depth, found)),
+            Step::While { body, .. } => dialog_calls(dialog, body, depth, found),
+            Step::Do(name) if depth < 8 => {
+                if let Some(sub) = dialog.flow_named(name) {
+                    dialog_calls(dialog, &sub.steps, depth + 1, found);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The actions of a config's dialog flows: NeMo's library actions they
+/// execute (built now, like the rails), else `server`'s.
+pub fn dialog_actions(
+    ctx: &mut BuildContext<'_>,
+    dialog: &Dialog,
+    server: Arc<dyn Actions>,
+) -> Result<Arc<dyn Actions>, ConfigError> {
+    let mut library = Library::default();
+    for flow in &dialog.flows {
+        let mut found = BTreeMap::new();
+        dialog_calls(dialog, &flow.steps, 0, &mut found);
+        for ((name, source), line) in found {
+            let called = FlowRef {
+                name: flow.name.clone().unwrap_or_else(|| "(unnamed flow)".into()),
+                args: Default::default(),
+                source: flow.file.clone(),
+                key: format!("line {line}"),
+            };
+            library.add(ctx, &called, &name, source.as_deref())?;
+        }
+    }
+    Ok(match library.built.is_empty() {
+        true => server,
+        false => Arc::new(DialogLibrary { library, server }),
+    })
+}
+
+/// A dialog's library actions, before its actions server.
+#[derive(Debug)]
+struct DialogLibrary {
+    library: Library,
+    server: Arc<dyn Actions>,
+}
+
+impl Actions for DialogLibrary {
+    fn run<'a>(
+        &'a self,
+        name: &'a str,
+        args: Map<String, Value>,
+        vars: &'a Vars,
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async move {
+            self.library
+                .bind(&*self.server, &[], None)
+                .run(name, args, vars)
+                .await
+        })
     }
 }
 

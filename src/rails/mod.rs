@@ -44,9 +44,11 @@ use crate::llm::{CallLog, ChatMessage, Provider};
 
 pub use actions_server::ActionsServer;
 pub use catalog::{
-    Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, flow_spec, flows, known_flows,
+    Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, dialog_actions, flow_spec, flows,
+    known_flows,
 };
 pub use judge::{JudgeSpec, parse_content_safety, parse_nemoguard, parse_yes_no};
+pub use library::is_library as is_library_action;
 pub use sensitive_data::{Entity, Recognizers};
 
 /// Where a rail runs.
