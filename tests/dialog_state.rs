@@ -14,7 +14,16 @@ const INTRO: &str = "define user greet\n  \"hello\"\n\ndefine user give name\n  
     define bot ask name\n  \"What is your name?\"\n\ndefine bot greet by name\n  \"Nice to meet you, $name!\"\n\n\
     define bot tell name\n  \"Your name is $name.\"\n\ndefine bot unknown name\n  \"I don't know your name.\"\n\n\
     define flow intro\n  user greet\n  bot ask name\n  user give name\n  $name = \"Ana\"\n  bot greet by name\n\n\
-    define flow recall\n  user ask name\n  if $name\n    bot tell name\n  else\n    bot unknown name\n";
+    define flow recall\n  user ask name\n  if $name\n    bot tell name\n  else\n    bot unknown name\n\n\
+    define bot refuse secrets\n  \"I cannot talk about passwords.\"\n\n\
+    define user ask order\n  \"can I order a coffee?\"\n\ndefine user say large\n  \"large please\"\n\n\
+    define user say small\n  \"small please\"\n\n\
+    define bot ask size\n  \"Small or large?\"\n\ndefine bot confirm size\n  \"A $size coffee, coming up.\"\n\n\
+    define flow order\n  user ask order\n  bot ask size\n  when user say small\n    $size = \"small\"\n    bot confirm size\n  \
+    else when user say large\n    $size = \"large\"\n    bot confirm size\n\n\
+    define user thank\n  \"thanks\"\n\ndefine bot welcome\n  \"You are welcome, $name.\"\n\n\
+    define flow thanks\n  user thank\n  bot welcome\n\n\
+    define subflow no secrets\n  if \"password\" in $user_message\n    bot refuse secrets\n    stop\n";
 
 async fn intro_config() -> (FakeLlm, Configs) {
     let llm = fake_llm(Script {
@@ -24,6 +33,9 @@ async fn intro_config() -> (FakeLlm, Configs) {
             ("do you remember me?".into(), "ask name".into()),
             ("I am Ana".into(), "give name".into()),
             ("hi there".into(), "greet".into()),
+            ("I want a coffee".into(), "ask order".into()),
+            ("thank you".into(), "thank".into()),
+            ("I want a large one".into(), "say large".into()),
         ],
         ..Script::default()
     })
@@ -33,7 +45,7 @@ async fn intro_config() -> (FakeLlm, Configs) {
         "intro",
         &config(
             &llm.base_url(),
-            "streaming: True\nrails:\n  dialog:\n    single_call:\n      enabled: False\n",
+            "streaming: True\nrails:\n  input:\n    flows:\n      - no secrets\n  dialog:\n    single_call:\n      enabled: False\n",
         ),
     );
     std::fs::write(dir.join("rails.co"), INTRO).unwrap();
@@ -79,6 +91,9 @@ async fn http_state_resumes_a_waiting_flow_and_keeps_its_variables() {
     )
     .await;
     assert_eq!(r["messages"][0]["content"], "Your name is Ana.", "{r}");
+    // A flow the interpreter does not run renders its messages with them too.
+    let (_, r) = ask(turns(&[("user", "thank you")]), Some(state.clone())).await;
+    assert_eq!(r["messages"][0]["content"], "You are welcome, Ana.", "{r}");
     // Without a state every turn starts fresh, and no state is returned.
     let (_, r) = ask(turns(&[("user", "do you remember me?")]), None).await;
     assert_eq!(r["messages"][0]["content"], "I don't know your name.");
@@ -117,7 +132,7 @@ async fn grpc_state_round_trips_through_generate_and_stream_generate() {
     first.state = Some(String::new());
     let r = server.client.generate(first).await.unwrap().into_inner();
     assert_eq!(r.message.unwrap().content, "What is your name?");
-    let state = r.dialog.unwrap().state;
+    let state = r.state;
     assert!(!state.is_empty());
     let mut second = request("intro", "I am Ana");
     second.state = Some(state);
@@ -136,17 +151,17 @@ async fn grpc_state_round_trips_through_generate_and_stream_generate() {
     let last = last.unwrap();
     assert_eq!(last.message.unwrap().content, "Nice to meet you, Ana!");
     let mut third = request("intro", "do you remember me?");
-    third.state = Some(last.dialog.unwrap().state);
+    third.state = Some(last.state);
     let r = server.client.generate(third).await.unwrap().into_inner();
     assert_eq!(r.message.unwrap().content, "Your name is Ana.");
     // A state for another config is refused.
     let mut other = request("intro", "do you remember me?");
     other.config_ids = vec!["intro".into(), "intro".into()];
     other.config_id = String::new();
-    other.state = Some(r.dialog.unwrap().state);
+    other.state = Some(r.state);
     let e = server.client.generate(other).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("other configs"), "{}", e.message());
+    assert!(e.message().contains("another config"), "{}", e.message());
     server.shutdown().await;
 }
 
@@ -183,4 +198,57 @@ async fn an_http_stream_returns_the_state_in_its_finish_chunk() {
     )
     .await;
     assert_eq!(r["messages"][0]["content"], "Nice to meet you, Ana!", "{r}");
+}
+
+#[tokio::test]
+async fn a_turn_a_rail_blocks_hands_the_state_back_unchanged() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    let body = |text: &str, state: Value| {
+        json!({"config_id": "intro", "messages": turns(&[("user", text)]),
+               "guardrails": {"state": state}})
+    };
+    let (_, r) = post_chat(&base, &body("hi there", json!({}))).await;
+    assert_eq!(r["messages"][0]["content"], "What is your name?", "{r}");
+    // The input rail blocks this turn; the flow still waits for the name.
+    let (_, blocked) = post_chat(&base, &body("my password is hunter2", r["state"].clone())).await;
+    assert_eq!(
+        blocked["messages"][0]["content"], "I cannot talk about passwords.",
+        "{blocked}"
+    );
+    assert!(blocked["state"]["state"].is_string(), "{blocked}");
+    let (_, r) = post_chat(&base, &body("I am Ana", blocked["state"].clone())).await;
+    assert_eq!(r["messages"][0]["content"], "Nice to meet you, Ana!", "{r}");
+
+    // gRPC: the blocked answer has no dialog turn but still the state.
+    let mut server = start(configs.root()).await;
+    let mut first = request("intro", "hi there");
+    first.state = Some(String::new());
+    let r = server.client.generate(first).await.unwrap().into_inner();
+    let mut second = request("intro", "my password is hunter2");
+    second.state = Some(r.state);
+    let blocked = server.client.generate(second).await.unwrap().into_inner();
+    assert!(blocked.violation.is_some() && blocked.dialog.is_none());
+    let mut third = request("intro", "I am Ana");
+    third.state = Some(blocked.state);
+    let r = server.client.generate(third).await.unwrap().into_inner();
+    assert_eq!(r.message.unwrap().content, "Nice to meet you, Ana!");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flow_waiting_at_a_when_block_resumes_in_the_arm_for_the_intent() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    let body = |text: &str, state: Value| {
+        json!({"config_id": "intro", "messages": turns(&[("user", text)]),
+               "guardrails": {"state": state}})
+    };
+    let (_, r) = post_chat(&base, &body("I want a coffee", json!({}))).await;
+    assert_eq!(r["messages"][0]["content"], "Small or large?", "{r}");
+    let (_, r) = post_chat(&base, &body("I want a large one", r["state"].clone())).await;
+    assert_eq!(
+        r["messages"][0]["content"], "A large coffee, coming up.",
+        "{r}"
+    );
 }

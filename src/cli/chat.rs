@@ -187,6 +187,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         response_id: _,
         model,
         reasoning_content: _,
+        state: _,
     } = r;
     Response {
         content: message.map(|m| m.content).unwrap_or_default(),

@@ -342,7 +342,9 @@ impl Inner {
                 let read = (earlier, &history[..], &user_input[..], &intent[..]);
                 let bots = self.bot_intents(read, single_intents, request).await?;
                 let said = bots.into_iter().map(Said::Intent).collect();
-                (said, Vars::new(), DialogState::carried(prior))
+                // The state's variables render the bot's messages.
+                let state = DialogState::carried(prior);
+                (said, state.vars.clone(), state)
             }
         };
         Ok(Turn {

@@ -15,7 +15,12 @@ const SYSTEM: &[&str] = &[
     "last_user_message",
     "bot_message",
     "relevant_chunks",
+    "relevant_chunks_sep",
     "config",
+    // The knowledge-base flows set these for the turn they answer; a later
+    // turn's checks must not run on an earlier turn's say-so.
+    "check_facts",
+    "check_hallucination",
 ];
 
 /// Where a dialog flow waits for the user.
@@ -61,21 +66,51 @@ impl DialogState {
     }
 }
 
-/// The flow to run for `intent` and the step to start at: the flow the state
-/// says waits for this intent, else the flow starting with `user <intent>`
-/// that needs the interpreter.
+/// The flow a turn runs: which one, the step it starts at, and (when it
+/// resumes at a `when` block) the arm for the user's intent to run first.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen<'d> {
+    pub index: usize,
+    pub flow: &'d Flow,
+    pub start: usize,
+    pub arm: Option<&'d [Step]>,
+}
+
+/// The flow to run for `intent`: the flow the state says waits for this
+/// intent (at a `user` step, or at a `when` block with an arm for it or an
+/// `else`), else the flow starting with `user <intent>` that needs the
+/// interpreter.
 pub fn choose<'d>(
     dialog: &'d Dialog,
     state: Option<&DialogState>,
     intent: &str,
-) -> Option<(usize, &'d Flow, usize)> {
+) -> Option<Chosen<'d>> {
     let resumed = state.and_then(|s| s.waiting).and_then(|at| {
         let flow = dialog.flows.get(at.flow).filter(|f| f.line == at.line)?;
-        matches!(flow.steps.get(at.step), Some(Step::User(u)) if u == intent).then_some((
-            at.flow,
+        let arm = match flow.steps.get(at.step)? {
+            Step::User(u) if u == intent => None,
+            Step::Branch(arms) => {
+                let arm = arms
+                    .iter()
+                    .find(|(a, _)| a.as_deref() == Some(intent))
+                    .or_else(|| arms.iter().find(|(a, _)| a.is_none()))?;
+                Some(arm.1.as_slice())
+            }
+            _ => return None,
+        };
+        Some(Chosen {
+            index: at.flow,
             flow,
-            at.step + 1,
-        ))
+            start: at.step + 1,
+            arm,
+        })
     });
-    resumed.or_else(|| super::turn::procedural_flow(dialog, intent).map(|(i, flow)| (i, flow, 1)))
+    resumed.or_else(|| {
+        super::turn::procedural_flow(dialog, intent).map(|(index, flow)| Chosen {
+            index,
+            flow,
+            start: 1,
+            arm: None,
+        })
+    })
 }

@@ -63,20 +63,31 @@ pub fn config_var(config: &Config, dialog: &Dialog) -> Value {
 /// of the `user` step it waits at.
 pub type FlowRun = (Vec<Said>, Vars, Option<usize>);
 
-/// Runs `flow` from step `start` (after a `user` step) up to its next `user` step.
+/// Runs the chosen flow from its step `start` (after a `user` step; the
+/// resumed `when` arm first) up to its next `user` step.
 pub async fn run_flow(
     dialog: &Dialog,
     actions: &dyn Actions,
-    flow: &Flow,
-    start: usize,
+    chosen: super::state::Chosen<'_>,
     mut vars: Vars,
 ) -> Result<FlowRun, String> {
-    let steps = flow.steps.get(start..).unwrap_or_default();
-    let out = run_turn(dialog, actions, steps, &mut vars)
+    let flow = chosen.flow;
+    let rest = flow.steps.get(chosen.start..).unwrap_or_default();
+    let steps: std::borrow::Cow<'_, [Step]> = match chosen.arm {
+        Some(arm) => arm.iter().chain(rest).cloned().collect(),
+        None => rest.into(),
+    };
+    let out = run_turn(dialog, actions, &steps, &mut vars)
         .await
         .map_err(|e| {
             let name = flow.name.as_deref().unwrap_or("(unnamed)");
             format!("the dialog flow `{name}` ({}): {e}", flow.file.display())
         })?;
-    Ok((out.said, vars, out.waiting.map(|w| start + w)))
+    // A wait inside the arm is not a position of the flow's own steps.
+    let lead = chosen.arm.map_or(0, <[Step]>::len);
+    let waiting = out
+        .waiting
+        .and_then(|w| w.checked_sub(lead))
+        .map(|w| chosen.start + w);
+    Ok((out.said, vars, waiting))
 }

@@ -215,13 +215,14 @@ impl ServerBuilder {
         if let Some(tls) = &self.settings.tls {
             tls.server_config().map_err(ServeError::Setup)?;
         }
+        let state_key = super::state_token::StateKey::from_env().map_err(ServeError::Setup)?;
         if source.is_none() && (self.sighup || self.watch) {
             return Err(ServeError::Setup(
                 "reload needs a config root (`config_root`), not a fixed registry".into(),
             ));
         }
         Ok(Server {
-            state: State::new(registry, self.settings),
+            state: State::with_key(registry, self.settings, state_key),
             grpc: self.grpc,
             http: self.http,
             metrics: self.metrics,

@@ -74,14 +74,24 @@ pub struct State {
 }
 
 impl State {
+    /// A server's state with a random dialog-state key.
     pub fn new(registry: Registry, settings: ServerSettings) -> Arc<Self> {
+        Self::with_key(registry, settings, state_token::StateKey::random())
+    }
+
+    /// A server's state signing dialog states with `state_key`.
+    pub(crate) fn with_key(
+        registry: Registry,
+        settings: ServerSettings,
+        state_key: state_token::StateKey,
+    ) -> Arc<Self> {
         Arc::new(State {
             registry: ArcSwap::from_pointee(registry),
             admission: Admission::new(settings),
             expired: CancellationToken::new(),
             expired_flag: std::sync::atomic::AtomicBool::new(false),
             events: broadcast::channel(64).0,
-            state_key: state_token::StateKey::from_env(),
+            state_key,
         })
     }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{super::prompts::VALUE_TASK, Inner};
 use crate::{
-    dialog::{Actions, DialogState, Flow, FlowAt, Said, Vars, expr, steps::GENERATE_VALUE},
+    dialog::{Actions, DialogState, FlowAt, Said, Vars, expr, steps::GENERATE_VALUE},
     engine::answer::AnswerRequest,
     llm::LlmError,
 };
@@ -57,7 +57,7 @@ impl TurnActions<'_> {
     /// variables: what it said, its variables, and the state after.
     pub(super) async fn run_flow(
         &self,
-        (index, flow, start): (usize, &Flow, usize),
+        chosen: crate::dialog::state::Chosen<'_>,
         prior: Option<&DialogState>,
         relevant_chunks: &str,
     ) -> Result<(Vec<Said>, Vars, DialogState), LlmError> {
@@ -70,12 +70,12 @@ impl TurnActions<'_> {
             ("config".into(), inner.config_value.clone()),
         ]);
         let (said, vars, waiting) =
-            crate::dialog::turn::run_flow(&inner.dialog, self, flow, start, vars)
+            crate::dialog::turn::run_flow(&inner.dialog, self, chosen, vars)
                 .await
                 .map_err(LlmError::Api)?;
         let at = waiting.map(|step| FlowAt {
-            flow: index,
-            line: flow.line,
+            flow: chosen.index,
+            line: chosen.flow.line,
             step,
         });
         let state = DialogState::after(vars.clone(), at);

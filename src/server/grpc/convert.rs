@@ -10,7 +10,7 @@ use crate::{
     error::Error,
     llm::{CallParams, ChatMessage, Role, Usage},
     pb,
-    server::state_token::StateKey,
+    server::state_token::{self, Resume, StateKey},
 };
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`).
@@ -100,7 +100,8 @@ fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Er
 pub(super) fn request(
     request: pb::GenerateRequest,
     key: &StateKey,
-) -> Result<(Vec<String>, engine::Request, Option<String>), Error> {
+    registry: &engine::Registry,
+) -> Result<(Vec<String>, engine::Request, Option<Resume>), Error> {
     let pb::GenerateRequest {
         config_id,
         messages: wire,
@@ -119,14 +120,16 @@ pub(super) fn request(
         (false, true) => vec![config_id],
         (true, _) => config_ids,
     };
-    // The state is signed for the configs as the request names them.
-    let state_for = state.is_some().then(|| ids.join(","));
-    let state = match (state, &state_for) {
-        (Some(token), Some(configs)) if !token.is_empty() => {
-            Some(key.open(configs, &token, "state")?)
+    let resume = match state {
+        Some(token) => {
+            let configs = state_token::scope(&ids, registry);
+            let prior = match token.is_empty() {
+                true => Default::default(),
+                false => key.open(&configs, &token, "state")?,
+            };
+            Some(Resume { configs, prior })
         }
-        (Some(_), _) => Some(Default::default()),
-        (None, _) => None,
+        None => None,
     };
     Ok((
         ids,
@@ -135,29 +138,19 @@ pub(super) fn request(
             options: options(wire_options)?,
             traceparent: None,
             model: (!model.is_empty()).then_some(model),
-            state,
+            state: resume.as_ref().map(|r| r.prior.clone()),
         },
-        state_for,
+        resume,
     ))
 }
 
 /// The state token of the answer, when the request gave a state.
 pub(super) fn state(
     key: &StateKey,
-    configs: Option<&str>,
+    resume: Option<&Resume>,
     response: &engine::Response,
 ) -> Result<String, Error> {
-    match configs {
-        Some(configs) => {
-            let state = response
-                .dialog
-                .as_ref()
-                .and_then(|d| d.state.clone())
-                .unwrap_or_default();
-            key.seal(configs, &state)
-        }
-        None => Ok(String::new()),
-    }
+    resume.map_or(Ok(String::new()), |r| r.seal(key, response))
 }
 
 pub(super) fn response(
@@ -202,10 +195,10 @@ pub(super) fn response(
         dialog: dialog.map(|d| pb::DialogTurn {
             user_intent: d.user_intent,
             bot_intent: d.bot_intent,
-            state,
         }),
         model,
         reasoning_content: reasoning_content.unwrap_or_default(),
+        state,
     }
 }
 

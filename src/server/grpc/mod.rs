@@ -69,15 +69,15 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, state_for) = self.state.prepare(
+        let (call, resume) = self.state.prepare(
             Transport::Grpc,
             super::metrics::GENERATE,
             meta(&metadata),
-            |_| convert::request(body, &self.state.state_key),
+            |registry| convert::request(body, &self.state.state_key, registry),
         )?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
-        let state = convert::state(&self.state.state_key, state_for.as_deref(), &answer)
+        let state = convert::state(&self.state.state_key, resume.as_ref(), &answer)
             .map_err(|e| status(&e, &rid))?;
         let mut response = Response::new(convert::response(&id, answer, state));
         with_request_id(response.metadata_mut(), &rid);
@@ -91,11 +91,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, state_for) = self.state.prepare(
+        let (call, resume) = self.state.prepare(
             Transport::Grpc,
             super::metrics::STREAM_GENERATE,
             meta(&metadata),
-            |_| convert::request(body, &self.state.state_key),
+            |registry| convert::request(body, &self.state.state_key, registry),
         )?;
         let server = self.state.clone();
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
@@ -116,7 +116,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                 )),
             }),
             Ok(Event::Final(response)) => {
-                let state = convert::state(&server.state_key, state_for.as_deref(), &response)
+                let state = convert::state(&server.state_key, resume.as_ref(), &response)
                     .map_err(|e| status(&e, &stream_rid))?;
                 Ok(pb::StreamGenerateResponse {
                     event: Some(pb::stream_generate_response::Event::Final(

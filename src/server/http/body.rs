@@ -9,7 +9,7 @@ use crate::{
     engine::{self, Registry},
     error::Error,
     llm::{CallParams, ChatMessage, Role},
-    server::state_token::StateKey,
+    server::state_token::{self, Resume, StateKey},
 };
 
 /// A message in either body shape.
@@ -193,9 +193,9 @@ pub(super) struct Shape {
     pub model: Option<String>,
     /// The caller's block style, if it chose one.
     pub block_style: Option<BlockStyle>,
-    /// The configs a dialog state is signed for, when the request gave one
-    /// (`guardrails.state`): the reply returns the state after the turn.
-    pub state_for: Option<String>,
+    /// The dialog state the request gave (`guardrails.state`) and the config
+    /// it is signed for: the reply returns the state after the turn.
+    pub resume: Option<Resume>,
 }
 
 fn bad_body(message: String, param: Option<String>) -> Error {
@@ -298,21 +298,21 @@ fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
 }
 
 /// The dialog state of the request (NeMo's server reads `guardrails.state`;
-/// older bodies: `state`), and the configs it is signed for.
+/// older bodies: `state`), and the config it is signed for.
 fn dialog_state(
-    nested: Option<Value>,
-    top: Option<Value>,
+    (nested, top): (Option<Value>, Option<Value>),
     ids: &[String],
+    registry: &Registry,
     key: &StateKey,
-) -> Result<(Option<crate::dialog::DialogState>, Option<String>), Error> {
+) -> Result<Option<Resume>, Error> {
     let (field, value) = match (nested, top) {
         (Some(s), _) => ("guardrails.state", s),
         (None, Some(s)) => ("state", s),
-        (None, None) => return Ok((None, None)),
+        (None, None) => return Ok(None),
     };
-    let configs = ids.join(",");
-    let state = key.open_json(&configs, &value, field)?;
-    Ok((Some(state), Some(configs)))
+    let configs = state_token::scope(ids, registry);
+    let prior = key.open_json(&configs, &value, field)?;
+    Ok(Some(Resume { configs, prior }))
 }
 
 /// Parses a body into the config id, the engine request and the reply shape.
@@ -378,20 +378,20 @@ pub(super) fn parse(
     let main_model = model.filter(|m| !m.is_empty() && !model_is_config);
     let mut options = options(nemo, openai_params);
     options.reasoning |= include_reasoning.unwrap_or(false);
-    let (state, state_for) = dialog_state(guardrails.state.take(), top_state, &ids, key)?;
+    let resume = dialog_state((guardrails.state.take(), top_state), &ids, registry, key)?;
     let request = engine::Request {
         messages: messages(wire)?,
         options,
         traceparent: None,
         model: main_model.clone(),
-        state,
+        state: resume.as_ref().map(|r| r.prior.clone()),
     };
     let shape = Shape {
         stream,
         openai,
         model: main_model,
         block_style,
-        state_for,
+        resume,
     };
     Ok((ids, request, shape))
 }

@@ -224,14 +224,14 @@ async fn chat_completions(
                 let style = shape
                     .block_style
                     .unwrap_or(state.admission.settings.block_style);
-                let seal = shape.state_for.clone().map(|c| (state.clone(), c));
+                let seal = shape.resume.clone().map(|r| (state.clone(), r));
                 sse::sse(events, model, style, seal).await
             }
             Err(e) => error_response(&e),
         }
     } else {
         match call.generate().await {
-            Ok(r) => match reply::state(&state.state_key, shape.state_for.as_deref(), &r) {
+            Ok(r) => match reply::state(&state.state_key, shape.resume.as_ref(), &r) {
                 Ok(dialog_state) if shape.openai => {
                     Json(reply::openai(&model, &config_id, &r, dialog_state)).into_response()
                 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::{
     engine::{GenerationLog, Response, Violation},
     llm::Usage,
-    server::state_token::StateKey,
+    server::state_token::{Resume, StateKey},
 };
 
 /// A new `chatcmpl-…` id.
@@ -221,20 +221,12 @@ fn dialog(r: &Response) -> Option<DialogBody<'_>> {
 /// The reply's `state` (`{"state": token}`) when the request gave one.
 pub(super) fn state(
     key: &StateKey,
-    configs: Option<&str>,
+    resume: Option<&Resume>,
     r: &Response,
 ) -> Result<Option<Value>, crate::error::Error> {
-    let Some(configs) = configs else {
-        return Ok(None);
-    };
-    let state = r
-        .dialog
-        .as_ref()
-        .and_then(|d| d.state.clone())
-        .unwrap_or_default();
-    Ok(Some(
-        serde_json::json!({"state": key.seal(configs, &state)?}),
-    ))
+    resume
+        .map(|resume| Ok(serde_json::json!({"state": resume.seal(key, r)?})))
+        .transpose()
 }
 
 pub(super) fn openai<'a>(

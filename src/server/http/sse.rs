@@ -13,7 +13,7 @@ use super::{BlockStyle, error_response, reply};
 use crate::{
     engine::Event,
     rails::Stage,
-    server::{State, edge::Bounded},
+    server::{State, edge::Bounded, state_token::Resume},
 };
 
 fn data(value: &impl Serialize) -> Result<SseEvent, Infallible> {
@@ -36,7 +36,7 @@ pub(super) async fn sse(
     mut events: Bounded,
     model: String,
     style: BlockStyle,
-    seal: Option<(Arc<State>, String)>,
+    seal: Option<(Arc<State>, Resume)>,
 ) -> HttpResponse {
     let first = match events.next().await {
         Some(Err(e)) => return error_response(&e),
@@ -60,9 +60,9 @@ pub(super) async fn sse(
                     data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
                 }
                 _ => {
-                    let state = seal.as_ref().map(|(server, configs)| {
-                        reply::state(&server.state_key, Some(configs), &r)
-                    });
+                    let state = seal
+                        .as_ref()
+                        .map(|(server, resume)| reply::state(&server.state_key, Some(resume), &r));
                     match state.transpose() {
                         Ok(state) => data(&head.finish(&r, state.flatten())),
                         Err(e) => {
