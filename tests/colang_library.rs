@@ -404,19 +404,15 @@ async fn nemos_generate_value_config_asks_the_llm_for_the_variable() {
         prompt.contains("# Extract the math question from the user's input."),
         "{prompt}"
     );
-    // An answer that is not a value fails the turn, naming the variable.
-    llm.state.set(script("the square root", "unused"));
-    let e = server
+    // An unquoted answer is the text itself, as NeMo's `safe_eval` reads it.
+    llm.state.set(script("the square root;", "unused"));
+    server
         .client
         .generate(request("gv", "What is the square root of 1024?"))
         .await
-        .unwrap_err();
-    assert!(
-        e.message().contains("generating `$math_query`"),
-        "{}",
-        e.message()
-    );
-    assert!(e.message().contains("is not a value"), "{}", e.message());
+        .unwrap();
+    let action = asked_actions.lock().unwrap()[1].clone();
+    assert_eq!(action["action_parameters"]["query"], "the square root");
     server.shutdown().await;
 }
 
@@ -473,5 +469,146 @@ async fn dialog_flows_execute_library_actions_without_an_actions_server() {
         .filter(|r| r.to_string().contains("Should the user message be blocked"))
         .count();
     assert_eq!(judged, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dialog_flows_library_call_sees_the_conversation_and_is_in_the_log() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Fine."),
+        judge_answers: vec![("user \"and now?\"".into(), "ask secret".into())],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let url = llm.base_url();
+    let yml = format!(
+        "{}  - type: topic_control\n    engine: openai\n    model: judge-topic\n    parameters:\n      base_url: {url}\n\
+         instructions:\n  - type: general\n    content: You are a test bot.\n\
+         rails:\n  dialog:\n    single_call:\n      enabled: False\n\
+         prompts:\n  - task: topic_safety_check_input $model=topic_control\n    content: Stay on topic.\n",
+        main_model(&url)
+    );
+    let dir = configs.add("d", &yml);
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask secret\n  \"what is the secret?\"\n\ndefine bot refuse\n  \"I will not.\"\n\n\
+         define flow secret\n  user ask secret\n  $r = execute topic_safety_check_input(model_name=\"topic_control\")\n  if not $r[\"on_topic\"]\n    bot refuse\n  else\n    bot answer secret\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let mut req = request("d", "and now?");
+    for (i, (role, content)) in [("user", "hello"), ("assistant", "Hi.")].iter().enumerate() {
+        let m = streamguard::pb::Message {
+            role: (*role).into(),
+            content: (*content).into(),
+        };
+        req.messages.insert(i, m);
+    }
+    req.options = Some(streamguard::pb::GenerationOptions {
+        log: true,
+        ..Default::default()
+    });
+    let r = server.client.generate(req).await.unwrap().into_inner();
+    let log = r.log.expect("log requested");
+    let judge = log
+        .llm_calls
+        .iter()
+        .find(|c| c.task.starts_with("topic_safety_check_input"))
+        .expect("the dialog flow's judge call is in the log");
+    assert!(judge.prompt.contains("Stay on topic."), "{}", judge.prompt);
+    // The topic-control judge gets the conversation before the message.
+    let asked = llm
+        .state
+        .requests()
+        .into_iter()
+        .find(|r| r["model"] == "judge-topic")
+        .unwrap();
+    let turns: Vec<&str> = asked["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .skip(1)
+        .collect();
+    assert_eq!(turns, ["hello", "Hi.", "and now?"]);
+    assert!(r.message.is_some());
+    server.shutdown().await;
+}
+
+#[test]
+fn a_dialog_flows_output_check_without_the_text_is_refused_at_load() {
+    let configs = Configs::new();
+    let dir = configs.add("bad", &config("http://127.0.0.1:1/v1", SELF_CHECK_PROMPTS));
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask\n  \"what?\"\n\ndefine flow answer\n  user ask\n  bot answer\n  $ok = execute self_check_output\n",
+    )
+    .unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("rails.co") && e.contains("line 7"), "{e}");
+    assert!(e.contains("`execute self_check_output`"), "{e}");
+    assert!(e.contains("rails.output.flows"), "{e}");
+    // With the text it runs on, it loads.
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask\n  \"what?\"\n\ndefine flow answer\n  user ask\n  $ok = execute self_check_output(text=\"a draft\")\n  bot answer\n",
+    )
+    .unwrap();
+    streamguard::Guardrails::load(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn model_name_picks_the_content_safety_model_the_flow_calls() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let url = llm.base_url();
+    let yml = format!(
+        "{}  - type: guard_a\n    engine: openai\n    model: judge-a\n    parameters:\n      base_url: {url}\n\
+         \x20 - type: guard_b\n    engine: openai\n    model: judge-b\n    parameters:\n      base_url: {url}\n\
+         rails:\n  input:\n    flows: [my check $model=guard_a]\n\
+         prompts:\n  - task: content_safety_check_input $model=guard_a\n    content: \"A: {{{{ user_input }}}}\"\n\
+         \x20 - task: content_safety_check_input $model=guard_b\n    content: \"B: {{{{ user_input }}}}\"\n",
+        main_model(&url)
+    );
+    let dir = configs.add("two", &yml);
+    std::fs::write(
+        dir.join("rails.co"),
+        "define subflow my check\n  $a = execute content_safety_check_input\n  $b = execute content_safety_check_input(model_name=\"guard_b\")\n  if not $a[\"allowed\"] or not $b[\"allowed\"]\n    stop\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("two", "hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none(), "{:?}", r.violation);
+    let judged: Vec<(String, String)> = llm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r["model"] != "fake-model")
+        .map(|r| {
+            let prompt = r["messages"].to_string();
+            let tag = if prompt.contains("A: hello") {
+                "A"
+            } else {
+                "B"
+            };
+            (
+                r["model"].as_str().unwrap_or_default().to_string(),
+                tag.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            ("judge-a".into(), "A".into()),
+            ("judge-b".into(), "B".into())
+        ]
+    );
     server.shutdown().await;
 }

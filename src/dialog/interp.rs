@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 
 use super::{Action, Dialog, Expr, Step, expr};
+use crate::llm::{CallLog, ChatMessage};
 
 /// The most steps one run may execute (`while` loops included).
 const MAX_STEPS: usize = 10_000;
@@ -30,6 +31,20 @@ pub trait Actions: Send + Sync + std::fmt::Debug {
         args: Map<String, Value>,
         vars: &'a Vars,
     ) -> BoxFuture<'a, Result<Value, String>>;
+
+    /// As [`Actions::run`], in a dialog turn with the conversation before
+    /// the user's message and the request's judge-call log (NeMo's library
+    /// actions see them as the rails do).
+    fn run_in_turn<'a>(
+        &'a self,
+        name: &'a str,
+        args: Map<String, Value>,
+        vars: &'a Vars,
+        turn: (&'a [ChatMessage], Option<&'a CallLog>),
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        let _ = turn;
+        self.run(name, args, vars)
+    }
 }
 
 /// What a `bot …` step says.

@@ -134,6 +134,48 @@ impl Dialog {
             .get(name)
             .or_else(|| self.flows.iter().find(|f| f.name.as_deref() == Some(name)))
     }
+
+    /// Calls `f` on each of `steps` and, depth first, on the steps inside
+    /// them: `if` and `when` arms, `while` bodies, and the subflows `do`
+    /// calls (8 deep; `f` sees the `do` before its subflow's steps).
+    pub fn visit<E>(
+        &self,
+        steps: &[Step],
+        f: &mut dyn FnMut(&Step) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.visit_at(steps, 0, f)
+    }
+
+    fn visit_at<E>(
+        &self,
+        steps: &[Step],
+        depth: usize,
+        f: &mut dyn FnMut(&Step) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for step in steps {
+            f(step)?;
+            match step {
+                Step::If { arms, .. } => {
+                    for (_, body) in arms {
+                        self.visit_at(body, depth, f)?;
+                    }
+                }
+                Step::Branch(arms) => {
+                    for (_, body) in arms {
+                        self.visit_at(body, depth, f)?;
+                    }
+                }
+                Step::While { body, .. } => self.visit_at(body, depth, f)?,
+                Step::Do(name) if depth < 8 => {
+                    if let Some(sub) = self.flow_named(name) {
+                        self.visit_at(&sub.steps, depth + 1, f)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Step {

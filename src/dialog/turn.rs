@@ -23,21 +23,16 @@ pub fn first_procedural<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> O
     })
 }
 
-/// The first `execute` of a custom action in the dialog flows, through `do`
+/// The first `execute` of a custom action in `steps`, through `do`
 /// subflows (`$x = ...` and NeMo's library actions run in streamguard).
-pub fn first_action<'d>(d: &'d Dialog, steps: &'d [Step], depth: usize) -> Option<&'d str> {
-    steps.iter().find_map(|s| match s {
-        Step::Execute(a) if a.name == super::steps::GENERATE_VALUE => None,
-        Step::Execute(a) if crate::rails::is_library_action(&a.name) => None,
-        Step::Execute(a) => Some(a.name.as_str()),
-        Step::Branch(arms) => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
-        Step::If { arms, .. } => arms.iter().find_map(|(_, b)| first_action(d, b, depth)),
-        Step::While { body, .. } => first_action(d, body, depth),
-        Step::Do(name) if depth < MAX_DEPTH => d
-            .flow_named(name)
-            .and_then(|f| first_action(d, &f.steps, depth + 1)),
-        _ => None,
+pub fn first_action(d: &Dialog, steps: &[Step]) -> Option<String> {
+    d.visit(steps, &mut |s| match s {
+        Step::Execute(a) if a.name == super::steps::GENERATE_VALUE => Ok(()),
+        Step::Execute(a) if crate::rails::is_library_action(&a.name) => Ok(()),
+        Step::Execute(a) => Err(a.name.clone()),
+        _ => Ok(()),
     })
+    .err()
 }
 
 /// The dialog flow starting with `user <intent>` that needs the

@@ -200,15 +200,11 @@ fn dialog_actions(
         return Ok(Arc::new(server));
     }
     for flow in &dialog.flows {
-        if let Some(action) = dialog::first_action(dialog, &flow.steps, 0) {
+        if let Some(action) = dialog::first_action(dialog, &flow.steps) {
             return Err(ConfigError::invalid(
                 &flow.file,
                 format!("line {}", flow.line),
-                format!(
-                    "`execute {action}` runs a custom action, which streamguard runs on NeMo's actions server: \
-                     start it in the config directory (`nemoguardrails actions-server --port 8001`) and set \
-                     `actions_server_url: http://localhost:8001` (or `serve --actions-server-url`)"
-                ),
+                rails::needs_actions_server(&action),
             ));
         }
     }

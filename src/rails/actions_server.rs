@@ -160,6 +160,15 @@ impl Actions for ActionsServer {
     }
 }
 
+/// Why `execute action` needs an actions server, and how to start one.
+pub fn needs_actions_server(action: &str) -> String {
+    format!(
+        "`execute {action}` runs a custom action, which streamguard runs on NeMo's actions server: \
+         start it in the config directory (`nemoguardrails actions-server --port 8001`) and set \
+         `actions_server_url: http://localhost:8001` (or `serve --actions-server-url`)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

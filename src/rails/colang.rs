@@ -18,16 +18,13 @@ use super::{
     Rail, RailError, RailInput, Stage, Verdict,
     actions_server::ActionsServer,
     catalog::{BuildContext, check_rewrite},
-    library::{self, Library},
+    library::{Call, Library},
     service::settings,
 };
 use crate::{
     config::{ConfigError, FlowRef},
-    dialog::{Actions, Dialog, End, Expr, NoActions, Said, Step, Vars},
+    dialog::{Actions, Dialog, End, NoActions, Said, Step, Vars},
 };
-
-/// How deep the load-time walk follows `do`.
-const MAX_DEPTH: usize = 8;
 
 pub struct ColangRail {
     flow: String,
@@ -55,76 +52,45 @@ impl std::fmt::Debug for ColangRail {
 struct Walk {
     /// The config's own actions.
     actions: BTreeSet<String>,
-    /// NeMo's library actions, with their literal `source` argument.
-    library: BTreeSet<(String, Option<String>)>,
+    /// NeMo's library actions.
+    library: BTreeSet<Call>,
     assigned: BTreeSet<String>,
 }
 
-fn walk(
-    dialog: &Dialog,
-    steps: &[Step],
-    depth: usize,
-    found: &mut Walk,
-    err: &dyn Fn(String) -> ConfigError,
-) -> Result<(), ConfigError> {
-    for step in steps {
-        match step {
-            Step::User(_) | Step::Branch(_) => {
-                return Err(err(format!(
-                    "`{step}`: a flow run as a rail cannot wait for the user"
-                )));
-            }
-            Step::Bot(name) if !dialog.bots.contains_key(name) => {
-                return Err(err(format!(
-                    "`bot {name}` has no `define bot {name}` message"
-                )));
-            }
-            Step::Execute(a) if a.name == crate::dialog::GENERATE_VALUE => {
-                return Err(err(format!(
-                    "line {}: `${} = ...` asks the LLM for a value, which dialog flows do; a rail flow cannot",
-                    a.line,
-                    a.result.as_deref().unwrap_or_default()
-                )));
-            }
-            Step::Execute(a) if library::is_library(&a.name) => {
-                let source =
-                    a.args
-                        .iter()
-                        .find(|(k, _)| k == "source")
-                        .and_then(|(_, e)| match e {
-                            Expr::Lit(Value::String(s)) => Some(s.clone()),
-                            _ => None,
-                        });
-                found.library.insert((a.name.clone(), source));
-                if let Some(v) = &a.result {
-                    found.assigned.insert(v.clone());
-                }
-            }
-            Step::Execute(a) => {
-                found.actions.insert(a.name.clone());
-                if let Some(v) = &a.result {
-                    found.assigned.insert(v.clone());
-                }
-            }
-            Step::Set { var, .. } => {
-                found.assigned.insert(var.clone());
-            }
-            Step::If { arms, .. } => {
-                for (_, body) in arms {
-                    walk(dialog, body, depth, found, err)?;
-                }
-            }
-            Step::While { body, .. } => walk(dialog, body, depth, found, err)?,
-            Step::Do(name) => {
-                let sub = dialog
-                    .flow_named(name)
-                    .ok_or_else(|| err(format!("`do {name}`: no such subflow")))?;
-                if depth < MAX_DEPTH {
-                    walk(dialog, &sub.steps, depth + 1, found, err)?;
-                }
-            }
-            _ => {}
+/// What `step` of a rail flow needs, or why a rail cannot run it.
+fn look(dialog: &Dialog, flow: &FlowRef, step: &Step, found: &mut Walk) -> Result<(), String> {
+    match step {
+        Step::User(_) | Step::Branch(_) => {
+            return Err(format!(
+                "`{step}`: a flow run as a rail cannot wait for the user"
+            ));
         }
+        Step::Bot(name) if !dialog.bots.contains_key(name) => {
+            return Err(format!("`bot {name}` has no `define bot {name}` message"));
+        }
+        Step::Do(name) if dialog.flow_named(name).is_none() => {
+            return Err(format!("`do {name}`: no such subflow"));
+        }
+        Step::Execute(a) if a.name == crate::dialog::GENERATE_VALUE => {
+            return Err(format!(
+                "line {}: `${} = ...` asks the LLM for a value, which dialog flows do; a rail flow cannot",
+                a.line,
+                a.result.as_deref().unwrap_or_default()
+            ));
+        }
+        Step::Execute(a) => {
+            match Call::of(step, &flow.args) {
+                Some(call) => found.library.insert(call),
+                None => found.actions.insert(a.name.clone()),
+            };
+            if let Some(v) = &a.result {
+                found.assigned.insert(v.clone());
+            }
+        }
+        Step::Set { var, .. } => {
+            found.assigned.insert(var.clone());
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -141,7 +107,11 @@ pub(super) fn build(
         return Err(err("no such flow".into()));
     };
     let mut found = Walk::default();
-    walk(dialog, &defined.steps, 0, &mut found, &err)?;
+    dialog
+        .visit(&defined.steps, &mut |step| {
+            look(dialog, flow, step, &mut found)
+        })
+        .map_err(err)?;
     let text_var = match stage {
         Stage::Input => "user_message",
         Stage::Output => "bot_message",
@@ -160,17 +130,13 @@ pub(super) fn build(
             Arc::new(ActionsServer::new(url, client, ctx.config.action_files()))
         }
         (None, Some(action)) => {
-            return Err(err(format!(
-                "`execute {action}` runs a custom action, which streamguard runs on NeMo's actions server: \
-                 start it in the config directory (`nemoguardrails actions-server --port 8001`) and set \
-                 `actions_server_url: http://localhost:8001` (or `serve --actions-server-url`)"
-            )));
+            return Err(err(super::needs_actions_server(action)));
         }
         (None, None) => Arc::new(NoActions),
     };
     let mut library = Library::default();
-    for (name, source) in &found.library {
-        library.add(ctx, flow, name, source.as_deref())?;
+    for call in &found.library {
+        library.add(ctx, flow, call)?;
     }
     let mut base = Vars::new();
     base.insert(

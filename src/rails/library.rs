@@ -133,6 +133,44 @@ pub fn is_library(name: &str) -> bool {
     ACTIONS.iter().any(|(n, ..)| *n == name)
 }
 
+/// One `execute` of a library action as written: what picks the rail built
+/// for it at load.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Call {
+    pub name: String,
+    /// The literal `source=` (the sensitive data actions).
+    pub source: Option<String>,
+    /// `model_name=` (content and topic safety): a literal, or a `$var`
+    /// the flow's `$var=…` argument gives.
+    pub model: Option<String>,
+    /// Whether the call passes the text (`text=…`).
+    pub text: bool,
+}
+
+impl Call {
+    /// The library call `step` makes, if it makes one.
+    pub(super) fn of(step: &Step, flow_args: &BTreeMap<String, String>) -> Option<Call> {
+        let Step::Execute(a) = step else {
+            return None;
+        };
+        if !is_library(&a.name) {
+            return None;
+        }
+        let arg = |k: &str| a.args.iter().find(|(n, _)| n == k).map(|(_, e)| e);
+        let literal = |k: &str| match arg(k) {
+            Some(Expr::Lit(Value::String(s))) => Some(s.clone()),
+            Some(Expr::Var(v)) => flow_args.get(v).cloned(),
+            _ => None,
+        };
+        Some(Call {
+            name: a.name.clone(),
+            source: literal("source"),
+            model: literal("model_name"),
+            text: arg("text").is_some(),
+        })
+    }
+}
+
 /// The library flow an action call runs, and its stage: `source="output"`
 /// picks the output flow of the `{source}` actions.
 fn flow_of(name: &str, source: Option<&str>) -> Result<(String, Stage, Returns), String> {
@@ -174,8 +212,10 @@ struct Built {
 /// The library actions one config flow calls, built at load.
 #[derive(Default)]
 pub(super) struct Library {
-    /// By library flow name.
-    built: BTreeMap<String, Built>,
+    /// By library flow name and model (`model_name=`, else the flow's `$model=`).
+    built: BTreeMap<(String, Option<String>), Built>,
+    /// The calling flow's `$model=` argument.
+    model: Option<String>,
 }
 
 impl std::fmt::Debug for Library {
@@ -185,37 +225,44 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
-    /// Builds the rail behind `execute name(source=…)` in the config flow
-    /// `flow`, whose arguments (`$model=…`) the library rail sees.
+    /// Builds the rail behind `call` in the config flow `flow`, whose
+    /// arguments (`$model=…`) the library rail sees.
     pub(super) fn add(
         &mut self,
         ctx: &mut BuildContext<'_>,
         flow: &FlowRef,
-        name: &str,
-        source: Option<&str>,
+        call: &Call,
     ) -> Result<(), ConfigError> {
         let err = |m: String| {
             ConfigError::invalid(&flow.source, &flow.key, format!("`{}`: {m}", flow.name))
         };
-        let (library_flow, stage, returns) = flow_of(name, source).map_err(err)?;
-        if self.built.contains_key(&library_flow) {
+        let name = call.name.as_str();
+        let (library_flow, stage, returns) = flow_of(name, call.source.as_deref()).map_err(err)?;
+        self.model = flow.args.get("model").cloned();
+        let model = call.model.clone().or_else(|| self.model.clone());
+        let key = (library_flow, model);
+        if self.built.contains_key(&key) {
             return Ok(());
         }
         let mut called = flow.clone();
-        called.name.clone_from(&library_flow);
+        called.name.clone_from(&key.0);
+        if let Some(m) = &key.1 {
+            called.args.insert("model".into(), m.clone());
+        }
+        let library_flow = &key.0;
         let runs = match name {
             "alignscore_check_facts" => {
                 Runs::AlignScore(super::alignscore::build_scorer(ctx, &called)?)
             }
             _ => {
-                let spec = catalog::flow_spec(&library_flow).ok_or_else(|| {
+                let spec = catalog::flow_spec(library_flow).ok_or_else(|| {
                     err(format!("`{library_flow}` is not in streamguard's catalog"))
                 })?;
                 Runs::Rail(catalog::build_spec(ctx, spec, &called, stage)?)
             }
         };
         self.built.insert(
-            library_flow,
+            key,
             Built {
                 runs,
                 stage,
@@ -270,11 +317,16 @@ impl Actions for Bound<'_> {
             }
             let source = args.get("source").and_then(Value::as_str);
             let (flow, _, _) = flow_of(name, source)?;
-            let built = self
-                .library
-                .built
-                .get(&flow)
-                .ok_or_else(|| format!("`{name}` for `{flow}` was not built at load"))?;
+            let model = args.get("model_name").and_then(Value::as_str);
+            let model = model
+                .map(str::to_string)
+                .or_else(|| self.library.model.clone());
+            let built = self.library.built.get(&(flow, model)).ok_or_else(|| {
+                format!(
+                    "`{name}`: its rail is built at load, for a `model_name=` given as a literal \
+                     or by the flow's `$model=` argument; this one is known only when the flow runs"
+                )
+            })?;
             self.call(name, built, &args, vars).await
         })
     }
@@ -345,63 +397,51 @@ fn shape(returns: Returns, verdict: &Verdict, text: &str) -> Value {
     }
 }
 
-/// The library actions of a config's dialog flows, each call with its
-/// literal `source`, and the line of the first.
-fn dialog_calls(
-    dialog: &Dialog,
-    steps: &[Step],
-    depth: usize,
-    found: &mut BTreeMap<(String, Option<String>), usize>,
-) {
-    for step in steps {
-        match step {
-            Step::Execute(a) if is_library(&a.name) => {
-                let source =
-                    a.args
-                        .iter()
-                        .find(|(k, _)| k == "source")
-                        .and_then(|(_, e)| match e {
-                            Expr::Lit(Value::String(s)) => Some(s.clone()),
-                            _ => None,
-                        });
-                found.entry((a.name.clone(), source)).or_insert(a.line);
-            }
-            Step::If { arms, .. } => arms
-                .iter()
-                .for_each(|(_, b)| dialog_calls(dialog, b, depth, found)),
-            Step::Branch(arms) => arms
-                .iter()
-                .for_each(|(_, b)| dialog_calls(dialog, b, depth, found)),
-            Step::While { body, .. } => dialog_calls(dialog, body, depth, found),
-            Step::Do(name) if depth < 8 => {
-                if let Some(sub) = dialog.flow_named(name) {
-                    dialog_calls(dialog, &sub.steps, depth + 1, found);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// The actions of a config's dialog flows: NeMo's library actions they
-/// execute (built now, like the rails), else `server`'s.
+/// execute (built now, like the rails), else `server`'s. A dialog flow runs
+/// before its bot message is written, so an output check must be given the
+/// text (`text=…`).
 pub fn dialog_actions(
     ctx: &mut BuildContext<'_>,
     dialog: &Dialog,
     server: Arc<dyn Actions>,
 ) -> Result<Arc<dyn Actions>, ConfigError> {
     let mut library = Library::default();
+    let no_args = BTreeMap::new();
     for flow in &dialog.flows {
         let mut found = BTreeMap::new();
-        dialog_calls(dialog, &flow.steps, 0, &mut found);
-        for ((name, source), line) in found {
+        let _ = dialog.visit::<()>(&flow.steps, &mut |step| {
+            if let (Some(call), Step::Execute(a)) = (Call::of(step, &no_args), step) {
+                found.entry(call).or_insert(a.line);
+            }
+            Ok(())
+        });
+        for (call, line) in found {
             let called = FlowRef {
                 name: flow.name.clone().unwrap_or_else(|| "(unnamed flow)".into()),
-                args: Default::default(),
+                args: BTreeMap::new(),
                 source: flow.file.clone(),
                 key: format!("line {line}"),
             };
-            library.add(ctx, &called, &name, source.as_deref())?;
+            let output = flow_of(&call.name, call.source.as_deref())
+                .is_ok_and(|(_, stage, _)| stage == Stage::Output);
+            if output && !call.text {
+                return Err(ConfigError::invalid(
+                    &called.source,
+                    &called.key,
+                    format!(
+                        "`{}`: `execute {}` checks the bot message, which a dialog flow does not have \
+                         yet (streamguard writes it after the flow); run `{}` as an output rail \
+                         (`rails.output.flows`), or pass the text (`text=$var`)",
+                        called.name,
+                        call.name,
+                        flow_of(&call.name, call.source.as_deref())
+                            .map(|f| f.0)
+                            .unwrap_or_default(),
+                    ),
+                ));
+            }
+            library.add(ctx, &called, &call)?;
         }
     }
     Ok(match library.built.is_empty() {
@@ -424,9 +464,19 @@ impl Actions for DialogLibrary {
         args: Map<String, Value>,
         vars: &'a Vars,
     ) -> BoxFuture<'a, Result<Value, String>> {
+        self.run_in_turn(name, args, vars, (&[], None))
+    }
+
+    fn run_in_turn<'a>(
+        &'a self,
+        name: &'a str,
+        args: Map<String, Value>,
+        vars: &'a Vars,
+        (history, calls): (&'a [ChatMessage], Option<&'a CallLog>),
+    ) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
             self.library
-                .bind(&*self.server, &[], None)
+                .bind(&*self.server, history, calls)
                 .run(name, args, vars)
                 .await
         })

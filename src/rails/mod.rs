@@ -42,7 +42,7 @@ use futures_util::future::BoxFuture;
 
 use crate::llm::{CallLog, ChatMessage, Provider};
 
-pub use actions_server::ActionsServer;
+pub use actions_server::{ActionsServer, needs_actions_server};
 pub use catalog::{
     Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, dialog_actions, flow_spec, flows,
     known_flows,

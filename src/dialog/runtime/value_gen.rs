@@ -44,7 +44,10 @@ impl Actions for TurnActions<'_> {
     ) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
             if name != GENERATE_VALUE {
-                return self.inner.actions.run(name, args, vars).await;
+                let messages = &self.request.chat.messages;
+                let history = messages.split_last().map_or(&messages[..], |(_, h)| h);
+                let turn = (history, self.request.calls.as_deref());
+                return self.inner.actions.run_in_turn(name, args, vars, turn).await;
             }
             let text = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default();
             self.generate(text("instructions"), text("var_name")).await
@@ -106,32 +109,20 @@ impl TurnActions<'_> {
     }
 }
 
-/// The value in the first line of the LLM's answer.
+/// The value in the first line of the LLM's answer, as NeMo's `safe_eval`
+/// reads it: a quoted string literal is its text, anything else is the line
+/// itself as a string (NeMo quotes it before evaluating).
 fn read_value(answer: &str) -> Result<Value, String> {
     let line = answer.trim().lines().next().unwrap_or_default().trim();
     let line = line.strip_suffix(';').unwrap_or(line).trim();
-    let shown: String = line.chars().take(80).collect();
     if line.len() > MAX_VALUE {
         return Err(format!("the LLM's value is longer than {MAX_VALUE} bytes"));
     }
-    let invalid = || {
-        format!(
-            "the LLM's answer `{shown}` is not a value (a quoted string, number, True/False/None or list)"
-        )
-    };
-    let e = expr::parse(line).map_err(|_| invalid())?;
-    // A literal: no variable may be read.
-    let read = std::cell::Cell::new(false);
-    let value = e
-        .eval(&|_| {
-            read.set(true);
-            None
-        })
-        .map_err(|_| invalid())?;
-    match read.get() {
-        true => Err(invalid()),
-        false => Ok(value),
+    let quoted = line.starts_with(['"', '\'']) && line.ends_with(['"', '\'']);
+    if quoted && let Ok(expr::Expr::Lit(Value::String(s))) = expr::parse(line) {
+        return Ok(Value::String(s));
     }
+    Ok(Value::String(line.to_string()))
 }
 
 #[cfg(test)]
@@ -140,18 +131,17 @@ mod tests {
 
     #[test]
     fn values_are_read_as_nemo_reads_them() {
-        assert_eq!(
-            read_value("\"What is 2+2?\";\nmore").unwrap(),
-            "What is 2+2?"
-        );
-        assert_eq!(read_value(" 42 ").unwrap(), 42);
-        assert_eq!(
-            read_value("['a', 'b']").unwrap(),
-            serde_json::json!(["a", "b"])
-        );
-        assert_eq!(read_value("True").unwrap(), true);
-        let e = read_value("Bucharest").unwrap_err();
-        assert!(e.contains("`Bucharest` is not a value"), "{e}");
-        assert!(read_value("$secret").is_err());
+        let read = |a: &str| read_value(a).unwrap();
+        assert_eq!(read("\"What is 2+2?\";\nmore"), "What is 2+2?");
+        assert_eq!(read("'single'"), "single");
+        // NeMo quotes what is not a string literal: it stays text.
+        assert_eq!(read(" 42 "), "42");
+        assert_eq!(read("True"), "True");
+        assert_eq!(read("['a', 'b']"), "['a', 'b']");
+        assert_eq!(read("Bucharest"), "Bucharest");
+        assert_eq!(read("$secret"), "$secret");
+        assert_eq!(read("\"a\" + \"b\""), "\"a\" + \"b\"");
+        let long = "x".repeat(MAX_VALUE + 1);
+        assert!(read_value(&long).unwrap_err().contains("longer than"));
     }
 }
