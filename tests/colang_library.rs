@@ -229,12 +229,12 @@ fn library_actions_with_arguments_they_cannot_take_are_refused_at_load() {
     );
     std::fs::write(
         dir.join("rails.co"),
-        "define subflow my check\n  $x = execute detect_sensitive_data(source=\"retrieval\", text=$bot_message)\n",
+        "define subflow my check\n  $x = execute detect_sensitive_data(source=\"kb\", text=$bot_message)\n",
     )
     .unwrap();
     let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
     assert!(e.contains("`my check`"), "{e}");
-    assert!(e.contains("\"input\" and \"output\""), "{e}");
+    assert!(e.contains("\"input\", \"output\" or \"retrieval\""), "{e}");
 }
 
 const HALLUCINATION: &str = "define user ask report\n  \"What was the unemployment rate?\"\n\n\

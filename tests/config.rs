@@ -351,12 +351,20 @@ fn a_symlink_out_of_the_config_root_is_refused_naming_the_link() {
 }
 
 #[test]
-fn an_empty_retrieval_section_loads_and_retrieval_flows_are_refused_by_name() {
+fn an_empty_retrieval_section_loads_and_unknown_retrieval_flows_are_refused_by_name() {
     let base =
         "models:\n  - type: main\n    engine: scripted\n    model: m\nrails:\n  retrieval:\n";
     assert!(streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: []\n")).is_ok());
     let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: [check facts]\n"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("rails.retrieval"), "{e}");
+    assert!(e.contains("rails.retrieval.flows[0]"), "{e}");
+    assert!(
+        e.contains("unknown retrieval rail flow `check facts`"),
+        "{e}"
+    );
+    let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    parallel: True\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("parallel"), "{e}");
 }

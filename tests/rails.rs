@@ -686,7 +686,7 @@ async fn rail_config_errors_name_the_key() {
         (
             "wrong-stage",
             "rails:\n  output:\n    flows: [self check input]\n",
-            "is an input rail",
+            "is a rail of `rails.input.flows`",
         ),
     ];
     for (id, extra, needle) in cases {

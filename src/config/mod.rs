@@ -201,7 +201,7 @@ impl Default for OutputStreaming {
     }
 }
 
-/// One rail stage (`rails.input` or `rails.output`).
+/// One rail stage (`rails.input`, `rails.output` or `rails.retrieval`).
 #[derive(Debug, Clone, Default)]
 pub struct RailStage {
     pub flows: Vec<FlowRef>,
@@ -229,6 +229,8 @@ pub struct Config {
     prompts: Vec<Prompt>,
     input: RailStage,
     output: RailStage,
+    /// `rails.retrieval` (never parallel).
+    retrieval: RailStage,
     output_streaming: OutputStreaming,
     /// `rails.config.<name>`, with the file it came from.
     rail_settings: BTreeMap<String, (PathBuf, serde_yaml::Value)>,
@@ -337,6 +339,11 @@ impl Config {
     /// `rails.output`.
     pub fn output(&self) -> &RailStage {
         &self.output
+    }
+
+    /// `rails.retrieval`: run in order on the knowledge base's chunks.
+    pub fn retrieval(&self) -> &RailStage {
+        &self.retrieval
     }
 
     /// `rails.output.streaming`.

@@ -94,10 +94,18 @@ pub struct RawRails {
     pub input: Option<RawFlows>,
     pub output: Option<RawOutputRails>,
     pub dialog: Option<Value>,
-    pub retrieval: Option<Value>,
+    pub retrieval: Option<RawRetrieval>,
     pub actions: Option<Value>,
     /// Per-rail settings (`rails.config.<rail>`), validated by the rail that owns them.
     pub config: Option<serde_yaml::Mapping>,
+}
+
+/// `rails.retrieval`: the flows run on the knowledge base's chunks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetrieval {
+    #[serde(default)]
+    pub flows: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

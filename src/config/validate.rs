@@ -55,6 +55,7 @@ pub(super) fn validate_composed(
         instructions: BTreeMap::new(),
         prompts: Vec::new(),
         input: RailStage::default(),
+        retrieval: RailStage::default(),
         output: RailStage::default(),
         output_streaming: OutputStreaming::default(),
         rail_settings: BTreeMap::new(),
@@ -220,27 +221,17 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
 }
 
 fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), ConfigError> {
-    // `retrieval: {flows: []}` (NeMo's examples write it) asks for nothing.
-    let empty_flows = |v: &serde_yaml::Value| {
-        v.as_mapping().is_some_and(|m| {
-            m.iter().all(|(k, v)| {
-                k.as_str() == Some("flows") && v.as_sequence().is_some_and(|s| s.is_empty())
-            })
-        })
-    };
-    for (key, present) in [
-        (
-            "rails.retrieval",
-            rails.retrieval.as_ref().is_some_and(|r| !empty_flows(r)),
-        ),
-        ("rails.actions", rails.actions.is_some()),
-    ] {
-        if present {
-            return Err(ConfigError::invalid(
-                file,
-                key,
-                "not supported by streamguard",
-            ));
+    if rails.actions.is_some() {
+        return Err(ConfigError::invalid(
+            file,
+            "rails.actions",
+            "not supported by streamguard",
+        ));
+    }
+    if let Some(retrieval) = rails.retrieval {
+        for (i, f) in retrieval.flows.iter().enumerate() {
+            let key = format!("rails.retrieval.flows[{i}]");
+            config.retrieval.flows.push(parse_flow(f, file, key)?);
         }
     }
     if let Some(dialog) = &rails.dialog {

@@ -31,12 +31,13 @@ use crate::{
         CallParams, ChatMessage, ChatRequest, Delta, DeltaStream, Embedder, LlmError, Provider,
         Role,
     },
-    rails::template::TemplateBudget,
+    rails::{RetrievalRails, template::TemplateBudget},
 };
 
 /// How deep `do` may nest.
 const MAX_DEPTH: usize = 8;
 
+mod chunks;
 mod context;
 mod value_gen;
 
@@ -56,6 +57,8 @@ struct Inner {
     /// `$config` for flows.
     config_value: serde_json::Value,
     retrieval: Retrieval,
+    /// `rails.retrieval.flows`, on the knowledge base's chunks.
+    retrieval_rails: RetrievalRails,
     llm: Arc<dyn Provider>,
     prompts: Prompts,
     general: String,
@@ -109,13 +112,14 @@ impl DialogRuntime {
         dialog: Arc<Dialog>,
         llm: Arc<dyn Provider>,
         (embedder, kb): (Option<Arc<dyn Embedder>>, Option<Arc<KnowledgeBase>>),
-        actions: Arc<dyn Actions>,
+        (actions, retrieval_rails): (Arc<dyn Actions>, RetrievalRails),
         templates: TemplateBudget,
     ) -> Result<Self, ConfigError> {
         Ok(DialogRuntime {
             inner: Arc::new(Inner {
                 kb,
                 actions,
+                retrieval_rails,
                 config_value: super::config_var(config, &dialog),
                 retrieval: Retrieval::new(&dialog, embedder),
                 dialog,
@@ -296,9 +300,9 @@ impl Inner {
         };
         let history = self.history(earlier);
         let examples = self.retrieval.relevant(&user_input).await;
-        let chunks = match &self.kb {
-            Some(kb) => kb.relevant(&user_input).await,
-            None => Vec::new(),
+        let chunks = match self.turn_chunks(&user_input, earlier, request).await? {
+            Ok(chunks) => chunks,
+            Err(said) => return Ok(self.stopped_turn((user_input, history), said, request)),
         };
         let relevant_chunks = chunks.join("\n");
         let ctx = minijinja::context! {

@@ -152,10 +152,19 @@ impl Answerer for ModelAnswer {
 pub struct KbAnswer {
     pub model: Arc<dyn Provider>,
     pub kb: Arc<crate::kb::KnowledgeBase>,
+    /// `rails.retrieval.flows`, on the chunks before the prompt gets them.
+    pub retrieval: crate::rails::RetrievalRails,
 }
 
 impl KbAnswer {
-    async fn with_chunks(kb: &crate::kb::KnowledgeBase, mut chat: ChatRequest) -> ChatRequest {
+    /// The request with the chunks for its last user message, or the answer
+    /// when a retrieval rail stopped the turn.
+    async fn with_chunks(
+        kb: &crate::kb::KnowledgeBase,
+        retrieval: &crate::rails::RetrievalRails,
+        request: AnswerRequest,
+    ) -> Result<Result<ChatRequest, String>, LlmError> {
+        let mut chat = request.chat;
         let query = chat
             .messages
             .iter()
@@ -163,9 +172,22 @@ impl KbAnswer {
             .find(|m| m.role == crate::llm::Role::User)
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let chunks = kb.relevant_chunks(&query).await;
+        let mut chunks = kb.relevant_chunks(&query).await;
+        if !retrieval.is_empty() {
+            let history = chat.messages.split_last().map_or(&[][..], |(_, h)| h);
+            let calls = request.calls.as_deref();
+            let guarded = retrieval.run(&query, &chunks, history, calls).await;
+            chunks = match guarded.map_err(|e| LlmError::Api(e.0))? {
+                crate::rails::Retrieved::Chunks(text, _) => text,
+                crate::rails::Retrieved::Stopped(said) => {
+                    return Ok(Err(
+                        said.unwrap_or_else(|| crate::rails::UNKNOWN_ANSWER.into())
+                    ));
+                }
+            };
+        }
         if chunks.is_empty() {
-            return chat;
+            return Ok(Ok(chat));
         }
         let block = format!("This is some relevant context:\n```markdown\n{chunks}\n```");
         match chat
@@ -181,7 +203,7 @@ impl KbAnswer {
                 .messages
                 .insert(0, crate::llm::ChatMessage::system(block)),
         }
-        chat
+        Ok(Ok(chat))
     }
 }
 
@@ -191,12 +213,19 @@ impl Answerer for KbAnswer {
     }
 
     fn stream(&self, request: AnswerRequest) -> PieceStream {
-        let (model, kb) = (self.model.clone(), self.kb.clone());
+        let (model, kb, retrieval) = (self.model.clone(), self.kb.clone(), self.retrieval.clone());
         Box::pin(async_stream::try_stream! {
-            let chat = Self::with_chunks(&kb, request.chat).await;
-            let mut tokens = model.stream(chat);
-            while let Some(delta) = tokens.next().await {
-                yield Piece::from(delta?);
+            match Self::with_chunks(&kb, &retrieval, request).await? {
+                Ok(chat) => {
+                    let mut tokens = model.stream(chat);
+                    while let Some(delta) = tokens.next().await {
+                        yield Piece::from(delta?);
+                    }
+                }
+                Err(answer) => {
+                    yield Piece::Text(answer);
+                    yield Piece::Finish(crate::llm::Finish::Stop);
+                }
             }
         })
     }
@@ -205,10 +234,17 @@ impl Answerer for KbAnswer {
         &self,
         request: AnswerRequest,
     ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
-        let (model, kb) = (self.model.clone(), self.kb.clone());
+        let (model, kb, retrieval) = (self.model.clone(), self.kb.clone(), self.retrieval.clone());
         async move {
-            let chat = Self::with_chunks(&kb, request.chat).await;
-            let completion = model.complete(chat).await?;
+            let completion = match Self::with_chunks(&kb, &retrieval, request).await? {
+                Ok(chat) => model.complete(chat).await?,
+                Err(text) => crate::llm::Completion {
+                    text,
+                    usage: None,
+                    finish: Some(crate::llm::Finish::Stop),
+                    reasoning: None,
+                },
+            };
             Ok(WholeAnswer {
                 completion,
                 dialog: None,

@@ -149,6 +149,14 @@ fn answerer(
     settings: &BuildSettings,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Answerer>, ConfigError> {
+    let sources = rails::Sources {
+        providers,
+        templates: settings.templates,
+        dialog: dialog.as_ref(),
+        actions_server: settings.actions_server.as_ref(),
+    };
+    let retrieval = rails::build_stage(config, sources, rails::Stage::Retrieval, warnings)?;
+    let retrieval = rails::RetrievalRails::new(retrieval);
     let dialog = dialog.filter(|d| !d.users.is_empty());
     let embedder = match dialog.is_some() || !config.knowledge_base().is_empty() {
         true => dialog_embedder(config, &settings.upstream, warnings)?,
@@ -160,6 +168,13 @@ fn answerer(
         None => embedder.clone(),
     };
     let kb = crate::kb::KnowledgeBase::load(config, kb_embedder)?;
+    if kb.is_none() && !retrieval.is_empty() {
+        warnings.push(format!(
+            "{}: `rails.retrieval.flows` run on the knowledge base's chunks, and this config has no `kb/` \
+             documents: they never run",
+            config.relative(&config.main_file()).display()
+        ));
+    }
     Ok(match (dialog, kb) {
         (Some(dialog), kb) => {
             let server = dialog_actions(config, &dialog, settings)?;
@@ -175,11 +190,15 @@ fn answerer(
                 dialog,
                 main,
                 (embedder, kb),
-                actions,
+                (actions, retrieval),
                 settings.templates,
             )?)
         }
-        (None, Some(kb)) => Arc::new(super::answer::KbAnswer { model: main, kb }),
+        (None, Some(kb)) => Arc::new(super::answer::KbAnswer {
+            model: main,
+            kb,
+            retrieval,
+        }),
         (None, None) => Arc::new(ModelAnswer(main)),
     })
 }

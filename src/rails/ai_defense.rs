@@ -106,7 +106,7 @@ impl AiDefense {
             .map_err(|var| settings::unset(&self.flow, "Cisco AI Defense", var))?;
         let role = match self.stage {
             Stage::Input => "user",
-            Stage::Output => "assistant",
+            Stage::Output | Stage::Retrieval => "assistant",
         };
         let body = json!({"messages": [{"role": role, "content": text}]});
         let headers = [("X-Cisco-AI-Defense-API-Key", key.as_str())];

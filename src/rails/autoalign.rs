@@ -177,7 +177,7 @@ pub(super) fn check(
     )?;
     let options = match stage {
         Stage::Input => &c.settings.input,
-        Stage::Output => &c.settings.output,
+        Stage::Output | Stage::Retrieval => &c.settings.output,
     };
     let key = format!("rails.config.autoalign.{stage}.guardrails_config");
     let tasks = options
@@ -196,6 +196,7 @@ pub(super) fn check(
         let rails = match stage {
             Stage::Input => ctx.config.input(),
             Stage::Output => ctx.config.output(),
+            Stage::Retrieval => ctx.config.retrieval(),
         };
         check_rewrite(ctx.config, stage, rails, flow)?;
     }

@@ -100,6 +100,7 @@ const LLAMA_GUARD: JudgeSpec = JudgeSpec {
 
 const SENSITIVE_NEEDS_IN: &str = "`rails.config.sensitive_data_detection.input.entities`";
 const SENSITIVE_NEEDS_OUT: &str = "`rails.config.sensitive_data_detection.output.entities`";
+const SENSITIVE_NEEDS_RET: &str = "`rails.config.sensitive_data_detection.retrieval.entities`";
 const REGEX_NEEDS_IN: &str =
     "`rails.config.regex_detection.input` (`patterns`, `keywords`, `case_insensitive`)";
 const REGEX_NEEDS_OUT: &str =
@@ -250,6 +251,20 @@ pub const CATALOG: &[FlowSpec] = &[
         mask,
     ),
     native(
+        "detect sensitive data on retrieval",
+        Stage::Retrieval,
+        SENSITIVE_NEEDS_RET,
+        false,
+        detect,
+    ),
+    native(
+        "mask sensitive data on retrieval",
+        Stage::Retrieval,
+        SENSITIVE_NEEDS_RET,
+        true,
+        mask,
+    ),
+    native(
         "injection detection",
         Stage::Output,
         "`rails.config.injection_detection.injections` (sqli, template, code, xss) and `action` (reject, omit)",
@@ -326,7 +341,7 @@ fn checked_spec(
                 &flow.source,
                 &flow.key,
                 format!(
-                    "`{}` is an {} rail, not an {stage} rail",
+                    "`{}` is a rail of `rails.{}.flows`, not of `rails.{stage}.flows`",
                     flow.name, s.stage
                 ),
             ));
@@ -410,6 +425,51 @@ pub struct Sources<'a> {
     pub actions_server: Option<&'a reqwest::Url>,
 }
 
+impl<'a> Sources<'a> {
+    fn context<'c>(self, config: &'c Config, warnings: &'c mut Warnings) -> BuildContext<'c>
+    where
+        'a: 'c,
+    {
+        BuildContext {
+            config,
+            providers: self.providers,
+            warnings,
+            templates: self.templates,
+            actions_server: self.actions_server,
+        }
+    }
+}
+
+/// The rails of one stage of `config`: a flow of the config's own of that
+/// name, else the catalog's.
+pub fn build_stage(
+    config: &Config,
+    sources: Sources<'_>,
+    stage: Stage,
+    warnings: &mut Warnings,
+) -> Result<RailSet, ConfigError> {
+    let rails = match stage {
+        Stage::Input => config.input(),
+        Stage::Output => config.output(),
+        Stage::Retrieval => config.retrieval(),
+    };
+    let mut built = RailSet::with_capacity(rails.flows.len());
+    for flow in &rails.flows {
+        let mut ctx = sources.context(config, warnings);
+        // The config's own flow of that name wins over a library one, as in NeMo.
+        if let Some(dialog) = sources
+            .dialog
+            .filter(|d| d.flow_named(&flow.name).is_some())
+        {
+            built.push(super::colang::build(&mut ctx, flow, stage, dialog)?);
+            continue;
+        }
+        let spec = checked_spec(config, stage, rails, flow)?;
+        built.push(build_spec(&mut ctx, spec, flow, stage)?);
+    }
+    Ok(built)
+}
+
 /// The actions of a config's dialog flows: the NeMo library actions they
 /// execute, built as the rails are, before `server` (the actions server).
 pub fn dialog_actions(
@@ -419,44 +479,15 @@ pub fn dialog_actions(
     server: Arc<dyn crate::dialog::Actions>,
     warnings: &mut Warnings,
 ) -> Result<Arc<dyn crate::dialog::Actions>, ConfigError> {
-    let mut ctx = BuildContext {
-        config,
-        providers: sources.providers,
-        warnings,
-        templates: sources.templates,
-        actions_server: sources.actions_server,
-    };
+    let mut ctx = sources.context(config, warnings);
     super::library::dialog_actions(&mut ctx, dialog, server)
 }
 
 /// Validates and builds the rails of both stages, in configured order.
 pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError> {
     let mut warnings = Warnings::new();
-    let mut stage = |stage: Stage, rails: &RailStage| -> Result<RailSet, ConfigError> {
-        let mut built = RailSet::with_capacity(rails.flows.len());
-        for flow in &rails.flows {
-            let mut ctx = BuildContext {
-                config,
-                providers: sources.providers,
-                warnings: &mut warnings,
-                templates: sources.templates,
-                actions_server: sources.actions_server,
-            };
-            // The config's own flow of that name wins over a library one, as in NeMo.
-            if let Some(dialog) = sources
-                .dialog
-                .filter(|d| d.flow_named(&flow.name).is_some())
-            {
-                built.push(super::colang::build(&mut ctx, flow, stage, dialog)?);
-                continue;
-            }
-            let spec = checked_spec(config, stage, rails, flow)?;
-            built.push(build_spec(&mut ctx, spec, flow, stage)?);
-        }
-        Ok(built)
-    };
-    let input = stage(Stage::Input, config.input())?;
-    let output = stage(Stage::Output, config.output())?;
+    let input = build_stage(config, sources, Stage::Input, &mut warnings)?;
+    let output = build_stage(config, sources, Stage::Output, &mut warnings)?;
     for (name, file) in config.rail_settings_sections() {
         let services = super::services::SETTINGS;
         if !SETTINGS.contains(&name) && !services.contains(&name) {

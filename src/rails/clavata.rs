@@ -110,7 +110,7 @@ pub(super) fn build(
     let file = ctx.config.rail_settings_file("clavata");
     let options = match stage {
         Stage::Input => s.input,
-        Stage::Output => s.output,
+        Stage::Output | Stage::Retrieval => s.output,
     };
     let Some(options) = options else {
         return Err(ConfigError::invalid(

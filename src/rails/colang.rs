@@ -115,11 +115,13 @@ pub(super) fn build(
     let text_var = match stage {
         Stage::Input => "user_message",
         Stage::Output => "bot_message",
+        Stage::Retrieval => "relevant_chunks",
     };
     if found.assigned.contains(text_var) {
         let rails = match stage {
             Stage::Input => ctx.config.input(),
             Stage::Output => ctx.config.output(),
+            Stage::Retrieval => ctx.config.retrieval(),
         };
         check_rewrite(ctx.config, stage, rails, flow)?;
     }
@@ -165,8 +167,12 @@ impl ColangRail {
         let user = Value::String(input.user_input.to_string());
         vars.insert("user_message".into(), user.clone());
         vars.insert("last_user_message".into(), user);
-        if let Some(bot) = input.bot_response {
-            vars.insert("bot_message".into(), Value::String(bot.to_string()));
+        if let Some(text) = input.bot_response {
+            let var = match self.stage {
+                Stage::Retrieval => "relevant_chunks",
+                _ => "bot_message",
+            };
+            vars.insert(var.into(), Value::String(text.to_string()));
         }
         let actions = self
             .library
@@ -205,6 +211,7 @@ impl ColangRail {
         let (var, before) = match self.stage {
             Stage::Input => ("user_message", input.user_input),
             Stage::Output => ("bot_message", input.text()),
+            Stage::Retrieval => ("relevant_chunks", input.text()),
         };
         Ok(match vars.get(var) {
             Some(Value::String(now)) if now != before => Verdict::Modify {

@@ -50,9 +50,8 @@ struct Settings {
     input: Entities,
     #[serde(default)]
     output: Entities,
-    /// The retrieval stage's entities (knowledge bases are not run yet).
-    #[serde(default, rename = "retrieval")]
-    _retrieval: Entities,
+    #[serde(default)]
+    retrieval: Entities,
     /// streamguard extension: the call's time limit, in seconds.
     timeout: Option<f64>,
 }
@@ -69,7 +68,7 @@ impl Default for Settings {
             flat_ner: false,
             input: Entities::default(),
             output: Entities::default(),
-            _retrieval: Entities::default(),
+            retrieval: Entities::default(),
             timeout: None,
         }
     }
@@ -216,6 +215,7 @@ fn build(
     let labels = match stage {
         Stage::Input => s.input.entities,
         Stage::Output => s.output.entities,
+        Stage::Retrieval => s.retrieval.entities,
     };
     let timeout = settings::timeout(s.timeout, &file, "gliner")?;
     let client = settings::client("GLiNER", flow, timeout)?;

@@ -183,14 +183,15 @@ fn flow_of(name: &str, source: Option<&str>) -> Result<(String, Stage, Returns),
     let stage = match source {
         Some("input") => Stage::Input,
         Some("output") => Stage::Output,
+        Some("retrieval") => Stage::Retrieval,
         Some(other) => {
             return Err(format!(
-                "`{name}(source=\"{other}\")`: streamguard runs it on \"input\" and \"output\""
+                "`{name}(source=\"{other}\")`: the source is \"input\", \"output\" or \"retrieval\""
             ));
         }
         None => {
             return Err(format!(
-                "`{name}` needs `source=\"input\"` or `source=\"output\"`"
+                "`{name}` needs `source=\"input\"`, `\"output\"` or `\"retrieval\"`"
             ));
         }
     };
@@ -344,9 +345,13 @@ impl Bound<'_> {
         let text = args.get("text").and_then(Value::as_str);
         let user = match built.stage {
             Stage::Input => text.unwrap_or(var("user_message")),
-            Stage::Output => var("user_message"),
+            Stage::Output | Stage::Retrieval => var("user_message"),
         };
-        let bot = (built.stage == Stage::Output).then(|| text.unwrap_or(var("bot_message")));
+        let bot = match built.stage {
+            Stage::Input => None,
+            Stage::Output => Some(text.unwrap_or(var("bot_message"))),
+            Stage::Retrieval => Some(text.unwrap_or(var("relevant_chunks"))),
+        };
         // The action runs when the flow calls it: the flow gates it, not `$check_facts`.
         let mut context = vars.clone();
         context.insert("check_facts".into(), Value::Bool(true));
@@ -494,8 +499,13 @@ mod tests {
             (flow.as_str(), stage),
             ("mask sensitive data on output", Stage::Output)
         );
-        let e = flow_of("detect_sensitive_data", Some("retrieval")).unwrap_err();
-        assert!(e.contains("\"input\" and \"output\""), "{e}");
+        let (flow, stage, _) = flow_of("detect_sensitive_data", Some("retrieval")).unwrap();
+        assert_eq!(
+            (flow.as_str(), stage),
+            ("detect sensitive data on retrieval", Stage::Retrieval)
+        );
+        let e = flow_of("detect_sensitive_data", Some("kb")).unwrap_err();
+        assert!(e.contains("\"retrieval\""), "{e}");
         assert!(
             flow_of("detect_sensitive_data", None)
                 .unwrap_err()

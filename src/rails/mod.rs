@@ -30,6 +30,7 @@ mod patronus;
 mod private_ai;
 mod prompt_security;
 mod regex_check;
+mod retrieval;
 mod sensitive_data;
 mod service;
 mod services;
@@ -44,11 +45,12 @@ use crate::llm::{CallLog, ChatMessage, Provider};
 
 pub use actions_server::{ActionsServer, needs_actions_server};
 pub use catalog::{
-    Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, dialog_actions, flow_spec, flows,
-    known_flows,
+    Build, CATALOG, FlowSpec, KNOWN_FLOWS, Sources, build, build_stage, dialog_actions, flow_spec,
+    flows, known_flows,
 };
 pub use judge::{JudgeSpec, parse_content_safety, parse_nemoguard, parse_yes_no};
 pub use library::is_library as is_library_action;
+pub use retrieval::{RetrievalRails, Retrieved, UNKNOWN_ANSWER, UNKNOWN_INTENT};
 pub use sensitive_data::{Entity, Recognizers};
 
 /// Where a rail runs.
@@ -58,6 +60,8 @@ pub enum Stage {
     Input,
     /// On the answer (whole, or chunk windows while streaming).
     Output,
+    /// On the knowledge base's chunks for the turn, before a prompt gets them.
+    Retrieval,
 }
 
 impl Stage {
@@ -65,6 +69,7 @@ impl Stage {
         match self {
             Stage::Input => "input",
             Stage::Output => "output",
+            Stage::Retrieval => "retrieval",
         }
     }
 }

@@ -79,7 +79,7 @@ pub(super) fn build(
     }
     let recipe = match stage {
         Stage::Input => s.input.and_then(|r| r.recipe),
-        Stage::Output => s.output.and_then(|r| r.recipe),
+        Stage::Output | Stage::Retrieval => s.output.and_then(|r| r.recipe),
     };
     let timeout = settings::timeout(s.timeout, &file, "pangea")?;
     let client = settings::client("Pangea AI Guard", flow, timeout)?;
@@ -136,7 +136,7 @@ impl Pangea {
         }
         let role = match self.stage {
             Stage::Input => "user",
-            Stage::Output => "assistant",
+            Stage::Output | Stage::Retrieval => "assistant",
         };
         let text = result
             .get("prompt_messages")

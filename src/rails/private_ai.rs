@@ -79,11 +79,10 @@ fn build(
             flow.name
         ));
     }
-    // `retrieval.entities` belongs to the retrieval flows (knowledge bases).
-    drop(s.retrieval);
     let entities = match stage {
         Stage::Input => s.input.entities,
         Stage::Output => s.output.entities,
+        Stage::Retrieval => s.retrieval.entities,
     };
     let timeout = settings::timeout(s.timeout, &file, "privateai")?;
     let client = settings::client("Private AI", flow, timeout)?;

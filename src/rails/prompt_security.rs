@@ -99,7 +99,7 @@ impl PromptSecurity {
                 json!({"prompt": text, "system_prompt": null, "response": null, "user": null}),
                 "prompt",
             ),
-            Stage::Output => (
+            Stage::Output | Stage::Retrieval => (
                 json!({"prompt": null, "system_prompt": null, "response": text, "user": null}),
                 "response",
             ),

@@ -42,10 +42,10 @@ pub struct RegexCheck {
 impl RegexCheck {
     pub fn new(config: &Config, flow: &FlowRef, stage: Stage) -> Result<Self, ConfigError> {
         let settings: Settings = config.rail_settings("regex_detection")?;
-        let _ = &settings.retrieval;
         let options = match stage {
             Stage::Input => &settings.input,
             Stage::Output => &settings.output,
+            Stage::Retrieval => &settings.retrieval,
         };
         let file = config.rail_settings_file("regex_detection");
         let compile = |pattern: &str, key: String| {

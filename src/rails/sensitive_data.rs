@@ -357,10 +357,10 @@ impl SensitiveData {
         warnings: &mut Warnings,
     ) -> Result<Self, ConfigError> {
         let settings: Settings = config.rail_settings("sensitive_data_detection")?;
-        let _ = &settings.retrieval;
         let options = match stage {
             Stage::Input => &settings.input,
             Stage::Output => &settings.output,
+            Stage::Retrieval => &settings.retrieval,
         };
         let key = format!("rails.config.sensitive_data_detection.{stage}.entities");
         let file = config.rail_settings_file("sensitive_data_detection");

@@ -278,7 +278,7 @@ pub mod settings {
     pub fn text<'a>(stage: Stage, input: &RailInput<'a>) -> &'a str {
         match stage {
             Stage::Input => input.user_input,
-            Stage::Output => input.text(),
+            Stage::Output | Stage::Retrieval => input.text(),
         }
     }
 }

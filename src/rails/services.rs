@@ -4,7 +4,7 @@
 
 use super::{
     FlowSpec,
-    Stage::{Input as In, Output as Out},
+    Stage::{Input as In, Output as Out, Retrieval as Ret},
     activefence, ai_defense, alignscore, autoalign,
     catalog::native,
     clavata, fiddler, gliner, guardrails_ai, jailbreak, pangea, patronus, private_ai,
@@ -42,6 +42,8 @@ pub const FLOWS: &[FlowSpec] = &[
     native("detect pii on output", Out, PAI, false, private_ai::detect),
     native("mask pii on input", In, PAI, true, private_ai::mask),
     native("mask pii on output", Out, PAI, true, private_ai::mask),
+    native("detect pii on retrieval", Ret, PAI, false, private_ai::detect),
+    native("mask pii on retrieval", Ret, PAI, true, private_ai::mask),
     native("fiddler user safety", In, FIDDLER, false, fiddler::safety),
     native("fiddler bot safety", Out, FIDDLER, false, fiddler::safety),
     native("fiddler bot faithfulness", Out, FIDDLER, false, fiddler::faithfulness),
@@ -62,6 +64,8 @@ pub const FLOWS: &[FlowSpec] = &[
     native("gliner detect pii on output", Out, GLINER, false, gliner::detect),
     native("gliner mask pii on input", In, GLINER, true, gliner::mask),
     native("gliner mask pii on output", Out, GLINER, true, gliner::mask),
+    native("gliner detect pii on retrieval", Ret, GLINER, false, gliner::detect),
+    native("gliner mask pii on retrieval", Ret, GLINER, true, gliner::mask),
     native("guardrailsai check input", In, GAI, false, guardrails_ai::build),
     native("guardrailsai check output", Out, GAI, false, guardrails_ai::build),
     native("clavata check input", In, CLAVATA, false, clavata::build),
