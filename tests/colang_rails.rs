@@ -428,16 +428,23 @@ fn flows_that_cannot_run_are_refused_with_the_reason() {
         e.contains("config.py") && e.contains("OpenAI-compatible endpoint"),
         "{e}"
     );
-    // An old NeMo flow name says what it is called now.
-    let dir = configs.add(
-        "old",
-        &config(
-            "http://127.0.0.1:9",
-            "rails:\n  output:\n    flows: [check facts]\n",
-        ),
-    );
-    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
-    assert!(e.contains("unknown output rail flow `check facts` (NeMo's library calls it `self check facts` now)"), "{e}");
+    // An old NeMo flow name runs as the flow it is now, with a warning
+    // (`check facts` is AlignScore's with the old `provider: align_score`).
+    let old = |extra: &str| {
+        let dir = configs.add(
+            "old",
+            &config(
+                "http://127.0.0.1:9",
+                &format!("rails:\n{extra}  output:\n    flows: [check facts]\n{SELF_CHECK_PROMPTS}  - task: self_check_facts\n    content: \"{{{{ evidence }}}} {{{{ response }}}}\"\n"),
+            ),
+        );
+        let g = streamguard::Guardrails::load(&dir).unwrap();
+        g.warnings().join("\n")
+    };
+    let w = old("");
+    assert!(w.contains("`rails.output.flows[0]`: `check facts` is what older NeMo releases called `self check facts`"), "{w}");
+    let w = old("  config:\n    fact_checking:\n      provider: align_score\n");
+    assert!(w.contains("called `alignscore check facts`"), "{w}");
     // A rail flow's error names the flow and the problem.
     let dir = configs.add(
         "r",

@@ -305,6 +305,34 @@ const RENAMED: &[(&str, &str)] = &[
     ("check output", "self check output"),
 ];
 
+/// `flow` under its current name when it has an older NeMo release's (with
+/// a warning to rename it): `check facts` is AlignScore's with
+/// `rails.config.fact_checking.provider: align_score`, as it was then.
+fn renamed(config: &Config, flow: &FlowRef, warnings: &mut Warnings) -> Option<FlowRef> {
+    #[derive(Default, serde::Deserialize)]
+    struct FactChecking {
+        provider: Option<String>,
+    }
+    let (old, new) = RENAMED.iter().find(|(old, _)| *old == flow.name)?;
+    let provider = config
+        .rail_settings::<FactChecking>("fact_checking")
+        .ok()
+        .and_then(|f| f.provider);
+    let new = match (*old, provider.as_deref()) {
+        ("check facts", Some("align_score")) => "alignscore check facts",
+        _ => new,
+    };
+    warnings.push(format!(
+        "{}: `{}`: `{old}` is what older NeMo releases called `{new}`; it runs as `{new}` (rename it: current NeMo releases no longer know the old name)",
+        config.relative(&flow.source).display(),
+        flow.key
+    ));
+    Some(FlowRef {
+        name: new.to_string(),
+        ..flow.clone()
+    })
+}
+
 /// Every flow streamguard knows: the built-in ones, then the services'.
 pub fn flows() -> impl Iterator<Item = &'static FlowSpec> {
     CATALOG.iter().chain(super::services::FLOWS)
@@ -347,16 +375,11 @@ fn checked_spec(
             ));
         }
         None => {
-            let renamed = RENAMED
-                .iter()
-                .find(|(old, _)| *old == flow.name)
-                .map(|(_, new)| format!(" (NeMo's library calls it `{new}` now)"))
-                .unwrap_or_default();
             return Err(ConfigError::invalid(
                 &flow.source,
                 &flow.key,
                 format!(
-                    "unknown {stage} rail flow `{}`{renamed}{KNOWN_FLOWS}{}",
+                    "unknown {stage} rail flow `{}`{KNOWN_FLOWS}{}",
                     flow.name,
                     known_flows(stage)
                 ),
@@ -455,16 +478,19 @@ pub fn build_stage(
     };
     let mut built = RailSet::with_capacity(rails.flows.len());
     for flow in &rails.flows {
-        let mut ctx = sources.context(config, warnings);
         // The config's own flow of that name wins over a library one, as in NeMo.
         if let Some(dialog) = sources
             .dialog
             .filter(|d| d.flow_named(&flow.name).is_some())
         {
+            let mut ctx = sources.context(config, warnings);
             built.push(super::colang::build(&mut ctx, flow, stage, dialog)?);
             continue;
         }
+        let renamed = renamed(config, flow, warnings);
+        let flow = renamed.as_ref().unwrap_or(flow);
         let spec = checked_spec(config, stage, rails, flow)?;
+        let mut ctx = sources.context(config, warnings);
         built.push(build_spec(&mut ctx, spec, flow, stage)?);
     }
     Ok(built)
