@@ -33,6 +33,8 @@ impl Default for TemplateBudget {
 pub fn environment(budget: TemplateBudget) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(budget.fuel));
+    // NeMo's prompts are Jinja2 and call Python's methods (`.items()`, `.upper()`).
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env
 }
 
@@ -163,6 +165,17 @@ mod tests {
         let env = env_with("{% for i in range(5000) %}xx{% endfor %}", small);
         let e = render(&env, "t", minijinja::context! {}, small).unwrap_err();
         assert!(e.contains("1000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn python_methods_of_nemos_jinja2_prompts_render() {
+        let budget = TemplateBudget::default();
+        let env = env_with(
+            "{% for k, v in {'S1': 'a'}.items() %}{{ k }}={{ v.upper() }}{% endfor %}",
+            budget,
+        );
+        let out = render(&env, "t", minijinja::context! {}, budget).unwrap();
+        assert_eq!(out, "S1=A");
     }
 
     #[test]
