@@ -33,9 +33,9 @@ async fn intro_config() -> (FakeLlm, Configs) {
             ("do you remember me?".into(), "ask name".into()),
             ("I am Ana".into(), "give name".into()),
             ("hi there".into(), "greet".into()),
+            ("I want a large one".into(), "say large".into()),
             ("I want a coffee".into(), "ask order".into()),
             ("thank you".into(), "thank".into()),
-            ("I want a large one".into(), "say large".into()),
         ],
         ..Script::default()
     })
@@ -248,6 +248,36 @@ async fn a_flow_waiting_at_a_when_block_resumes_in_the_arm_for_the_intent() {
     assert_eq!(r["messages"][0]["content"], "Small or large?", "{r}");
     let (_, r) = post_chat(&base, &body("I want a large one", r["state"].clone())).await;
     assert_eq!(
+        r["messages"][0]["content"], "A large coffee, coming up.",
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_state_a_when_arm_with_variables_runs_from_the_conversation() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    // No state: the last answer ("Small or large?") places the flow at its
+    // `when` block, and the arm's assignment runs before its message.
+    let messages = turns(&[
+        ("user", "I want a coffee"),
+        ("assistant", "Small or large?"),
+        ("user", "I want a large one"),
+    ]);
+    let (status, r) = post_chat(&base, &json!({"config_id": "intro", "messages": messages})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["messages"][0]["content"], "A large coffee, coming up.",
+        "{r}"
+    );
+    // After another answer the block is not where the conversation is.
+    let messages = turns(&[
+        ("user", "I want a coffee"),
+        ("assistant", "Something else."),
+        ("user", "I want a large one"),
+    ]);
+    let (_, r) = post_chat(&base, &json!({"config_id": "intro", "messages": messages})).await;
+    assert_ne!(
         r["messages"][0]["content"], "A large coffee, coming up.",
         "{r}"
     );

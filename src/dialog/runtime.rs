@@ -287,13 +287,7 @@ impl Inner {
 
     /// Reads the turn: the user's intent and the bot intents to answer with.
     async fn read_turn(&self, request: &AnswerRequest) -> Result<Turn, LlmError> {
-        let turns: Vec<ChatMessage> = request
-            .chat
-            .messages
-            .iter()
-            .filter(|m| m.role != Role::System)
-            .cloned()
-            .collect();
+        let turns = conversation(request);
         let (user_input, earlier) = match turns.split_last() {
             Some((last, earlier)) => (last.content.clone(), earlier),
             None => (String::new(), &[][..]),
@@ -331,7 +325,13 @@ impl Inner {
             .user_intent(ctx, &single_intents, &user_input, request)
             .await?;
         let prior = request.state.as_ref();
-        let (said, vars, state) = match super::state::choose(&self.dialog, prior, &intent) {
+        let last_bot = earlier
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant)
+            .map(|m| m.content.trim());
+        let (said, vars, state) = match super::state::choose(&self.dialog, prior, last_bot, &intent)
+        {
             Some(chosen) => {
                 let actions = value_gen::TurnActions {
                     inner: self,
@@ -511,6 +511,15 @@ impl Inner {
             .flatten()
             .collect()
     }
+}
+
+/// The request's conversation, system messages left out.
+fn conversation(request: &AnswerRequest) -> Vec<ChatMessage> {
+    let messages = request.chat.messages.iter();
+    messages
+        .filter(|m| m.role != Role::System)
+        .cloned()
+        .collect()
 }
 
 impl Answerer for DialogRuntime {

@@ -76,26 +76,60 @@ pub struct Chosen<'d> {
     pub arm: Option<&'d [Step]>,
 }
 
+/// The arm of a `when` block for `intent`, else its `else` arm.
+fn arm_for<'s>(arms: &'s [(Option<String>, Vec<Step>)], intent: &str) -> Option<&'s [Step]> {
+    arms.iter()
+        .find(|(a, _)| a.as_deref() == Some(intent))
+        .or_else(|| arms.iter().find(|(a, _)| a.is_none()))
+        .map(|(_, body)| body.as_slice())
+}
+
+/// Without a state saying so: the flow whose `when` block follows the bot
+/// step that said `last` (the conversation's last answer), when the block's
+/// arm for `intent` has steps only the interpreter runs (variables,
+/// conditions, actions); it resumes there as from a state.
+fn recovered<'d>(dialog: &'d Dialog, last: &str, intent: &str) -> Option<Chosen<'d>> {
+    let said = |step: &Step| match step {
+        Step::Bot(b) => dialog
+            .bots
+            .get(b)
+            .is_some_and(|ms| ms.iter().any(|m| last.ends_with(m.trim()))),
+        _ => false,
+    };
+    dialog.flows.iter().enumerate().find_map(|(index, flow)| {
+        flow.steps.windows(2).enumerate().find_map(|(i, pair)| {
+            let Step::Branch(arms) = &pair[1] else {
+                return None;
+            };
+            let arm = arm_for(arms, intent)?;
+            (said(&pair[0]) && super::turn::first_procedural(dialog, arm, 0).is_some()).then_some(
+                Chosen {
+                    index,
+                    flow,
+                    start: i + 2,
+                    arm: Some(arm),
+                },
+            )
+        })
+    })
+}
+
 /// The flow to run for `intent`: the flow the state says waits for this
 /// intent (at a `user` step, or at a `when` block with an arm for it or an
-/// `else`), else the flow starting with `user <intent>` that needs the
-/// interpreter.
+/// `else`), else one the conversation's last answer (`last_bot`) left at a
+/// `when` block whose arm needs the interpreter, else the flow starting with
+/// `user <intent>` that needs the interpreter.
 pub fn choose<'d>(
     dialog: &'d Dialog,
     state: Option<&DialogState>,
+    last_bot: Option<&str>,
     intent: &str,
 ) -> Option<Chosen<'d>> {
     let resumed = state.and_then(|s| s.waiting).and_then(|at| {
         let flow = dialog.flows.get(at.flow).filter(|f| f.line == at.line)?;
         let arm = match flow.steps.get(at.step)? {
             Step::User(u) if u == intent => None,
-            Step::Branch(arms) => {
-                let arm = arms
-                    .iter()
-                    .find(|(a, _)| a.as_deref() == Some(intent))
-                    .or_else(|| arms.iter().find(|(a, _)| a.is_none()))?;
-                Some(arm.1.as_slice())
-            }
+            Step::Branch(arms) => Some(arm_for(arms, intent)?),
             _ => return None,
         };
         Some(Chosen {
@@ -105,7 +139,8 @@ pub fn choose<'d>(
             arm,
         })
     });
-    resumed.or_else(|| {
+    let recovered = || last_bot.and_then(|last| recovered(dialog, last, intent));
+    resumed.or_else(recovered).or_else(|| {
         super::turn::procedural_flow(dialog, intent).map(|(index, flow)| Chosen {
             index,
             flow,
