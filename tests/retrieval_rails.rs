@@ -1,14 +1,21 @@
 //! Retrieval rails (`rails.retrieval.flows`): NeMo's `mask` / `detect
 //! sensitive data on retrieval` and a config's own flows, run on the
 //! knowledge base's chunks before a prompt gets them, in dialog configs and
-//! in configs without a dialog, on Generate and StreamGenerate.
+//! in configs without a dialog, on Generate and StreamGenerate; and the
+//! chunks reaching the output rails that judge against them (Fiddler
+//! faithfulness, Patronus Lynx).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 mod common;
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
+use axum::{Router, extract::State, routing::post};
 use common::*;
+use serde_json::{Value, json};
 
 fn asked(text: &str) -> String {
     format!("between the user and the bot:\nuser \"{text}\"")
@@ -219,4 +226,101 @@ fn retrieval_flows_that_cannot_run_there_are_refused_by_name() {
     .unwrap();
     let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
     assert!(e.contains("cannot wait for the user"), "{e}");
+}
+
+/// A Fiddler Guardrails faithfulness endpoint: records the bodies, answers faithful.
+async fn fiddler() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v3/guardrails/ftl-response-faithfulness",
+            post(
+                |State(s): State<Arc<Mutex<Vec<Value>>>>, axum::Json(b): axum::Json<Value>| async move {
+                    s.lock().unwrap().push(b);
+                    axum::Json(json!({"fdl_faithful_score": 0.9}))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn fiddler_faithfulness_and_patronus_lynx_judge_the_answer_against_the_chunks() {
+    let script = |answer: &str| Script {
+        tokens: tokens(answer),
+        judge_answers: vec![
+            (asked("How many vacation days?"), "ask leave".into()),
+            (
+                "ANSWER:\nYou get 20 days.".into(),
+                r#"{"REASONING": ["in the document"], "SCORE": "PASS"}"#.into(),
+            ),
+            (
+                "ANSWER:\nYou get 99 days.".into(),
+                r#"{"REASONING": ["not in the document"], "SCORE": "FAIL"}"#.into(),
+            ),
+        ],
+        ..Script::default()
+    };
+    let llm = fake_llm(script("You get 20 days.")).await;
+    let (fdl, seen) = fiddler().await;
+    let configs = Configs::new();
+    let url = llm.base_url();
+    let yml = format!(
+        "{}  - type: patronus_lynx\n    engine: openai\n    model: lynx-8b\n    parameters:\n      base_url: {url}\n\
+         instructions:\n  - type: general\n    content: You are a test bot.\n\
+         rails:\n  dialog:\n    single_call:\n      enabled: False\n  config:\n    fiddler:\n      fiddler_endpoint: {fdl}\n      api_key: fdl-key\n\
+         \x20 output:\n    flows: [fiddler bot faithfulness, patronus lynx check output hallucination]\n\
+         prompts:\n  - task: patronus_lynx_check_output_hallucination\n    content: |\n      QUESTION:\n      {{{{ user_input }}}}\n      DOCUMENT:\n      {{{{ provided_context }}}}\n      ANSWER:\n      {{{{ bot_response }}}}\n",
+        main_model(&url)
+    );
+    let dir = configs.add("judged", &yml);
+    std::fs::create_dir_all(dir.join("kb")).unwrap();
+    std::fs::write(dir.join("kb/handbook.md"), HANDBOOK).unwrap();
+    std::fs::write(dir.join("rails.co"), DIALOG).unwrap();
+    let mut server = start(configs.root()).await;
+    let r = server
+        .client
+        .generate(request("judged", "How many vacation days?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.violation.is_none(), "{:?}", r.violation);
+    assert_eq!(r.message.unwrap().content, "You get 20 days.");
+    let body = seen.lock().unwrap()[0].clone();
+    let context = body["data"]["context"].as_str().unwrap();
+    assert!(context.contains("Employees get 20 vacation days"), "{body}");
+    assert_eq!(body["data"]["response"], "You get 20 days.");
+    let lynx = llm
+        .state
+        .requests()
+        .into_iter()
+        .find(|r| r["model"] == "lynx-8b")
+        .expect("Lynx was asked");
+    assert!(
+        lynx["messages"]
+            .to_string()
+            .contains("DOCUMENT:\\nEmployees get 20 vacation days"),
+        "{lynx}"
+    );
+    // An answer Lynx scores FAIL is replaced by NeMo's `inform answer unknown`.
+    llm.state.set(script("You get 99 days."));
+    let r = server
+        .client
+        .generate(request("judged", "How many vacation days?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.violation.unwrap().rail,
+        "patronus lynx check output hallucination"
+    );
+    assert_eq!(
+        r.message.unwrap().content,
+        "I don't know the answer to that."
+    );
+    server.shutdown().await;
 }

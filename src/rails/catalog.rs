@@ -92,6 +92,11 @@ const SELF_CHECK_HALLUCINATION: JudgeSpec = JudgeSpec {
     model: JudgeModel::OwnTypeElseMain,
     shape: Shape::Hallucination,
 };
+const PATRONUS_LYNX: JudgeSpec = JudgeSpec {
+    task: "patronus_lynx_check_output_hallucination",
+    model: JudgeModel::Type("patronus_lynx"),
+    shape: Shape::Lynx,
+};
 const LLAMA_GUARD: JudgeSpec = JudgeSpec {
     task: "llama_guard_check",
     model: JudgeModel::Type("llama_guard"),
@@ -209,6 +214,12 @@ pub const CATALOG: &[FlowSpec] = &[
         Stage::Output,
         "prompt `self_check_hallucination` (`paragraph`, `statement`); runs when a dialog flow sets `$check_hallucination`; the main model answers twice more to compare",
         SELF_CHECK_HALLUCINATION,
+    ),
+    judge(
+        "patronus lynx check output hallucination",
+        Stage::Output,
+        "a model `type: patronus_lynx`, prompt `patronus_lynx_check_output_hallucination` (`user_input`, `bot_response`, `provided_context`: the turn's knowledge-base chunks)",
+        PATRONUS_LYNX,
     ),
     judge(
         "llama guard check input",

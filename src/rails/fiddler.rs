@@ -127,7 +127,7 @@ fn score(answer: &Value, key: &str, default: f64) -> f64 {
 }
 
 impl Fiddler {
-    async fn decide(&self, text: &str) -> Result<Verdict, RailError> {
+    async fn decide(&self, text: &str, chunks: &str) -> Result<Verdict, RailError> {
         let key = settings::key(
             self.key.as_deref(),
             &self.flow,
@@ -136,7 +136,7 @@ impl Fiddler {
         )?;
         let data = match self.check {
             Check::Safety(_) => json!({"input": text}),
-            Check::Faithfulness(_) => json!({"context": "", "response": text}),
+            Check::Faithfulness(_) => json!({"context": chunks, "response": text}),
         };
         let answer = self
             .client
@@ -183,6 +183,12 @@ impl Rail for Fiddler {
     }
 
     fn check<'a>(&'a self, input: RailInput<'a>) -> BoxFuture<'a, Result<Verdict, RailError>> {
-        self.decide(settings::text(self.stage, &input)).boxed()
+        let chunks = input
+            .context
+            .and_then(|c| c.get("relevant_chunks"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.decide(settings::text(self.stage, &input), chunks)
+            .boxed()
     }
 }

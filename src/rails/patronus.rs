@@ -7,8 +7,7 @@
 //! answer's `results[].evaluation_result.pass` are true, and blocks otherwise
 //! (with NeMo's `bot inform answer unknown`), also when the API answers a
 //! server error, as NeMo does; a client error (4xx) fails the rail.
-//! `patronus lynx check output hallucination` judges the answer against
-//! knowledge-base chunks, which streamguard does not retrieve yet: refused.
+//! (`patronus lynx check output hallucination` is a judge: see the catalog.)
 
 use std::sync::Arc;
 
@@ -117,24 +116,6 @@ pub(super) fn api(
         strategy: evaluate.success_strategy,
         client,
     }))
-}
-
-/// `patronus lynx check output hallucination`: refused until knowledge bases run.
-pub(super) fn lynx(
-    _: &mut BuildContext<'_>,
-    flow: &FlowRef,
-    _: Stage,
-) -> Result<Arc<dyn Rail>, ConfigError> {
-    Err(ConfigError::invalid(
-        &flow.source,
-        &flow.key,
-        format!(
-            "`{}` judges the answer against the chunks retrieved from the knowledge base (kb/), which \
-             streamguard does not retrieve yet (without them NeMo lets every answer through); use \
-             `patronus api check output` with a hallucination evaluator",
-            flow.name
-        ),
-    ))
 }
 
 /// NeMo's checks of `params.evaluators`: a list of mappings, each naming its `evaluator`.

@@ -31,7 +31,6 @@ const CLAVATA: &str = "`rails.config.clavata.<stage>.policy` (an id or an alias 
 const AF: &str = "ACTIVEFENCE_API_KEY (ActiveFence)";
 const PATRONUS: &str = "`rails.config.patronus.output.evaluate_config.params.evaluators` and PATRONUS_API_KEY (Patronus AI)";
 const ALIGN: &str = "`rails.config.fact_checking.parameters.endpoint` (an AlignScore server); runs when a dialog flow sets `$check_facts`";
-const LYNX: &str = "a knowledge base and a model `type: patronus_lynx` (Patronus Lynx)";
 
 /// Every service flow.
 #[rustfmt::skip]
@@ -74,7 +73,6 @@ pub const FLOWS: &[FlowSpec] = &[
     native("activefence moderation on output", Out, AF, false, activefence::simple),
     native("activefence moderation on input detailed", In, AF, false, activefence::detailed),
     native("patronus api check output", Out, PATRONUS, false, patronus::api),
-    native("patronus lynx check output hallucination", Out, LYNX, false, patronus::lynx),
     native("alignscore check facts", Out, ALIGN, false, alignscore::build),
 ];
 

@@ -59,6 +59,9 @@ pub enum Shape {
     /// temperature 1.0, the prompt gets those as `paragraph` and the answer as
     /// `statement`; a "no" (they disagree) blocks.
     Hallucination,
+    /// Patronus Lynx: when the turn has chunks (`provided_context`), the
+    /// judge's `"SCORE": "PASS"` allows; anything else blocks.
+    Lynx,
 }
 
 /// One judge flow in the catalog.
@@ -186,7 +189,7 @@ fn task_and_model<'c>(
 ) -> Result<JudgeModelOf<'c>, ConfigError> {
     let config = ctx.config;
     let task = match spec.shape {
-        Shape::Facts | Shape::Hallucination => spec.task.to_string(),
+        Shape::Facts | Shape::Hallucination | Shape::Lynx => spec.task.to_string(),
         _ => format!("{}_{stage}", spec.task),
     };
     let (task, kind, required) = match spec.model {
@@ -351,6 +354,7 @@ impl JudgeRail {
             bot_response => input.bot_response,
             bot_thinking => input.bot_thinking,
             evidence => relevant_chunks(input),
+            provided_context => relevant_chunks(input),
             response => input.bot_response,
             general_instructions => &self.general_instructions,
             reasoning_enabled => self.safety.as_ref().is_some_and(|s| s.reasoning_enabled),
@@ -442,6 +446,20 @@ impl JudgeRail {
                 }
             }
             Shape::Hallucination => self.hallucination(&input).await?,
+            Shape::Lynx => {
+                // NeMo lets the answer through when there are no chunks.
+                if relevant_chunks(&input).trim().is_empty() {
+                    return Ok(Verdict::Allow);
+                }
+                let answer = self.call(self.render(&input, None)?, &input).await?;
+                match parse::lynx_pass(&answer) {
+                    true => Verdict::Allow,
+                    false => Verdict::Block {
+                        reason: "Patronus Lynx found the answer not faithful to the knowledge base"
+                            .into(),
+                    },
+                }
+            }
             Shape::TopicControl => {
                 let answer = self.call(self.topic_messages(&input)?, &input).await?;
                 if answer.trim().to_lowercase().starts_with("off-topic") {
@@ -501,7 +519,7 @@ impl Rail for JudgeRail {
     }
 
     fn refusal(&self, input: &RailInput<'_>, _reason: &str) -> Option<String> {
-        if self.shape == Shape::Hallucination {
+        if matches!(self.shape, Shape::Hallucination | Shape::Lynx) {
             return Some(super::service::ANSWER_UNKNOWN.to_string());
         }
         self.safety.as_ref()?.refusal(input.user_input)

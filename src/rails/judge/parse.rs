@@ -94,6 +94,21 @@ pub fn nemotron_safety(answer: &str, field: &str) -> Result<(), String> {
 /// Whether a fact-check judge found the answer supported, as NeMo reads it
 /// (its `is_content_safe` inverted, first two words): "yes" or "unsafe"
 /// supported, "no" or "safe" not, anything else supported.
+/// Patronus Lynx's verdict, as NeMo reads it: a `"SCORE": "PASS"` (quotes
+/// around PASS optional) passes; anything else, no score included, fails.
+pub fn lynx_pass(answer: &str) -> bool {
+    let Some(at) = answer.find("\"SCORE\"") else {
+        return false;
+    };
+    let rest = answer[at + "\"SCORE\"".len()..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return false;
+    };
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    rest.starts_with("PASS") && !rest[4..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+}
+
 pub fn fact_supported(answer: &str) -> bool {
     let lower = answer.to_lowercase();
     let words: Vec<&str> = lower
@@ -164,6 +179,16 @@ pub fn parse_nemoguard(answer: &str, field: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lynx_scores_read_as_nemo_reads_them() {
+        assert!(lynx_pass(r#"{"REASONING": ["ok"], "SCORE": "PASS"}"#));
+        assert!(lynx_pass(r#"{"SCORE":PASS}"#));
+        assert!(!lynx_pass(r#"{"REASONING": ["made up"], "SCORE": "FAIL"}"#));
+        assert!(!lynx_pass(r#"{"SCORE": "PASSABLE"}"#));
+        assert!(!lynx_pass("I cannot tell."));
+    }
+
     use super::*;
 
     #[test]
