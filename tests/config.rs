@@ -146,12 +146,12 @@ fn an_unknown_flow_lists_the_known_flows() {
         "flow",
         &config(
             "http://127.0.0.1:1/v1",
-            "rails:\n  output:\n    flows:\n      - check facts\n",
+            "rails:\n  output:\n    flows:\n      - fact check\n",
         ),
     );
     let e = load_err(&dir);
     assert!(e.contains("rails.output.flows[0]"), "{e}");
-    assert!(e.contains("unknown output rail flow `check facts`"), "{e}");
+    assert!(e.contains("unknown output rail flow `fact check`"), "{e}");
     assert!(e.contains("`self check output`"), "{e}");
 }
 
@@ -355,12 +355,12 @@ fn an_empty_retrieval_section_loads_and_unknown_retrieval_flows_are_refused_by_n
     let base =
         "models:\n  - type: main\n    engine: scripted\n    model: m\nrails:\n  retrieval:\n";
     assert!(streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: []\n")).is_ok());
-    let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: [check facts]\n"))
+    let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    flows: [fact check]\n"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("rails.retrieval.flows[0]"), "{e}");
     assert!(
-        e.contains("unknown retrieval rail flow `check facts`"),
+        e.contains("unknown retrieval rail flow `fact check`"),
         "{e}"
     );
     let e = streamguard::Guardrails::from_yaml("c", &format!("{base}    parallel: True\n"))

@@ -253,12 +253,13 @@ impl Inner {
             return None;
         }
         let closest = self.retrieval.closest(user_input).await;
+        let threshold = s.embeddings_only_similarity_threshold;
         match closest {
-            Some((intent, score))
-                if s.embeddings_only_similarity_threshold
-                    .is_none_or(|t| score >= t) =>
-            {
-                Some(intent)
+            Some((intent, score)) if threshold.is_none_or(|t| score >= t) => Some(intent),
+            // Without a model the closest of one intent is that one (NeMo's
+            // `guardrails_only` configs define one, `user input`).
+            None if threshold.is_none() && self.dialog.users.len() == 1 => {
+                self.dialog.users.first().map(|(intent, _)| intent.clone())
             }
             _ => s.embeddings_only_fallback_intent.clone(),
         }
@@ -325,11 +326,8 @@ impl Inner {
             .user_intent(ctx, &single_intents, &user_input, request)
             .await?;
         let prior = request.state.as_ref();
-        let last_bot = earlier
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::Assistant)
-            .map(|m| m.content.trim());
+        let last_bot = earlier.iter().rev().find(|m| m.role == Role::Assistant);
+        let last_bot = last_bot.map(|m| m.content.trim());
         let (said, vars, state) = match super::state::choose(&self.dialog, prior, last_bot, &intent)
         {
             Some(chosen) => {
@@ -346,9 +344,13 @@ impl Inner {
                 let read = (earlier, &history[..], &user_input[..], &intent[..]);
                 let bots = self.bot_intents(read, single_intents, request).await?;
                 let said = bots.into_iter().map(Said::Intent).collect();
-                // The state's variables render the bot's messages.
+                // The state's and the request's variables render the bot's messages.
                 let state = DialogState::carried(prior);
-                (said, state.vars.clone(), state)
+                let mut vars = state.vars.clone();
+                if let Some(context) = &request.context {
+                    vars.extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                (said, vars, state)
             }
         };
         Ok(Turn {

@@ -61,6 +61,8 @@ pub struct AnswerRequest {
     pub calls: Option<Arc<CallLog>>,
     /// The dialog state the caller gave back.
     pub state: Option<crate::dialog::DialogState>,
+    /// The request's context variables (NeMo's `context` messages).
+    pub context: Option<Arc<crate::dialog::Vars>>,
 }
 
 /// A whole answer.
@@ -125,7 +127,8 @@ impl Answerer for ModelAnswer {
     }
 
     fn stream(&self, request: AnswerRequest) -> PieceStream {
-        Box::pin(self.0.stream(request.chat).map(|d| d.map(Piece::from)))
+        let chat = given_chunks(request);
+        Box::pin(self.0.stream(chat).map(|d| d.map(Piece::from)))
     }
 
     fn complete(
@@ -133,7 +136,7 @@ impl Answerer for ModelAnswer {
         request: AnswerRequest,
     ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
         self.0
-            .complete(request.chat)
+            .complete(given_chunks(request))
             .map(|c| {
                 c.map(|completion| WholeAnswer {
                     completion,
@@ -186,24 +189,43 @@ impl KbAnswer {
                 }
             };
         }
-        if chunks.is_empty() {
-            return Ok(Ok(chat));
-        }
-        let block = format!("This is some relevant context:\n```markdown\n{chunks}\n```");
-        match chat
-            .messages
-            .iter_mut()
-            .find(|m| m.role == crate::llm::Role::System)
-        {
-            Some(system) => {
-                system.content.push('\n');
-                system.content.push_str(&block);
-            }
-            None => chat
-                .messages
-                .insert(0, crate::llm::ChatMessage::system(block)),
-        }
+        with_chunks(&mut chat, &chunks);
         Ok(Ok(chat))
+    }
+}
+
+/// The request's call with the `relevant_chunks` of its context messages
+/// (NeMo's way to pass a RAG app's own chunks) in the system message.
+fn given_chunks(request: AnswerRequest) -> ChatRequest {
+    let mut chat = request.chat;
+    let given = request
+        .context
+        .as_ref()
+        .and_then(|c| c.get("relevant_chunks"));
+    if let Some(chunks) = given.and_then(serde_json::Value::as_str) {
+        with_chunks(&mut chat, chunks.trim());
+    }
+    chat
+}
+
+/// Puts the chunks into the system message, as NeMo's `general` prompts do.
+fn with_chunks(chat: &mut ChatRequest, chunks: &str) {
+    if chunks.is_empty() {
+        return;
+    }
+    let block = format!("This is some relevant context:\n```markdown\n{chunks}\n```");
+    match chat
+        .messages
+        .iter_mut()
+        .find(|m| m.role == crate::llm::Role::System)
+    {
+        Some(system) => {
+            system.content.push('\n');
+            system.content.push_str(&block);
+        }
+        None => chat
+            .messages
+            .insert(0, crate::llm::ChatMessage::system(block)),
     }
 }
 

@@ -16,10 +16,13 @@ use crate::{
 pub(super) async fn run(
     inner: &Inner,
     mut run: Run,
-    request: Request,
+    mut request: Request,
     started: Instant,
 ) -> Result<Response, Error> {
-    let (violation, rewritten) = run.input_check(&request.messages).await?;
+    let context = request.context.take().map(std::sync::Arc::new);
+    let (violation, rewritten) = run
+        .input_check(&request.messages, context.as_deref())
+        .await?;
     if let Some(v) = violation {
         return Ok(run.finish(inner.blocked(v), started));
     }
@@ -38,6 +41,7 @@ pub(super) async fn run(
             chat: main,
             calls: run.calls(),
             state,
+            context: context.clone(),
         })
         .await
         .map_err(upstream_error)?;
@@ -45,15 +49,7 @@ pub(super) async fn run(
     let reasoning = completion.reasoning.take();
     run.timing.generation = generation.elapsed();
     record_main(&run, prompt, &completion, generation);
-    // The request's stop strings, for a model that ignored them.
-    let mut stops = StopFilter::new(stops);
-    let (mut content, stopped) = if stops.is_empty() {
-        (completion.text, false)
-    } else {
-        let (cut, more) = stops.push(completion.text);
-        let rest = stops.finish();
-        (cut.unwrap_or_default() + &rest.unwrap_or_default(), !more)
-    };
+    let (mut content, stopped) = cut_at_stops(stops, std::mem::take(&mut completion.text));
     let checked = match (&reasoning, inner.config.apply_to_reasoning_traces()) {
         (Some(trace), true) => std::borrow::Cow::Owned(inner.with_trace(trace, &content)),
         _ => std::borrow::Cow::Borrowed(content.as_str()),
@@ -63,7 +59,11 @@ pub(super) async fn run(
             &user_input,
             &checked,
             reasoning.as_deref(),
-            answer.dialog.as_ref().map(|d| &d.context),
+            answer
+                .dialog
+                .as_ref()
+                .map(|d| &d.context)
+                .or(context.as_deref()),
         )
         .await?;
     drop(checked);
@@ -91,6 +91,18 @@ pub(super) async fn run(
         reasoning_content,
     };
     Ok(run.finish(response, started))
+}
+
+/// The answer cut at the request's stop strings, for a model that ignored
+/// them, and whether one was met.
+fn cut_at_stops(stops: Vec<String>, text: String) -> (String, bool) {
+    let mut stops = StopFilter::new(stops);
+    if stops.is_empty() {
+        return (text, false);
+    }
+    let (cut, more) = stops.push(text);
+    let rest = stops.finish();
+    (cut.unwrap_or_default() + &rest.unwrap_or_default(), !more)
 }
 
 /// Records the main call in the request's log, when it keeps one.

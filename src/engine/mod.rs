@@ -47,7 +47,8 @@ pub use log::{Decision, GenerationLog, PhaseTiming, RailRecord};
 pub use registry::Registry;
 pub use relay::{Relay, RelayOutcome, WindowCheck, WindowVerdict};
 pub use types::{
-    Event, EventStream, FinishReason, Options, REFUSAL, Request, Response, Violation, ViolationKind,
+    Event, EventStream, FinishReason, Options, REFUSAL, Request, Response, Violation,
+    ViolationKind, merge_context,
 };
 pub use window::{Window, Windows};
 
@@ -357,6 +358,7 @@ impl Inner {
             traceparent,
             model: _,
             state: _,
+            context: _,
         } = request;
         let user_input: Arc<str> = match (rewritten, messages.last_mut()) {
             (Some(text), Some(last)) => {

@@ -164,7 +164,11 @@ impl Run {
     }
 
     /// Runs the input rails on the last user message.
-    pub async fn input_check(&mut self, messages: &[ChatMessage]) -> StageOutcome {
+    pub async fn input_check(
+        &mut self,
+        messages: &[ChatMessage],
+        context: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
+    ) -> StageOutcome {
         let Some((last, history)) = messages.split_last() else {
             return Ok((None, None));
         };
@@ -178,7 +182,7 @@ impl Run {
             bot_thinking: None,
             history,
             calls,
-            context: None,
+            context,
         };
         let outcome = run_rails(&rails, parallel, Stage::Input, input, records).await;
         self.input = rails;

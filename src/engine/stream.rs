@@ -141,10 +141,13 @@ impl Driver {
     async fn start(
         inner: Arc<Inner>,
         mut run: Run,
-        request: Request,
+        mut request: Request,
         started: Instant,
     ) -> Result<Start, Error> {
-        let (violation, rewritten) = run.input_check(&request.messages).await?;
+        let context = request.context.take().map(Arc::new);
+        let (violation, rewritten) = run
+            .input_check(&request.messages, context.as_deref())
+            .await?;
         if let Some(v) = violation {
             let response = inner.blocked(v);
             let mut events = Vec::with_capacity(2);
@@ -171,7 +174,7 @@ impl Driver {
             user_input,
             calls: run.calls(),
             thinking: None,
-            context: None,
+            context: context.clone(),
         };
         let want_reasoning = request_reasoning;
         let relay = Relay::new(
@@ -185,6 +188,7 @@ impl Driver {
             chat: main,
             calls: run.calls(),
             state,
+            context,
         });
         Ok(Start::Answer(Box::new(Driver {
             inner,

@@ -26,6 +26,31 @@ pub struct Request {
     /// The dialog state a previous answer returned (NeMo's `state`): the
     /// flow waiting for the user and the flows' variables.
     pub state: Option<crate::dialog::DialogState>,
+    /// NeMo's context variables (`context` messages, the HTTP body's
+    /// `context`): flows and rails see them (`$llm_output`), and
+    /// `relevant_chunks` is the turn's chunks when the config has no
+    /// knowledge base.
+    pub context: Option<crate::dialog::Vars>,
+}
+
+/// Adds the variables of a `context` message (`value`, `messages[i]`) to
+/// `into`; a later message's keys win, as NeMo's context updates do.
+pub fn merge_context(
+    into: &mut Option<crate::dialog::Vars>,
+    value: serde_json::Value,
+    i: usize,
+) -> Result<(), crate::error::Error> {
+    let serde_json::Value::Object(vars) = value else {
+        return Err(crate::error::Error::InvalidRequest {
+            field: "messages.content",
+            message: format!(
+                "messages[{i}].content: a `context` message's content is an object of variables, e.g. {{\"relevant_chunks\": \"…\"}}"
+            ),
+        });
+    };
+    // The request's size limit bounds them.
+    into.get_or_insert_default().extend(vars);
+    Ok(())
 }
 
 impl From<Vec<ChatMessage>> for Request {
@@ -36,6 +61,7 @@ impl From<Vec<ChatMessage>> for Request {
             traceparent: None,
             model: None,
             state: None,
+            context: None,
         }
     }
 }

@@ -19,9 +19,15 @@ impl Inner {
         earlier: &[ChatMessage],
         request: &AnswerRequest,
     ) -> Result<Result<Vec<String>, Said>, LlmError> {
-        let chunks = match &self.kb {
-            Some(kb) => kb.relevant(user_input).await,
-            None => Vec::new(),
+        // Without a knowledge base, the request's `relevant_chunks`, as NeMo reads them.
+        let given = request
+            .context
+            .as_ref()
+            .and_then(|c| c.get("relevant_chunks"));
+        let chunks = match (&self.kb, given.and_then(serde_json::Value::as_str)) {
+            (Some(kb), _) => kb.relevant(user_input).await,
+            (None, Some(text)) if !text.trim().is_empty() => vec![text.trim().to_string()],
+            (None, _) => Vec::new(),
         };
         if self.retrieval_rails.is_empty() {
             return Ok(Ok(chunks));

@@ -66,6 +66,9 @@ impl TurnActions<'_> {
     ) -> Result<(Vec<Said>, Vars, DialogState), LlmError> {
         let inner = self.inner;
         let mut vars = prior.map(DialogState::start_vars).unwrap_or_default();
+        if let Some(context) = &self.request.context {
+            vars.extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         vars.extend([
             ("user_message".into(), self.user_input.into()),
             ("last_user_message".into(), self.user_input.into()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    dialog::Vars,
     engine::{self, FinishReason, GenerationLog},
     error::Error,
     llm::{CallParams, ChatMessage, Role, Usage},
@@ -32,21 +33,32 @@ pub(super) fn deadline(metadata: &MetadataMap) -> Option<Duration> {
     Some(limit.saturating_sub((limit / 20).min(Duration::from_millis(20))))
 }
 
-fn messages(messages: Vec<pb::Message>) -> Result<Vec<ChatMessage>, Error> {
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, pb::Message { role, content })| {
-            let role = Role::parse(&role).ok_or_else(|| Error::InvalidRequest {
-                field: "messages.role",
+/// The chat messages, and the variables of NeMo's `context` messages (their
+/// content a JSON object).
+fn messages(messages: Vec<pb::Message>) -> Result<(Vec<ChatMessage>, Option<Vars>), Error> {
+    let mut chat = Vec::with_capacity(messages.len());
+    let mut context = None;
+    for (i, pb::Message { role, content }) in messages.into_iter().enumerate() {
+        if role == "context" {
+            let value = serde_json::from_str(&content).map_err(|_| Error::InvalidRequest {
+                field: "messages.content",
                 message: format!(
-                    "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
-                    crate::error::echo(&role)
+                    "messages[{i}].content: a `context` message's content is a JSON object of variables, e.g. {{\"relevant_chunks\": \"…\"}}"
                 ),
             })?;
-            Ok(ChatMessage { role, content })
-        })
-        .collect()
+            engine::merge_context(&mut context, value, i)?;
+            continue;
+        }
+        let role = Role::parse(&role).ok_or_else(|| Error::InvalidRequest {
+            field: "messages.role",
+            message: format!(
+                "messages[{i}].role is `{}`; expected `user`, `assistant`, `system` or `context`",
+                crate::error::echo(&role)
+            ),
+        })?;
+        chat.push(ChatMessage { role, content });
+    }
+    Ok((chat, context))
 }
 
 fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Error> {
@@ -131,10 +143,12 @@ pub(super) fn request(
         }
         None => None,
     };
+    let (messages, context) = messages(wire)?;
     Ok((
         ids,
         engine::Request {
-            messages: messages(wire)?,
+            messages,
+            context,
             options: options(wire_options)?,
             traceparent: None,
             model: (!model.is_empty()).then_some(model),

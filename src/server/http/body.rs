@@ -20,17 +20,19 @@ struct InMessage {
     content: Content,
 }
 
-/// OpenAI allows content as a string or a list of typed parts.
+/// OpenAI allows content as a string or a list of typed parts; NeMo's
+/// `context` messages carry an object of variables.
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a string, or a list of {\"type\": \"text\", \"text\": ...} parts"
+    expecting = "a string, a list of {\"type\": \"text\", \"text\": ...} parts, or (role `context`) an object"
 )]
 enum Content {
     #[default]
     Empty,
     Text(String),
     Parts(Vec<Part>),
+    Object(serde_json::Map<String, Value>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,8 +127,9 @@ struct ChatBody {
     config_ids: Option<Vec<String>>,
     model: Option<String>,
     options: Option<NemoOptions>,
-    #[serde(default, rename = "context")]
-    _context: Option<Value>,
+    /// NeMo's server: context variables, as a first `context` message.
+    #[serde(default)]
+    context: Option<Value>,
     guardrails: Option<GuardrailsField>,
     temperature: Option<f64>,
     max_tokens: Option<u32>,
@@ -223,11 +226,41 @@ fn selected_configs(
     }
 }
 
-fn messages(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, Error> {
+/// The chat messages, and the variables of NeMo's `context` messages (the
+/// body's `context` first, as NeMo's server puts it).
+fn messages(
+    messages: Vec<InMessage>,
+    top: Option<Value>,
+) -> Result<(Vec<ChatMessage>, Option<crate::dialog::Vars>), Error> {
     let mut out = Vec::with_capacity(messages.len());
+    let mut context = None;
+    if let Some(top) = top.filter(|v| !v.is_null()) {
+        engine::merge_context(&mut context, top, 0).map_err(|_| {
+            bad_body(
+                "context: an object of variables".into(),
+                Some("context".into()),
+            )
+        })?;
+    }
     for (i, m) in messages.into_iter().enumerate() {
+        if m.role == "context" {
+            let value = match m.content {
+                Content::Object(o) => Value::Object(o),
+                _ => Value::Null,
+            };
+            engine::merge_context(&mut context, value, i)?;
+            continue;
+        }
         let content = match m.content {
             Content::Empty => String::new(),
+            Content::Object(_) => {
+                return Err(Error::InvalidRequest {
+                    field: "messages.content",
+                    message: format!(
+                        "messages[{i}].content: an object is the content of a `context` message only"
+                    ),
+                });
+            }
             Content::Text(t) => t,
             Content::Parts(parts) => {
                 let mut text = String::new();
@@ -254,13 +287,13 @@ fn messages(messages: Vec<InMessage>) -> Result<Vec<ChatMessage>, Error> {
         .ok_or_else(|| Error::InvalidRequest {
             field: "messages.role",
             message: format!(
-                "messages[{i}].role is `{}`; expected `user`, `assistant` or `system`",
+                "messages[{i}].role is `{}`; expected `user`, `assistant`, `system` or `context`",
                 crate::error::echo(&m.role)
             ),
         })?;
         out.push(ChatMessage { role, content });
     }
-    Ok(out)
+    Ok((out, context))
 }
 
 fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
@@ -316,14 +349,10 @@ fn dialog_state(
 }
 
 /// Parses a body into the config id, the engine request and the reply shape.
-pub(super) fn parse(
-    bytes: &[u8],
-    registry: &Registry,
-    key: &StateKey,
-) -> Result<(Vec<String>, engine::Request, Shape), Error> {
-    // The common case parses once; only a bad body is parsed again to name
-    // the path to the offending value.
-    let body: ChatBody = serde_json::from_slice(bytes)
+/// The body; the common case parses once, only a bad body is parsed again
+/// to name the path to the offending value.
+fn read_body(bytes: &[u8]) -> Result<ChatBody, Error> {
+    serde_json::from_slice(bytes)
         .or_else(|_| {
             let de = &mut serde_json::Deserializer::from_slice(bytes);
             serde_path_to_error::deserialize(de)
@@ -336,7 +365,15 @@ pub(super) fn parse(
                 None => format!("request body: {}", e.inner()),
             };
             bad_body(message, param)
-        })?;
+        })
+}
+
+pub(super) fn parse(
+    bytes: &[u8],
+    registry: &Registry,
+    key: &StateKey,
+) -> Result<(Vec<String>, engine::Request, Shape), Error> {
+    let body = read_body(bytes)?;
     refuse_unsupported(&body)?;
     let ChatBody {
         messages: wire,
@@ -345,7 +382,7 @@ pub(super) fn parse(
         config_ids,
         model,
         options: nemo_options,
-        _context,
+        context: top_context,
         guardrails,
         temperature,
         max_tokens,
@@ -379,8 +416,10 @@ pub(super) fn parse(
     let mut options = options(nemo, openai_params);
     options.reasoning |= include_reasoning.unwrap_or(false);
     let resume = dialog_state((guardrails.state.take(), top_state), &ids, registry, key)?;
+    let (messages, context) = messages(wire, top_context)?;
     let request = engine::Request {
-        messages: messages(wire)?,
+        messages,
+        context,
         options,
         traceparent: None,
         model: main_model.clone(),
