@@ -822,3 +822,51 @@ async fn the_knowledge_base_key_names_its_own_embeddings_model() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn nemos_sample_config_rewrites_the_message_and_the_answer_with_its_own_rails() {
+    let llm = fake_llm(Script {
+        judge_answers: vec![
+            (asked("what can you do?"), "ask capabilities".into()),
+            (asked("hello there  hello"), "ask capabilities".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    let src = data("nemo-configs/examples-configs-sample");
+    let dir = configs.root().join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yml = std::fs::read_to_string(src.join("config.yml")).unwrap();
+    let yml = yml.replacen(
+        "    engine: openai\n",
+        &format!(
+            "    engine: openai\n    parameters:\n      base_url: {}\n",
+            llm.base_url()
+        ),
+        1,
+    );
+    std::fs::write(dir.join("config.yml"), yml).unwrap();
+    std::fs::copy(src.join("config.co"), dir.join("config.co")).unwrap();
+    let mut server = start(configs.root()).await;
+    // `dummy output rail` appends "!!" to the flow's predefined message.
+    let r = server
+        .client
+        .generate(request("sample", "what can you do?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.message.unwrap().content,
+        "I am an AI assistant and I'm here to help.!!"
+    );
+    // `dummy input rail` rewrites a message with "hello" before the intent prompt.
+    let r = server
+        .client
+        .generate(request("sample", "hello there"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.dialog.unwrap().user_intent, "ask capabilities");
+    server.shutdown().await;
+}
