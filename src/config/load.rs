@@ -252,6 +252,9 @@ fn load_within(dir: &Path, boundary: &Path) -> Result<Config, ConfigError> {
         ));
     }
     let mut config = validate(id, dir, parts)?;
+    if config.colang_2 {
+        super::colang2::apply(&mut config, &colang)?;
+    }
     config.colang = colang;
     config.action_files = actions;
     config.kb = kb;

@@ -11,6 +11,7 @@
 //! nothing above it: rail flows are checked when the rails are built, and
 //! Colang files are kept as text for the dialog module to parse.
 
+mod colang2;
 mod engine;
 mod knowledge;
 mod load;
@@ -243,6 +244,9 @@ pub struct Config {
     kb_embeddings: Option<ModelConfig>,
     sample_conversation: Option<String>,
     colang: Vec<SourceFile>,
+    /// `colang_version: "2.x"`: the `*.co` files are Colang 2 guardrail
+    /// flows, read into the rails (not a Colang 1.0 dialog).
+    colang_2: bool,
     /// `*.py` files (custom actions, `config.py`).
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
@@ -277,6 +281,10 @@ impl Config {
             composed.colang.extend(c.colang.iter().cloned());
             composed.action_files.extend(c.action_files.iter().cloned());
             composed.kb.extend(c.kb.iter().cloned());
+        }
+        if composed.colang_2 {
+            let sources = composed.colang.clone();
+            colang2::apply(&mut composed, &sources)?;
         }
         Ok(composed)
     }
@@ -381,7 +389,16 @@ impl Config {
 
     /// The `*.co` files, in path order.
     pub fn colang_sources(&self) -> &[SourceFile] {
-        &self.colang
+        match self.colang_2 {
+            // Read into the rails at load.
+            true => &[],
+            false => &self.colang,
+        }
+    }
+
+    /// Whether the config is Colang 2 (`colang_version: "2.x"`).
+    pub fn colang_2(&self) -> bool {
+        self.colang_2
     }
 
     /// The Python files (`actions.py`, `config.py`, …), in path order.

@@ -66,6 +66,7 @@ pub(super) fn validate_composed(
         kb_embeddings: None,
         sample_conversation: None,
         colang: Vec::new(),
+        colang_2: false,
         action_files: Vec::new(),
         kb: Vec::new(),
         dialog: DialogSettings::default(),
@@ -150,14 +151,16 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
             "not supported by streamguard",
         ));
     }
-    if let Some(v) = &raw.colang_version
-        && v.trim() != "1.0"
-    {
-        return Err(ConfigError::invalid(
-            file,
-            "colang_version",
-            format!("Colang {v} is not supported; streamguard runs Colang 1.0 flows (`define …`)"),
-        ));
+    match raw.colang_version.as_deref().map(str::trim) {
+        None | Some("1.0") => {}
+        Some("2.x") => config.colang_2 = true,
+        Some(v) => {
+            return Err(ConfigError::invalid(
+                file,
+                "colang_version",
+                format!("`{v}`: the versions are \"1.0\" and \"2.x\""),
+            ));
+        }
     }
     if let Some(mode) = &raw.prompting_mode {
         let Some(mode) = mode.as_str().filter(|m| !m.trim().is_empty()) else {

@@ -56,7 +56,10 @@ pub(super) fn refusal(text: &str) -> String {
         "for" => "`for` loops are not Colang 1.0; use `while`".into(),
         "flow" | "import" | "await" | "match" | "send" | "start" | "activate" | "global"
         | "@meta" => {
-            format!("`{first}` is Colang 2 syntax; streamguard runs Colang 1.0 (`define …`)")
+            format!(
+                "`{first}` is Colang 2 syntax: a Colang 2 config says `colang_version: \"2.x\"` in config.yml \
+                 (streamguard runs its guardrail configs); else write Colang 1.0 (`define …`)"
+            )
         }
         _ => format!("`{}` is not a supported Colang 1.0 construct", text.trim()),
     }

@@ -101,6 +101,27 @@ pub struct Clavata {
     client: ServiceClient,
 }
 
+/// The policy and labels a Colang 2 flow call passes (labels as a list).
+fn flow_options(flow: &FlowRef, policy: &str) -> Result<Options, ConfigError> {
+    let labels = match flow.args.get("labels").map(|l| l.trim()) {
+        None | Some("" | "\"\"") => Vec::new(),
+        Some(list) => serde_json::from_str(&list.replace('\'', "\"")).map_err(|_| {
+            ConfigError::invalid(
+                &flow.source,
+                &flow.key,
+                format!(
+                    "`{}`: the labels are a list of strings, e.g. [\"Hate Speech\"]",
+                    flow.name
+                ),
+            )
+        })?,
+    };
+    Ok(Options {
+        policy: policy.to_string(),
+        labels,
+    })
+}
+
 pub(super) fn build(
     ctx: &mut BuildContext<'_>,
     flow: &FlowRef,
@@ -111,6 +132,11 @@ pub(super) fn build(
     let options = match stage {
         Stage::Input => s.input,
         Stage::Output | Stage::Retrieval => s.output,
+    };
+    // Colang 2's `clavata check for ($text, "policy", ["label"])` gives them itself.
+    let options = match flow.args.get("policy") {
+        Some(policy) => Some(flow_options(flow, policy)?),
+        None => options,
     };
     let Some(options) = options else {
         return Err(ConfigError::invalid(
