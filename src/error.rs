@@ -177,9 +177,12 @@ impl Error {
             Error::NoMainModel { .. } => 400,
             Error::Upstream(LlmError::Connect { .. } | LlmError::MissingApiKey(_)) => 503,
             Error::Upstream(LlmError::Timeout { .. }) => 504,
-            Error::Upstream(LlmError::Status { .. } | LlmError::Api(_) | LlmError::Protocol(_)) => {
-                502
-            }
+            Error::Upstream(
+                LlmError::Status { .. }
+                | LlmError::Api(_)
+                | LlmError::Protocol(_)
+                | LlmError::Rail { .. },
+            ) => 502,
             Error::Rail { .. } => 502,
             Error::Config(_) => 500,
             Error::DeadlineExceeded(_) => 504,

@@ -308,3 +308,43 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
     let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
     assert!(e.contains("\"1.0\" and \"2.x\""), "{e}");
 }
+
+#[tokio::test]
+async fn colang_2_configs_compose_with_each_ones_rails_in_order() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let main =
+        "import core\nimport llm\nimport guardrails\n\nflow main\n  activate llm continuation\n";
+    for (id, rail) in [
+        ("a", "input rails $input_text\n  self check input"),
+        ("b", "output rails $output_text\n  self check output"),
+    ] {
+        let dir = configs.add(
+            id,
+            &config(
+                &llm.base_url(),
+                &format!("colang_version: \"2.x\"\n{SELF_CHECK_PROMPTS}"),
+            ),
+        );
+        std::fs::write(dir.join("main.co"), main).unwrap();
+        std::fs::write(dir.join("rails.co"), format!("flow {rail}\n")).unwrap();
+    }
+    let base = start_http(configs.root()).await;
+    let body =
+        json!({"config_ids": ["a", "b"], "messages": [{"role": "user", "content": "hello"}]});
+    let (status, r) = post_chat(&base, &body).await;
+    assert_eq!(status, 200, "{r}");
+    let asked: Vec<String> = llm.state.requests().iter().map(|r| r.to_string()).collect();
+    assert!(
+        asked
+            .iter()
+            .any(|p| p.contains("Should the user message be blocked")),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|p| p.contains("Should the bot message be blocked")),
+        "{asked:?}"
+    );
+}

@@ -612,3 +612,32 @@ async fn model_name_picks_the_content_safety_model_the_flow_calls() {
     );
     server.shutdown().await;
 }
+
+#[test]
+fn a_config_may_override_a_library_output_rail_beside_its_dialog() {
+    // NeMo's documented override: `define flow self check output` executing
+    // `self_check_output` with no `text=` is an output rail, not a dialog flow.
+    let configs = Configs::new();
+    let dir = configs.add(
+        "own",
+        &config(
+            "http://127.0.0.1:1/v1",
+            &format!("rails:\n  output:\n    flows: [self check output]\n{SELF_CHECK_PROMPTS}"),
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask\n  \"what?\"\n\ndefine flow answer\n  user ask\n  bot answer\n\n\
+         define bot refuse\n  \"No.\"\n\ndefine flow self check output\n  $allowed = execute self_check_output\n  if not $allowed\n    bot refuse\n    stop\n",
+    )
+    .unwrap();
+    streamguard::Guardrails::load(&dir).unwrap();
+    // A model a flow knows only when it runs is refused at load, with the line.
+    std::fs::write(
+        dir.join("rails.co"),
+        "define user ask\n  \"what?\"\n\ndefine flow answer\n  user ask\n  $m = \"x\"\n  $r = execute content_safety_check_input(model_name=$m)\n  bot answer\n",
+    )
+    .unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("line 7") && e.contains("model_name="), "{e}");
+}

@@ -276,9 +276,47 @@ async fn without_a_state_a_when_arm_with_variables_runs_from_the_conversation() 
         ("assistant", "Something else."),
         ("user", "I want a large one"),
     ]);
-    let (_, r) = post_chat(&base, &json!({"config_id": "intro", "messages": messages})).await;
+    let (status, r) = post_chat(&base, &json!({"config_id": "intro", "messages": messages})).await;
+    assert_eq!(status, 200, "{r}");
     assert_ne!(
         r["messages"][0]["content"], "A large coffee, coming up.",
         "{r}"
     );
+}
+
+#[tokio::test]
+async fn a_sent_state_is_not_overruled_by_the_conversation_or_a_context_message() {
+    let (_llm, configs) = intro_config().await;
+    let base = start_http(configs.root()).await;
+    let post = |messages: Value, state: Value| {
+        let base = base.clone();
+        async move {
+            let body =
+                json!({"config_id": "intro", "messages": messages, "guardrails": {"state": state}});
+            post_chat(&base, &body).await
+        }
+    };
+    // A fresh state waits for nothing: an assistant message does not place the flow.
+    let messages = turns(&[
+        ("user", "I want a coffee"),
+        ("assistant", "Small or large?"),
+        ("user", "I want a large one"),
+    ]);
+    let (status, r) = post(messages, json!({})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_ne!(
+        r["messages"][0]["content"], "A large coffee, coming up.",
+        "{r}"
+    );
+    // `$name` the flow set and the state carries wins over a context message's.
+    let (_, r) = post(turns(&[("user", "hi there")]), json!({})).await;
+    let (_, r) = post(turns(&[("user", "I am Ana")]), r["state"].clone()).await;
+    assert_eq!(r["messages"][0]["content"], "Nice to meet you, Ana!", "{r}");
+    let asked = json!([{"role": "context", "content": {"name": "Eve"}},
+                       {"role": "user", "content": "do you remember me?"}]);
+    let (_, r) = post(asked.clone(), r["state"].clone()).await;
+    assert_eq!(r["messages"][0]["content"], "Your name is Ana.", "{r}");
+    // Without a state the context's variable is there.
+    let (_, r) = post_chat(&base, &json!({"config_id": "intro", "messages": asked})).await;
+    assert_eq!(r["messages"][0]["content"], "Your name is Eve.", "{r}");
 }

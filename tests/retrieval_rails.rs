@@ -324,3 +324,56 @@ async fn fiddler_faithfulness_and_patronus_lynx_judge_the_answer_against_the_chu
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rag_apps_own_chunks_go_through_the_retrieval_rails_without_a_dialog() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add(
+        "ctx",
+        &config(
+            &llm.base_url(),
+            "rails:\n  config:\n    sensitive_data_detection:\n      retrieval:\n        entities: [EMAIL_ADDRESS]\n  retrieval:\n    flows: [mask sensitive data on retrieval]\n",
+        ),
+    );
+    let base = start_http(configs.root()).await;
+    let body = json!({"config_id": "ctx", "messages": [
+        {"role": "context", "content": {"relevant_chunks": "Write to hr@example.com about leave."}},
+        {"role": "user", "content": "Who do I ask about leave?"}]});
+    let (status, r) = post_chat(&base, &body).await;
+    assert_eq!(status, 200, "{r}");
+    let system = llm.state.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        system.contains("Write to <EMAIL_ADDRESS> about leave."),
+        "{system}"
+    );
+    assert!(!system.contains("hr@example.com"), "{system}");
+}
+
+#[tokio::test]
+async fn a_retrieval_rail_that_fails_is_a_rail_failure_naming_it() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = handbook(&configs, "broken", &llm.base_url(), false, "lookup chunks");
+    std::fs::write(
+        dir.join("rails.co"),
+        "define subflow lookup chunks\n  $x = execute check_chunks(text=$relevant_chunks)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("actions.yml"),
+        "actions_server_url: http://127.0.0.1:9\n",
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    let body = json!({"config_id": "broken", "messages": [
+        {"role": "user", "content": "How many vacation days?"}]});
+    let (status, r) = post_chat(&base, &body).await;
+    assert_eq!(status, 502, "{r}");
+    assert_eq!(r["error"]["code"], "rail_execution_failure", "{r}");
+    assert!(r.to_string().contains("lookup chunks"), "{r}");
+    assert!(llm.state.requests().is_empty());
+}

@@ -85,15 +85,15 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
                 "input rails $input_text" | "input rails" => {
                     let calls = rail_calls(&flow, "input_text", &own, &err)?;
                     config
-                        .input
-                        .flows
+                        .colang_2_rails
+                        .0
                         .extend(calls.into_iter().map(|c| c.at(file)));
                 }
                 "output rails $output_text" | "output rails" => {
                     let calls = rail_calls(&flow, "output_text", &own, &err)?;
                     config
-                        .output
-                        .flows
+                        .colang_2_rails
+                        .1
                         .extend(calls.into_iter().map(|c| c.at(file)));
                 }
                 // Other flows (user intents of NeMo's examples) are unused by the above.
@@ -101,6 +101,9 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
             }
         }
     }
+    let (input, output) = config.colang_2_rails.clone();
+    config.input.flows.extend(input);
+    config.output.flows.extend(output);
     match main {
         Some(()) => Ok(()),
         None => Err(ConfigError::invalid(
@@ -297,9 +300,24 @@ fn arguments(
                 "`{item}`: a variable as `${param}` is not known when the config loads; give a literal"
             ));
         }
-        out.insert(param, unquote(value));
+        out.insert(param, literal(value)?);
     }
     Ok(out)
+}
+
+/// A literal argument as the rail reads it: a string's text, a list of
+/// strings as JSON (`['a', "b"]` → `["a","b"]`).
+fn literal(value: &str) -> Result<String, String> {
+    let Some(inner) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) else {
+        return Ok(unquote(value));
+    };
+    let items: Vec<String> = split_top(inner, ',')
+        .into_iter()
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(unquote)
+        .collect();
+    serde_json::to_string(&items).map_err(|e| format!("`{value}`: {e}"))
 }
 
 /// A quoted string's text; anything else (a list) as written.
@@ -473,6 +491,13 @@ mod tests {
             (
                 "clavata check input".into(),
                 args(&[("policy", "Toxicity"), ("labels", "[\"Hate Speech\"]")])
+            )
+        );
+        assert_eq!(
+            c("clavata check for ($input_text, 'Safety', [\"Children's Safety\"])").unwrap(),
+            (
+                "clavata check input".into(),
+                args(&[("policy", "Safety"), ("labels", "[\"Children's Safety\"]")])
             )
         );
         assert!(

@@ -9,7 +9,10 @@
 //!
 //! This module validates what is its own (keys, types, values) and calls
 //! nothing above it: rail flows are checked when the rails are built, and
-//! Colang files are kept as text for the dialog module to parse.
+//! Colang 1.0 files are kept as text for the dialog module to parse. A
+//! Colang 2 guardrail config's rail flows are configuration (the lists of
+//! `rails.input.flows` / `rails.output.flows` written in Colang), so they are
+//! read here ([`colang2`]).
 
 mod colang2;
 mod engine;
@@ -247,6 +250,8 @@ pub struct Config {
     /// `colang_version: "2.x"`: the `*.co` files are Colang 2 guardrail
     /// flows, read into the rails (not a Colang 1.0 dialog).
     colang_2: bool,
+    /// The rails its `flow input rails` / `flow output rails` call.
+    colang_2_rails: (Vec<FlowRef>, Vec<FlowRef>),
     /// `*.py` files (custom actions, `config.py`).
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
@@ -282,9 +287,24 @@ impl Config {
             composed.action_files.extend(c.action_files.iter().cloned());
             composed.kb.extend(c.kb.iter().cloned());
         }
-        if composed.colang_2 {
-            let sources = composed.colang.clone();
-            colang2::apply(&mut composed, &sources)?;
+        // Each Colang 2 config's rails, after the YAML's, in config order.
+        let dialog_1 = configs.iter().any(|c| !c.colang_2 && !c.colang.is_empty());
+        if composed.colang_2 && dialog_1 {
+            return Err(ConfigError::invalid(
+                "request",
+                "config_ids",
+                "composes a Colang 2 config with a Colang 1.0 dialog config, which do not run together",
+            ));
+        }
+        for c in configs.iter().filter(|c| c.colang_2) {
+            composed
+                .input
+                .flows
+                .extend(c.colang_2_rails.0.iter().cloned());
+            composed
+                .output
+                .flows
+                .extend(c.colang_2_rails.1.iter().cloned());
         }
         Ok(composed)
     }

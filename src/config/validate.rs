@@ -67,6 +67,7 @@ pub(super) fn validate_composed(
         sample_conversation: None,
         colang: Vec::new(),
         colang_2: false,
+        colang_2_rails: Default::default(),
         action_files: Vec::new(),
         kb: Vec::new(),
         dialog: DialogSettings::default(),

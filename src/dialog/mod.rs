@@ -146,6 +146,15 @@ impl Dialog {
         self.visit_at(steps, 0, f)
     }
 
+    /// [`Dialog::visit`] without following `do`: the flow's own steps.
+    pub fn visit_own<E>(
+        &self,
+        steps: &[Step],
+        f: &mut dyn FnMut(&Step) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.visit_at(steps, usize::MAX, f)
+    }
+
     fn visit_at<E>(
         &self,
         steps: &[Step],

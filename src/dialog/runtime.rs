@@ -346,10 +346,8 @@ impl Inner {
                 let said = bots.into_iter().map(Said::Intent).collect();
                 // The state's and the request's variables render the bot's messages.
                 let state = DialogState::carried(prior);
-                let mut vars = state.vars.clone();
-                if let Some(context) = &request.context {
-                    vars.extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
+                let mut vars = request.context.as_deref().cloned().unwrap_or_default();
+                vars.extend(state.vars.clone());
                 (said, vars, state)
             }
         };

@@ -84,6 +84,16 @@ fn arm_for<'s>(arms: &'s [(Option<String>, Vec<Step>)], intent: &str) -> Option<
         .map(|(_, body)| body.as_slice())
 }
 
+/// Whether the conversation's last answer ends with the message `m` on
+/// lines of its own (an empty message matches nothing).
+fn said_last(last: &str, m: &str) -> bool {
+    let m = m.trim();
+    let lines = m.lines().count();
+    let tail: Vec<&str> = last.trim().lines().rev().take(lines).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().map(str::trim).collect();
+    !m.is_empty() && tail == m.lines().map(str::trim).collect::<Vec<_>>()
+}
+
 /// Without a state saying so: the flow whose `when` block follows the bot
 /// step that said `last` (the conversation's last answer), when the block's
 /// arm for `intent` has steps only the interpreter runs (variables,
@@ -93,7 +103,7 @@ fn recovered<'d>(dialog: &'d Dialog, last: &str, intent: &str) -> Option<Chosen<
         Step::Bot(b) => dialog
             .bots
             .get(b)
-            .is_some_and(|ms| ms.iter().any(|m| last.ends_with(m.trim()))),
+            .is_some_and(|ms| ms.iter().any(|m| said_last(last, m))),
         _ => false,
     };
     dialog.flows.iter().enumerate().find_map(|(index, flow)| {
@@ -139,7 +149,12 @@ pub fn choose<'d>(
             arm,
         })
     });
-    let recovered = || last_bot.and_then(|last| recovered(dialog, last, intent));
+    // Recovered from the conversation only without a state: a signed state
+    // that waits for nothing is not overruled by an assistant message.
+    let recovered = || {
+        let last = last_bot.filter(|_| state.is_none())?;
+        recovered(dialog, last, intent)
+    };
     resumed.or_else(recovered).or_else(|| {
         super::turn::procedural_flow(dialog, intent).map(|(index, flow)| Chosen {
             index,

@@ -147,14 +147,15 @@ impl Answerer for ModelAnswer {
     }
 }
 
-/// The main model with the config's knowledge base: the chunks relevant to
-/// the user's message go into the system message, as NeMo's `general`
-/// prompts for Llama 3 and DeepSeek put them (NeMo's default prompt leaves
-/// them out; streamguard always gives them).
+/// The main model with the turn's chunks (the config's knowledge base's, else
+/// a context message's `relevant_chunks`) through the retrieval rails: they
+/// go into the system message, as NeMo's `general` prompts for Llama 3 and
+/// DeepSeek put them (NeMo's default prompt leaves them out; streamguard
+/// always gives them).
 #[derive(Debug)]
 pub struct KbAnswer {
     pub model: Arc<dyn Provider>,
-    pub kb: Arc<crate::kb::KnowledgeBase>,
+    pub kb: Option<Arc<crate::kb::KnowledgeBase>>,
     /// `rails.retrieval.flows`, on the chunks before the prompt gets them.
     pub retrieval: crate::rails::RetrievalRails,
 }
@@ -163,7 +164,7 @@ impl KbAnswer {
     /// The request with the chunks for its last user message, or the answer
     /// when a retrieval rail stopped the turn.
     async fn with_chunks(
-        kb: &crate::kb::KnowledgeBase,
+        kb: Option<&crate::kb::KnowledgeBase>,
         retrieval: &crate::rails::RetrievalRails,
         request: AnswerRequest,
     ) -> Result<Result<ChatRequest, String>, LlmError> {
@@ -175,12 +176,19 @@ impl KbAnswer {
             .find(|m| m.role == crate::llm::Role::User)
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let mut chunks = kb.relevant_chunks(&query).await;
+        let given = request
+            .context
+            .as_ref()
+            .and_then(|c| c.get("relevant_chunks"));
+        let mut chunks = match (kb, given.and_then(serde_json::Value::as_str)) {
+            (Some(kb), _) => kb.relevant_chunks(&query).await,
+            (None, given) => given.unwrap_or_default().trim().to_string(),
+        };
         if !retrieval.is_empty() {
             let history = chat.messages.split_last().map_or(&[][..], |(_, h)| h);
             let calls = request.calls.as_deref();
             let guarded = retrieval.run(&query, &chunks, history, calls).await;
-            chunks = match guarded.map_err(|e| LlmError::Api(e.0))? {
+            chunks = match guarded? {
                 crate::rails::Retrieved::Chunks(text, _) => text,
                 crate::rails::Retrieved::Stopped(said) => {
                     return Ok(Err(
@@ -237,7 +245,7 @@ impl Answerer for KbAnswer {
     fn stream(&self, request: AnswerRequest) -> PieceStream {
         let (model, kb, retrieval) = (self.model.clone(), self.kb.clone(), self.retrieval.clone());
         Box::pin(async_stream::try_stream! {
-            match Self::with_chunks(&kb, &retrieval, request).await? {
+            match Self::with_chunks(kb.as_deref(), &retrieval, request).await? {
                 Ok(chat) => {
                     let mut tokens = model.stream(chat);
                     while let Some(delta) = tokens.next().await {
@@ -258,7 +266,7 @@ impl Answerer for KbAnswer {
     ) -> BoxFuture<'static, Result<WholeAnswer, LlmError>> {
         let (model, kb, retrieval) = (self.model.clone(), self.kb.clone(), self.retrieval.clone());
         async move {
-            let completion = match Self::with_chunks(&kb, &retrieval, request).await? {
+            let completion = match Self::with_chunks(kb.as_deref(), &retrieval, request).await? {
                 Ok(chat) => model.complete(chat).await?,
                 Err(text) => crate::llm::Completion {
                     text,

@@ -168,13 +168,6 @@ fn answerer(
         None => embedder.clone(),
     };
     let kb = crate::kb::KnowledgeBase::load(config, kb_embedder)?;
-    if kb.is_none() && !retrieval.is_empty() {
-        warnings.push(format!(
-            "{}: `rails.retrieval.flows` run on the knowledge base's chunks, and this config has no `kb/` \
-             documents: they never run",
-            config.relative(&config.main_file()).display()
-        ));
-    }
     Ok(match (dialog, kb) {
         (Some(dialog), kb) => {
             let server = dialog_actions(config, &dialog, settings)?;
@@ -194,12 +187,13 @@ fn answerer(
                 settings.templates,
             )?)
         }
-        (None, Some(kb)) => Arc::new(super::answer::KbAnswer {
+        // A context message's chunks go through the retrieval rails too.
+        (None, kb) if kb.is_some() || !retrieval.is_empty() => Arc::new(super::answer::KbAnswer {
             model: main,
             kb,
             retrieval,
         }),
-        (None, None) => Arc::new(ModelAnswer(main)),
+        (None, _) => Arc::new(ModelAnswer(main)),
     })
 }
 

@@ -332,6 +332,9 @@ impl Guardrails {
 
 /// Counts an upstream failure and wraps it.
 fn upstream_error(e: llm::LlmError) -> Error {
+    if let llm::LlmError::Rail { rail, message } = e {
+        return Error::Rail { rail, message };
+    }
     metrics::counter!("streamguard_upstream_errors_total", "kind" => e.kind()).increment(1);
     Error::Upstream(e)
 }

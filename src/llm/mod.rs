@@ -241,6 +241,10 @@ pub enum LlmError {
     /// An env var the model needs (its API key, Azure's endpoint) is not set.
     #[error("env var `{0}` (the model's API key or endpoint) is not set")]
     MissingApiKey(String),
+    /// A rail the answer runs on its way (a retrieval rail) could not
+    /// decide: the engine reports it as that rail's failure, not the model's.
+    #[error("rail `{rail}` failed: {message}")]
+    Rail { rail: String, message: String },
 }
 
 impl LlmError {
@@ -253,6 +257,7 @@ impl LlmError {
             LlmError::Protocol(_) => "protocol",
             LlmError::Timeout { .. } => "timeout",
             LlmError::MissingApiKey(_) => "api_key",
+            LlmError::Rail { .. } => "rail",
         }
     }
 
@@ -262,7 +267,10 @@ impl LlmError {
             LlmError::Connect { model, .. }
             | LlmError::Status { model, .. }
             | LlmError::Timeout { model, .. } => Some(model),
-            LlmError::Api(_) | LlmError::Protocol(_) | LlmError::MissingApiKey(_) => None,
+            LlmError::Api(_)
+            | LlmError::Protocol(_)
+            | LlmError::MissingApiKey(_)
+            | LlmError::Rail { .. } => None,
         }
     }
 

@@ -10,7 +10,10 @@ pub(super) fn retryable(e: &LlmError) -> bool {
         LlmError::Connect { .. } => true,
         LlmError::Status { status, .. } => *status == 429 || *status >= 500,
         LlmError::Timeout { limit, .. } => *limit == "connect_timeout",
-        LlmError::Api(_) | LlmError::Protocol(_) | LlmError::MissingApiKey(_) => false,
+        LlmError::Api(_)
+        | LlmError::Protocol(_)
+        | LlmError::MissingApiKey(_)
+        | LlmError::Rail { .. } => false,
     }
 }
 

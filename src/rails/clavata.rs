@@ -105,7 +105,7 @@ pub struct Clavata {
 fn flow_options(flow: &FlowRef, policy: &str) -> Result<Options, ConfigError> {
     let labels = match flow.args.get("labels").map(|l| l.trim()) {
         None | Some("" | "\"\"") => Vec::new(),
-        Some(list) => serde_json::from_str(&list.replace('\'', "\"")).map_err(|_| {
+        Some(list) => serde_json::from_str(list).map_err(|_| {
             ConfigError::invalid(
                 &flow.source,
                 &flow.key,
@@ -146,7 +146,14 @@ pub(super) fn build(
         ));
     };
     let policy_id = policy_id(&options.policy, &s.policies).map_err(|m| {
-        ConfigError::invalid(&file, format!("rails.config.clavata.{stage}.policy"), m)
+        match flow.args.contains_key("policy") {
+            true => ConfigError::invalid(
+                &flow.source,
+                &flow.key,
+                format!("`{}`: the policy {m}", flow.name),
+            ),
+            false => ConfigError::invalid(&file, format!("rails.config.clavata.{stage}.policy"), m),
+        }
     })?;
     let endpoint = s.server_endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
     let url = format!("{}/v1/jobs", endpoint.trim_end_matches('/'));

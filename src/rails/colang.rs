@@ -79,7 +79,7 @@ fn look(dialog: &Dialog, flow: &FlowRef, step: &Step, found: &mut Walk) -> Resul
             ));
         }
         Step::Execute(a) => {
-            match Call::of(step, &flow.args) {
+            match Call::of(step, &flow.args)? {
                 Some(call) => found.library.insert(call),
                 None => found.actions.insert(a.name.clone()),
             };

@@ -148,13 +148,17 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// The library call `step` makes, if it makes one.
-    pub(super) fn of(step: &Step, flow_args: &BTreeMap<String, String>) -> Option<Call> {
+    /// The library call `step` makes, if it makes one; a `model_name=` not
+    /// known at load (the model's rail is built then) is refused.
+    pub(super) fn of(
+        step: &Step,
+        flow_args: &BTreeMap<String, String>,
+    ) -> Result<Option<Call>, String> {
         let Step::Execute(a) = step else {
-            return None;
+            return Ok(None);
         };
         if !is_library(&a.name) {
-            return None;
+            return Ok(None);
         }
         let arg = |k: &str| a.args.iter().find(|(n, _)| n == k).map(|(_, e)| e);
         let literal = |k: &str| match arg(k) {
@@ -162,12 +166,20 @@ impl Call {
             Some(Expr::Var(v)) => flow_args.get(v).cloned(),
             _ => None,
         };
-        Some(Call {
+        let model = literal("model_name");
+        if arg("model_name").is_some() && model.is_none() {
+            return Err(format!(
+                "line {}: `execute {}(model_name=…)`: the model is a literal (`model_name=\"content_safety\"`) \
+                 or the rail flow's `$model=` argument, as its rail is built when the config loads",
+                a.line, a.name
+            ));
+        }
+        Ok(Some(Call {
             name: a.name.clone(),
             source: literal("source"),
-            model: literal("model_name"),
+            model,
             text: arg("text").is_some(),
-        })
+        }))
     }
 }
 
@@ -402,6 +414,33 @@ fn shape(returns: Returns, verdict: &Verdict, text: &str) -> Value {
     }
 }
 
+/// The flows a dialog turn runs: those starting with a `user` step and the
+/// subflows they `do` (a flow only named as a rail is the rails' to build).
+fn dialog_reached(dialog: &Dialog) -> Vec<&crate::dialog::Flow> {
+    let mut reached: Vec<&crate::dialog::Flow> = dialog
+        .flows
+        .iter()
+        .filter(|f| matches!(f.steps.first(), Some(Step::User(_))))
+        .collect();
+    let mut called = std::collections::BTreeSet::new();
+    for flow in &reached {
+        let _ = dialog.visit::<()>(&flow.steps, &mut |step| {
+            if let Step::Do(name) = step {
+                called.insert(name.clone());
+            }
+            Ok(())
+        });
+    }
+    for name in called {
+        if let Some(sub) = dialog.flow_named(&name)
+            && !reached.iter().any(|f| std::ptr::eq(*f, sub))
+        {
+            reached.push(sub);
+        }
+    }
+    reached
+}
+
 /// The actions of a config's dialog flows: NeMo's library actions they
 /// execute (built now, like the rails), else `server`'s. A dialog flow runs
 /// before its bot message is written, so an output check must be given the
@@ -413,14 +452,15 @@ pub fn dialog_actions(
 ) -> Result<Arc<dyn Actions>, ConfigError> {
     let mut library = Library::default();
     let no_args = BTreeMap::new();
-    for flow in &dialog.flows {
+    for flow in dialog_reached(dialog) {
         let mut found = BTreeMap::new();
-        let _ = dialog.visit::<()>(&flow.steps, &mut |step| {
-            if let (Some(call), Step::Execute(a)) = (Call::of(step, &no_args), step) {
+        let walked = dialog.visit_own::<String>(&flow.steps, &mut |step| {
+            if let (Some(call), Step::Execute(a)) = (Call::of(step, &no_args)?, step) {
                 found.entry(call).or_insert(a.line);
             }
             Ok(())
         });
+        walked.map_err(|m| ConfigError::invalid(&flow.file, format!("line {}", flow.line), m))?;
         for (call, line) in found {
             let called = FlowRef {
                 name: flow.name.clone().unwrap_or_else(|| "(unnamed flow)".into()),

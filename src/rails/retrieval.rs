@@ -5,8 +5,8 @@
 //! sensitive data on retrieval`, a flow's `stop`): then the bot answers what
 //! the flow said, else NeMo's `inform answer unknown`.
 
-use super::{RailError, RailInput, RailSet, Verdict};
-use crate::llm::{CallLog, ChatMessage};
+use super::{RailInput, RailSet, Verdict};
+use crate::llm::{CallLog, ChatMessage, LlmError};
 
 /// The bot intent a retrieval rail that blocked answers with, as NeMo's
 /// library flows do, and its library message.
@@ -44,7 +44,7 @@ impl RetrievalRails {
         chunks: &str,
         history: &[ChatMessage],
         calls: Option<&CallLog>,
-    ) -> Result<Retrieved, RailError> {
+    ) -> Result<Retrieved, LlmError> {
         let mut current = chunks.to_string();
         let mut rewritten = false;
         for rail in &self.rails {
@@ -56,10 +56,10 @@ impl RetrievalRails {
                 calls,
                 context: None,
             };
-            let verdict = rail
-                .check(input)
-                .await
-                .map_err(|e| RailError(format!("retrieval rail `{}`: {}", rail.flow(), e.0)))?;
+            let verdict = rail.check(input).await.map_err(|e| LlmError::Rail {
+                rail: rail.flow().to_string(),
+                message: e.0,
+            })?;
             match verdict {
                 Verdict::Allow => {}
                 Verdict::Modify { text, .. } => {

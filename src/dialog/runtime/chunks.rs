@@ -37,8 +37,7 @@ impl Inner {
         let guarded = self
             .retrieval_rails
             .run(user_input, &joined, earlier, calls)
-            .await
-            .map_err(|e| LlmError::Api(e.0))?;
+            .await?;
         Ok(match guarded {
             Retrieved::Chunks(_, false) => Ok(chunks),
             // Rewritten, the chunks are one text.

@@ -65,10 +65,10 @@ impl TurnActions<'_> {
         relevant_chunks: &str,
     ) -> Result<(Vec<Said>, Vars, DialogState), LlmError> {
         let inner = self.inner;
-        let mut vars = prior.map(DialogState::start_vars).unwrap_or_default();
-        if let Some(context) = &self.request.context {
-            vars.extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        // The request's context, then the signed state's variables over it:
+        // a context message cannot replace a variable the state carries.
+        let mut vars = self.request.context.as_deref().cloned().unwrap_or_default();
+        vars.extend(prior.map(DialogState::start_vars).unwrap_or_default());
         vars.extend([
             ("user_message".into(), self.user_input.into()),
             ("last_user_message".into(), self.user_input.into()),
@@ -84,7 +84,13 @@ impl TurnActions<'_> {
             line: chosen.flow.line,
             step,
         });
-        let state = DialogState::after(vars.clone(), at);
+        // The request's context is the request's: the state keeps what the
+        // flows set (a context value a flow did not change stays out).
+        let mut kept = vars.clone();
+        if let Some(context) = &self.request.context {
+            kept.retain(|k, v| context.get(k) != Some(v));
+        }
+        let state = DialogState::after(kept, at);
         Ok((said, vars, state))
     }
 

@@ -91,24 +91,29 @@ pub fn nemotron_safety(answer: &str, field: &str) -> Result<(), String> {
     }
 }
 
+/// Patronus Lynx's verdict, as NeMo's regex reads it: the first
+/// `"SCORE":` followed by `PASS` or `FAIL` (quotes optional) decides;
+/// without one the answer fails.
+pub fn lynx_pass(answer: &str) -> bool {
+    const KEY: &str = "\"SCORE\":";
+    for (at, _) in answer.match_indices(KEY) {
+        let rest = answer[at + KEY.len()..].trim_start();
+        let rest = rest.strip_prefix('"').unwrap_or(rest);
+        for (word, pass) in [("PASS", true), ("FAIL", false)] {
+            let whole = rest
+                .strip_prefix(word)
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+            if whole {
+                return pass;
+            }
+        }
+    }
+    false
+}
+
 /// Whether a fact-check judge found the answer supported, as NeMo reads it
 /// (its `is_content_safe` inverted, first two words): "yes" or "unsafe"
 /// supported, "no" or "safe" not, anything else supported.
-/// Patronus Lynx's verdict, as NeMo reads it: a `"SCORE": "PASS"` (quotes
-/// around PASS optional) passes; anything else, no score included, fails.
-pub fn lynx_pass(answer: &str) -> bool {
-    let Some(at) = answer.find("\"SCORE\"") else {
-        return false;
-    };
-    let rest = answer[at + "\"SCORE\"".len()..].trim_start();
-    let Some(rest) = rest.strip_prefix(':') else {
-        return false;
-    };
-    let rest = rest.trim_start();
-    let rest = rest.strip_prefix('"').unwrap_or(rest);
-    rest.starts_with("PASS") && !rest[4..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-}
-
 pub fn fact_supported(answer: &str) -> bool {
     let lower = answer.to_lowercase();
     let words: Vec<&str> = lower
@@ -187,6 +192,11 @@ mod tests {
         assert!(!lynx_pass(r#"{"REASONING": ["made up"], "SCORE": "FAIL"}"#));
         assert!(!lynx_pass(r#"{"SCORE": "PASSABLE"}"#));
         assert!(!lynx_pass("I cannot tell."));
+        // A mention in the reasoning is skipped, as NeMo's regex search does.
+        assert!(lynx_pass(
+            r#"the "SCORE": is not given here. {"SCORE": "PASS"}"#
+        ));
+        assert!(!lynx_pass(r#"{"SCORE" : "PASS"}"#));
     }
 
     use super::*;
