@@ -541,4 +541,20 @@ mod tests {
         );
         assert!(lines("flow x\n  \"\"\"open\n", &err).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever the Colang 2 text, reading it gives rails or an error; it never panics.
+        #[test]
+        fn reading_never_panics(text in "(import [a-z.]{0,12}\n|flow (main|input rails \\$input_text|output rails \\$output_text|[a-z ]{0,8})\n|@active\n|  (await |activate )?[a-z ]{0,10}( \\$[a-z_]{0,6}(=\"?[a-z]{0,4}\"?)?| \\(\\$input_text, \"[a-z]{0,3}\", \\[\"[a-z ']{0,4}\"\\]\\))?\n|  \"\"\"[a-z ]{0,5}\n|#[a-z]{0,3}\n|\t\n|[a-z\"$()\\[\\],# ]{0,10}\n){0,20}") {
+            let mut config = crate::config::load::from_yaml("c", "models: []\n").unwrap();
+            let source = SourceFile { path: "main.co".into(), text };
+            let _ = apply(&mut config, &[source]);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let mut config = crate::config::load::from_yaml("c", "models: []\n").unwrap();
+            let _ = apply(&mut config, &[SourceFile { path: "main.co".into(), text }]);
+        }
+    }
 }
