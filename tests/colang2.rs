@@ -271,9 +271,14 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
             .unwrap_or_default()
     };
     let main = "import core\nimport llm\n\nflow main\n  activate llm continuation\n";
-    let e = case("import core\n\nflow main\n  user said \"hi\"\n  bot say \"Hello!\"\n");
+    let e = case("import core\n\nflow main\n  when user said \"hi\"\n    bot say \"Hello!\"\n");
     assert!(
-        e.contains("main.co: `line 4`: `user said \"hi\"` in `flow main`"),
+        e.contains("main.co: `line 4`: `when user said \"hi\"`") && e.contains("not yet"),
+        "{e}"
+    );
+    let e = case("import core\n\nflow main\n  activate automating intent detection\n");
+    assert!(
+        e.contains("`line 4`") && e.contains("not a flow of this config"),
         "{e}"
     );
     let e = case(&format!(
@@ -347,4 +352,105 @@ async fn colang_2_configs_compose_with_each_ones_rails_in_order() {
             .any(|p| p.contains("Should the bot message be blocked")),
         "{asked:?}"
     );
+}
+
+/// NeMo's Colang 2 tutorial bot `dir`, its model on the fake LLM, as config `id`.
+fn tutorial(configs: &Configs, dir: &str, id: &str, llm: &str) {
+    copy(dir, &configs.root().join(id), &|name, text| match name {
+        "config.yml" => text.replacen(
+            "    engine: openai\n",
+            &format!("    engine: openai\n    parameters:\n      base_url: {llm}\n"),
+            1,
+        ),
+        _ => text,
+    });
+}
+
+#[tokio::test]
+async fn nemos_colang_2_tutorial_bots_answer_as_the_tutorial_shows() {
+    let llm = fake_llm(Script {
+        tokens: tokens("The capital of France is Paris."),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    for (dir, id) in [
+        ("examples-v2_x-tutorial-hello_world_1", "hw1"),
+        ("examples-v2_x-tutorial-hello_world_2", "hw2"),
+        ("examples-v2_x-tutorial-hello_world_3", "hw3"),
+    ] {
+        tutorial(&configs, dir, id, &llm.base_url());
+    }
+    std::fs::write(
+        configs.root().join("hw3/streaming.yml"),
+        "streaming: True\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let mut say = async |id: &str, text: &str| {
+        let r = server
+            .client
+            .generate(request(id, text))
+            .await
+            .unwrap()
+            .into_inner();
+        r.message.unwrap().content
+    };
+    assert_eq!(say("hw1", "hi").await, "Hello World!");
+    // `user said` is exact, as in NeMo: anything else gets no answer.
+    assert_eq!(say("hw1", "Hi").await, "");
+    assert_eq!(say("hw2", "hello").await, "Hello world!");
+    assert_eq!(say("hw3", "hi").await, "Hello world!");
+    assert!(
+        llm.state.requests().is_empty(),
+        "the flows answered, not the LLM"
+    );
+    // What no flow waits for, `llm continuation` answers: the main model, streamed.
+    let got = collect(
+        &mut server.client,
+        request("hw3", "What is the capital of France?"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got.chunks.concat(),
+        "The capital of France is Paris.",
+        "{:?}",
+        got.error
+    );
+    assert_eq!(llm.state.streamed_requests(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_colang_2_main_flow_waits_across_turns_in_the_state() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "two",
+        &format!("colang_version: \"2.x\"\n{}", main_model(&llm.base_url())),
+    );
+    std::fs::write(
+        dir.join("main.co"),
+        "import core\n\nflow main\n  user said \"hi\"\n  bot say \"Hello!\"\n  user said something\n  bot say \"Nice talking.\"\n",
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    let ask = |text: &str, state: Value| {
+        json!({"config_id": "two", "messages": [{"role": "user", "content": text}],
+               "guardrails": {"state": state}})
+    };
+    let (_, r) = post_chat(&base, &ask("hi", json!({}))).await;
+    assert_eq!(r["messages"][0]["content"], "Hello!", "{r}");
+    let (_, r) = post_chat(&base, &ask("how are you?", r["state"].clone())).await;
+    assert_eq!(r["messages"][0]["content"], "Nice talking.", "{r}");
+    // `main` finished: the next turn starts it again.
+    let (_, r) = post_chat(&base, &ask("hi", r["state"].clone())).await;
+    assert_eq!(r["messages"][0]["content"], "Hello!", "{r}");
+    // Without a state the user messages replay from the start.
+    let body = json!({"config_id": "two", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "fine"}]});
+    let (_, r) = post_chat(&base, &body).await;
+    assert_eq!(r["messages"][0]["content"], "Nice talking.", "{r}");
 }

@@ -48,17 +48,26 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// One line of a `.co` file, comments and docstrings gone.
-struct Line<'a> {
-    number: usize,
-    indent: usize,
-    text: &'a str,
+pub(crate) struct Line<'a> {
+    pub number: usize,
+    pub indent: usize,
+    pub text: &'a str,
 }
 
 /// A flow's head line and body.
-struct FlowDef<'a> {
-    name: &'a str,
-    line: usize,
-    body: Vec<Line<'a>>,
+pub(crate) struct FlowDef<'a> {
+    pub name: &'a str,
+    pub line: usize,
+    pub body: Vec<Line<'a>>,
+}
+
+/// The flows of a Colang 2 file (its imports checked), for the dialog's
+/// interaction runtime; errors name the file and line.
+pub(crate) fn read_flows(source: &SourceFile) -> Result<Vec<FlowDef<'_>>, ConfigError> {
+    let file = source.path.as_path();
+    flows(&source.text, &|line, m| {
+        ConfigError::invalid(file, format!("line {line}"), m)
+    })
 }
 
 /// Reads the Colang 2 files into `config`'s rails, or says why they are not
@@ -81,7 +90,7 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
             }
             seen.insert(flow.name.to_string(), (file, flow.line));
             match flow.name {
-                "main" => main = Some(main_flow(&flow, &err)?),
+                "main" => main = Some(is_interaction(&flow)),
                 "input rails $input_text" | "input rails" => {
                     let calls = rail_calls(&flow, "input_text", &own, &err)?;
                     config
@@ -105,7 +114,10 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
     config.input.flows.extend(input);
     config.output.flows.extend(output);
     match main {
-        Some(()) => Ok(()),
+        Some(interaction) => {
+            config.colang_2_interaction = interaction;
+            Ok(())
+        }
         None => Err(ConfigError::invalid(
             sources
                 .first()
@@ -128,33 +140,14 @@ fn seen_names(sources: &[SourceFile]) -> Vec<String> {
         .collect()
 }
 
-/// `flow main`: `activate llm continuation`, NeMo's LLM answering the turn.
-fn main_flow(
-    flow: &FlowDef<'_>,
-    err: &dyn Fn(usize, String) -> ConfigError,
-) -> Result<(), ConfigError> {
-    let mut continues = false;
-    for line in &flow.body {
-        match line.text {
-            "activate llm continuation" => continues = true,
-            other => {
-                return Err(err(
-                    line.number,
-                    format!(
-                        "`{other}` in `flow main`: streamguard runs Colang 2 guardrail configs, whose main flow is \
-                         `activate llm continuation` (the interaction language is not there yet)"
-                    ),
-                ));
-            }
-        }
-    }
-    match continues {
-        true => Ok(()),
-        false => Err(err(
-            flow.line,
-            "`flow main` needs `activate llm continuation`".into(),
-        )),
-    }
+/// Whether `flow main` is more than `activate llm continuation` (NeMo's LLM
+/// answering the turn): then it is Colang 2's interaction language, which
+/// the dialog runs (and refuses what it does not run, by line).
+fn is_interaction(flow: &FlowDef<'_>) -> bool {
+    flow.body
+        .iter()
+        .any(|l| l.text != "activate llm continuation")
+        || flow.body.is_empty()
 }
 
 /// A library rail call of a rail flow, at its line.
@@ -385,8 +378,7 @@ fn flows<'a>(
             return Err(err(
                 line.number,
                 format!(
-                    "`{}`: streamguard runs Colang 2 guardrail configs (imports and flows; not yet decorators \
-                     such as `@active` or the interaction language)",
+                    "`{}`: streamguard runs Colang 2 files of imports and flows (not yet decorators such as `@active`)",
                     line.text
                 ),
             ));

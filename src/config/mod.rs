@@ -14,7 +14,7 @@
 //! `rails.input.flows` / `rails.output.flows` written in Colang), so they are
 //! read here ([`colang2`]).
 
-mod colang2;
+pub(crate) mod colang2;
 mod engine;
 mod knowledge;
 mod load;
@@ -252,6 +252,9 @@ pub struct Config {
     colang_2: bool,
     /// The rails its `flow input rails` / `flow output rails` call.
     colang_2_rails: (Vec<FlowRef>, Vec<FlowRef>),
+    /// Its `flow main` is Colang 2's interaction language, not only
+    /// `activate llm continuation`.
+    colang_2_interaction: bool,
     /// `*.py` files (custom actions, `config.py`).
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
@@ -289,6 +292,14 @@ impl Config {
         }
         // Each Colang 2 config's rails, after the YAML's, in config order.
         let dialog_1 = configs.iter().any(|c| !c.colang_2 && !c.colang.is_empty());
+        if configs.iter().any(|c| c.colang_2_interaction) {
+            return Err(ConfigError::invalid(
+                "request",
+                "config_ids",
+                "composes a Colang 2 config whose `flow main` is the interaction language; only \
+                 Colang 2 guardrail configs compose",
+            ));
+        }
         if composed.colang_2 && dialog_1 {
             return Err(ConfigError::invalid(
                 "request",
@@ -419,6 +430,12 @@ impl Config {
     /// Whether the config is Colang 2 (`colang_version: "2.x"`).
     pub fn colang_2(&self) -> bool {
         self.colang_2
+    }
+
+    /// The `*.co` files of a Colang 2 config whose `flow main` is the
+    /// interaction language (`user said …`), for the dialog to run.
+    pub fn colang_2_interaction(&self) -> Option<&[SourceFile]> {
+        (self.colang_2 && self.colang_2_interaction).then_some(self.colang.as_slice())
     }
 
     /// The Python files (`actions.py`, `config.py`, …), in path order.

@@ -68,6 +68,7 @@ pub(super) fn validate_composed(
         colang: Vec::new(),
         colang_2: false,
         colang_2_rails: Default::default(),
+        colang_2_interaction: false,
         action_files: Vec::new(),
         kb: Vec::new(),
         dialog: DialogSettings::default(),

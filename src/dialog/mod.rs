@@ -4,6 +4,7 @@
 //!
 //! [`engine::answer::Answerer`]: crate::engine::answer::Answerer
 
+pub mod colang2;
 mod expr;
 mod interp;
 mod message;

@@ -42,13 +42,20 @@ pub struct DialogState {
     pub waiting: Option<FlowAt>,
     #[serde(default)]
     pub vars: Vars,
+    /// A Colang 2 interaction's flow positions (`main` first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub colang_2: Vec<usize>,
 }
 
 impl DialogState {
     /// The state after a turn: the flow's variables without the system ones.
     pub fn after(mut vars: Vars, waiting: Option<FlowAt>) -> Self {
         vars.retain(|k, _| !SYSTEM.contains(&k.as_str()) && !k.starts_with('_'));
-        DialogState { waiting, vars }
+        DialogState {
+            waiting,
+            vars,
+            colang_2: Vec::new(),
+        }
     }
 
     /// The state after a turn no flow of the interpreter ran: the variables

@@ -149,6 +149,12 @@ fn answerer(
     settings: &BuildSettings,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Answerer>, ConfigError> {
+    // Colang 2's interaction language answers in front of the main model.
+    if let Some(flows) = dialog::colang2::Interaction::load(config)? {
+        return Ok(Arc::new(dialog::colang2::InteractionRuntime::new(
+            flows, main,
+        )));
+    }
     let sources = rails::Sources {
         providers,
         templates: settings.templates,

@@ -135,6 +135,7 @@ impl StateKey {
         let bare = DialogState {
             waiting: state.waiting,
             vars: Default::default(),
+            colang_2: state.colang_2.clone(),
         };
         self.sign(configs, &bare)
     }
