@@ -454,3 +454,44 @@ async fn a_colang_2_main_flow_waits_across_turns_in_the_state() {
     let (_, r) = post_chat(&base, &body).await;
     assert_eq!(r["messages"][0]["content"], "Nice talking.", "{r}");
 }
+
+#[tokio::test]
+async fn nemos_mvp_v2_x_tests_give_the_same_answers_turn_by_turn() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    for (dir, id) in [
+        ("tests-test_configs-mvp_v2_x", "a"),
+        ("tests-test_configs-mvp_v2_x_b", "b"),
+    ] {
+        // The flows answer: the model (not called) stays as NeMo's test has it.
+        copy(dir, &configs.root().join(id), &|_, text| text);
+    }
+    let base = start_http(configs.root()).await;
+    // NeMo's TestChat keeps the state from turn to turn; so does this.
+    let chat = async |id: &str, turns: &[(&str, &str)]| {
+        let mut state = json!({});
+        for (user, bot) in turns {
+            let body = json!({"config_id": id, "messages": [{"role": "user", "content": user}],
+                              "guardrails": {"state": state}});
+            let (status, r) = post_chat(&base, &body).await;
+            assert_eq!(status, 200, "{r}");
+            assert_eq!(r["messages"][0]["content"], *bot, "{id}: {user}: {r}");
+            state = r["state"].clone();
+        }
+    };
+    // tests/v2_x/test_mvp_v2_x.py
+    chat("a", &[("hi", "Hello world!"), ("hi", "Hello again!")]).await;
+    // tests/v2_x/test_mvp_v2_x_b.py: test_1, test_2, test_3
+    chat("b", &[("hi", "Hello world!")]).await;
+    chat("b", &[("asdf", "I'm not sure how to respond.")]).await;
+    chat(
+        "b",
+        &[
+            ("hi", "Hello world!"),
+            ("asdf", "I'm not sure how to respond."),
+            ("hi", "Hello again!"),
+        ],
+    )
+    .await;
+    assert!(llm.state.requests().is_empty());
+}

@@ -59,6 +59,8 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
         "examples-configs-sensitive_data_detection_v2",
         "examples-configs-nemoguards_v2",
         "examples-configs-clavata_v2",
+        "tests-test_configs-mvp_v2_x",
+        "tests-test_configs-mvp_v2_x_b",
         "examples-bots-abc",
         "examples-configs-content_safety_reasoning",
         "tests-test_configs-fact_checking",
@@ -103,7 +105,6 @@ fn nemo_configs_within_streamguards_rails_load_unchanged() {
 #[test]
 fn nemo_configs_with_unsupported_features_are_refused_by_name() {
     for (dir, feature) in [
-        ("tests-test_configs-mvp_v2_x", "Colang 2"),
         (
             "examples-configs-autoalign-autoalign_factcheck_config",
             "replace the placeholder `<AUTOALIGN_ENDPOINT>`",

@@ -315,13 +315,13 @@ fn literal(value: &str) -> Result<String, String> {
 
 /// A quoted string's text; anything else (a list) as written.
 fn unquote(value: &str) -> String {
-    let quoted = value.len() >= 2
-        && ((value.starts_with('"') && value.ends_with('"'))
-            || (value.starts_with('\'') && value.ends_with('\'')));
-    match quoted {
-        true => value[1..value.len() - 1].to_string(),
-        false => value.to_string(),
-    }
+    ['"', '\'']
+        .into_iter()
+        .find_map(|q| {
+            let inner = value.strip_prefix(q)?.strip_suffix(q)?;
+            (!inner.contains(q)).then(|| inner.to_string())
+        })
+        .unwrap_or_else(|| value.to_string())
 }
 
 /// `s` split at `sep` outside quotes and brackets.

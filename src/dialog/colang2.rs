@@ -143,7 +143,9 @@ fn steps_of(
 }
 
 /// The steps of one statement: `user said "hi" or user expressed greeting`,
-/// `bot say "x"`, `bot express greeting` (a flow of such steps).
+/// `bot say "x"`, a flow of such steps by name, or their UMIM forms
+/// (`match UtteranceUserActionFinished(final_transcript="hi")`, `await
+/// UtteranceBotAction(script="x")`).
 fn step(
     defs: &Defs<'_>,
     text: &str,
@@ -152,64 +154,147 @@ fn step(
 ) -> Result<Vec<Step>, ConfigError> {
     let text = text.strip_prefix("await ").unwrap_or(text).trim();
     let not_yet = || {
-        format!(
+        err(format!(
             "`{text}`: streamguard runs Colang 2 flows of `user said \"…\"` / `user said something` / `bot say \"…\"` \
-             steps, flows that name them and `activate` (not yet: variables, `when`, `if`, `...`, actions, events)"
-        )
+             steps (or their `match UtteranceUserActionFinished(…)` / `UtteranceBotAction(script=…)` forms), flows \
+             that name them and `activate` (not yet: variables, `when`, `if`, `...`, other actions and events)"
+        ))
     };
-    let parts: Vec<&str> = text.split(" or ").map(str::trim).collect();
+    let parts = split_or(text);
     let mut users = Vec::new();
     let mut bots = Vec::new();
     for part in &parts {
-        if let Some(rest) = part.strip_prefix("user said ") {
-            users.push(match rest.trim() {
-                "something" => Match::Something,
-                quoted => Match::Said(literal(quoted).ok_or_else(|| err(not_yet()))?),
-            });
-        } else if let Some(rest) = part.strip_prefix("bot say ") {
-            bots.push(literal(rest.trim()).ok_or_else(|| err(not_yet()))?);
-        } else if part.starts_with("user ") || part.starts_with("bot ") {
-            let (file, body) = defs.get(part).ok_or_else(|| {
-                err(format!(
-                    "`{part}`: no `flow {part}` (and not `user said` / `bot say`)"
-                ))
-            })?;
-            if depth >= MAX_DEPTH {
+        if let Some(step) = plain_step(part) {
+            match step.ok_or_else(not_yet)? {
+                Step::User(m) => users.extend(m),
+                Step::Bot(b) => bots.extend(b),
+            }
+            continue;
+        }
+        let Some((file, body)) = defs.get(part) else {
+            return Err(
+                match part.starts_with("user ") || part.starts_with("bot ") {
+                    true => err(format!(
+                        "`{part}`: no `flow {part}` (and not `user said` / `bot say`)"
+                    )),
+                    false => not_yet(),
+                },
+            );
+        };
+        if depth >= MAX_DEPTH {
+            return Err(err(format!(
+                "`{part}`: flows name flows more than {MAX_DEPTH} deep"
+            )));
+        }
+        let inner = steps_of(defs, file, body, depth + 1)?;
+        match (parts.len(), inner.as_slice()) {
+            (1, _) => return Ok(inner),
+            (_, [Step::User(m)]) => users.extend(m.iter().cloned()),
+            (_, [Step::Bot(b)]) => bots.extend(b.iter().cloned()),
+            _ => {
                 return Err(err(format!(
-                    "`{part}`: flows name flows more than {MAX_DEPTH} deep"
+                    "`{part}`: an `or` of flows of more than one step is not run yet"
                 )));
             }
-            let inner = steps_of(defs, file, body, depth + 1)?;
-            match (parts.len(), inner.as_slice()) {
-                (1, _) => return Ok(inner),
-                (_, [Step::User(m)]) => users.extend(m.iter().cloned()),
-                (_, [Step::Bot(b)]) => bots.extend(b.iter().cloned()),
-                _ => {
-                    return Err(err(format!(
-                        "`{part}`: an `or` of flows of more than one step is not run yet"
-                    )));
-                }
-            }
-        } else {
-            return Err(err(not_yet()));
         }
     }
     match (users.is_empty(), bots.is_empty()) {
-        (false, true) => Ok(vec![Step::User(users)]),
         (true, false) => Ok(vec![Step::Bot(bots)]),
+        (_, true) => Ok(vec![Step::User(users)]),
         _ => Err(err(format!(
             "`{text}`: an `or` of user and bot steps is not run yet"
         ))),
     }
 }
 
+/// A `user said` / `bot say` step or its UMIM form; `Some(None)` when it
+/// is one of those forms written in a way not run yet. A `match` of
+/// another event waits for good: a chat sends only the user's messages.
+fn plain_step(part: &str) -> Option<Option<Step>> {
+    if let Some(rest) = part.strip_prefix("user said ") {
+        return Some(match rest.trim() {
+            "something" => Some(Step::User(vec![Match::Something])),
+            quoted => literal(quoted).map(|t| Step::User(vec![Match::Said(t)])),
+        });
+    }
+    if let Some(rest) = part.strip_prefix("bot say ") {
+        return Some(literal(rest.trim()).map(|t| Step::Bot(vec![t])));
+    }
+    if let Some(event) = part.strip_prefix("match ") {
+        let utterance = [
+            "UtteranceUserActionFinished",
+            "UtteranceUserAction.Finished",
+        ];
+        if let Some(args) = call(event, &utterance) {
+            return Some(match args {
+                "" => Some(Step::User(vec![Match::Something])),
+                a => a
+                    .strip_prefix("final_transcript=")
+                    .and_then(|q| literal(q.trim()))
+                    .map(|t| Step::User(vec![Match::Said(t)])),
+            });
+        }
+        let name = event.split('(').next().unwrap_or_default();
+        let other = name.chars().all(|c| c.is_alphanumeric() || c == '_') && event.ends_with(')');
+        return Some((other && !event.contains(" as ")).then(|| Step::User(Vec::new())));
+    }
+    let action = part
+        .strip_prefix("send ")
+        .and_then(|p| call(p, &["StartUtteranceBotAction"]))
+        .or_else(|| {
+            call(
+                part.strip_prefix("start ").unwrap_or(part),
+                &["UtteranceBotAction"],
+            )
+        })?;
+    Some(
+        action
+            .strip_prefix("script=")
+            .and_then(|q| literal(q.trim()))
+            .map(|t| Step::Bot(vec![t])),
+    )
+}
+
+/// The arguments of `Name(…)` for one of `names`.
+fn call<'a>(p: &'a str, names: &[&str]) -> Option<&'a str> {
+    let p = p.trim();
+    names.iter().find_map(|n| {
+        p.strip_prefix(n)
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.strip_suffix(')'))
+            .map(str::trim)
+    })
+}
+
+/// `a or b`, split outside quotes and parentheses.
+fn split_or(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quote, mut depth, mut start) = (None, 0usize, 0);
+    let bytes = text.as_bytes();
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth = depth.saturating_sub(1),
+            (None, ' ') if depth == 0 && bytes.get(i + 1..i + 4) == Some(b"or ".as_slice()) => {
+                out.push(text[start..i].trim());
+                start = i + 4;
+            }
+            _ => {}
+        }
+    }
+    out.push(text[start..].trim());
+    out
+}
+
 /// A double- or single-quoted string's text (no `{$var}` in it).
 fn literal(quoted: &str) -> Option<String> {
-    let inner = quoted
-        .strip_prefix('"')
-        .and_then(|q| q.strip_suffix('"'))
-        .or_else(|| quoted.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')))?;
-    (!inner.contains("{$")).then(|| inner.to_string())
+    ['"', '\''].into_iter().find_map(|q| {
+        let inner = quoted.strip_prefix(q)?.strip_suffix(q)?;
+        (!inner.contains(q) && !inner.contains("{$")).then(|| inner.to_string())
+    })
 }
 
 /// What a turn gave: what the flows said, or the main model's answer.
@@ -379,6 +464,40 @@ mod tests {
 
     fn said(texts: &[&str]) -> Vec<String> {
         texts.iter().map(|t| (*t).to_string()).collect()
+    }
+
+    #[test]
+    fn statements_read_as_colang_2_writes_them() {
+        let defs = Defs::new();
+        let err = |m: String| ConfigError::invalid("main.co", "line 1", m);
+        let one = |t: &str| step(&defs, t, 0, &err);
+        assert_eq!(
+            one("user said \"this or that\" or user said something").unwrap(),
+            [Step::User(vec![
+                Match::Said("this or that".into()),
+                Match::Something
+            ])]
+        );
+        assert_eq!(
+            one("match UtteranceUserAction.Finished(final_transcript=\"Hi\")").unwrap(),
+            [Step::User(vec![Match::Said("Hi".into())])]
+        );
+        assert_eq!(
+            one("send StartUtteranceBotAction(script=\"Hello\")").unwrap(),
+            [Step::Bot(vec!["Hello".into()])]
+        );
+        assert_eq!(
+            one("match RestartEvent()").unwrap(),
+            [Step::User(Vec::new())]
+        );
+        for refused in [
+            "UtteranceBotAction(script=\"A\") and GestureBotAction(gesture=\"B\")",
+            "bot say \"Hi {$name}\"",
+            "start UtteranceBotAction(script=\"A\") as $ref",
+            "$x = user said something",
+        ] {
+            assert!(one(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
