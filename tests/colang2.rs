@@ -271,9 +271,9 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
             .unwrap_or_default()
     };
     let main = "import core\nimport llm\n\nflow main\n  activate llm continuation\n";
-    let e = case("import core\n\nflow main\n  when user said \"hi\"\n    bot say \"Hello!\"\n");
+    let e = case("import core\n\nflow main\n  start bot say \"Hi\" as $ref\n");
     assert!(
-        e.contains("main.co: `line 4`: `when user said \"hi\"`") && e.contains("not yet"),
+        e.contains("main.co: `line 4`: `start bot say \"Hi\" as $ref`") && e.contains("not yet"),
         "{e}"
     );
     let e = case("import core\n\nflow main\n  activate automating intent detection\n");
@@ -493,5 +493,91 @@ async fn nemos_mvp_v2_x_tests_give_the_same_answers_turn_by_turn() {
         ],
     )
     .await;
+    assert!(llm.state.requests().is_empty());
+}
+
+#[tokio::test]
+async fn colang_2_when_if_while_and_variables_run_as_written() {
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let flows = [
+        // NeMo's language reference: control_flow_tools/event_branching.
+        (
+            "branch",
+            "import core\n\nflow main\n    bot say \"How are you?\"\n    bot react to user wellbeing\n\n\
+             flow bot react to user wellbeing\n    when user said \"Good\" or user said \"Great\"\n        bot say \"Great\"\n\
+             \x20   or when user said \"Bad\" or user said \"Terrible\"\n        bot say \"Sorry to hear\"\n",
+        ),
+        // variables/string_expression_evaluation, and a capture with a condition.
+        (
+            "vars",
+            "import core\n\nflow main\n    $user_name = \"John\"\n    await UtteranceBotAction(script=\"Hi {$user_name}!\")\n\
+             \x20   $answer = user said something\n    if $answer == \"yes\"\n        bot say \"Glad, {$user_name}.\"\n\
+             \x20   elif len($answer) > 10\n        bot say $answer\n    else\n        bot say \"Ok.\"\n",
+        ),
+        (
+            "loop",
+            "import core\n\nflow main\n  $n = 0\n  while $n < 3\n    $n = $n + 1\n    user said something\n    bot say \"turn {$n}\"\n  bot say \"done\"\n",
+        ),
+        (
+            "runaway",
+            "import core\n\nflow main\n  user said something\n  while True\n    $x = 1\n",
+        ),
+    ];
+    for (id, co) in flows {
+        let dir = configs.add(
+            id,
+            &format!("colang_version: \"2.x\"\n{}", main_model(&llm.base_url())),
+        );
+        std::fs::write(dir.join("main.co"), co).unwrap();
+    }
+    let base = start_http(configs.root()).await;
+    let chat = async |id: &str, turns: &[&str]| -> Vec<String> {
+        let mut state = json!({});
+        let mut out = Vec::new();
+        for user in turns {
+            let body = json!({"config_id": id, "messages": [{"role": "user", "content": user}],
+                              "guardrails": {"state": state}});
+            let (status, r) = post_chat(&base, &body).await;
+            if status != 200 {
+                out.push(format!("{status}: {}", r["error"]["message"]));
+                break;
+            }
+            out.push(r["messages"][0]["content"].as_str().unwrap().to_string());
+            state = r["state"].clone();
+        }
+        out
+    };
+    assert_eq!(
+        chat("branch", &["hello", "Great"]).await,
+        ["How are you?", "Great"]
+    );
+    assert_eq!(
+        chat("branch", &["hello", "Terrible"]).await,
+        ["How are you?", "Sorry to hear"]
+    );
+    assert_eq!(
+        chat("branch", &["hello", "Meh"]).await,
+        ["How are you?", ""]
+    );
+    // `main` speaks as it starts, then the message is the one it waits for;
+    // finished, it starts again with the next turn (as NeMo's does).
+    assert_eq!(
+        chat("vars", &["yes", "a long answer indeed", "no"]).await,
+        [
+            "Hi John!\nGlad, John.",
+            "Hi John!\na long answer indeed",
+            "Hi John!\nOk."
+        ]
+    );
+    assert_eq!(
+        chat("loop", &["a", "b", "c"]).await,
+        ["turn 1", "turn 2", "turn 3\ndone"]
+    );
+    let runaway = chat("runaway", &["go"]).await;
+    assert!(
+        runaway[0].contains("ran 10000 steps without waiting for the user"),
+        "{runaway:?}"
+    );
     assert!(llm.state.requests().is_empty());
 }

@@ -48,6 +48,7 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// One line of a `.co` file, comments and docstrings gone.
+#[derive(Debug, Clone)]
 pub(crate) struct Line<'a> {
     pub number: usize,
     pub indent: usize,
