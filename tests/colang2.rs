@@ -9,12 +9,8 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-};
+use std::path::{Path, PathBuf};
 
-use axum::{Router, extract::State, routing::post};
 use common::*;
 use serde_json::{Value, json};
 
@@ -36,24 +32,12 @@ fn copy(dir: &str, to: &Path, edit: &dyn Fn(&str, String) -> String) {
 }
 
 /// The NemoGuard JailbreakDetect NIM: a jailbreak when the input says "DAN".
-async fn jailbreak_nim() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = Router::new()
-        .route(
-            "/v1/security/nvidia/nemoguard-jailbreak-detect",
-            post(
-                |State(s): State<Arc<Mutex<Vec<Value>>>>, axum::Json(b): axum::Json<Value>| async move {
-                    let jailbreak = b["input"].as_str().unwrap_or_default().contains("DAN");
-                    s.lock().unwrap().push(b);
-                    axum::Json(json!({"jailbreak": jailbreak, "score": if jailbreak { 0.9 } else { -0.9 }}))
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let l = listener().await;
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (base, seen)
+async fn jailbreak_nim() -> (String, Seen) {
+    json_service("/v1/security/nvidia/nemoguard-jailbreak-detect", |b| {
+        let jailbreak = b["input"].as_str().unwrap_or_default().contains("DAN");
+        json!({"jailbreak": jailbreak, "score": if jailbreak { 0.9 } else { -0.9 }})
+    })
+    .await
 }
 
 const SAFE: &str = r#"{"User Safety": "safe", "Response Safety": "safe"}"#;
@@ -190,25 +174,21 @@ async fn nemos_sensitive_data_detection_v2_masks_on_both_stages() {
 
 #[tokio::test]
 async fn nemos_clavata_v2_passes_the_policy_and_labels_its_flow_gives() {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = Router::new()
-        .route(
-            "/v1/jobs",
-            post(
-                |State(s): State<Arc<Mutex<Vec<Value>>>>, axum::Json(b): axum::Json<Value>| async move {
-                    let hate = b["content_data"][0]["text"].as_str().unwrap_or_default().contains("hate");
-                    s.lock().unwrap().push(b);
-                    let outcome = if hate { "OUTCOME_TRUE" } else { "OUTCOME_FALSE" };
-                    axum::Json(json!({"job": {"status": "JOB_STATUS_COMPLETED", "results": [
-                        {"report": {"result": outcome, "sectionEvaluationReports": [
-                            {"name": "Hate Speech", "result": outcome}]}}]}}))
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let l = listener().await;
-    let clavata = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (clavata, seen) = json_service("/v1/jobs", |b| {
+        let hate = b["content_data"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hate");
+        let outcome = if hate {
+            "OUTCOME_TRUE"
+        } else {
+            "OUTCOME_FALSE"
+        };
+        json!({"job": {"status": "JOB_STATUS_COMPLETED", "results": [
+            {"report": {"result": outcome, "sectionEvaluationReports": [
+                {"name": "Hate Speech", "result": outcome}]}}]}})
+    })
+    .await;
     let llm = fake_llm(Script::default()).await;
     let configs = Configs::new();
     let dir = configs.root().join("cl2");

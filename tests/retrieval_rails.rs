@@ -8,14 +8,10 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 mod common;
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::path::PathBuf;
 
-use axum::{Router, extract::State, routing::post};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn asked(text: &str) -> String {
     format!("between the user and the bot:\nuser \"{text}\"")
@@ -229,23 +225,12 @@ fn retrieval_flows_that_cannot_run_there_are_refused_by_name() {
 }
 
 /// A Fiddler Guardrails faithfulness endpoint: records the bodies, answers faithful.
-async fn fiddler() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = Router::new()
-        .route(
-            "/v3/guardrails/ftl-response-faithfulness",
-            post(
-                |State(s): State<Arc<Mutex<Vec<Value>>>>, axum::Json(b): axum::Json<Value>| async move {
-                    s.lock().unwrap().push(b);
-                    axum::Json(json!({"fdl_faithful_score": 0.9}))
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let l = listener().await;
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (base, seen)
+async fn fiddler() -> (String, Seen) {
+    json_service(
+        "/v3/guardrails/ftl-response-faithfulness",
+        |_| json!({"fdl_faithful_score": 0.9}),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -657,3 +657,28 @@ pub async fn post_chat(base: &str, body: &Value) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
+
+/// The bodies a [`json_service`] was sent, in order.
+pub type Seen = Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A JSON service on 127.0.0.1:0 answering `POST path` with `reply(body)`
+/// and recording each body; returns its base URL.
+pub async fn json_service(path: &str, reply: fn(&Value) -> Value) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route(
+            path,
+            axum::routing::post(
+                move |State(s): State<Seen>, Json(b): Json<Value>| async move {
+                    let answer = reply(&b);
+                    s.lock().unwrap().push(b);
+                    Json(answer)
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let l = listener().await;
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (base, seen)
+}
