@@ -251,14 +251,15 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
             .unwrap_or_default()
     };
     let main = "import core\nimport llm\n\nflow main\n  activate llm continuation\n";
-    let e = case("import core\n\nflow main\n  start bot say \"Hi\" as $ref\n");
+    let e = case("import core\n\nflow main\n  $x = ...\"a fact\"\n");
     assert!(
-        e.contains("main.co: `line 4`: `start bot say \"Hi\" as $ref`") && e.contains("not yet"),
+        e.contains("main.co: `line 4`: `$x = ...\"a fact\"`")
+            && e.contains("not run by streamguard yet"),
         "{e}"
     );
     let e = case("import core\n\nflow main\n  activate automating intent detection\n");
     assert!(
-        e.contains("`line 4`") && e.contains("not a flow of this config"),
+        e.contains("`line 4`") && e.contains("no `flow automating intent detection`"),
         "{e}"
     );
     let e = case(&format!(
@@ -275,9 +276,9 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
     let e = case(&format!("import my_flows\n{main}"));
     assert!(e.contains("`line 1`: `import my_flows`"), "{e}");
     let e = case(&format!(
-        "{main}\n@active\nflow greeting\n  user said \"hi\"\n"
+        "{main}\n@priority(2)\nflow greeting\n  user said \"hi\"\n"
     ));
-    assert!(e.contains("`line 7`: `@active`"), "{e}");
+    assert!(e.contains("`line 8`: `@priority(2)`"), "{e}");
     let e = case("import core\n");
     assert!(e.contains("needs `flow main`"), "{e}");
     // A Colang 2 file without the version says how to declare it.
@@ -512,22 +513,7 @@ async fn colang_2_when_if_while_and_variables_run_as_written() {
         std::fs::write(dir.join("main.co"), co).unwrap();
     }
     let base = start_http(configs.root()).await;
-    let chat = async |id: &str, turns: &[&str]| -> Vec<String> {
-        let mut state = json!({});
-        let mut out = Vec::new();
-        for user in turns {
-            let body = json!({"config_id": id, "messages": [{"role": "user", "content": user}],
-                              "guardrails": {"state": state}});
-            let (status, r) = post_chat(&base, &body).await;
-            if status != 200 {
-                out.push(format!("{status}: {}", r["error"]["message"]));
-                break;
-            }
-            out.push(r["messages"][0]["content"].as_str().unwrap().to_string());
-            state = r["state"].clone();
-        }
-        out
-    };
+    let chat = async |id: &str, turns: &[&str]| chat_turns(&base, id, turns).await;
     assert_eq!(
         chat("branch", &["hello", "Great"]).await,
         ["How are you?", "Great"]

@@ -60,6 +60,8 @@ pub(crate) struct FlowDef<'a> {
     pub name: &'a str,
     pub line: usize,
     pub body: Vec<Line<'a>>,
+    /// `@active`, `@loop("id")`, `@meta(…)`, `@override` above it.
+    pub decorators: Vec<&'a str>,
 }
 
 /// The flows of a Colang 2 file (its imports checked), for the dialog's
@@ -75,15 +77,18 @@ pub(crate) fn read_flows(source: &SourceFile) -> Result<Vec<FlowDef<'_>>, Config
 /// a guardrail config streamguard runs.
 pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), ConfigError> {
     let mut main = None;
+    let mut active = false;
     let mut seen: BTreeMap<String, (&Path, usize)> = BTreeMap::new();
     let own = seen_names(sources);
     for source in sources {
         let file = source.path.as_path();
         let err = |line: usize, m: String| ConfigError::invalid(file, format!("line {line}"), m);
         for flow in flows(&source.text, &err)? {
-            if let Some((f, l)) = seen.get(flow.name) {
+            let overrides = flow.decorators.iter().any(|d| d.starts_with("@override"));
+            active |= !flow.decorators.is_empty();
+            if let Some((f, l)) = seen.get(flow.name).filter(|_| !overrides) {
                 let m = format!(
-                    "`flow {}` is defined again (first at {}, line {l}); streamguard does not run `@override`",
+                    "`flow {}` is defined again (first at {}, line {l}); mark the one that wins `@override`",
                     flow.name,
                     f.display()
                 );
@@ -116,7 +121,7 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
     config.output.flows.extend(output);
     match main {
         Some(interaction) => {
-            config.colang_2_interaction = interaction;
+            config.colang_2_interaction = interaction || active;
             Ok(())
         }
         None => Err(ConfigError::invalid(
@@ -353,7 +358,12 @@ fn flows<'a>(
     err: &dyn Fn(usize, String) -> ConfigError,
 ) -> Result<Vec<FlowDef<'a>>, ConfigError> {
     let mut out: Vec<FlowDef<'a>> = Vec::new();
+    let mut decorators = Vec::new();
     for line in lines(text, err)? {
+        if line.indent == 0 && line.text.starts_with('@') {
+            decorators.push(line.text);
+            continue;
+        }
         if line.indent > 0 {
             match out.last_mut() {
                 Some(flow) => flow.body.push(line),
@@ -379,7 +389,7 @@ fn flows<'a>(
             return Err(err(
                 line.number,
                 format!(
-                    "`{}`: streamguard runs Colang 2 files of imports and flows (not yet decorators such as `@active`)",
+                    "`{}`: a Colang 2 file holds imports, flows and their decorators",
                     line.text
                 ),
             ));
@@ -388,6 +398,7 @@ fn flows<'a>(
             name: head.trim(),
             line: line.number,
             body: Vec::new(),
+            decorators: std::mem::take(&mut decorators),
         });
     }
     Ok(out)

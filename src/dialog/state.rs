@@ -42,9 +42,9 @@ pub struct DialogState {
     pub waiting: Option<FlowAt>,
     #[serde(default)]
     pub vars: Vars,
-    /// A Colang 2 interaction's flow positions (`main` first).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub colang_2: Vec<usize>,
+    /// A Colang 2 interaction's state machine (its flows, heads and actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colang_2: Option<serde_json::Value>,
 }
 
 impl DialogState {
@@ -54,7 +54,7 @@ impl DialogState {
         DialogState {
             waiting,
             vars,
-            colang_2: Vec::new(),
+            colang_2: None,
         }
     }
 

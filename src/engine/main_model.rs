@@ -69,6 +69,11 @@ impl Guardrails {
         let main = inner.config.main_model();
         let name = match model.filter(|m| !m.is_empty()) {
             None if main.is_some() => return Ok(Cow::Borrowed(self)),
+            // Colang 2 flows answer without a model (as NeMo's examples do);
+            // `llm continuation` then says the config has none.
+            None if inner.config.colang_2_interaction().is_some() => {
+                return Ok(Cow::Borrowed(self));
+            }
             None => {
                 return Err(Error::NoMainModel {
                     id: inner.config.id().to_string(),

@@ -648,6 +648,8 @@ pub async fn start_with_tls(root: &Path, settings: ServerSettings) -> SocketAddr
 
 /// POSTs `body` to `/v1/chat/completions` and returns the status and JSON answer.
 pub async fn post_chat(base: &str, body: &Value) -> (u16, Value) {
+    // The server installs it when it builds an LLM client; a config without one needs it here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
         .json(body)
@@ -681,4 +683,23 @@ pub async fn json_service(path: &str, reply: fn(&Value) -> Value) -> (String, Se
     let base = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     (base, seen)
+}
+
+/// Chats with config `id` over HTTP, the state carried from turn to turn;
+/// each answer, or the failing turn's status and message (then it stops).
+pub async fn chat_turns(base: &str, id: &str, turns: &[&str]) -> Vec<String> {
+    let mut state = json!({});
+    let mut out = Vec::new();
+    for user in turns {
+        let body = json!({"config_id": id, "messages": [{"role": "user", "content": user}],
+                          "guardrails": {"state": state}});
+        let (status, r) = post_chat(base, &body).await;
+        if status != 200 {
+            out.push(format!("{status}: {}", r["error"]["message"]));
+            break;
+        }
+        out.push(r["messages"][0]["content"].as_str().unwrap().to_string());
+        state = r["state"].clone();
+    }
+    out
 }
