@@ -251,21 +251,26 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
             .unwrap_or_default()
     };
     let main = "import core\nimport llm\n\nflow main\n  activate llm continuation\n";
-    let e = case("import core\n\nflow main\n  $x = ...\"a fact\"\n");
+    let e = case("import core\n\nflow main\n  $info = flows_info($self.uid)\n");
     assert!(
-        e.contains("main.co: `line 4`: `$x = ...\"a fact\"`")
-            && e.contains("not run by streamguard yet"),
+        e.contains("main.co: `line 4`: `$info = flows_info($self.uid)`")
+            && e.contains("unknown name `flows_info`"),
         "{e}"
     );
-    let e = case("import core\n\nflow main\n  activate automating intent detection\n");
+    let e = case("import core\n\nflow main\n  activate tracking visual choice selection state\n");
     assert!(
-        e.contains("`line 4`") && e.contains("no `flow automating intent detection`"),
+        e.contains("`line 4`") && e.contains("no `flow tracking visual choice selection state`"),
         "{e}"
     );
+    // A rail flow of its own runs in the interaction runtime: what it
+    // calls must exist.
     let e = case(&format!(
         "{main}\nflow input rails $input_text\n  $ok = await check $input_text\n  if not $ok\n    bot say \"No.\"\n    abort\n"
     ));
-    assert!(e.contains("`line 8`") && e.contains("not yet"), "{e}");
+    assert!(
+        e.contains("`line 8`") && e.contains("no `flow check`"),
+        "{e}"
+    );
     let e = case(&format!(
         "{main}\nflow input rails $input_text\n  fact check\n"
     ));

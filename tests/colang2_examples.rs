@@ -187,9 +187,9 @@ fn what_is_not_run_is_refused_at_load_with_the_line() {
             .map(|e| e.to_string())
             .unwrap_or_default()
     };
-    let e = case("flow main\n  $fact = ...\"a fun fact\"\n");
+    let e = case("flow main\n  $fact = ...a fun fact\n");
     assert!(
-        e.contains("`line 2`") && e.contains("natural-language"),
+        e.contains("`line 2`") && e.contains("`...` takes its instructions in quotes"),
         "{e}"
     );
     let e = case("import core\n\nflow main\n  bot tell a joke\n");

@@ -62,6 +62,9 @@ pub(crate) struct FlowDef<'a> {
     pub body: Vec<Line<'a>>,
     /// `@active`, `@loop("id")`, `@meta(…)`, `@override` above it.
     pub decorators: Vec<&'a str>,
+    /// The docstring at the top of its body (a natural-language flow's
+    /// instructions).
+    pub doc: Option<&'a str>,
 }
 
 /// The flows of a Colang 2 file (its imports checked), for the dialog's
@@ -98,11 +101,18 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
             match flow.name {
                 "main" => main = Some(is_interaction(&flow)),
                 "input rails $input_text" | "input rails" => {
-                    let calls = rail_calls(&flow, "input_text", &own, &err)?;
-                    config
-                        .colang_2_rails
-                        .0
-                        .extend(calls.into_iter().map(|c| c.at(file)));
+                    match rail_calls(&flow, "input_text", &own, &err) {
+                        Ok(calls) => config
+                            .colang_2_rails
+                            .0
+                            .extend(calls.into_iter().map(|c| c.at(file))),
+                        // Conditions, own flows, `bot say` + `abort`: the
+                        // interaction runtime runs the flow itself.
+                        Err(_) => {
+                            config.colang_2_input_flow = true;
+                            active = true;
+                        }
+                    }
                 }
                 "output rails $output_text" | "output rails" => {
                     let calls = rail_calls(&flow, "output_text", &own, &err)?;
@@ -359,7 +369,8 @@ fn flows<'a>(
 ) -> Result<Vec<FlowDef<'a>>, ConfigError> {
     let mut out: Vec<FlowDef<'a>> = Vec::new();
     let mut decorators = Vec::new();
-    for line in lines(text, err)? {
+    let mut docs = Vec::new();
+    for line in lines(text, &mut docs, err)? {
         if line.indent == 0 && line.text.starts_with('@') {
             decorators.push(line.text);
             continue;
@@ -399,30 +410,46 @@ fn flows<'a>(
             line: line.number,
             body: Vec::new(),
             decorators: std::mem::take(&mut decorators),
+            doc: None,
         });
+    }
+    for (at, doc) in docs {
+        let owner = out.iter_mut().rev().find(|f| f.line < at);
+        if let Some(f) = owner.filter(|f| f.body.first().is_none_or(|l| l.number > at)) {
+            f.doc.get_or_insert(doc);
+        }
     }
     Ok(out)
 }
 
-/// The file's lines without blank ones, comments and docstrings.
+/// The file's lines without blank ones, comments and docstrings (those go
+/// into `docs`, with their first line).
 fn lines<'a>(
     text: &'a str,
+    docs: &mut Vec<(usize, &'a str)>,
     err: &dyn Fn(usize, String) -> ConfigError,
 ) -> Result<Vec<Line<'a>>, ConfigError> {
     let mut out = Vec::new();
-    let mut in_doc: Option<usize> = None;
-    for (i, raw) in text.lines().enumerate() {
+    let mut in_doc: Option<(usize, usize)> = None;
+    let mut offset = 0;
+    for (i, raw) in text.split('\n').enumerate() {
+        let start = offset;
+        offset += raw.len() + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
         let number = i + 1;
         let trimmed = raw.trim();
-        if in_doc.is_some() {
-            if trimmed.contains("\"\"\"") {
+        if let Some((line, from)) = in_doc {
+            if let Some(end) = raw.find("\"\"\"") {
+                docs.push((line, &text[from..start + end]));
                 in_doc = None;
             }
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("\"\"\"") {
-            if !rest.contains("\"\"\"") {
-                in_doc = Some(number);
+            let from = start + (raw.len() - raw.trim_start().len()) + 3;
+            match rest.find("\"\"\"") {
+                Some(end) => docs.push((number, &text[from..from + end])),
+                None => in_doc = Some((number, from)),
             }
             continue;
         }
@@ -440,7 +467,7 @@ fn lines<'a>(
         });
     }
     match in_doc {
-        Some(start) => Err(err(start, "an unclosed `\"\"\"` docstring".into())),
+        Some((start, _)) => Err(err(start, "an unclosed `\"\"\"` docstring".into())),
         None => Ok(out),
     }
 }
@@ -530,7 +557,7 @@ mod tests {
     fn comments_and_docstrings_are_not_lines() {
         let err = |l: usize, m: String| ConfigError::invalid("x.co", format!("line {l}"), m);
         let text = "import core # the core\n\nflow main\n  \"\"\"Doc\n  more\"\"\"\n  activate llm continuation\n";
-        let got: Vec<(usize, &str)> = lines(text, &err)
+        let got: Vec<(usize, &str)> = lines(text, &mut Vec::new(), &err)
             .unwrap()
             .iter()
             .map(|l| (l.number, l.text))
@@ -543,7 +570,7 @@ mod tests {
                 (6, "activate llm continuation")
             ]
         );
-        assert!(lines("flow x\n  \"\"\"open\n", &err).is_err());
+        assert!(lines("flow x\n  \"\"\"open\n", &mut Vec::new(), &err).is_err());
     }
 
     proptest::proptest! {

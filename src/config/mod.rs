@@ -255,6 +255,9 @@ pub struct Config {
     /// Its `flow main` is Colang 2's interaction language, not only
     /// `activate llm continuation`.
     colang_2_interaction: bool,
+    /// Its `flow input rails` is more than library rail calls: the
+    /// interaction runtime runs it on each user message.
+    colang_2_input_flow: bool,
     /// `*.py` files (custom actions, `config.py`).
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
@@ -436,6 +439,11 @@ impl Config {
     /// interaction language (`user said …`), for the dialog to run.
     pub fn colang_2_interaction(&self) -> Option<&[SourceFile]> {
         (self.colang_2 && self.colang_2_interaction).then_some(self.colang.as_slice())
+    }
+
+    /// Whether the interaction runtime runs `flow input rails` itself.
+    pub fn colang_2_input_flow(&self) -> bool {
+        self.colang_2_input_flow
     }
 
     /// The Python files (`actions.py`, `config.py`, …), in path order.

@@ -21,6 +21,8 @@ pub enum Expr {
     Attr(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
     Len(Box<Expr>),
+    /// A function of Colang 2's expressions (`regex(…)`, `search(…)`, …).
+    Call(super::funcs::Func, Vec<Expr>),
     Not(Box<Expr>),
     Neg(Box<Expr>),
     Bin(Op, Box<Expr>, Box<Expr>),
@@ -64,7 +66,14 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
     let mut out = Vec::new();
     let mut rest = text.trim_start();
     while let Some(c) = rest.chars().next() {
-        if c == '"' || c == '\'' {
+        if let Some(body) = rest.strip_prefix("\"\"\"") {
+            // A triple-quoted string (Colang 2), which may hold quotes.
+            let end = body
+                .find("\"\"\"")
+                .ok_or("a `\"\"\"` string without its closing `\"\"\"`")?;
+            out.push(Tok::Str(body[..end].to_string()));
+            rest = &body[end + 3..];
+        } else if c == '"' || c == '\'' {
             let (s, after) = string(rest, c)?;
             out.push(Tok::Str(s));
             rest = after;
@@ -361,6 +370,20 @@ impl Parser {
                     let e = self.or()?;
                     self.expect(")")?;
                     Expr::Len(Box::new(e))
+                }
+                other if super::funcs::Func::named(other).is_some() && self.sym_is("(") => {
+                    let f = super::funcs::Func::named(other)
+                        .ok_or_else(|| format!("unknown function `{other}`"))?;
+                    self.at += 1;
+                    let mut args = Vec::new();
+                    while !self.sym_is(")") {
+                        args.push(self.or()?);
+                        if !self.sym_is(")") {
+                            self.expect(",")?;
+                        }
+                    }
+                    self.at += 1;
+                    Expr::Call(f, args)
                 }
                 other => return Err(format!("unknown name `{other}` (variables start with `$`)")),
             },

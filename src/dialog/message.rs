@@ -1,14 +1,18 @@
 //! Reading what a model writes in Colang style: intents, and bot messages
 //! with their quotes and a repeated `bot …` line stripped as chunks arrive.
 
+/// The first line of `text` with something on it, trimmed.
+pub fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
 /// The first non-empty line of an answer, read leniently: without a `user ` /
 /// `bot ` prefix, quotes, leading spaces or a trailing period.
 pub fn read_intent(answer: &str) -> String {
-    let line = answer
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or_default();
+    let line = first_line(answer);
     let line = line
         .strip_prefix("user ")
         .or_else(|| line.strip_prefix("bot "))

@@ -6,6 +6,7 @@
 
 pub mod colang2;
 mod expr;
+mod funcs;
 mod interp;
 mod message;
 mod parse;

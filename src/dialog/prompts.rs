@@ -111,26 +111,7 @@ impl Prompts {
             (SINGLE_CALL_TASK, INTENT_STEPS_MESSAGE),
             (VALUE_TASK, VALUE),
         ] {
-            // A prompt of the same task in prompts.yml overrides ours.
-            let prompt = config.prompt(task, config.main_model());
-            let text = match prompt.map(|p| &p.body) {
-                Some(PromptBody::Content(c)) => c.clone(),
-                Some(PromptBody::Messages(m)) => m
-                    .iter()
-                    .map(|(_, c)| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                None => default.to_string(),
-            };
-            env.add_template_owned(task, text)
-                .map_err(|e| match prompt {
-                    Some(p) => ConfigError::invalid(
-                        &p.source,
-                        &p.key,
-                        format!("template for task `{task}` does not parse: {e}"),
-                    ),
-                    None => ConfigError::invalid(config.main_file(), "prompts", e.to_string()),
-                })?;
+            let prompt = add_task(&mut env, config, task, default)?;
             // A config's own prompt is rendered once now, with sample
             // values: one that cannot render is refused at load.
             if let Some(p) = prompt {
@@ -151,6 +132,36 @@ impl Prompts {
         template::render(&self.env, task, ctx, self.budget)
             .map_err(|e| LlmError::Protocol(format!("dialog prompt `{task}` does not render: {e}")))
     }
+}
+
+/// Adds the template of `task` to `env`: the config's prompt of that task
+/// in prompts.yml, else `default`; returns the config's prompt.
+pub(super) fn add_task<'c>(
+    env: &mut Environment<'static>,
+    config: &'c Config,
+    task: &'static str,
+    default: &str,
+) -> Result<Option<&'c crate::config::Prompt>, ConfigError> {
+    let prompt = config.prompt(task, config.main_model());
+    let text = match prompt.map(|p| &p.body) {
+        Some(PromptBody::Content(c)) => c.clone(),
+        Some(PromptBody::Messages(m)) => m
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => default.to_string(),
+    };
+    env.add_template_owned(task, text)
+        .map_err(|e| match prompt {
+            Some(p) => ConfigError::invalid(
+                &p.source,
+                &p.key,
+                format!("template for task `{task}` does not parse: {e}"),
+            ),
+            None => ConfigError::invalid(config.main_file(), "prompts", e.to_string()),
+        })?;
+    Ok(prompt)
 }
 
 /// The variables the dialog prompts get, with sample values.

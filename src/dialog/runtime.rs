@@ -21,7 +21,7 @@ use super::{
     message::read_intent,
     prompts::{BOT_MESSAGE_TASK, NEXT_STEPS_TASK, Prompts, SINGLE_CALL_TASK, USER_INTENT_TASK},
     retrieval::Retrieval,
-    stream::{MessageCall, message_stream, record, with_new_turn},
+    stream::{MessageCall, message_stream, with_new_turn},
 };
 use crate::{
     config::{Config, ConfigError},
@@ -185,18 +185,8 @@ impl Inner {
         prompt: String,
         request: &AnswerRequest,
     ) -> Result<String, LlmError> {
-        let started = Instant::now();
         let call = self.call(task, prompt.clone(), &request.chat.params);
-        let completion = self.llm.complete(call).await?;
-        record(
-            request.calls.as_deref(),
-            task,
-            &prompt,
-            completion.text.clone(),
-            completion.usage,
-            started,
-        );
-        Ok(completion.text)
+        super::stream::complete(self.llm.as_ref(), call, &prompt, request.calls.as_deref()).await
     }
 
     /// Starts the single call and reads it up to the end of the `bot …`

@@ -61,6 +61,27 @@ pub(super) fn record(
     }
 }
 
+/// One non-streaming call, recorded in the request's log.
+pub(super) async fn complete(
+    llm: &dyn crate::llm::Provider,
+    call: crate::llm::ChatRequest,
+    prompt: &str,
+    calls: Option<&CallLog>,
+) -> Result<String, crate::llm::LlmError> {
+    let started = Instant::now();
+    let task = call.task.clone();
+    let completion = llm.complete(call).await?;
+    record(
+        calls,
+        &task,
+        prompt,
+        completion.text.clone(),
+        completion.usage,
+        started,
+    );
+    Ok(completion.text)
+}
+
 /// Streams a generated bot message, cleaned as it arrives.
 pub(super) fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> PieceStream {
     Box::pin(async_stream::try_stream! {

@@ -181,6 +181,13 @@ impl Expr {
                 Value::Object(o) => Value::from(o.len()),
                 other => return Err(format!("`len` does not apply to {}", kind(&other))),
             },
+            Expr::Call(f, args) => {
+                let args = args
+                    .iter()
+                    .map(|e| e.eval(var))
+                    .collect::<Result<Vec<_>, _>>()?;
+                f.call(args)?
+            }
             Expr::Not(e) => Value::Bool(!truthy(&e.eval(var)?)),
             Expr::Neg(e) => arith(Op::Sub, Value::from(0), e.eval(var)?)?,
             Expr::Bin(Op::Or, a, b) => {

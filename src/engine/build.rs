@@ -152,8 +152,8 @@ fn answerer(
     // Colang 2's interaction language answers in front of the main model.
     if let Some(flows) = dialog::colang2::Interaction::load(config)? {
         return Ok(Arc::new(dialog::colang2::InteractionRuntime::new(
-            flows, main,
-        )));
+            flows, config, main,
+        )?));
     }
     let sources = rails::Sources {
         providers,

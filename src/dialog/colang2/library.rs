@@ -9,8 +9,10 @@ use crate::config::SourceFile;
 pub(super) const CONTINUATION: &str = "llm continuation";
 
 /// The flows, for error messages.
-pub(super) const NAMES: &str = "`user said`, `user said something`, `bot say`, `bot said`, \
-     `bot gesture`, `wait`, `llm continuation` …";
+pub(super) const NAMES: &str = "`user said`, `user said something`, `bot say`, `bot inform`, \
+     `bot said`, `bot gesture`, `user gestured`, `wait`, `user was silent`, `llm continuation`, \
+     `generating user intent for unhandled user utterance`, `unhandled user intent`, \
+     `llm continue interaction`, `bot say something like` …";
 
 const FLOWS: &str = r#"
 flow user said $text -> $transcript
@@ -50,8 +52,80 @@ flow bot posture $posture
 flow wait $time_s $timer_name="wait_timer"
   await TimerBotAction(timer_name=$timer_name, duration=$time_s) as $action
 
+flow bot inform $text
+  bot say $text
+
+flow bot ask $text
+  bot say $text
+
+flow bot express $text
+  bot say $text
+
+flow bot respond $text
+  bot say $text
+
+flow bot clarify $text
+  bot say $text
+
+flow bot suggest $text
+  bot say $text
+
+flow user gestured $gesture -> $final_gesture
+  match GestureUserAction.Finished(gesture=$gesture) as $event
+  $final_gesture = $event.gesture
+
+flow repeating timer $timer_id $interval_s
+  while True
+    await wait $interval_s $timer_id
+
+flow polling llm request response $interval=1.0
+  match StreamguardNeverSent() as $event
+
+flow tracking bot talking state
+  match StreamguardNeverSent() as $event
+
+flow user was silent $time_s
+  await wait $time_s
+
+flow _user_said_something_unexpected -> $event
+  match UnhandledEvent(event="UtteranceUserActionFinished") as $event
+
+flow user said something unexpected -> $transcript
+  match UnhandledEvent(event="UtteranceUserActionFinished") as $event
+  $transcript = $event.final_transcript
+
 flow llm continuation
   match StreamguardNeverSent() as $event
+
+flow automating intent detection
+  match StreamguardNeverSent() as $event
+
+flow generating user intent for unhandled user utterance
+  await _user_said_something_unexpected as $user_said
+  $text = $user_said.event.final_transcript
+  $intent = await GenerateUserIntentAction(user_action='user said "{$text}"', max_example_flows=20)
+  send FinishFlow(flow_id=$intent)
+
+flow unhandled user intent -> $intent
+  match UnhandledEvent(event="FinishFlow", flow_id=regex("^user ")) as $event
+  $intent = $event.flow_id
+
+flow await_flow_by_name $flow_name
+  send StartFlow(flow_id=$flow_name)
+  when FlowFinished(flow_id=$flow_name)
+    return
+  or when FlowFailed(flow_id=$flow_name)
+    abort
+
+flow llm continue interaction
+  $flow_info = await GenerateFlowContinuationAction(temperature=0.1)
+  await AddFlowsAction(config=$flow_info.body)
+  await await_flow_by_name $flow_info.name
+  await RemoveFlowsAction(flow_ids=[$flow_info.name])
+
+flow bot say something like $text
+  $variation = ..."Return a single string that is a new variation of: {$text}"
+  bot say $variation
 "#;
 
 /// The library as a source file.

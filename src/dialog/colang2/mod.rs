@@ -9,31 +9,24 @@
 //! streamed. The flows' state is the dialog state. What is not run yet is
 //! refused at load with the file, the line and the construct.
 
+mod answers;
 mod compile;
 mod library;
 mod machine;
+mod runtime;
 mod syntax;
+mod tasks;
+
+pub use runtime::InteractionRuntime;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    sync::Arc,
 };
-
-use futures_util::StreamExt;
-use serde_json::{Map, Value};
 
 use compile::{Compiler, Op, Signature};
-use machine::{Event, Machine};
 
-use crate::{
-    config::{Config, ConfigError, colang2::read_flows},
-    engine::answer::{AnswerRequest, Answerer, DialogTurn, Piece, PieceStream},
-    llm::{LlmError, Provider, Role},
-};
-
-/// The most user messages one request replays.
-const MAX_TURNS: usize = 1000;
+use crate::config::{Config, ConfigError, colang2::read_flows};
 
 /// One flow, compiled.
 #[derive(Debug)]
@@ -42,6 +35,12 @@ pub(super) struct Flow {
     ops: Vec<Op>,
     active: bool,
     loop_id: Option<String>,
+    /// One of streamguard's standard-library flows.
+    library: bool,
+    /// Its docstring (a natural-language flow's instructions).
+    doc: Option<String>,
+    /// `@meta(bot_intent="…")`: the bot intent it logs when it starts.
+    bot_intent: Option<String>,
 }
 
 /// A config's flows.
@@ -54,6 +53,8 @@ pub(super) struct Program {
 #[derive(Debug)]
 pub struct Interaction {
     program: Program,
+    /// It runs `flow input rails` on each user message itself.
+    input_flow: bool,
 }
 
 /// A flow definition as read: its file, line, body and decorators.
@@ -99,23 +100,17 @@ impl Interaction {
         let catches = sources.iter().any(|s| s.text.contains("UnhandledEvent"));
         let mut flows = BTreeMap::new();
         let mut unknown = BTreeMap::new();
+        let input_flow = config.colang_2_input_flow();
         for (name, d) in defs {
-            // The rail flows are the config's rails, which the engine runs.
-            if name == "input rails" || name == "output rails" {
+            // Rail flows of library rails are the config's rails, which the engine runs.
+            if (name == "input rails" && !input_flow) || name == "output rails" {
                 continue;
             }
-            let mut c = Compiler::new(&names);
-            c.body(&d.file, &d.def.body)?;
-            if let Some((line, missing)) = c.unknown.first() {
-                unknown.insert(name.clone(), (d.file.clone(), *line, missing.clone()));
+            let library = d.file == library.path;
+            let (flow, missing) = compile_def(d, &names, library)?;
+            if let Some(m) = missing {
+                unknown.insert(name.clone(), m);
             }
-            let (active, loop_id) = decorators(&d)?;
-            let flow = Flow {
-                sig: d.sig,
-                ops: c.ops,
-                active,
-                loop_id,
-            };
             flows.insert(name, flow);
         }
         if !catches {
@@ -123,8 +118,96 @@ impl Interaction {
         }
         Ok(Some(Interaction {
             program: Program { flows },
+            input_flow,
         }))
     }
+}
+
+/// A flow started that no config defines: the file and line, and its name.
+type Missing = (PathBuf, usize, String);
+
+/// One flow compiled, and the first flow it starts that is not defined.
+fn compile_def(
+    d: Def<'_>,
+    names: &BTreeSet<String>,
+    library: bool,
+) -> Result<(Flow, Option<Missing>), ConfigError> {
+    let mut c = Compiler::new(names);
+    c.body(&d.file, &d.def.body)?;
+    let missing = c
+        .unknown
+        .first()
+        .map(|(line, m)| (d.file.clone(), *line, m.clone()));
+    let (active, loop_id) = decorators(&d)?;
+    let bot_intent = d
+        .def
+        .decorators
+        .iter()
+        .find_map(|dec| meta_bot_intent(dec, &d.sig.name));
+    let doc = d.def.doc.map(str::to_string);
+    let flow = Flow {
+        sig: d.sig,
+        ops: c.ops,
+        active,
+        loop_id,
+        library,
+        doc,
+        bot_intent,
+    };
+    Ok((flow, missing))
+}
+
+/// `@meta(bot_intent="bot greet")` (or `=True`: the flow's own name).
+fn meta_bot_intent(dec: &str, flow: &str) -> Option<String> {
+    let inner = dec.strip_prefix("@meta(")?.strip_suffix(')')?;
+    let value = inner
+        .split(',')
+        .find_map(|kv| kv.trim().strip_prefix("bot_intent"))?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
+    match value {
+        "True" => Some(flow.to_string()),
+        v => Some(v.trim_matches(|c| c == '"' || c == '\'').to_string()).filter(|v| !v.is_empty()),
+    }
+}
+
+/// The flows of a source added while running (`AddFlowsAction`), compiled
+/// against the config's flows and the ones added before.
+pub(super) fn compile_added(
+    prog: &Program,
+    added: &BTreeMap<String, String>,
+    text: &str,
+) -> Result<BTreeMap<String, Flow>, String> {
+    let source = crate::config::SourceFile {
+        path: "<a flow generated by the LLM>".into(),
+        text: text.to_string(),
+    };
+    let shown = |e: ConfigError| e.to_string();
+    let read = read_flows(&source).map_err(shown)?;
+    let mut defs = Vec::new();
+    for def in read {
+        let sig = compile::signature(def.name).map_err(|m| format!("`flow {}`: {m}", def.name))?;
+        defs.push(Def {
+            file: source.path.clone(),
+            sig,
+            def,
+        });
+    }
+    let names: BTreeSet<String> = prog
+        .flows
+        .keys()
+        .chain(added.keys())
+        .cloned()
+        .chain(defs.iter().map(|d| d.sig.name.clone()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for d in defs {
+        let name = d.sig.name.clone();
+        let (flow, _) = compile_def(d, &names, false).map_err(shown)?;
+        out.insert(name, flow);
+    }
+    Ok(out)
 }
 
 /// A flow `main` or an `@active` one may start that no config defines is
@@ -136,7 +219,7 @@ fn check_reachable(
     let mut seen = BTreeSet::new();
     let mut work: Vec<&str> = flows
         .iter()
-        .filter(|(n, f)| f.active || n.as_str() == "main")
+        .filter(|(n, f)| f.active || n.as_str() == "main" || n.as_str() == "input rails")
         .map(|(n, _)| n.as_str())
         .collect();
     while let Some(name) = work.pop() {
@@ -198,117 +281,4 @@ fn decorators(d: &Def<'_>) -> Result<(bool, Option<String>), ConfigError> {
         }
     }
     Ok((active, loop_id))
-}
-
-/// What a turn gave: what the flows said, or the main model's answer.
-enum Answer {
-    Said(Vec<String>),
-    Continue,
-}
-
-impl Interaction {
-    /// One user message through the flows.
-    fn turn(&self, m: &mut Machine, message: &str) -> Result<Answer, LlmError> {
-        // NeMo's `user said` sets `$user_message`.
-        m.set_global("user_message", Value::String(message.to_string()));
-        let mut args = Map::new();
-        args.insert(
-            "final_transcript".into(),
-            Value::String(message.to_string()),
-        );
-        let input = Event::new("UtteranceUserActionFinished", args);
-        let out = m.turn(&self.program, input).map_err(LlmError::Api)?;
-        let said: Vec<String> = out
-            .events
-            .iter()
-            .filter(|e| e.name == "UtteranceBotActionFinished")
-            .filter_map(|e| e.args.get("final_script"))
-            .map(super::value::display)
-            .collect();
-        let continues = said.is_empty() && out.unhandled_user && m.running(library::CONTINUATION);
-        Ok(match continues {
-            true => Answer::Continue,
-            false => Answer::Said(said),
-        })
-    }
-}
-
-/// The interaction flows in front of the main model, as the engine's answerer.
-#[derive(Debug, Clone)]
-pub struct InteractionRuntime {
-    dialog: Arc<Interaction>,
-    llm: Arc<dyn Provider>,
-}
-
-impl InteractionRuntime {
-    pub fn new(dialog: Interaction, llm: Arc<dyn Provider>) -> Self {
-        InteractionRuntime {
-            dialog: Arc::new(dialog),
-            llm,
-        }
-    }
-
-    /// Where the request resumes from and the turns to run: with a state
-    /// its last user message, else every user message from the start.
-    fn read(&self, request: &AnswerRequest) -> (Machine, Vec<String>) {
-        let mut users = request
-            .chat
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::User)
-            .map(|m| m.content.clone());
-        let kept = request
-            .state
-            .as_ref()
-            .and_then(|s| s.colang_2.clone())
-            .and_then(|v| serde_json::from_value::<Machine>(v).ok())
-            .filter(|m| m.fits(&self.dialog.program));
-        match kept {
-            Some(m) => (m, users.next_back().into_iter().collect()),
-            None => {
-                let all: Vec<String> = users.collect();
-                let skip = all.len().saturating_sub(MAX_TURNS);
-                (Machine::default(), all.into_iter().skip(skip).collect())
-            }
-        }
-    }
-}
-
-impl Answerer for InteractionRuntime {
-    fn can_stream(&self) -> bool {
-        self.llm.can_stream()
-    }
-
-    fn stream(&self, request: AnswerRequest) -> PieceStream {
-        let (mut machine, turns) = self.read(&request);
-        let mut answer = Ok(Answer::Said(Vec::new()));
-        for message in &turns {
-            answer = self.dialog.turn(&mut machine, message);
-            if answer.is_err() {
-                break;
-            }
-        }
-        let mut state = request.state.clone().unwrap_or_default();
-        let saved = serde_json::to_value(&machine);
-        let llm = self.llm.clone();
-        Box::pin(async_stream::try_stream! {
-            let answer = answer?;
-            state.colang_2 = Some(saved.map_err(|e| LlmError::Api(format!("the Colang 2 state: {e}")))?);
-            yield Piece::Dialog(DialogTurn { state: Some(state), ..DialogTurn::default() });
-            match answer {
-                Answer::Said(said) => {
-                    let text = said.join("\n");
-                    if !text.is_empty() {
-                        yield Piece::Text(text);
-                    }
-                }
-                Answer::Continue => {
-                    let mut tokens = llm.stream(request.chat);
-                    while let Some(delta) = tokens.next().await {
-                        yield Piece::from(delta?);
-                    }
-                }
-            }
-        })
-    }
 }

@@ -233,6 +233,10 @@ pub(super) fn split_top<'t>(text: &'t str, word: &str) -> Vec<&'t str> {
     while i < bytes.len() {
         let c = bytes[i];
         match (quote, c) {
+            (Some(_), b'\\') => {
+                i += 2;
+                continue;
+            }
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, b'"' | b'\'') => quote = Some(c),
@@ -263,9 +267,12 @@ fn spec(text: &str, is_flow: &dyn Fn(&str) -> bool) -> Result<Spec, String> {
     let body = body.trim();
     let first = body.chars().next().unwrap_or(' ');
     let (target, args) = if let Some(rest) = body.strip_prefix('$') {
-        let (var, call) = rest
-            .split_once('.')
+        // `$ref.Member()`, or `$event.action.Member()` / `$event.flow.Member()`.
+        let head = &rest[..rest.find('(').unwrap_or(rest.len())];
+        let dot = head
+            .rfind('.')
             .ok_or_else(|| format!("`{body}`: a reference spec is `$ref.Member()`"))?;
+        let (var, call) = (&rest[..dot], &rest[dot + 1..]);
         let (member, args) = call_of(call)?;
         let target = Target::Ref {
             var: var.to_string(),
@@ -338,9 +345,13 @@ fn call_of(call: &str) -> Result<(String, Args), String> {
 
 /// Where the parenthesis opening `s` closes.
 fn closing(s: &str) -> Option<usize> {
-    let (mut quote, mut depth) = (None, 0usize);
+    let (mut quote, mut depth, mut escaped) = (None, 0usize, false);
     for (i, c) in s.char_indices() {
+        if std::mem::take(&mut escaped) {
+            continue;
+        }
         match (quote, c) {
+            (Some(_), '\\') => escaped = true,
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '"' | '\'') => quote = Some(c),

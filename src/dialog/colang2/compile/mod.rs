@@ -134,6 +134,8 @@ pub(super) struct Compiler<'d> {
     pub unknown: Vec<(usize, String)>,
     /// `while` loops: (start, the breaks to patch).
     loops: Vec<(usize, Vec<usize>)>,
+    /// The group being started starts its flows one after the other.
+    sequential: bool,
 }
 
 type Err<'e> = &'e dyn Fn(String) -> ConfigError;
@@ -147,6 +149,7 @@ impl<'d> Compiler<'d> {
             line: 0,
             unknown: Vec::new(),
             loops: Vec::new(),
+            sequential: false,
         }
     }
 
@@ -394,10 +397,22 @@ impl<'d> Compiler<'d> {
         value: &str,
         err: Err<'_>,
     ) -> Result<(), ConfigError> {
-        if value.starts_with("...") {
-            return Err(err(format!(
-                "`{text}`: natural-language values (`...`) are not run by streamguard yet"
-            )));
+        if let Some(nld) = value.strip_prefix("...") {
+            // NeMo: `$x = ..."instructions"` is `GenerateValueAction`.
+            let instructions = match expr::parse(nld.trim()) {
+                Ok(Expr::Lit(serde_json::Value::String(s))) => s,
+                _ => {
+                    return Err(err(format!(
+                        "`{text}`: `...` takes its instructions in quotes"
+                    )));
+                }
+            };
+            let call = format!(
+                "await GenerateValueAction(var_name={}, instructions={})",
+                quoted(var),
+                quoted(&instructions)
+            );
+            return self.spec_statement(&call, Some(var), err);
         }
         let first = value.split_whitespace().next().unwrap_or_default();
         let spec_like = matches!(first, "await" | "start" | "match" | "send")
@@ -424,9 +439,19 @@ impl<'d> Compiler<'d> {
             _ => ("await", text),
         };
         if rest.trim() == "..." || text == "..." {
-            return Err(err(format!(
-                "`{text}`: natural-language flows (`...`) are not run by streamguard yet"
-            )));
+            // NeMo: the LLM writes the rest of the flow from its docstring.
+            let r = self.hide();
+            for line in [
+                format!(
+                    "${r} = await GenerateFlowAction(flow_id=$self.flow_id, context=$self.context)"
+                ),
+                format!("await AddFlowsAction(config=${r}.body)"),
+                format!("await await_flow_by_name ${r}.name"),
+                format!("await RemoveFlowsAction(flow_ids=[${r}.name])"),
+            ] {
+                self.simple(&line, err)?;
+            }
+            return Ok(());
         }
         let g = self.group(rest, err)?;
         match op {
@@ -478,6 +503,15 @@ impl<'d> Compiler<'d> {
             .push(Op::Set(var.to_string(), V::E(Expr::Var(b.to_string()))));
         Ok(())
     }
+}
+
+/// `s` as a double-quoted string literal.
+fn quoted(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
 }
 
 fn is_var(v: &str) -> bool {

@@ -72,6 +72,9 @@ impl Compiler<'_> {
     ) -> Result<(Group, Vec<String>), ConfigError> {
         let mut refs = Vec::new();
         let mut started = Vec::new();
+        // NeMo: the flows of an `and` start one after the other (each
+        // waits until started), the `or` alternatives at once (forked heads).
+        self.sequential = !has_or(g);
         let finish = self.start_each(g, activated, &mut refs, &mut started, err)?;
         if !started.is_empty() {
             let target = self.ops.len() + 1;
@@ -114,10 +117,10 @@ impl Compiler<'_> {
                     bind: bind.clone(),
                     activated,
                 });
-                if !activated {
+                if !activated && !self.sequential {
                     started.push(bind.clone());
                 } else {
-                    // An activation already running skips its wait.
+                    // Waits until started (an activation already running skips the wait).
                     let target = self.ops.len() + 1;
                     let leaves = vec![leaf_ref(&bind, "Started")];
                     self.ops.push(Op::Match(vec![Arm { leaves, target }]));
@@ -164,6 +167,14 @@ impl Compiler<'_> {
             )));
         }
         Ok(g.clone())
+    }
+}
+
+fn has_or(g: &Group) -> bool {
+    match g {
+        Group::One(_) => false,
+        Group::Or(_) => true,
+        Group::And(gs) => gs.iter().any(has_or),
     }
 }
 

@@ -193,7 +193,7 @@ impl Machine {
         activated: bool,
         scores: Vec<f64>,
     ) -> Res<Option<u64>> {
-        let Some(flow) = t.prog.flows.get(id) else {
+        let Some(flow) = t.def(id) else {
             return Ok(None);
         };
         if self.flows.values().filter(|i| i.listening()).count() >= MAX_FLOWS {
@@ -240,6 +240,7 @@ impl Machine {
             ret: Value::Null,
         };
         self.flows.insert(uid, inst);
+        self.log_intent(t, id, false);
         if let Some(p) = parent.and_then(|p| self.flows.get_mut(&p)) {
             p.children.push(uid);
         }
@@ -328,10 +329,24 @@ impl Machine {
             inst.status = status;
             inst.head.live = false;
             let children = std::mem::take(&mut inst.children);
+
             let restart = inst.activated && !inst.renewed && !cascade && Some(uid) != self.main;
             inst.renewed |= restart;
             let ev = self.flow_event(event, uid);
             t.internal.push_back(ev);
+            if status == Status::Finished && !cascade {
+                let flow = self
+                    .flows
+                    .get(&uid)
+                    .map(|i| i.flow.clone())
+                    .unwrap_or_default();
+                self.log_intent(t, &flow, true);
+            }
+            if let Some((w, end)) = &mut self.watched
+                && *w == uid
+            {
+                *end = Some(status);
+            }
             if restart && let Some(i) = self.flows.get(&uid) {
                 let (flow, args, scores) = (i.flow.clone(), i.args.clone(), i.head.scores.clone());
                 // Restarted instances outlive the flow that activated them, as in NeMo.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod drive;
 mod flows;
 mod send;
 
@@ -112,11 +113,25 @@ pub(super) struct Machine {
     actions: BTreeMap<u64, Action>,
     globals: Vars,
     main: Option<u64>,
+    /// Flows added while running (`AddFlowsAction`): name → source.
+    #[serde(default)]
+    added: BTreeMap<String, String>,
+    /// The interaction so far as NeMo's Colang 2 history lines (`user
+    /// action: …`, `bot intent: …`), the user's side marked.
+    #[serde(default)]
+    history: VecDeque<(bool, String)>,
+    /// A flow run on its own (the input rails) and how it ended.
+    #[serde(skip)]
+    watched: Option<(u64, Option<Status>)>,
 }
 
 /// One turn's queues and budget.
 struct Turn<'p> {
     prog: &'p Program,
+    /// The flows added while running, compiled.
+    extra: &'p BTreeMap<String, Flow>,
+    /// Actions started that the runtime does not finish itself.
+    started: Vec<(u64, String, Map<String, Value>)>,
     internal: VecDeque<Event>,
     external: VecDeque<Event>,
     slide: VecDeque<u64>,
@@ -131,6 +146,38 @@ pub(super) struct Outcome {
     pub events: Vec<Event>,
     /// The user's utterance matched no flow.
     pub unhandled_user: bool,
+    /// Actions it started that someone else runs: uid, name, arguments.
+    pub started: Vec<(u64, String, Map<String, Value>)>,
+}
+
+impl<'p> Turn<'p> {
+    fn new(prog: &'p Program, extra: &'p BTreeMap<String, Flow>) -> Self {
+        Turn {
+            prog,
+            extra,
+            started: Vec::new(),
+            internal: VecDeque::new(),
+            external: VecDeque::new(),
+            slide: VecDeque::new(),
+            actionable: Vec::new(),
+            out: Vec::new(),
+            steps: 0,
+            unhandled_user: false,
+        }
+    }
+
+    /// A flow by name: an added one, else the config's.
+    fn def(&self, name: &str) -> Option<&'p Flow> {
+        self.extra.get(name).or_else(|| self.prog.flows.get(name))
+    }
+
+    fn outcome(self) -> Outcome {
+        Outcome {
+            events: self.out,
+            unhandled_user: self.unhandled_user,
+            started: self.started,
+        }
+    }
 }
 
 type Res<T> = Result<T, String>;
@@ -139,9 +186,11 @@ impl Machine {
     /// Whether the state fits `prog` (flows and positions it has).
     pub fn fits(&self, prog: &Program) -> bool {
         self.flows.values().all(|i| {
-            prog.flows
-                .get(&i.flow)
-                .is_some_and(|f| i.head.pc <= f.ops.len())
+            self.added.contains_key(&i.flow)
+                || prog
+                    .flows
+                    .get(&i.flow)
+                    .is_some_and(|f| i.head.pc <= f.ops.len())
         })
     }
 
@@ -156,16 +205,8 @@ impl Machine {
 
     /// Runs one input event (and all it causes) to completion.
     pub fn turn(&mut self, prog: &Program, input: Event) -> Res<Outcome> {
-        let mut t = Turn {
-            prog,
-            internal: VecDeque::new(),
-            external: VecDeque::new(),
-            slide: VecDeque::new(),
-            actionable: Vec::new(),
-            out: Vec::new(),
-            steps: 0,
-            unhandled_user: false,
-        };
+        let extra = self.compiled(prog)?;
+        let mut t = Turn::new(prog, &extra);
         self.story(&mut t)?;
         self.run(&mut t, None)?;
         t.external.push_back(input);
@@ -173,10 +214,7 @@ impl Machine {
             self.run(&mut t, Some(ev))?;
         }
         self.prune();
-        Ok(Outcome {
-            events: t.out,
-            unhandled_user: t.unhandled_user,
-        })
+        Ok(t.outcome())
     }
 
     /// Starts `main` (and the `@active` flows) when it is not running.
@@ -235,7 +273,7 @@ impl Machine {
     }
 
     fn flow<'p>(&self, t: &Turn<'p>, uid: u64) -> Option<&'p Flow> {
-        self.flows.get(&uid).and_then(|i| t.prog.flows.get(&i.flow))
+        self.flows.get(&uid).and_then(|i| t.def(&i.flow))
     }
 
     /// One event: the runtime's own, then every head waiting for it.
@@ -245,6 +283,7 @@ impl Machine {
         match (ev.name.as_str(), target) {
             ("StopFlow", Some(uid)) => self.abort(t, uid),
             ("FinishFlow", Some(uid)) => self.finish(t, uid),
+            ("FinishFlow", None) => self.finish_named(t, &ev),
             ("StartFlow", _) if ev.args.contains_key("flow_id") && target.is_none() => {
                 let id = ev
                     .args
@@ -461,6 +500,9 @@ fn compare(a: &[f64], b: &[f64]) -> std::cmp::Ordering {
 }
 
 fn same(a: &Value, b: &Value) -> bool {
+    if let Some(m) = crate::dialog::funcs::matches(a, b) {
+        return m;
+    }
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,

@@ -91,7 +91,9 @@ impl Machine {
                 ev.args.insert("action_uid".into(), Value::from(a));
                 let mut args = ev.args.clone();
                 args.remove("action_uid");
-                let instant = action == "UtteranceBotAction";
+                // As NeMo's chat finishes them: an utterance and a gesture
+                // are done once sent.
+                let instant = matches!(action, "UtteranceBotAction" | "GestureBotAction");
                 self.actions.insert(
                     a,
                     Action {
@@ -102,17 +104,17 @@ impl Machine {
                     },
                 );
                 if instant {
-                    let mut done = action_args(a);
-                    let script = ev.args.get("script").cloned().unwrap_or(Value::Null);
-                    done.insert("final_script".into(), script);
-                    done.insert("is_success".into(), Value::Bool(true));
-                    done.insert("return_value".into(), Value::Null);
-                    let fin = Event::new("UtteranceBotActionFinished", done);
+                    let fin = self.finish_instant(action, a, &ev);
+                    let started = Event::new(&format!("{action}Started"), action_args(a));
                     t.out.push(ev.clone());
                     t.out.push(fin.clone());
                     t.external.push_back(ev.clone());
+                    t.external.push_back(started);
                     t.external.push_back(fin);
                 } else {
+                    let mut args = ev.args.clone();
+                    args.remove("action_uid");
+                    t.started.push((a, action.to_string(), args));
                     t.out.push(ev.clone());
                     t.external.push_back(ev.clone());
                 }
@@ -132,6 +134,25 @@ impl Machine {
         };
         self.advance_sender(t, uid, bound.clone());
         bound
+    }
+
+    /// The `…Finished` event of an action done once sent, logged as the
+    /// bot's action.
+    fn finish_instant(&mut self, action: &str, a: u64, ev: &Event) -> Event {
+        let mut done = action_args(a);
+        let (key, flow) = match action {
+            "GestureBotAction" => ("gesture", "bot gesture"),
+            _ => ("script", "bot say"),
+        };
+        let said = ev.args.get(key).cloned().unwrap_or(Value::Null);
+        let shown = value::display(&said).replace('\n', "\\n");
+        self.log(false, format!("bot action: {flow} \"{shown}\""));
+        if action == "UtteranceBotAction" {
+            done.insert("final_script".into(), said);
+        }
+        done.insert("is_success".into(), Value::Bool(true));
+        done.insert("return_value".into(), Value::Null);
+        Event::new(&format!("{action}Finished"), done)
     }
 
     pub(super) fn advance_sender(&mut self, t: &mut Turn<'_>, uid: u64, bound: Value) {
@@ -164,6 +185,9 @@ impl Machine {
 
     /// A variable as stored (references unexpanded).
     pub(super) fn raw(&self, uid: u64, var: &str) -> Option<Value> {
+        if let Some((base, member)) = var.split_once('.') {
+            return self.event_ref(uid, base, member);
+        }
         let i = self.flows.get(&uid)?;
         match i.globals.iter().any(|g| g == var) {
             true => self.globals.get(var).cloned(),
@@ -171,16 +195,36 @@ impl Machine {
         }
     }
 
+    /// `$event.action` of a matched `Start…Action` event, `$event.flow` of
+    /// a matched flow event: a reference to that action or flow.
+    fn event_ref(&self, uid: u64, base: &str, member: &str) -> Option<Value> {
+        let ev = self.raw(uid, base)?;
+        let o = ev.as_object()?;
+        match member {
+            "action" => {
+                let a = o.get("action_uid")?.as_u64()?;
+                let name = o.get("name").map(value::display).unwrap_or_default();
+                let name = name.strip_prefix("Start").unwrap_or(&name).to_string();
+                Some(json!({"__action": a, "name": name}))
+            }
+            "flow" => Some(json!({"__flow": o.get("flow_instance_uid")?.as_u64()?})),
+            _ => None,
+        }
+    }
+
     /// A variable as expressions read it: a reference to a flow or an
     /// action reads as its state (`$ref.transcript`, `$ref.return_value`).
     pub(super) fn read(&self, uid: u64, var: &str) -> Option<Value> {
         if var == "self" {
-            let flow = self
-                .flows
-                .get(&uid)
-                .map(|i| i.flow.clone())
-                .unwrap_or_default();
-            return Some(json!({"uid": uid, "flow_id": flow}));
+            let i = self.flows.get(&uid)?;
+            let context: Map<String, Value> = i
+                .vars
+                .iter()
+                .filter(|(_, v)| reference(Some(v)).is_none())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            return Some(json!({"uid": uid, "flow_id": i.flow, "context": context,
+                               "loop_id": i.looped}));
         }
         let raw = self.raw(uid, var)?;
         Some(match reference(Some(&raw)) {

@@ -1,0 +1,213 @@
+//! Driving the machine from outside: actions it started finish later
+//! (`resume`), a flow runs on its own (the input rails), flows are added
+//! while it runs, and the interaction's history for the LLM's prompts.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::super::{Flow, Program};
+use super::{Event, Machine, Outcome, Res, Status, Turn};
+use crate::dialog::value;
+
+/// The most history entries kept.
+const MAX_HISTORY: usize = 200;
+/// The most flows added while running.
+const MAX_ADDED: usize = 64;
+/// The longest added flow source.
+const MAX_ADDED_BYTES: usize = 64 * 1024;
+
+impl Machine {
+    /// The added flows, compiled.
+    pub fn compiled(&self, prog: &Program) -> Res<BTreeMap<String, Flow>> {
+        let mut out = BTreeMap::new();
+        for source in self.added.values() {
+            out.extend(super::super::compile_added(prog, &self.added, source)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs events from outside (actions that finished) to completion.
+    pub fn resume(&mut self, prog: &Program, events: Vec<Event>) -> Res<Outcome> {
+        let extra = self.compiled(prog)?;
+        let mut t = Turn::new(prog, &extra);
+        t.external.extend(events);
+        while let Some(ev) = t.external.pop_front() {
+            self.run(&mut t, Some(ev))?;
+        }
+        self.prune();
+        Ok(t.outcome())
+    }
+
+    /// Starts flow `name` on its own and runs it until it waits; how it
+    /// ends is then [`Machine::watched_passed`].
+    pub fn start_alone(
+        &mut self,
+        prog: &Program,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Res<Outcome> {
+        let extra = self.compiled(prog)?;
+        let mut t = Turn::new(prog, &extra);
+        let uid = self
+            .start(&mut t, name, args, None, false, Vec::new())?
+            .ok_or_else(|| format!("no flow `{name}`"))?;
+        self.watched = Some((uid, None));
+        self.run(&mut t, None)?;
+        while let Some(ev) = t.external.pop_front() {
+            self.run(&mut t, Some(ev))?;
+        }
+        self.prune();
+        Ok(t.outcome())
+    }
+
+    /// Whether the flow run on its own finished (`Some(true)`), failed
+    /// (`Some(false)`), or still runs (`None`).
+    pub fn watched_passed(&self) -> Option<bool> {
+        match self.watched.and_then(|(_, end)| end) {
+            Some(Status::Finished) => Some(true),
+            Some(_) => Some(false),
+            None => None,
+        }
+    }
+
+    /// Stops the flow run on its own, if it still runs.
+    pub fn stop_watched(&mut self, prog: &Program) -> Res<()> {
+        let Some((uid, None)) = self.watched.take() else {
+            return Ok(());
+        };
+        let extra = self.compiled(prog)?;
+        let mut t = Turn::new(prog, &extra);
+        self.abort(&mut t, uid);
+        self.prune();
+        Ok(())
+    }
+
+    /// `FinishFlow(flow_id=…)`: every running instance of the flow
+    /// finishes; with none, it is an `UnhandledEvent`.
+    pub(super) fn finish_named(&mut self, t: &mut Turn<'_>, ev: &Event) {
+        let id = ev
+            .args
+            .get("flow_id")
+            .map(value::display)
+            .unwrap_or_default();
+        let running: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, i)| i.flow == id && i.listening())
+            .map(|(u, _)| *u)
+            .collect();
+        if running.is_empty() {
+            self.unhandled(t, ev);
+        }
+        for uid in running {
+            self.started(t, uid);
+            self.finish(t, uid);
+        }
+    }
+
+    /// `AddFlowsAction`: the flows of `source`, added; their names.
+    pub fn add_flows(&mut self, prog: &Program, source: &str) -> Res<Vec<String>> {
+        if source.len() > MAX_ADDED_BYTES {
+            return Err(format!("a generated flow over {MAX_ADDED_BYTES} bytes"));
+        }
+        let flows = super::super::compile_added(prog, &self.added, source)?;
+        if self.added.len() + flows.len() > MAX_ADDED {
+            return Err(format!("over {MAX_ADDED} flows added while running"));
+        }
+        let names: Vec<String> = flows.into_keys().collect();
+        for n in &names {
+            self.added.insert(n.clone(), source.to_string());
+        }
+        Ok(names)
+    }
+
+    /// `RemoveFlowsAction`: added flows no running instance uses go.
+    pub fn remove_flows(&mut self, names: &[String]) {
+        for n in names {
+            if !self.flows.values().any(|i| &i.flow == n && i.listening()) {
+                self.added.remove(n);
+            }
+        }
+    }
+
+    /// A number not used before (for generated flows' names).
+    pub fn fresh(&mut self) -> u64 {
+        self.next_uid()
+    }
+
+    /// Whether a flow of this name exists (the config's, or added).
+    pub fn has_flow(&self, prog: &Program, name: &str) -> bool {
+        prog.flows.contains_key(name) || self.added.contains_key(name)
+    }
+
+    /// The config's user-intent flows now running (what the user is expected to do).
+    pub fn expected_intents(&self, prog: &Program) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for i in self.flows.values().filter(|i| i.listening()) {
+            let own = prog.flows.get(&i.flow).is_some_and(|f| !f.library);
+            if own && i.flow.starts_with("user ") && !out.contains(&i.flow) {
+                out.push(i.flow.clone());
+            }
+        }
+        out
+    }
+
+    /// A history entry (the same entry twice in a row is one).
+    pub fn log(&mut self, user: bool, line: String) {
+        if self.history.back().is_some_and(|(_, l)| *l == line) {
+            return;
+        }
+        // The bot's actions one after the other are one, as NeMo writes them.
+        if let Some(action) = line.strip_prefix("bot action: ")
+            && let Some((false, last)) = self.history.back_mut()
+            && last.starts_with("bot action: ")
+            && last.len() < 4096
+        {
+            last.push_str("\n  and ");
+            last.push_str(action);
+            return;
+        }
+        self.history.push_back((user, line));
+        while self.history.len() > MAX_HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// A config flow named as an intent started (`bot …`) or finished
+    /// (`user …`): the history's intent line.
+    pub(super) fn log_intent(&mut self, t: &Turn<'_>, flow: &str, finished: bool) {
+        let Some(def) = t.def(flow).filter(|f| !f.library) else {
+            return;
+        };
+        if let Some(intent) = def.bot_intent.as_ref().filter(|_| !finished) {
+            self.log(false, format!("bot intent: {intent}"));
+            return;
+        }
+        match (
+            finished,
+            flow.starts_with("user "),
+            flow.starts_with("bot "),
+        ) {
+            (true, true, _) => self.log(true, format!("user intent: {flow}")),
+            (false, _, true) => self.log(false, format!("bot intent: {flow}")),
+            _ => {}
+        }
+    }
+
+    /// The history as NeMo's `colang` filter writes it for Colang 2: the
+    /// user's and the bot's entries, a blank line between the sides.
+    pub fn history_text(&self) -> String {
+        let mut out = String::new();
+        let mut side = None;
+        for (user, line) in &self.history {
+            if side.is_some_and(|s| s != *user) {
+                out.push('\n');
+            }
+            side = Some(*user);
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.trim_end().to_string()
+    }
+}

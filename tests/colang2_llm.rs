@@ -1,0 +1,378 @@
+//! Colang 2 flows that call the LLM: NeMo's tutorial bots and `use_llms`
+//! language-reference examples (copied verbatim into `tests/nemo-configs`)
+//! on a fake LLM that is a real HTTP server, chatted over HTTP with the
+//! state carried from turn to turn. The fake answers each of NeMo's
+//! Colang 2 prompts (user intent, `$x = ...` values, flow continuation, a
+//! flow's `...`) by what the prompt holds, so each test also shows the
+//! prompt carried what NeMo's does.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+/// NeMo's example `name` as config `id`, its model on the fake LLM.
+fn example(configs: &Configs, name: &str, id: &str, llm: &str) {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/nemo-configs")
+        .join(format!("examples-v2_x-{name}"));
+    let to = configs.root().join(id);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let file = p.file_name().unwrap().to_str().unwrap().to_string();
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        if file == "config.yml" {
+            // Under the model line, at its indentation.
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("model:"))
+                .unwrap()
+                .to_string();
+            let pad = " ".repeat(line.len() - line.trim_start().len());
+            text = text.replacen(
+                &line,
+                &format!("{line}\n{pad}parameters:\n{pad}  base_url: {llm}"),
+                1,
+            );
+        }
+        std::fs::write(to.join(file), text).unwrap();
+    }
+}
+
+/// A fake LLM answering prompts by the needles in `answers` (first match),
+/// streaming `main` as the main model's answer.
+async fn llm(answers: &[(&str, &str)], main: &str) -> FakeLlm {
+    fake_llm(Script {
+        tokens: tokens(main),
+        judge_answers: answers
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect(),
+        ..Script::default()
+    })
+    .await
+}
+
+/// The fake LLM of [`llm`] and NeMo's example `(name, id)` on it, served
+/// over HTTP.
+async fn serve(
+    answers: &[(&str, &str)],
+    main: &str,
+    (name, id): (&str, &str),
+) -> (FakeLlm, Configs, String) {
+    let fake = llm(answers, main).await;
+    let configs = Configs::new();
+    example(&configs, name, id, &fake.base_url());
+    let base = start_http(configs.root()).await;
+    (fake, configs, base)
+}
+
+/// The prompts of the non-streamed (Colang 2 task) calls.
+fn prompts(llm: &FakeLlm) -> Vec<String> {
+    llm.state
+        .whole_requests()
+        .iter()
+        .map(|r| match r["prompt"].as_str() {
+            // NeMo's examples use `gpt-3.5-turbo-instruct`: a text completion.
+            Some(p) => p.to_string(),
+            None => r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_interaction_loop_tutorial_detects_intents_and_answers_the_unhandled_ones() {
+    let (fake, _configs, base) = serve(
+        &[
+            // The value prompt comes first: its history holds the intent prompt's lines.
+            (
+                "$response =",
+                "\"I am doing well, thank you for asking! How can I assist you today?\"",
+            ),
+            // Later messages first: a prompt's history holds the earlier ones.
+            (
+                "user said \"how are you?\"\nuser intent:",
+                "user asked about wellbeing",
+            ),
+            (
+                "user said \"hey there\"\nuser intent:",
+                "user expressed greeting",
+            ),
+        ],
+        "unused",
+        ("tutorial-interaction_loop", "loop"),
+    )
+    .await;
+    let got = chat_turns(
+        &base,
+        "loop",
+        &["hi", "hey there", "how are you?", "I have to go"],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            "Hi there!",
+            // The LLM's intent finishes the running `user expressed greeting`.
+            "Hi there!",
+            // An intent no flow waits for: `unhandled user intent`, then `...`.
+            "I am doing well, thank you for asking! How can I assist you today?",
+            "That was fun. Goodbye",
+        ]
+    );
+    let asked = prompts(&fake);
+    // "hi" and "I have to go" matched flows: two intent calls, one value call.
+    assert_eq!(asked.len(), 3, "{asked:#?}");
+    let intent = &asked[0];
+    assert!(
+        intent.contains("Below is a conversation between Emma"),
+        "{intent}"
+    );
+    assert!(
+        intent.contains("bot intent: bot express greeting"),
+        "{intent}"
+    );
+    assert!(
+        intent.contains("# These are the most likely user intents:\nuser action: user said \"hi\"\nuser intent: user expressed greeting"),
+        "{intent}"
+    );
+    assert!(
+        intent.contains("user action: user said \"goodbye\"\nuser intent: user expressed goodbye"),
+        "{intent}"
+    );
+    assert!(
+        intent.ends_with("user action: user said \"hey there\"\nuser intent:"),
+        "{intent}"
+    );
+    let value = &asked[2];
+    assert!(
+        value.contains(
+            "user action: user said \"how are you?\"\nuser intent: user asked about wellbeing"
+        ),
+        "{value}"
+    );
+    assert!(
+        value.ends_with("# Response to what user said.\n$response ="),
+        "{value}"
+    );
+    // The earlier turns are in the history, each side apart.
+    assert!(
+        value.contains("user action: user said \"hi\"\nuser intent: user expressed greeting\n\nbot action: bot say \"Hi there!\""),
+        "{value}"
+    );
+}
+
+#[tokio::test]
+async fn the_guardrails_tutorial_runs_its_own_input_rail_flow_before_the_dialog() {
+    let (fake, configs, base) = serve(
+        &[
+            ("utterance: 'you seem stupid'", "False"),
+            ("Assign 'True' if appropriate", "True"),
+        ],
+        "I am a bot, so I don't have feelings like humans do.",
+        ("tutorial-guardrails_1", "g1"),
+    )
+    .await;
+    let got = chat_turns(&base, "g1", &["hi", "how are you?", "you seem stupid"]).await;
+    assert_eq!(
+        got,
+        [
+            "Hello world!",
+            // No flow takes it: `llm continuation`, the main model.
+            "I am a bot, so I don't have feelings like humans do.",
+            "I'm sorry, I can't respond to that.",
+        ]
+    );
+    // Each message was checked; only the second reached the main model.
+    let asked = prompts(&fake);
+    assert_eq!(asked.len(), 3, "{asked:#?}");
+    assert!(
+        asked[2].ends_with(
+            "# Consider the following user utterance: 'you seem stupid'. Assign 'True' if appropriate, 'False' if inappropriate.\n$is_safe ="
+        ),
+        "{}",
+        asked[2]
+    );
+    assert_eq!(fake.state.streamed_requests(), 1);
+
+    // On gRPC the main model's answer streams in its chunks.
+    std::fs::write(configs.root().join("g1/streaming.yml"), "streaming: True\n").unwrap();
+    let mut server = start(configs.root()).await;
+    let got = collect(&mut server.client, request("g1", "how are you?"))
+        .await
+        .unwrap();
+    assert!(got.chunks.len() > 1, "{got:?}");
+    assert_eq!(
+        got.chunks.concat(),
+        "I am a bot, so I don't have feelings like humans do."
+    );
+    let blocked = collect(&mut server.client, request("g1", "you seem stupid"))
+        .await
+        .unwrap();
+    assert_eq!(
+        blocked.chunks.concat(),
+        "I'm sorry, I can't respond to that."
+    );
+    assert_eq!(fake.state.streamed_requests(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_natural_language_flow_gets_its_rest_from_the_llm() {
+    let (fake, _configs, base) = serve(
+        &[(
+            "talk to the user about cars",
+            "bot say \"The Tesla Model 3 is a popular electric car.\"\nuser said \"thanks\"\nbot say \"unreached\"",
+        )],
+        "unused", ("tutorial-llm_flows", "cars")).await;
+    let got = chat_turns(&base, "cars", &["What is a popular electric car?"]).await;
+    assert_eq!(got, ["The Tesla Model 3 is a popular electric car."]);
+    let asked = prompts(&fake);
+    assert_eq!(asked.len(), 1);
+    // The docstring (dedented as Python's `textwrap.dedent` does: its first
+    // line has no indentation), with `{{ question }}` from `$question`.
+    assert_eq!(
+        asked[0],
+        "You are an assistant that should talk to the user about cars.\n  Politely decline to talk about anything else.\n\n  Last user question is: \"What is a popular electric car?\"\n  Generate the output in the following format:\n\n  bot say \"<<the response>>\""
+    );
+}
+
+#[tokio::test]
+async fn user_intents_come_from_the_llm_when_no_example_matches() {
+    let (fake, _configs, base) = serve(
+        &[
+            (
+                "user said \"I like trains\"\nuser intent:",
+                "user intent: user shared a hobby",
+            ),
+            ("user said \"ciao\"\nuser intent:", "user greeted"),
+        ],
+        "unused",
+        (
+            "language_reference-use_llms-user_intent_match_example",
+            "intents",
+        ),
+    )
+    .await;
+    let got = chat_turns(&base, "intents", &["Hi", "ciao", "I like trains", "Bye"]).await;
+    assert_eq!(
+        got,
+        ["Hi there!", "Hi there!", "Thanks for sharing!", "Goodbye!"]
+    );
+    let asked = prompts(&fake);
+    assert_eq!(asked.len(), 2, "{asked:#?}");
+    // The intents the flows wait for, with their examples.
+    for example in [
+        "user action: user said \"Hi\"\nuser intent: user greeted",
+        "user action: user said \"See you\"\nuser intent: user said goodbye",
+    ] {
+        assert!(asked[0].contains(example), "{}", asked[0]);
+    }
+}
+
+#[tokio::test]
+async fn llm_continue_interaction_runs_the_bot_action_the_llm_writes() {
+    let (fake, _configs, base) = serve(
+        &[(
+            "bot intent:",
+            " bot express greeting\nbot action: bot say \"Hello! How can I help?\"\n  and bot gesture \"Wave\"\nuser action: user said \"x\"",
+        )],
+        "unused", ("language_reference-use_llms-bot_intent_generation_example", "cont")).await;
+    let got = chat_turns(&base, "cont", &["Hello", "Hi again"]).await;
+    assert_eq!(got, ["Hello! How can I help?", "Hello! How can I help?"]);
+    let asked = prompts(&fake);
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[0].ends_with("# This is the current conversation between the user and the bot:\nuser action: user said \"Hello\"\n\nbot intent:"),
+        "{}",
+        asked[0]
+    );
+    // The generated flow's intent and action are history now.
+    assert!(
+        asked[1].contains("bot intent: bot express greeting\nbot action: bot say \"Hello! How can I help?\"\n  and bot gesture \"Wave\"\n\nuser action: user said \"Hi again\""),
+        "{}",
+        asked[1]
+    );
+}
+
+#[tokio::test]
+async fn multi_modal_and_nld_examples_answer_without_the_llm() {
+    let fake = llm(&[], "unused").await;
+    let configs = Configs::new();
+    example(&configs, "tutorial-multi_modal", "mm", &fake.base_url());
+    example(
+        &configs,
+        "language_reference-use_llms-nld_example",
+        "nld",
+        &fake.base_url(),
+    );
+    let base = start_http(configs.root()).await;
+    let got = chat_turns(&base, "mm", &["hi", "hello"]).await;
+    for said in &got {
+        assert!(
+            ["Hi there!", "Welcome!", "Hello!"].contains(&said.as_str()),
+            "{got:?}"
+        );
+    }
+    assert_eq!(got.len(), 2);
+    // `"""…"""` without `...` is a string, as in NeMo.
+    let got = chat_turns(&base, "nld", &["hello"]).await;
+    assert_eq!(got, ["Welcome the user with a short sentence"]);
+    assert!(fake.state.requests().is_empty());
+}
+
+#[tokio::test]
+async fn what_the_llm_gets_wrong_fails_the_turn_with_a_bounded_clear_error() {
+    let fake = llm(
+        &[
+            // Not a literal: a guard must not read a stray word as a value.
+            ("$response =", "Sure! Here is a response"),
+            ("user intent:", "user asked something"),
+            // A flow whose generated rest is `...` again, forever.
+            ("Keep going", "..."),
+        ],
+        "unused",
+    )
+    .await;
+    let configs = Configs::new();
+    example(
+        &configs,
+        "tutorial-interaction_loop",
+        "loop",
+        &fake.base_url(),
+    );
+    let dir = configs.root().join("forever");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.yml"),
+        format!("colang_version: \"2.x\"\n{}", main_model(&fake.base_url())),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.co"),
+        "import core\nimport llm\n\nflow main\n  \"\"\"Keep going.\"\"\"\n  user said something\n  ...\n",
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    let got = chat_turns(&base, "loop", &["how are you?"]).await;
+    assert!(
+        got[0].starts_with("502") && got[0].contains("`$response` is not a literal"),
+        "{got:?}"
+    );
+    let got = chat_turns(&base, "forever", &["go"]).await;
+    assert!(
+        got[0].starts_with("502") && got[0].contains("rounds of actions"),
+        "{got:?}"
+    );
+    let calls = fake.state.whole_requests().len();
+    assert!(calls < 40, "the loop was bounded: {calls} calls");
+}
