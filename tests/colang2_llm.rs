@@ -376,3 +376,57 @@ async fn what_the_llm_gets_wrong_fails_the_turn_with_a_bounded_clear_error() {
     let calls = fake.state.whole_requests().len();
     assert!(calls < 40, "the loop was bounded: {calls} calls");
 }
+
+/// streamguard's Colang 2 custom-action config on the actions server at `url`.
+async fn greet_visitor(url: &str) -> Vec<String> {
+    let configs = Configs::new();
+    let dir = configs.root().join("visit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let from =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/colang-configs/custom_action_v2");
+    for f in ["main.co", "actions.py"] {
+        std::fs::copy(from.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("config.yml"),
+        format!("colang_version: \"2.x\"\nactions_server_url: {url}\n"),
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    chat_turns(&base, "visit", &["Ada"]).await
+}
+
+#[tokio::test]
+async fn a_configs_own_action_runs_on_the_actions_server_with_the_globals_as_context() {
+    let (url, seen) = json_service("/v1/actions/run", |b| {
+        let name = b["action_parameters"]["name"].as_str().unwrap_or_default();
+        let visits = &b["action_parameters"]["context"]["visits"];
+        serde_json::json!({"status": "success", "result": format!("Welcome, {name}! Visit number {visits}.")})
+    })
+    .await;
+    assert_eq!(greet_visitor(&url).await, ["Welcome, Ada! Visit number 3."]);
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0]["action_name"], "GreetVisitorAction");
+    assert_eq!(asked[0]["action_parameters"]["context"]["visits"], 3);
+    // CI runs the same config on NeMo's real actions server (.ci/run).
+    if let Ok(real) = std::env::var("STREAMGUARD_TEST_ACTIONS_SERVER") {
+        assert_eq!(
+            greet_visitor(&real).await,
+            ["Welcome, Ada! Visit number 3."]
+        );
+    }
+    // Without an actions server the config is refused, naming the line.
+    let configs = Configs::new();
+    let dir = configs.root().join("visit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yml"), "colang_version: \"2.x\"\n").unwrap();
+    let from =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/colang-configs/custom_action_v2");
+    std::fs::copy(from.join("main.co"), dir.join("main.co")).unwrap();
+    let e = streamguard::Guardrails::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("main.co: `line 7`: `GreetVisitorAction` is not an action streamguard runs"),
+        "{e}"
+    );
+}

@@ -150,9 +150,22 @@ fn answerer(
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Answerer>, ConfigError> {
     // Colang 2's interaction language answers in front of the main model.
-    if let Some(flows) = dialog::colang2::Interaction::load(config)? {
+    let server = config
+        .actions_server_url()
+        .or(settings.actions_server.as_ref());
+    if let Some(flows) = dialog::colang2::Interaction::load(config, server.is_some())? {
+        let actions: Arc<dyn dialog::Actions> = match server {
+            Some(url) => Arc::new(
+                rails::ActionsServer::connect(url, config.action_files()).map_err(|e| {
+                    ConfigError::invalid(config.main_file(), "actions_server_url", e)
+                })?,
+            ),
+            None => Arc::new(dialog::NoActions),
+        };
         return Ok(Arc::new(dialog::colang2::InteractionRuntime::new(
-            flows, config, main,
+            flows,
+            config,
+            (main, actions),
         )?));
     }
     let sources = rails::Sources {

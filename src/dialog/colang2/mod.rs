@@ -67,7 +67,10 @@ struct Def<'a> {
 impl Interaction {
     /// Reads the config's flows (over streamguard's core library), or says
     /// which construct it does not run.
-    pub fn load(config: &Config) -> Result<Option<Interaction>, ConfigError> {
+    /// With `actions_server`, actions of the config's own (`await
+    /// CustomAction(…)`) run on NeMo's actions server; without, a flow that
+    /// starts one is refused.
+    pub fn load(config: &Config, actions_server: bool) -> Result<Option<Interaction>, ConfigError> {
         let Some(sources) = config.colang_2_interaction() else {
             return Ok(None);
         };
@@ -107,7 +110,26 @@ impl Interaction {
                 continue;
             }
             let library = d.file == library.path;
-            let (flow, missing) = compile_def(d, &names, library)?;
+            let file = d.file.clone();
+            let Compiled {
+                flow,
+                missing,
+                actions,
+            } = compile_def(d, &names, library)?;
+            if let Some((line, action)) = actions
+                .iter()
+                .find(|(_, a)| !actions_server && is_custom(a))
+            {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("line {line}"),
+                    format!(
+                        "`{action}` is not an action streamguard runs: a config's own actions run on \
+                         NeMo's actions server (`actions_server_url` in config.yml, or `serve \
+                         --actions-server-url`)"
+                    ),
+                ));
+            }
             if let Some(m) = missing {
                 unknown.insert(name.clone(), m);
             }
@@ -126,12 +148,20 @@ impl Interaction {
 /// A flow started that no config defines: the file and line, and its name.
 type Missing = (PathBuf, usize, String);
 
-/// One flow compiled, and the first flow it starts that is not defined.
+/// One flow compiled, the first flow it starts that is not defined, and
+/// the actions it starts (with their lines).
+struct Compiled {
+    flow: Flow,
+    missing: Option<Missing>,
+    actions: Vec<(usize, String)>,
+}
+
+/// Compiles one flow.
 fn compile_def(
     d: Def<'_>,
     names: &BTreeSet<String>,
     library: bool,
-) -> Result<(Flow, Option<Missing>), ConfigError> {
+) -> Result<Compiled, ConfigError> {
     let mut c = Compiler::new(names);
     c.body(&d.file, &d.def.body)?;
     let missing = c
@@ -154,7 +184,20 @@ fn compile_def(
         doc,
         bot_intent,
     };
-    Ok((flow, missing))
+    Ok(Compiled {
+        flow,
+        missing,
+        actions: c.actions,
+    })
+}
+
+/// An action neither UMIM's (an event to the avatar) nor one of NeMo's
+/// system actions streamguard runs: the config's own.
+pub(super) fn is_custom(action: &str) -> bool {
+    let umim = ["BotAction", "UserAction", "SceneAction"]
+        .iter()
+        .any(|k| action.ends_with(k));
+    !umim && !tasks::SYSTEM.contains(&action)
 }
 
 /// `@meta(bot_intent="bot greet")` (or `=True`: the flow's own name).
@@ -204,8 +247,8 @@ pub(super) fn compile_added(
     let mut out = BTreeMap::new();
     for d in defs {
         let name = d.sig.name.clone();
-        let (flow, _) = compile_def(d, &names, false).map_err(shown)?;
-        out.insert(name, flow);
+        let compiled = compile_def(d, &names, false).map_err(shown)?;
+        out.insert(name, compiled.flow);
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ use super::{
     tasks::{Call, Tasks},
 };
 use crate::{
+    dialog::Actions,
     engine::answer::{AnswerRequest, Answerer, DialogTurn, Piece, PieceStream},
     llm::{LlmError, Provider, Role},
 };
@@ -130,18 +131,20 @@ pub struct InteractionRuntime {
     dialog: Arc<Interaction>,
     tasks: Arc<Tasks>,
     llm: Arc<dyn Provider>,
+    actions: Arc<dyn Actions>,
 }
 
 impl InteractionRuntime {
     pub fn new(
         dialog: Interaction,
         config: &crate::config::Config,
-        llm: Arc<dyn Provider>,
+        (llm, actions): (Arc<dyn Provider>, Arc<dyn Actions>),
     ) -> Result<Self, crate::config::ConfigError> {
         Ok(InteractionRuntime {
             dialog: Arc::new(dialog),
             tasks: Arc::new(Tasks::new(config)?),
             llm,
+            actions,
         })
     }
 
@@ -185,6 +188,7 @@ impl Answerer for InteractionRuntime {
                 let call = Call {
                     prog: &this.dialog.program,
                     llm: &this.llm,
+                    actions: &this.actions,
                     request: &request,
                     message,
                 };

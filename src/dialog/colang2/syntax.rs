@@ -287,6 +287,13 @@ fn spec(text: &str, is_flow: &dyn Fn(&str) -> bool) -> Result<Spec, String> {
     Ok(Spec { target, args, bind })
 }
 
+/// A bare word (no `$`, quote, number or keyword literal).
+fn is_word(s: &str) -> bool {
+    is_name(s)
+        && s.starts_with(|c: char| c.is_alphabetic() || c == '_')
+        && !matches!(s, "True" | "False" | "None")
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
@@ -400,6 +407,9 @@ fn flow(body: &str, is_flow: &dyn Fn(&str) -> bool) -> Result<(Target, Args), St
     let named = (1..=words)
         .rev()
         .find(|n| is_flow(&tokens[..*n].join(" ")))
+        // A bare word after a known flow's name is no argument: the words
+        // name another flow, as NeMo reads `user said number`.
+        .filter(|n| tokens.get(*n).is_none_or(|t| !is_word(t)))
         .unwrap_or(words);
     if named == 0 {
         return Err(format!("`{body}`: not a flow, an event or an action"));

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{Config, ConfigError},
-    dialog::{expr, stream::complete},
+    dialog::{Actions, expr, stream::complete},
     engine::answer::AnswerRequest,
     llm::{CallParams, ChatMessage, ChatRequest, LlmError, Provider},
     rails::template::{self, TemplateBudget},
@@ -30,6 +30,20 @@ const USER_INTENT_TASK: &str = "generate_user_intent_from_user_action";
 const VALUE_TASK: &str = "generate_value_from_instruction";
 const CONTINUATION_TASK: &str = "generate_flow_continuation";
 const NLD_TASK: &str = "generate_flow_continuation_from_flow_nld";
+
+/// The system actions [`Tasks::run`] runs.
+pub(super) const SYSTEM: &[&str] = &[
+    "GenerateValueAction",
+    "GenerateUserIntentAction",
+    "GenerateFlowContinuationAction",
+    "GenerateFlowAction",
+    "AddFlowsAction",
+    "RemoveFlowsAction",
+    "CheckValidFlowExistsAction",
+    "CheckFlowDefinedAction",
+    "GetLastUserMessageAction",
+    "CreateFlowAction",
+];
 
 /// The longest value, intent or generated flow read from the LLM.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -124,6 +138,8 @@ impl Tasks {
 pub(super) struct Call<'a> {
     pub prog: &'a Program,
     pub llm: &'a Arc<dyn Provider>,
+    /// Where the config's own actions run (NeMo's actions server).
+    pub actions: &'a Arc<dyn Actions>,
     pub request: &'a AnswerRequest,
     pub message: &'a str,
 }
@@ -185,6 +201,12 @@ impl Tasks {
                 let decorators = text("decorators");
                 let body = format!("{decorators}\nflow {flow}\n  {}", text("body"));
                 json!({"name": flow, "parameters": [], "body": body.trim_start()})
+            }
+            n if super::is_custom(n) => {
+                // NeMo's actions get the context (its global variables).
+                let vars = m.globals().clone();
+                let ran = c.actions.run(name, args.clone(), &vars).await;
+                ran.map_err(|e| LlmError::Api(format!("the action `{name}`: {e}")))?
             }
             _ => return Ok(None),
         }))

@@ -136,6 +136,8 @@ pub(super) struct Compiler<'d> {
     loops: Vec<(usize, Vec<usize>)>,
     /// The group being started starts its flows one after the other.
     sequential: bool,
+    /// The actions the flow starts, with their lines.
+    pub actions: Vec<(usize, String)>,
 }
 
 type Err<'e> = &'e dyn Fn(String) -> ConfigError;
@@ -150,6 +152,7 @@ impl<'d> Compiler<'d> {
             unknown: Vec::new(),
             loops: Vec::new(),
             sequential: false,
+            actions: Vec::new(),
         }
     }
 

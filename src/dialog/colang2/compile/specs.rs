@@ -127,6 +127,7 @@ impl Compiler<'_> {
                 }
             }
             Target::Named { name, member: None } if name.ends_with("Action") && !activated => {
+                self.actions.push((self.line, name.clone()));
                 self.ops.push(Op::Send {
                     name: format!("Start{name}"),
                     args: named_args(s, err)?,

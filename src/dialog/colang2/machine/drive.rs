@@ -131,6 +131,11 @@ impl Machine {
         }
     }
 
+    /// The global variables (what actions get as `context`).
+    pub fn globals(&self) -> &crate::dialog::Vars {
+        &self.globals
+    }
+
     /// A number not used before (for generated flows' names).
     pub fn fresh(&mut self) -> u64 {
         self.next_uid()
