@@ -251,10 +251,9 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
             .unwrap_or_default()
     };
     let main = "import core\nimport llm\n\nflow main\n  activate llm continuation\n";
-    let e = case("import core\n\nflow main\n  $info = flows_info($self.uid)\n");
+    let e = case("import core\n\nflow main\n  $kind = type($self)\n");
     assert!(
-        e.contains("main.co: `line 4`: `$info = flows_info($self.uid)`")
-            && e.contains("unknown name `flows_info`"),
+        e.contains("main.co: `line 4`: `$kind = type($self)`") && e.contains("unknown name `type`"),
         "{e}"
     );
     let e = case("import core\n\nflow main\n  activate tracking visual choice selection state\n");
@@ -263,12 +262,13 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
         "{e}"
     );
     // A rail flow of its own runs in the interaction runtime: what it
-    // calls must exist.
-    let e = case(&format!(
-        "{main}\nflow input rails $input_text\n  $ok = await check $input_text\n  if not $ok\n    bot say \"No.\"\n    abort\n"
-    ));
+    // calls must exist (without `llm continuation`, which would have the LLM
+    // write it).
+    let e = case(
+        "import core\n\nflow main\n  user said something\n\nflow input rails $input_text\n  $ok = await check $input_text\n  if not $ok\n    bot say \"No.\"\n    abort\n",
+    );
     assert!(
-        e.contains("`line 8`") && e.contains("no `flow check`"),
+        e.contains("`line 7`") && e.contains("no `flow check`"),
         "{e}"
     );
     let e = case(&format!(

@@ -160,6 +160,21 @@ async fn return_values_parameters_and_break_run_as_written() {
 }
 
 #[tokio::test]
+async fn event_arguments_match_as_nemo_compares_containers_and_patterns() {
+    // NeMo's rules: a dictionary's items, a set's items in any order, a
+    // list as a prefix, `regex()` searched in the text.
+    let co = "import core\n\nflow main\n  activate sender\n  activate too strict\n\
+              \x20 match Ev(param={\"a\": 1}, tags={\"x\", \"y\"}, path=[\"a\"], name=regex(\"^Ad\"))\n\
+              \x20 $info = flows_info($self.uid)\n  bot say \"matched in {$info.flow_id} ({$info.status})\"\n\n\
+              flow sender\n  $text = await user said something\n\
+              \x20 send Ev(param={\"b\": 2, \"a\": 1}, tags={\"y\", \"z\", \"x\"}, path=[\"a\", \"b\"], name=$text)\n\n\
+              flow too strict\n  match Ev(param={\"a\": 2}) or Ev(path=[\"b\"]) or Ev(tags={\"q\"})\n  bot say \"wrong\"\n";
+    assert_eq!(chat(co, &["Ada"]).await, ["matched in main (started)"]);
+    // The name does not match `^Ad`: nothing answers.
+    assert_eq!(chat(co, &["Bob"]).await, [""]);
+}
+
+#[tokio::test]
 async fn a_flow_that_awaits_itself_is_stopped_by_the_budget_not_the_stack() {
     let out = chat(
         "flow main\n  await again\n\nflow again\n  await again\n",

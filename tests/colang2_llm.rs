@@ -17,12 +17,21 @@ use common::*;
 fn example(configs: &Configs, name: &str, id: &str, llm: &str) {
     let from = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/nemo-configs")
-        .join(format!("examples-v2_x-{name}"));
-    let to = configs.root().join(id);
-    std::fs::create_dir_all(&to).unwrap();
+        .join(format!("examples-{name}"));
+    copy_dir(&from, &configs.root().join(id), llm);
+}
+
+/// Copies `from` to `to` (sub-directories too), the model of `config.yml`
+/// on the fake LLM.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path, llm: &str) {
+    std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
         let file = p.file_name().unwrap().to_str().unwrap().to_string();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&file), llm);
+            continue;
+        }
         let mut text = std::fs::read_to_string(&p).unwrap();
         if file == "config.yml" {
             // Under the model line, at its indentation.
@@ -109,7 +118,7 @@ async fn the_interaction_loop_tutorial_detects_intents_and_answers_the_unhandled
             ),
         ],
         "unused",
-        ("tutorial-interaction_loop", "loop"),
+        ("v2_x-tutorial-interaction_loop", "loop"),
     )
     .await;
     let got = chat_turns(
@@ -177,9 +186,14 @@ async fn the_guardrails_tutorial_runs_its_own_input_rail_flow_before_the_dialog(
         &[
             ("utterance: 'you seem stupid'", "False"),
             ("Assign 'True' if appropriate", "True"),
+            // `llm continuation` asks for the intent: `greeting` waits for one.
+            (
+                "user said \"how are you?\"\nuser intent:",
+                "user asked about wellbeing",
+            ),
         ],
         "I am a bot, so I don't have feelings like humans do.",
-        ("tutorial-guardrails_1", "g1"),
+        ("v2_x-tutorial-guardrails_1", "g1"),
     )
     .await;
     let got = chat_turns(&base, "g1", &["hi", "how are you?", "you seem stupid"]).await;
@@ -192,15 +206,17 @@ async fn the_guardrails_tutorial_runs_its_own_input_rail_flow_before_the_dialog(
             "I'm sorry, I can't respond to that.",
         ]
     );
-    // Each message was checked; only the second reached the main model.
+    // Each message was checked, the second's intent asked for; only the
+    // second reached the main model.
     let asked = prompts(&fake);
-    assert_eq!(asked.len(), 3, "{asked:#?}");
+    assert_eq!(asked.len(), 4, "{asked:#?}");
+    assert!(asked[2].ends_with("user action: user said \"how are you?\"\nuser intent:"));
     assert!(
-        asked[2].ends_with(
+        asked[3].ends_with(
             "# Consider the following user utterance: 'you seem stupid'. Assign 'True' if appropriate, 'False' if inappropriate.\n$is_safe ="
         ),
         "{}",
-        asked[2]
+        asked[3]
     );
     assert_eq!(fake.state.streamed_requests(), 1);
 
@@ -233,7 +249,7 @@ async fn a_natural_language_flow_gets_its_rest_from_the_llm() {
             "talk to the user about cars",
             "bot say \"The Tesla Model 3 is a popular electric car.\"\nuser said \"thanks\"\nbot say \"unreached\"",
         )],
-        "unused", ("tutorial-llm_flows", "cars")).await;
+        "unused", ("v2_x-tutorial-llm_flows", "cars")).await;
     let got = chat_turns(&base, "cars", &["What is a popular electric car?"]).await;
     assert_eq!(got, ["The Tesla Model 3 is a popular electric car."]);
     let asked = prompts(&fake);
@@ -258,7 +274,7 @@ async fn user_intents_come_from_the_llm_when_no_example_matches() {
         ],
         "unused",
         (
-            "language_reference-use_llms-user_intent_match_example",
+            "v2_x-language_reference-use_llms-user_intent_match_example",
             "intents",
         ),
     )
@@ -286,7 +302,7 @@ async fn llm_continue_interaction_runs_the_bot_action_the_llm_writes() {
             "bot intent:",
             " bot express greeting\nbot action: bot say \"Hello! How can I help?\"\n  and bot gesture \"Wave\"\nuser action: user said \"x\"",
         )],
-        "unused", ("language_reference-use_llms-bot_intent_generation_example", "cont")).await;
+        "unused", ("v2_x-language_reference-use_llms-bot_intent_generation_example", "cont")).await;
     let got = chat_turns(&base, "cont", &["Hello", "Hi again"]).await;
     assert_eq!(got, ["Hello! How can I help?", "Hello! How can I help?"]);
     let asked = prompts(&fake);
@@ -308,10 +324,15 @@ async fn llm_continue_interaction_runs_the_bot_action_the_llm_writes() {
 async fn multi_modal_and_nld_examples_answer_without_the_llm() {
     let fake = llm(&[], "unused").await;
     let configs = Configs::new();
-    example(&configs, "tutorial-multi_modal", "mm", &fake.base_url());
     example(
         &configs,
-        "language_reference-use_llms-nld_example",
+        "v2_x-tutorial-multi_modal",
+        "mm",
+        &fake.base_url(),
+    );
+    example(
+        &configs,
+        "v2_x-language_reference-use_llms-nld_example",
         "nld",
         &fake.base_url(),
     );
@@ -346,7 +367,7 @@ async fn what_the_llm_gets_wrong_fails_the_turn_with_a_bounded_clear_error() {
     let configs = Configs::new();
     example(
         &configs,
-        "tutorial-interaction_loop",
+        "v2_x-tutorial-interaction_loop",
         "loop",
         &fake.base_url(),
     );
@@ -428,5 +449,72 @@ async fn a_configs_own_action_runs_on_the_actions_server_with_the_globals_as_con
     assert!(
         e.contains("main.co: `line 7`: `GreetVisitorAction` is not an action streamguard runs"),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn nemos_abc_v2_bot_refuses_disallowed_topics_with_flows_the_llm_writes() {
+    let (fake, _configs, base) = serve(
+        &[
+            (
+                "Complete the following flow based on its name:\nflow bot refuse to respond about cooking",
+                "  bot say \"I'm sorry, I can't talk about cooking.\"",
+            ),
+            // Later messages first: a prompt's history holds the earlier ones.
+            ("user said \"What is the PTO policy?\"\nuser intent:", "user ask question about benefits"),
+            ("user said \"tell me how to cook\"\nuser intent:", "user ask about cooking"),
+        ],
+        "Eligible employees get two weeks of paid vacation.",
+        ("bots-abc_v2", "abc"),
+    )
+    .await;
+    let got = chat_turns(
+        &base,
+        "abc",
+        &[
+            "How can I cook pasta?",
+            "tell me how to cook",
+            "What is the PTO policy?",
+            "BLOCKME now",
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            // `user ask about cooking` matched; `bot refuse to respond about
+            // cooking` is undefined: the LLM writes it from its name.
+            "I'm sorry, I can't talk about cooking.",
+            // The LLM's intent finishes the waiting `user ask about cooking`.
+            "I'm sorry, I can't talk about cooking.",
+            // An intent no flow waits for: `llm continuation`, with the handbook.
+            "Eligible employees get two weeks of paid vacation.",
+            // `self check input` (its `flow input rails`) refuses.
+            "I'm sorry, I can't respond to that.",
+        ]
+    );
+    let asked = prompts(&fake);
+    let written: Vec<&String> = asked
+        .iter()
+        .filter(|p| p.starts_with("# Example flows:"))
+        .collect();
+    assert_eq!(written.len(), 2, "{asked:#?}");
+    assert!(
+        // The config's flows most like the name are the examples.
+        written[0].contains("\n\nflow bot refuse to respond about terrorism\n  bot say \"")
+            && written[0].ends_with("# Complete the following flow based on its name:\nflow bot refuse to respond about cooking"),
+        "{}",
+        written[0]
+    );
+    // The main model's call carries the knowledge base's chunks.
+    let main = fake
+        .state
+        .requests()
+        .into_iter()
+        .find(|r| r["stream"] == serde_json::json!(true))
+        .unwrap();
+    assert!(
+        main.to_string().contains("This is some relevant context"),
+        "{main}"
     );
 }

@@ -18,6 +18,10 @@ pub enum Expr {
     Lit(Value),
     Var(String),
     List(Vec<Expr>),
+    /// `{"a": 1}` (Colang 2).
+    Dict(Vec<(Expr, Expr)>),
+    /// `{"a", "b"}` (Colang 2): a JSON object `{"__set": [...]}`.
+    Set(Vec<Expr>),
     Attr(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
     Len(Box<Expr>),
@@ -58,8 +62,9 @@ enum Tok {
     Sym(&'static str),
 }
 
-const SYMBOLS: [&str; 18] = [
-    "==", "!=", "<=", ">=", "<", ">", "(", ")", "[", "]", ",", ".", "+", "-", "*", "/", "%", "=",
+const SYMBOLS: [&str; 21] = [
+    "==", "!=", "<=", ">=", "<", ">", "(", ")", "[", "]", "{", "}", ":", ",", ".", "+", "-", "*",
+    "/", "%", "=",
 ];
 
 fn lex(text: &str) -> Result<Vec<Tok>, String> {
@@ -403,7 +408,33 @@ impl Parser {
                 self.at += 1;
                 Expr::List(items)
             }
+            Tok::Sym("{") => self.braces()?,
             Tok::Sym(s) => return Err(format!("unexpected `{s}`")),
+        })
+    }
+
+    /// After `{`: a dictionary (`{"a": 1}`) or a set (`{"a", "b"}`).
+    fn braces(&mut self) -> Result<Expr, String> {
+        let mut pairs = Vec::new();
+        let mut items = Vec::new();
+        while !self.sym_is("}") {
+            let key = self.or()?;
+            if self.sym_is(":") && items.is_empty() {
+                self.at += 1;
+                pairs.push((key, self.or()?));
+            } else if pairs.is_empty() {
+                items.push(key);
+            } else {
+                return Err("a dictionary item without `key: value`".into());
+            }
+            if !self.sym_is("}") {
+                self.expect(",")?;
+            }
+        }
+        self.at += 1;
+        Ok(match items.is_empty() {
+            true => Expr::Dict(pairs),
+            false => Expr::Set(items),
         })
     }
 }

@@ -13,6 +13,8 @@ use super::value::display;
 const MAX_REGEX: usize = 1 << 20;
 /// Where a `regex(…)` value keeps its pattern.
 pub const REGEX_KEY: &str = "__regex";
+/// Where a set literal keeps its items.
+pub const SET_KEY: &str = "__set";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Func {
@@ -26,7 +28,15 @@ pub enum Func {
     IsFloat,
     IsBool,
     IsRegex,
+    /// `pretty_str(x)`: the value as indented JSON.
+    PrettyStr,
+    /// `flows_info(uid)`: what the runtime knows of a flow instance (read
+    /// through the variables as [`FLOWS_INFO`] + the uid).
+    FlowsInfo,
 }
+
+/// The variable name `flows_info(uid)` reads, before the uid.
+pub const FLOWS_INFO: &str = "\u{1}flows_info ";
 
 impl Func {
     pub fn named(name: &str) -> Option<Func> {
@@ -41,6 +51,8 @@ impl Func {
             "is_float" => Func::IsFloat,
             "is_bool" => Func::IsBool,
             "is_regex" => Func::IsRegex,
+            "pretty_str" => Func::PrettyStr,
+            "flows_info" => Func::FlowsInfo,
             _ => return None,
         })
     }
@@ -89,6 +101,9 @@ impl Func {
             Func::IsFloat => Value::Bool(a.is_f64()),
             Func::IsBool => Value::Bool(a.is_boolean()),
             Func::IsRegex => Value::Bool(pattern(a).is_some() && a.is_object()),
+            Func::PrettyStr => Value::String(serde_json::to_string_pretty(a).unwrap_or_default()),
+            // Evaluated with the variables (see `Expr::eval`).
+            Func::FlowsInfo => Value::Null,
         })
     }
 }
@@ -109,9 +124,79 @@ fn compile(p: &str) -> Result<regex::Regex, String> {
         .map_err(|e| format!("the pattern `{p}` does not compile: {e}"))
 }
 
-/// Whether `got` matches `want`: a `regex(…)` value searches the text.
-pub fn matches(got: &Value, want: &Value) -> Option<bool> {
-    let o = want.as_object()?;
-    let p = o.get(REGEX_KEY)?.as_str()?;
-    Some(compile(p).is_ok_and(|r| r.is_match(&display(got))))
+/// Whether an event's argument `got` matches the pattern's `want`, as
+/// NeMo's Colang 2 compares them: a `regex(…)` is searched in the text; a
+/// dictionary's items are all in `got`'s; a set's items are each somewhere
+/// in `got`; a list is a prefix of `got`, item by item; numbers by value.
+pub fn matches(got: &Value, want: &Value) -> bool {
+    match want {
+        Value::Object(o) if o.contains_key(REGEX_KEY) => {
+            let p = o.get(REGEX_KEY).and_then(Value::as_str).unwrap_or_default();
+            compile(p).is_ok_and(|r| r.is_match(&display(got)))
+        }
+        Value::Object(o) if o.contains_key(SET_KEY) => {
+            let wanted = o.get(SET_KEY).and_then(Value::as_array);
+            let got = match got {
+                Value::Object(g) => g.get(SET_KEY).and_then(Value::as_array),
+                Value::Array(g) => Some(g),
+                _ => None,
+            };
+            match (wanted, got) {
+                (Some(w), Some(g)) => w.iter().all(|w| g.iter().any(|g| matches(g, w))),
+                _ => false,
+            }
+        }
+        Value::Object(o) => got.as_object().is_some_and(|g| {
+            o.iter()
+                .all(|(k, w)| g.get(k).is_some_and(|g| matches(g, w)))
+        }),
+        Value::Array(w) => got
+            .as_array()
+            .is_some_and(|g| g.len() >= w.len() && w.iter().zip(g).all(|(w, g)| matches(g, w))),
+        _ => match (got.as_f64(), want.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => got == want,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(items: Value) -> Value {
+        json!({ SET_KEY: items })
+    }
+
+    #[test]
+    fn arguments_match_as_nemo_compares_them() {
+        assert!(matches(&json!({"a": 1, "b": 2}), &json!({"a": 1.0})));
+        assert!(!matches(&json!({"b": 1}), &json!({"a": 1})));
+        assert!(matches(
+            &set(json!(["b", "a", "c"])),
+            &set(json!(["a", "b"]))
+        ));
+        assert!(!matches(&set(json!(["a"])), &set(json!(["a", "b"]))));
+        assert!(matches(&json!(["a", "b", "c"]), &json!(["a", "b"])));
+        assert!(!matches(&json!(["b", "a"]), &json!(["a", "b"])));
+        let re = Func::Regex.call(vec![json!("(?i)test.*")]).unwrap();
+        assert!(matches(&json!("a Test here"), &re));
+        assert!(!matches(&json!("nothing"), &re));
+        assert!(
+            Func::Regex
+                .call(vec![json!("(")])
+                .unwrap_err()
+                .contains("does not compile")
+        );
+        assert_eq!(
+            Func::Search
+                .call(vec![json!("^user "), json!("user said")])
+                .unwrap(),
+            json!(true)
+        );
+        assert_eq!(Func::Int.call(vec![json!(" 42 ")]).unwrap(), json!(42));
+        assert!(Func::Int.call(vec![json!("4x")]).is_err());
+        assert!(Func::Str.call(vec![]).is_err());
+    }
 }

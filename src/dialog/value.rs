@@ -169,6 +169,25 @@ impl Expr {
                     .map(|e| e.eval(var))
                     .collect::<Result<_, _>>()?,
             ),
+            Expr::Dict(pairs) => {
+                let mut o = serde_json::Map::new();
+                for (k, v) in pairs {
+                    o.insert(display(&k.eval(var)?), v.eval(var)?);
+                }
+                Value::Object(o)
+            }
+            Expr::Set(items) => {
+                let mut seen: Vec<Value> = Vec::new();
+                for e in items {
+                    let v = e.eval(var)?;
+                    if !seen.contains(&v) {
+                        seen.push(v);
+                    }
+                }
+                let mut o = serde_json::Map::new();
+                o.insert(super::funcs::SET_KEY.into(), Value::Array(seen));
+                Value::Object(o)
+            }
             Expr::Attr(base, name) => match base.eval(var)? {
                 Value::Object(mut o) => o.remove(name).unwrap_or(Value::Null),
                 Value::Null => return Err(format!("`None` has no attribute `{name}`")),
@@ -181,6 +200,13 @@ impl Expr {
                 Value::Object(o) => Value::from(o.len()),
                 other => return Err(format!("`len` does not apply to {}", kind(&other))),
             },
+            Expr::Call(super::funcs::Func::FlowsInfo, args) => {
+                let uid = match args.first() {
+                    Some(e) => display(&e.eval(var)?),
+                    None => return Err("`flows_info` takes a flow instance uid".into()),
+                };
+                var(&format!("{}{uid}", super::funcs::FLOWS_INFO)).unwrap_or(Value::Null)
+            }
             Expr::Call(f, args) => {
                 let args = args
                     .iter()

@@ -149,25 +149,12 @@ fn answerer(
     settings: &BuildSettings,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Answerer>, ConfigError> {
-    // Colang 2's interaction language answers in front of the main model.
+    // Colang 2's interaction language answers in front of the main model
+    // (with the knowledge base, when it has one).
     let server = config
         .actions_server_url()
         .or(settings.actions_server.as_ref());
-    if let Some(flows) = dialog::colang2::Interaction::load(config, server.is_some())? {
-        let actions: Arc<dyn dialog::Actions> = match server {
-            Some(url) => Arc::new(
-                rails::ActionsServer::connect(url, config.action_files()).map_err(|e| {
-                    ConfigError::invalid(config.main_file(), "actions_server_url", e)
-                })?,
-            ),
-            None => Arc::new(dialog::NoActions),
-        };
-        return Ok(Arc::new(dialog::colang2::InteractionRuntime::new(
-            flows,
-            config,
-            (main, actions),
-        )?));
-    }
+    let interaction = dialog::colang2::Interaction::load(config, server.is_some())?;
     let sources = rails::Sources {
         providers,
         templates: settings.templates,
@@ -187,6 +174,17 @@ fn answerer(
         None => embedder.clone(),
     };
     let kb = crate::kb::KnowledgeBase::load(config, kb_embedder)?;
+    if let Some(flows) = interaction {
+        let answer: Arc<dyn Answerer> = match kb.is_some() || !retrieval.is_empty() {
+            true => Arc::new(super::answer::KbAnswer {
+                model: main.clone(),
+                kb,
+                retrieval,
+            }),
+            false => Arc::new(ModelAnswer(main.clone())),
+        };
+        return interaction_runtime(config, flows, server, (main, answer));
+    }
     Ok(match (dialog, kb) {
         (Some(dialog), kb) => {
             let server = dialog_actions(config, &dialog, settings)?;
@@ -214,6 +212,25 @@ fn answerer(
         }),
         (None, _) => Arc::new(ModelAnswer(main)),
     })
+}
+
+/// The Colang 2 interaction flows, their actions on the actions server at
+/// `server` (if any), with the main model and what answers for it.
+fn interaction_runtime(
+    config: &Config,
+    flows: dialog::colang2::Interaction,
+    server: Option<&reqwest::Url>,
+    (main, answer): (Arc<dyn Provider>, Arc<dyn Answerer>),
+) -> Result<Arc<dyn Answerer>, ConfigError> {
+    let actions: Arc<dyn dialog::Actions> = match server {
+        Some(url) => Arc::new(
+            rails::ActionsServer::connect(url, config.action_files())
+                .map_err(|e| ConfigError::invalid(config.main_file(), "actions_server_url", e))?,
+        ),
+        None => Arc::new(dialog::NoActions),
+    };
+    let runtime = dialog::colang2::InteractionRuntime::new(flows, config, (main, actions, answer))?;
+    Ok(Arc::new(runtime))
 }
 
 /// Where the dialog flows' `execute` runs: the actions server, or nowhere

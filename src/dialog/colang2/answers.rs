@@ -109,6 +109,30 @@ pub(super) fn jinja(v: &Value) -> minijinja::Value {
     }
 }
 
+/// The flow the LLM wrote for `name`, as NeMo completes it: its own
+/// `flow …` head if it wrote one, else its lines as the body.
+pub(super) fn named_flow(name: &str, answer: &str) -> String {
+    let lines: Vec<&str> = answer
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().starts_with("```"))
+        .collect();
+    match lines.first() {
+        Some(head) if head.starts_with("flow ") => lines.join("\n"),
+        _ => {
+            let body: Vec<String> = lines
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| format!("  {}", l.trim_start()))
+                .collect();
+            match body.is_empty() {
+                true => format!("flow {name}\n  pass"),
+                false => format!("flow {name}\n{}", body.join("\n")),
+            }
+        }
+    }
+}
+
 /// A docstring without its common indentation.
 pub(super) fn dedent(doc: &str) -> String {
     let indent = doc

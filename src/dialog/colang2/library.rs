@@ -95,7 +95,31 @@ flow user said something unexpected -> $transcript
   $transcript = $event.final_transcript
 
 flow llm continuation
+  activate _intent of an unexpected utterance
+  activate continuation on undefined flow
   match StreamguardNeverSent() as $event
+
+flow _intent of an unexpected utterance
+  await _user_said_something_unexpected as $user_said
+  $expected = await CheckUserIntentsExpectedAction()
+  if $expected
+    $text = $user_said.event.final_transcript
+    $intent = await GenerateUserIntentAction(user_action='user said "{$text}"', max_example_flows=20)
+    send FinishFlow(flow_id=$intent)
+
+@loop("NEW")
+flow continuation on undefined flow
+  match UnhandledEvent(event="StartFlow") as $event
+  start_new_flow_instance:
+  if search("^user ", $event.flow_id)
+    send FlowStarted(flow_id=$event.flow_id, flow_instance_uid=$event.flow_instance_uid)
+    match FinishFlow(flow_id=$event.flow_id)
+    send FlowFinished(flow_id=$event.flow_id, flow_instance_uid=$event.flow_instance_uid)
+  else
+    $source = await GenerateFlowFromNameAction(name=$event.flow_id)
+    await AddFlowsAction(config=$source)
+    await await_flow_by_name $event.flow_id $event.flow_instance_uid
+    await RemoveFlowsAction(flow_ids=[$event.flow_id])
 
 flow automating intent detection
   match StreamguardNeverSent() as $event
@@ -110,8 +134,8 @@ flow unhandled user intent -> $intent
   match UnhandledEvent(event="FinishFlow", flow_id=regex("^user ")) as $event
   $intent = $event.flow_id
 
-flow await_flow_by_name $flow_name
-  send StartFlow(flow_id=$flow_name)
+flow await_flow_by_name $flow_name $new_flow_instance_uid=None
+  send StartFlow(flow_id=$flow_name, flow_instance_uid=$new_flow_instance_uid)
   when FlowFinished(flow_id=$flow_name)
     return
   or when FlowFailed(flow_id=$flow_name)

@@ -41,6 +41,8 @@ pub(super) struct Flow {
     doc: Option<String>,
     /// `@meta(bot_intent="…")`: the bot intent it logs when it starts.
     bot_intent: Option<String>,
+    /// Its source (without comments), an example for the LLM.
+    source: String,
 }
 
 /// A config's flows.
@@ -100,7 +102,11 @@ impl Interaction {
             ));
         }
         let names: BTreeSet<String> = defs.keys().cloned().collect();
-        let catches = sources.iter().any(|s| s.text.contains("UnhandledEvent"));
+        // An undefined flow is an `UnhandledEvent`: the config catches it, or
+        // `llm continuation` has the LLM write the flow.
+        let catches = sources.iter().any(|s| {
+            s.text.contains("UnhandledEvent") || s.text.contains("activate llm continuation")
+        });
         let mut flows = BTreeMap::new();
         let mut unknown = BTreeMap::new();
         let input_flow = config.colang_2_input_flow();
@@ -175,6 +181,13 @@ fn compile_def(
         .iter()
         .find_map(|dec| meta_bot_intent(dec, &d.sig.name));
     let doc = d.def.doc.map(str::to_string);
+    let mut source = format!("flow {}", d.def.name);
+    if let Some(doc) = &doc {
+        source.push_str(&format!("\n  \"\"\"{doc}\"\"\""));
+    }
+    for l in &d.def.body {
+        source.push_str(&format!("\n{}{}", " ".repeat(l.indent), l.text));
+    }
     let flow = Flow {
         sig: d.sig,
         ops: c.ops,
@@ -183,6 +196,7 @@ fn compile_def(
         library,
         doc,
         bot_intent,
+        source,
     };
     Ok(Compiled {
         flow,

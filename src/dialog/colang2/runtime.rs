@@ -83,7 +83,10 @@ impl Interaction {
         let out = m.turn(&self.program, input).map_err(LlmError::Api)?;
         let out = self.drive(tasks, m, c, out).await?;
         said.extend(utterances(&out.events));
-        let continues = said.is_empty() && out.unhandled_user && m.running(library::CONTINUATION);
+        let continues = said.is_empty()
+            && out.unhandled_user
+            && !out.intent_taken
+            && m.running(library::CONTINUATION);
         Ok(match continues {
             true => Answer::Continue,
             false => Answer::Said(said),
@@ -117,6 +120,7 @@ impl Interaction {
             let next = m.resume(&self.program, finished).map_err(LlmError::Api)?;
             out.events.extend(next.events);
             out.unhandled_user |= next.unhandled_user;
+            out.intent_taken |= next.intent_taken;
             out.started = next.started;
         }
         Err(LlmError::Api(format!(
@@ -132,19 +136,23 @@ pub struct InteractionRuntime {
     tasks: Arc<Tasks>,
     llm: Arc<dyn Provider>,
     actions: Arc<dyn Actions>,
+    /// What answers a message no flow takes (`llm continuation`): the main
+    /// model, with the knowledge base's chunks when there is one.
+    answer: Arc<dyn Answerer>,
 }
 
 impl InteractionRuntime {
     pub fn new(
         dialog: Interaction,
         config: &crate::config::Config,
-        (llm, actions): (Arc<dyn Provider>, Arc<dyn Actions>),
+        (llm, actions, answer): (Arc<dyn Provider>, Arc<dyn Actions>, Arc<dyn Answerer>),
     ) -> Result<Self, crate::config::ConfigError> {
         Ok(InteractionRuntime {
             dialog: Arc::new(dialog),
             tasks: Arc::new(Tasks::new(config)?),
             llm,
             actions,
+            answer,
         })
     }
 
@@ -176,7 +184,7 @@ impl InteractionRuntime {
 
 impl Answerer for InteractionRuntime {
     fn can_stream(&self) -> bool {
-        self.llm.can_stream()
+        self.answer.can_stream()
     }
 
     fn stream(&self, request: AnswerRequest) -> PieceStream {
@@ -207,9 +215,13 @@ impl Answerer for InteractionRuntime {
                     }
                 }
                 Answer::Continue => {
-                    let mut tokens = this.llm.stream(request.chat);
-                    while let Some(delta) = tokens.next().await {
-                        yield Piece::from(delta?);
+                    let mut pieces = this.answer.stream(request);
+                    while let Some(piece) = pieces.next().await {
+                        match piece? {
+                            // The flows' state is the turn's.
+                            Piece::Dialog(_) => {}
+                            other => yield other,
+                        }
                     }
                 }
             }

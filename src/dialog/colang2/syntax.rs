@@ -27,17 +27,22 @@ pub(super) fn tree<'l, 'a>(lines: &'l [Line<'a>]) -> Vec<Stmt<'l, 'a>> {
     let mut i = 0;
     while i < lines.len() {
         let indent = lines[i].indent;
-        let end = lines[i + 1..]
-            .iter()
-            .position(|l| l.indent <= indent)
-            .map_or(lines.len(), |p| i + 1 + p);
+        let block_end = |from: usize| {
+            lines[from..]
+                .iter()
+                .position(|l| l.indent <= indent)
+                .map_or(lines.len(), |p| from + p)
+        };
+        let mut end = block_end(i + 1);
+        // `or …` / `and …` at the statement's own indentation continues it too.
+        while end < lines.len() && lines[end].indent == indent && continuation(lines[end].text) {
+            end = block_end(end + 1);
+        }
         let mut text = lines[i].text.to_string();
         let mut first_child = i + 1;
         while first_child < end {
             let next = lines[first_child].text;
-            let continues = (next.starts_with("or ") && !next.starts_with("or when "))
-                || next.starts_with("and ")
-                || open_parens(&text) > 0;
+            let continues = continuation(next) || open_parens(&text) > 0;
             if !continues {
                 break;
             }
@@ -53,6 +58,11 @@ pub(super) fn tree<'l, 'a>(lines: &'l [Line<'a>]) -> Vec<Stmt<'l, 'a>> {
         i = end;
     }
     out
+}
+
+/// `or …` (not `or when`) or `and …`: the rest of the statement above.
+fn continuation(line: &str) -> bool {
+    (line.starts_with("or ") && !line.starts_with("or when ")) || line.starts_with("and ")
 }
 
 /// How many parentheses of `text` are open at its end (outside quotes).

@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Program,
-    answers::{bot_intent_and_action, continuation_body, dedent, intent_of, jinja, literal},
+    answers::{
+        bot_intent_and_action, continuation_body, dedent, intent_of, jinja, literal, named_flow,
+    },
     compile::Op,
     machine::Machine,
     syntax::V,
@@ -30,6 +32,7 @@ const USER_INTENT_TASK: &str = "generate_user_intent_from_user_action";
 const VALUE_TASK: &str = "generate_value_from_instruction";
 const CONTINUATION_TASK: &str = "generate_flow_continuation";
 const NLD_TASK: &str = "generate_flow_continuation_from_flow_nld";
+const FROM_NAME_TASK: &str = "generate_flow_from_name";
 
 /// The system actions [`Tasks::run`] runs.
 pub(super) const SYSTEM: &[&str] = &[
@@ -43,6 +46,8 @@ pub(super) const SYSTEM: &[&str] = &[
     "CheckFlowDefinedAction",
     "GetLastUserMessageAction",
     "CreateFlowAction",
+    "GenerateFlowFromNameAction",
+    "CheckUserIntentsExpectedAction",
 ];
 
 /// The longest value, intent or generated flow read from the LLM.
@@ -92,6 +97,13 @@ bot intent:"#;
 
 const NLD: &str = "{{ flow_nld }}";
 
+const FROM_NAME: &str = r#"# Example flows:
+{{ examples }}
+
+# Complete the following flow based on its name:
+flow {{ flow_name }}
+"#;
+
 /// The Colang 2 system actions of one config.
 #[derive(Debug)]
 pub(super) struct Tasks {
@@ -113,6 +125,7 @@ impl Tasks {
             (VALUE_TASK, VALUE),
             (CONTINUATION_TASK, CONTINUATION),
             (NLD_TASK, NLD),
+            (FROM_NAME_TASK, FROM_NAME),
         ] {
             crate::dialog::prompts::add_task(&mut env, config, task, default)?;
         }
@@ -195,6 +208,9 @@ impl Tasks {
                 Value::Bool(m.has_flow(c.prog, &text("flow_id")))
             }
             "GetLastUserMessageAction" => Value::String(c.message.to_string()),
+            "GenerateFlowFromNameAction" => self.flow_from_name(c, &text("name")).await?,
+            // streamguard's: whether asking the LLM for the intent can lead anywhere.
+            "CheckUserIntentsExpectedAction" => Value::Bool(m.expects_intents(c.prog)),
             "CreateFlowAction" => {
                 let n = m.fresh();
                 let flow = format!("_dynamic_{n} {}", text("name"));
@@ -335,6 +351,40 @@ impl Tasks {
         let body = format!("flow {name}\n  \"\"\"{doc}\"\"\"\n{body}");
         Ok(json!({"name": name, "parameters": [], "body": body}))
     }
+}
+
+impl Tasks {
+    /// An undefined flow (`bot refuse to respond about cooking`): the LLM
+    /// writes it from its name, with the config's flows as examples.
+    async fn flow_from_name(&self, c: &Call<'_>, name: &str) -> Result<Value, LlmError> {
+        let examples = flow_examples(c.prog, name);
+        let ctx = minijinja::context! { examples => examples, flow_name => name };
+        let prompt = self.render(FROM_NAME_TASK, ctx)?;
+        let answer = self.ask(c, FROM_NAME_TASK, prompt, &["\nflow "]).await?;
+        Ok(Value::String(named_flow(name, &answer)))
+    }
+}
+
+/// Up to five of the config's flows (those with instructions first), the
+/// ones sharing the most words with `name` last, nearest the question.
+fn flow_examples(prog: &Program, name: &str) -> String {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    let mut own: Vec<(usize, bool, &str)> = prog
+        .flows
+        .iter()
+        .filter(|(n, f)| !f.library && n.as_str() != "main" && !n.contains("rails"))
+        .map(|(n, f)| {
+            let shared = n.split_whitespace().filter(|w| words.contains(w)).count();
+            (shared, f.doc.is_some(), f.source.as_str())
+        })
+        .collect();
+    own.sort_by_key(|(shared, doc, _)| (*doc, *shared));
+    let start = own.len().saturating_sub(5);
+    own[start..]
+        .iter()
+        .map(|(_, _, s)| *s)
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// `user said "…"` examples of the config's user-intent flows (the

@@ -99,6 +99,8 @@ impl Machine {
             .collect();
         if running.is_empty() {
             self.unhandled(t, ev);
+        } else if id.starts_with("user ") {
+            t.intent_taken = true;
         }
         for uid in running {
             self.started(t, uid);
@@ -136,6 +138,22 @@ impl Machine {
         &self.globals
     }
 
+    /// `flows_info(uid)`: a flow instance's id, status, loop, parent and
+    /// children, as NeMo's function reports them.
+    pub(super) fn flows_info(&self, uid: u64) -> Option<Value> {
+        let i = self.flows.get(&uid)?;
+        Some(serde_json::json!({
+            "flow_instance_uid": uid,
+            "flow_id": i.flow,
+            "loop_id": i.looped,
+            "status": format!("{:?}", i.status).to_lowercase(),
+            "source_flow_instance_uid": i.parent,
+            "child_flow_uids": i.children,
+            "context": i.vars,
+            "arguments": i.args,
+        }))
+    }
+
     /// A number not used before (for generated flows' names).
     pub fn fresh(&mut self) -> u64 {
         self.next_uid()
@@ -144,6 +162,11 @@ impl Machine {
     /// Whether a flow of this name exists (the config's, or added).
     pub fn has_flow(&self, prog: &Program, name: &str) -> bool {
         prog.flows.contains_key(name) || self.added.contains_key(name)
+    }
+
+    /// Whether a flow of the config's waits for a user intent.
+    pub fn expects_intents(&self, prog: &Program) -> bool {
+        !self.expected_intents(prog).is_empty()
     }
 
     /// The config's user-intent flows now running (what the user is expected to do).
@@ -206,7 +229,8 @@ impl Machine {
         let mut out = String::new();
         let mut side = None;
         for (user, line) in &self.history {
-            if side.is_some_and(|s| s != *user) {
+            let turn = line.starts_with("user action:");
+            if side.is_some_and(|s| s != *user) || (turn && side.is_some()) {
                 out.push('\n');
             }
             side = Some(*user);

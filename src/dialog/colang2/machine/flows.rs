@@ -11,6 +11,15 @@ use super::{
 };
 use crate::dialog::{Vars, value};
 
+/// How a flow instance starts.
+pub(super) struct Spawn {
+    pub parent: Option<u64>,
+    pub activated: bool,
+    pub scores: Vec<f64>,
+    /// The instance uid it takes (one an `UnhandledEvent` named), if free.
+    pub uid: Option<u64>,
+}
+
 impl Machine {
     /// Moves `uid`'s head to its next wait or event to send.
     pub(super) fn slide(&mut self, t: &mut Turn<'_>, uid: u64) -> Res<()> {
@@ -193,6 +202,29 @@ impl Machine {
         activated: bool,
         scores: Vec<f64>,
     ) -> Res<Option<u64>> {
+        let how = Spawn {
+            parent,
+            activated,
+            scores,
+            uid: None,
+        };
+        self.spawn(t, id, given, how)
+    }
+
+    /// Starts flow `id` as `how` says.
+    pub(super) fn spawn(
+        &mut self,
+        t: &mut Turn<'_>,
+        id: &str,
+        given: Map<String, Value>,
+        how: Spawn,
+    ) -> Res<Option<u64>> {
+        let Spawn {
+            parent,
+            activated,
+            scores,
+            uid,
+        } = how;
         let Some(flow) = t.def(id) else {
             return Ok(None);
         };
@@ -201,7 +233,13 @@ impl Machine {
                 "the Colang 2 flows started over {MAX_FLOWS} flows at once"
             ));
         }
-        let uid = self.next_uid();
+        let uid = match uid.filter(|u| !self.flows.contains_key(u)) {
+            Some(u) => {
+                self.next = self.next.max(u);
+                u
+            }
+            None => self.next_uid(),
+        };
         let looped = match (&flow.loop_id, parent.and_then(|p| self.flows.get(&p))) {
             (Some(l), _) if l == "NEW" => format!("loop{uid}"),
             (Some(l), _) => l.clone(),

@@ -139,6 +139,8 @@ struct Turn<'p> {
     out: Vec<Event>,
     steps: usize,
     unhandled_user: bool,
+    /// An intent the LLM found finished a flow waiting for it.
+    intent_taken: bool,
 }
 
 /// What a turn did.
@@ -148,6 +150,8 @@ pub(super) struct Outcome {
     pub unhandled_user: bool,
     /// Actions it started that someone else runs: uid, name, arguments.
     pub started: Vec<(u64, String, Map<String, Value>)>,
+    /// An intent the LLM found finished a flow waiting for it.
+    pub intent_taken: bool,
 }
 
 impl<'p> Turn<'p> {
@@ -163,6 +167,7 @@ impl<'p> Turn<'p> {
             out: Vec::new(),
             steps: 0,
             unhandled_user: false,
+            intent_taken: false,
         }
     }
 
@@ -176,6 +181,7 @@ impl<'p> Turn<'p> {
             events: self.out,
             unhandled_user: self.unhandled_user,
             started: self.started,
+            intent_taken: self.intent_taken,
         }
     }
 }
@@ -284,18 +290,13 @@ impl Machine {
             ("StopFlow", Some(uid)) => self.abort(t, uid),
             ("FinishFlow", Some(uid)) => self.finish(t, uid),
             ("FinishFlow", None) => self.finish_named(t, &ev),
-            ("StartFlow", _) if ev.args.contains_key("flow_id") && target.is_none() => {
-                let id = ev
-                    .args
-                    .get("flow_id")
-                    .map(value::display)
-                    .unwrap_or_default();
-                if self
-                    .start(t, &id, ev.args.clone(), None, false, ev.scores.clone())?
-                    .is_none()
-                {
-                    self.unhandled(t, &ev);
-                }
+            // A new instance, or one an `UnhandledEvent` of an undefined flow
+            // named (`await_flow_by_name $flow $uid`).
+            ("StartFlow", _)
+                if ev.args.contains_key("flow_id")
+                    && target.is_none_or(|u| !self.flows.contains_key(&u)) =>
+            {
+                self.start_requested(t, &ev, target)?;
             }
             _ => {}
         }
@@ -351,6 +352,26 @@ impl Machine {
         }
         for uid in failing {
             self.abort(t, uid);
+        }
+        Ok(())
+    }
+
+    /// `StartFlow(flow_id=…)`: the flow starts (as the instance `uid`
+    /// when one is named), or the event is unhandled.
+    fn start_requested(&mut self, t: &mut Turn<'_>, ev: &Event, uid: Option<u64>) -> Res<()> {
+        let id = ev
+            .args
+            .get("flow_id")
+            .map(value::display)
+            .unwrap_or_default();
+        let how = flows::Spawn {
+            parent: None,
+            activated: false,
+            scores: ev.scores.clone(),
+            uid,
+        };
+        if self.spawn(t, &id, ev.args.clone(), how)?.is_none() {
+            self.unhandled(t, ev);
         }
         Ok(())
     }
@@ -500,13 +521,7 @@ fn compare(a: &[f64], b: &[f64]) -> std::cmp::Ordering {
 }
 
 fn same(a: &Value, b: &Value) -> bool {
-    if let Some(m) = crate::dialog::funcs::matches(a, b) {
-        return m;
-    }
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
+    crate::dialog::funcs::matches(a, b)
 }
 
 fn same_args(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {

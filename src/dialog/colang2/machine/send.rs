@@ -226,6 +226,9 @@ impl Machine {
             return Some(json!({"uid": uid, "flow_id": i.flow, "context": context,
                                "loop_id": i.looped}));
         }
+        if let Some(of) = var.strip_prefix(crate::dialog::funcs::FLOWS_INFO) {
+            return self.flows_info(of.parse().ok()?);
+        }
         let raw = self.raw(uid, var)?;
         Some(match reference(Some(&raw)) {
             Some(Ref::Flow(f)) => {
