@@ -518,3 +518,113 @@ async fn nemos_abc_v2_bot_refuses_disallowed_topics_with_flows_the_llm_writes() 
         "{main}"
     );
 }
+
+/// A Colang 2 config of `co` on the fake LLM, served over HTTP.
+async fn inline(answers: &[(&str, &str)], co: &str) -> (FakeLlm, Configs, String) {
+    let fake = llm(answers, "unused").await;
+    let configs = Configs::new();
+    let dir = configs.root().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.yml"),
+        format!("colang_version: \"2.x\"\n{}", main_model(&fake.base_url())),
+    )
+    .unwrap();
+    std::fs::write(dir.join("main.co"), co).unwrap();
+    let base = start_http(configs.root()).await;
+    (fake, configs, base)
+}
+
+// NeMo's tests/v2_x/test_llm_user_intents_detection.py, written for streamguard.
+const INTENTS: &str = r#"import core
+import llm
+
+flow main
+    activate llm continuation
+    activate greeting
+    activate other reactions
+
+flow greeting
+    user expressed greeting
+    bot say "Hello world!"
+
+flow other reactions
+    user expressed to be bored
+    bot say "No problem!"
+
+flow user expressed greeting
+    """"User expressed greeting in any way or form."""
+    user said "hi"
+
+flow user expressed to be bored
+    """"User expressed to be bored."""
+    user said "This is boring"
+"#;
+
+#[tokio::test]
+async fn nemos_user_intent_detection_tests_give_the_same_answers() {
+    let (fake, _c, base) = inline(
+        &[
+            (
+                "user said \"You are boring me!\"\nuser intent:",
+                "user expressed to be bored",
+            ),
+            (
+                "user said \"hello\"\nuser intent:",
+                "user expressed greeting",
+            ),
+        ],
+        INTENTS,
+    )
+    .await;
+    let got = chat_turns(&base, "c", &["hi", "hello", "You are boring me!"]).await;
+    assert_eq!(got, ["Hello world!", "Hello world!", "No problem!"]);
+    // "hi" matched its flow: two intent calls, no main-model answer.
+    assert_eq!(prompts(&fake).len(), 2);
+    assert_eq!(fake.state.streamed_requests(), 0);
+}
+
+#[tokio::test]
+async fn nemos_value_generation_test_reads_each_quoting() {
+    // NeMo's tests/v2_x/test_llm_value_generation.py: escaped quotes, triple
+    // quotes, and an instruction over two lines.
+    let co = "flow main\n  match UtteranceUserActionFinished()\n\
+              \x20 $v1 = ...\"Generate the company' name\\\" from users input\"\n\
+              \x20 $v2 = ... 'Generate the company\\' name\" from users input'\n\
+              \x20 $v3 = ...'''Generate the company' name\" from users input'''\n\
+              \x20 $v4 = ...  '''Generate the company'\n            name\" from users input'''\n\n\
+              \x20 await UtteranceBotAction(script=\"{$v1}{$v2}{$v3}{$v4}\")\n";
+    let (fake, _c, base) = inline(
+        &[
+            ("$v1 =", "'1'"),
+            ("$v2 =", "'2'"),
+            ("$v3 =", "'3'"),
+            ("$v4 =", "'4'"),
+        ],
+        co,
+    )
+    .await;
+    assert_eq!(chat_turns(&base, "c", &["hi"]).await, ["1234"]);
+    let asked = prompts(&fake);
+    assert_eq!(asked.len(), 4);
+    for p in &asked[..3] {
+        assert!(
+            p.contains("# Generate the company' name\" from users input\n$v"),
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nemos_llm_continuation_test_fakes_an_undefined_user_intent() {
+    // NeMo's tests/v2_x/test_llm_continuation.py: `user expressed greeting`
+    // is defined nowhere; the LLM's intent finishes it.
+    let co = "import core\nimport llm\n\nflow main\n    activate generating user intent for unhandled user utterance\n\
+              \x20   activate continuation on undefined flow\n    await user expressed greeting\n    bot say \"hi there\"\n";
+    let (_fake, _c, base) = inline(
+        &[("user intent:", "user intent: user expressed greeting")],
+        co,
+    )
+    .await;
+    assert_eq!(chat_turns(&base, "c", &["hi"]).await, ["hi there"]);
+}

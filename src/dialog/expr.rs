@@ -71,11 +71,15 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
     let mut out = Vec::new();
     let mut rest = text.trim_start();
     while let Some(c) = rest.chars().next() {
-        if let Some(body) = rest.strip_prefix("\"\"\"") {
+        if let Some(q) = ["\"\"\"", "\'\'\'"]
+            .into_iter()
+            .find(|q| rest.starts_with(q))
+        {
             // A triple-quoted string (Colang 2), which may hold quotes.
+            let body = &rest[3..];
             let end = body
-                .find("\"\"\"")
-                .ok_or("a `\"\"\"` string without its closing `\"\"\"`")?;
+                .find(q)
+                .ok_or_else(|| format!("a `{q}` string without its closing `{q}`"))?;
             out.push(Tok::Str(body[..end].to_string()));
             rest = &body[end + 3..];
         } else if c == '"' || c == '\'' {

@@ -105,7 +105,13 @@ impl Interaction {
         // An undefined flow is an `UnhandledEvent`: the config catches it, or
         // `llm continuation` has the LLM write the flow.
         let catches = sources.iter().any(|s| {
-            s.text.contains("UnhandledEvent") || s.text.contains("activate llm continuation")
+            [
+                "UnhandledEvent",
+                "activate llm continuation",
+                "continuation on undefined flow",
+            ]
+            .iter()
+            .any(|k| s.text.contains(k))
         });
         let mut flows = BTreeMap::new();
         let mut unknown = BTreeMap::new();
@@ -122,19 +128,8 @@ impl Interaction {
                 missing,
                 actions,
             } = compile_def(d, &names, library)?;
-            if let Some((line, action)) = actions
-                .iter()
-                .find(|(_, a)| !actions_server && is_custom(a))
-            {
-                return Err(ConfigError::invalid(
-                    file,
-                    format!("line {line}"),
-                    format!(
-                        "`{action}` is not an action streamguard runs: a config's own actions run on \
-                         NeMo's actions server (`actions_server_url` in config.yml, or `serve \
-                         --actions-server-url`)"
-                    ),
-                ));
+            if !actions_server {
+                check_actions(&file, &actions)?;
             }
             if let Some(m) = missing {
                 unknown.insert(name.clone(), m);
@@ -148,6 +143,22 @@ impl Interaction {
             program: Program { flows },
             input_flow,
         }))
+    }
+}
+
+/// Without an actions server, a config's own action is refused at its line.
+fn check_actions(file: &std::path::Path, actions: &[(usize, String)]) -> Result<(), ConfigError> {
+    match actions.iter().find(|(_, a)| is_custom(a)) {
+        Some((line, action)) => Err(ConfigError::invalid(
+            file,
+            format!("line {line}"),
+            format!(
+                "`{action}` is not an action streamguard runs: a config's own actions run on \
+                 NeMo's actions server (`actions_server_url` in config.yml, or `serve \
+                 --actions-server-url`)"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) fn tree<'l, 'a>(lines: &'l [Line<'a>]) -> Vec<Stmt<'l, 'a>> {
         let mut first_child = i + 1;
         while first_child < end {
             let next = lines[first_child].text;
-            let continues = continuation(next) || open_parens(&text) > 0;
+            let continues = continuation(next) || open_parens(&text) > 0 || open_triple(&text);
             if !continues {
                 break;
             }
@@ -58,6 +58,13 @@ pub(super) fn tree<'l, 'a>(lines: &'l [Line<'a>]) -> Vec<Stmt<'l, 'a>> {
         i = end;
     }
     out
+}
+
+/// Whether `text` ends inside a `"""` / `\'\'\'` string (it goes on below).
+fn open_triple(text: &str) -> bool {
+    ["\"\"\"", "\'\'\'"]
+        .iter()
+        .any(|q| text.matches(q).count() % 2 == 1)
 }
 
 /// `or …` (not `or when`) or `and …`: the rest of the statement above.
