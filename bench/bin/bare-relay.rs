@@ -161,6 +161,14 @@ impl pb::guardrails_server::Guardrails for Relay {
     ) -> Result<tonic::Response<pb::ListConfigsResponse>, Status> {
         Ok(tonic::Response::new(pb::ListConfigsResponse::default()))
     }
+
+    async fn check(
+        &self,
+        _: Request<pb::CheckRequest>,
+    ) -> Result<tonic::Response<pb::CheckResponse>, Status> {
+        // The bare relay guards nothing.
+        Err(Status::unimplemented("the bare relay has no rails"))
+    }
 }
 
 #[derive(Serialize)]

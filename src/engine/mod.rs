@@ -14,6 +14,7 @@
 
 pub mod answer;
 mod build;
+mod check;
 mod generate;
 mod handler;
 mod log;
@@ -42,6 +43,7 @@ use answer::Answerer;
 
 pub use crate::error::PreconditionFailure;
 pub use answer::DialogTurn;
+pub use check::{CheckResult, CheckStatus, stages_for};
 pub use handler::{HandlerChunks, StreamingHandler};
 pub use log::{Decision, GenerationLog, PhaseTiming, RailRecord};
 pub use registry::Registry;
@@ -347,6 +349,16 @@ impl Inner {
             (self.main_name.clone(), self.tracer.clone()),
             &self.input,
             &self.output,
+            (self.config.input().parallel, self.config.output().parallel),
+        )
+    }
+
+    /// Selects a check's rails (its messages need not end with the user's).
+    fn start_check(&self, request: &Request) -> Result<run::Run, Error> {
+        run::Run::select(
+            request,
+            (self.main_name.clone(), self.tracer.clone()),
+            (&self.input, &self.output),
             (self.config.input().parallel, self.config.output().parallel),
         )
     }

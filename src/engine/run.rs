@@ -118,6 +118,16 @@ impl Run {
         parallel: (bool, bool),
     ) -> Result<Self, Error> {
         validate(request)?;
+        Self::select(request, (model, trace), (input, output), parallel)
+    }
+
+    /// Selects the request's rails (a check's: its messages end anyhow).
+    pub fn select(
+        request: &Request,
+        (model, trace): (Arc<str>, Option<Arc<super::trace::Tracer>>),
+        (input, output): (&RailSet, &RailSet),
+        parallel: (bool, bool),
+    ) -> Result<Self, Error> {
         let o = &request.options;
         let output = select(
             output,
@@ -226,22 +236,24 @@ impl Run {
     /// Attaches the log (when asked for) to the response.
     pub fn finish(self, mut response: Response, started: Instant) -> Response {
         response.model = self.model.to_string();
-        if let Some(log) = self.log {
-            let mut timing = self.timing;
-            timing.total = started.elapsed();
-            let log = GenerationLog {
-                rails: log.rails,
-                llm_calls: log.calls.take(),
-                timing,
-            };
-            if let Some(t) = &self.trace {
-                t.record(&log, started);
-            }
-            if self.keep_log {
-                response.log = Some(log);
-            }
-        }
+        response.log = self.finish_log(started);
         response
+    }
+
+    /// The log, traced, and returned when the request asked for it.
+    pub fn finish_log(self, started: Instant) -> Option<GenerationLog> {
+        let log = self.log?;
+        let mut timing = self.timing;
+        timing.total = started.elapsed();
+        let log = GenerationLog {
+            rails: log.rails,
+            llm_calls: log.calls.take(),
+            timing,
+        };
+        if let Some(t) = &self.trace {
+            t.record(&log, started);
+        }
+        self.keep_log.then_some(log)
     }
 }
 

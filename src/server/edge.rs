@@ -15,6 +15,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+mod checks;
+
 use super::{State, admission::Admitted, metrics};
 use crate::{
     Guardrails,
@@ -306,19 +308,9 @@ impl State {
 impl Call {
     /// The whole answer, bounded by the deadline and the shutdown grace.
     pub async fn generate(mut self) -> Result<Response, Error> {
-        let work = self.rails.generate(std::mem::take(&mut self.request));
-        let bounded = async {
-            match self.deadline {
-                Some(limit) => tokio::time::timeout(limit, work)
-                    .await
-                    .map_err(|_| Error::DeadlineExceeded(limit))?,
-                None => work.await,
-            }
-        };
-        let result = tokio::select! {
-            r = bounded => r,
-            () = self.state.aborted() => Err(Error::ShuttingDown("the server is shutting down".into())),
-        };
+        let request = std::mem::take(&mut self.request);
+        let rails = self.rails.clone();
+        let result = self.bounded(rails.generate(request)).await;
         self.tally.record(match &result {
             Ok(r) => Outcome::of_response(r),
             Err(e) => Outcome::of_error(e),

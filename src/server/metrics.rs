@@ -79,13 +79,17 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 /// The `method` label of each call, as the transports name their calls.
 pub(crate) const GENERATE: &str = "Generate";
 pub(crate) const STREAM_GENERATE: &str = "StreamGenerate";
+pub(crate) const CHECK: &str = "Check";
 pub(crate) const HTTP_CHAT_COMPLETIONS: &str = "http_chat_completions";
+pub(crate) const HTTP_GUARDRAIL_CHECKS: &str = "http_guardrail_checks";
 
 /// Every method of each transport, with its success code.
-const METHODS: [(&str, &str, &str); 3] = [
+const METHODS: [(&str, &str, &str); 5] = [
     ("grpc", GENERATE, "OK"),
     ("grpc", STREAM_GENERATE, "OK"),
+    ("grpc", CHECK, "OK"),
     ("http", HTTP_CHAT_COMPLETIONS, "200"),
+    ("http", HTTP_GUARDRAIL_CHECKS, "200"),
 ];
 
 /// Registers a config's series at zero, so dashboards and `rate()` see them

@@ -35,7 +35,9 @@ pub(super) fn deadline(metadata: &MetadataMap) -> Option<Duration> {
 
 /// The chat messages, and the variables of NeMo's `context` messages (their
 /// content a JSON object).
-fn messages(messages: Vec<pb::Message>) -> Result<(Vec<ChatMessage>, Option<Vars>), Error> {
+pub(super) fn messages(
+    messages: Vec<pb::Message>,
+) -> Result<(Vec<ChatMessage>, Option<Vars>), Error> {
     let mut chat = Vec::with_capacity(messages.len());
     let mut context = None;
     for (i, pb::Message { role, content }) in messages.into_iter().enumerate() {
@@ -61,7 +63,7 @@ fn messages(messages: Vec<pb::Message>) -> Result<(Vec<ChatMessage>, Option<Vars
     Ok((chat, context))
 }
 
-fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Error> {
+pub(super) fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Error> {
     let mut out = engine::Options::default();
     let Some(pb::GenerationOptions {
         llm_params,
@@ -107,6 +109,31 @@ fn options(options: Option<pb::GenerationOptions>) -> Result<engine::Options, Er
     Ok(out)
 }
 
+/// The configs a request names: `config_id` or `config_ids` (empty: the
+/// default config).
+pub(super) fn composed(config_id: String, config_ids: Vec<String>) -> Result<Vec<String>, Error> {
+    match (config_id.is_empty(), config_ids.is_empty()) {
+        (false, false) => Err(Error::invalid(
+            "config_ids",
+            "give `config_id` or `config_ids`, not both",
+        )),
+        (false, true) => Ok(vec![config_id]),
+        (true, _) => Ok(config_ids),
+    }
+}
+
+/// A violation on the wire.
+pub(super) fn violation_pb(v: engine::Violation) -> pb::RailViolation {
+    pb::RailViolation {
+        rail: v.rail,
+        stage: v.stage.as_str().into(),
+        r#type: v.kind.type_str().into(),
+        code: v.kind.code().into(),
+        message: v.message,
+        reason: v.reason,
+    }
+}
+
 /// A `GenerateRequest` as the config ids to compose (empty: the default
 /// config) and the engine request.
 pub(super) fn request(
@@ -122,16 +149,7 @@ pub(super) fn request(
         config_ids,
         state,
     } = request;
-    let ids = match (config_id.is_empty(), config_ids.is_empty()) {
-        (false, false) => {
-            return Err(Error::invalid(
-                "config_ids",
-                "give `config_id` or `config_ids`, not both",
-            ));
-        }
-        (false, true) => vec![config_id],
-        (true, _) => config_ids,
-    };
+    let ids = composed(config_id, config_ids)?;
     let resume = match state {
         Some(token) => {
             let configs = state_token::scope(&ids, registry);
@@ -195,14 +213,7 @@ pub(super) fn response(
             role: Role::Assistant.as_str().into(),
             content,
         }),
-        violation: violation.map(|v| pb::RailViolation {
-            rail: v.rail,
-            stage: v.stage.as_str().into(),
-            r#type: v.kind.type_str().into(),
-            code: v.kind.code().into(),
-            message: v.message,
-            reason: v.reason,
-        }),
+        violation: violation.map(violation_pb),
         usage: usage.map(usage_pb),
         config_id: config_id.to_string(),
         log: log.map(log_pb),
@@ -228,7 +239,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn log_pb(log: GenerationLog) -> pb::GenerationLog {
+pub(super) fn log_pb(log: GenerationLog) -> pb::GenerationLog {
     let GenerationLog {
         rails,
         llm_calls,

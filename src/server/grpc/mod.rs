@@ -1,6 +1,7 @@
 //! The `streamguard.v1.Guardrails` gRPC service, health and reflection. The
 //! service only converts: wire types in, the shared edge, wire types out.
 
+mod check;
 mod convert;
 mod status;
 
@@ -142,6 +143,27 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         };
         let stream = futures_util::stream::iter(first).chain(stream);
         let mut response = Response::new(Box::pin(stream) as StreamResult);
+        with_request_id(response.metadata_mut(), &rid);
+        Ok(response)
+    }
+
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let (call, stages) = self.state.prepare(
+            Transport::Grpc,
+            super::metrics::CHECK,
+            meta(&metadata),
+            |_| {
+                let (ids, request, stages) = check::request(body)?;
+                Ok((ids, request, stages))
+            },
+        )?;
+        let (rid, id) = (call.request_id.clone(), call.config_id.clone());
+        let result = call.check(stages).await.map_err(|e| status(&e, &rid))?;
+        let mut response = Response::new(check::response(&id, result));
         with_request_id(response.metadata_mut(), &rid);
         Ok(response)
     }

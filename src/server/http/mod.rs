@@ -8,6 +8,7 @@
 //! events ending with `data: [DONE]`, so OpenAI clients read them unchanged.
 
 mod body;
+mod checks;
 mod reply;
 mod sse;
 
@@ -37,6 +38,7 @@ pub fn router(state: Arc<State>) -> Router {
     let cors = cors(&state.admission.settings.cors_origins);
     let router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/guardrail/checks", post(guardrail_checks))
         .route("/v1/models", get(list_models))
         .route("/v1/rails/configs", get(list_configs))
         .route("/health", get(health))
@@ -138,6 +140,16 @@ async fn list_models(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// What the edge reads of a call's headers.
+fn call_meta(headers: &HeaderMap) -> CallMeta<'_> {
+    CallMeta {
+        authorization: header(headers, "authorization"),
+        request_id: header(headers, "x-request-id"),
+        traceparent: header(headers, "traceparent"),
+        deadline: None,
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -188,12 +200,7 @@ async fn chat_completions(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> HttpResponse {
-    let meta = CallMeta {
-        authorization: header(&headers, "authorization"),
-        request_id: header(&headers, "x-request-id"),
-        traceparent: header(&headers, "traceparent"),
-        deadline: None,
-    };
+    let meta = call_meta(&headers);
     let prepared = state.prepare(
         Transport::Http,
         super::metrics::HTTP_CHAT_COMPLETIONS,
@@ -242,6 +249,34 @@ async fn chat_completions(
         }
     };
     with_request_id(response, &rid)
+}
+
+/// NeMo's `POST /v1/guardrail/checks`: the rails on each message, no main model.
+async fn guardrail_checks(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> HttpResponse {
+    let meta = call_meta(&headers);
+    let prepared = state.prepare(
+        Transport::Http,
+        super::metrics::HTTP_GUARDRAIL_CHECKS,
+        meta,
+        |registry| {
+            let (ids, request, shape) = body::parse(&bytes, registry, &state.state_key)?;
+            if request.messages.is_empty() {
+                return Err(Error::invalid("messages", "Messages list cannot be empty."));
+            }
+            let checks = checks::plan(&request, shape.stream);
+            Ok((ids, request, checks))
+        },
+    );
+    let (call, checks) = match prepared {
+        Ok(p) => p,
+        Err(r) => return with_request_id(error_response(&r.error), &r.request_id),
+    };
+    let rid = call.request_id.clone();
+    with_request_id(checks::run(call, checks).await, &rid)
 }
 
 /// Serves the HTTP API on an already-bound listener until `shutdown`

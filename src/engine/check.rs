@@ -1,0 +1,178 @@
+//! Guarding messages without the main model: NeMo's `check_async`. The
+//! user's message goes through the input rails, the assistant's through
+//! the output rails (with the user's message as their `user_input`), as
+//! their roles decide or as the caller names the stages; the answer says
+//! whether they passed, were rewritten or were blocked, and by which rail.
+
+use std::time::Instant;
+
+use super::{GenerationLog, Guardrails, Request, Violation, run::Checked};
+use crate::{
+    error::Error,
+    llm::{ChatMessage, Role},
+    rails::Stage,
+};
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    /// Every rail allowed the text.
+    Passed,
+    /// A rail rewrote it (masked sensitive data, …): see the content.
+    Modified,
+    /// A rail blocked it.
+    Blocked,
+}
+
+impl CheckStatus {
+    /// NeMo's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passed => "passed",
+            CheckStatus::Modified => "modified",
+            CheckStatus::Blocked => "blocked",
+        }
+    }
+}
+
+/// The outcome of [`Guardrails::check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    pub status: CheckStatus,
+    /// The checked text after the rails: the assistant's message when the
+    /// output rails ran, else the user's; the refusal when blocked.
+    pub content: String,
+    /// Why it was blocked (the rail, its stage and explanation).
+    pub violation: Option<Violation>,
+    /// The stages that ran.
+    pub stages: Vec<Stage>,
+    /// The request's log, when its options asked for it.
+    pub log: Option<GenerationLog>,
+}
+
+/// The stages the messages' roles call for: input for a user message,
+/// output for an assistant's, both for both.
+pub fn stages_for(messages: &[ChatMessage]) -> Vec<Stage> {
+    let has = |role: Role| messages.iter().any(|m| m.role == role);
+    let mut stages = Vec::new();
+    if has(Role::User) {
+        stages.push(Stage::Input);
+    }
+    if has(Role::Assistant) {
+        stages.push(Stage::Output);
+    }
+    stages
+}
+
+fn last_of(messages: &[ChatMessage], role: Role) -> Option<usize> {
+    messages.iter().rposition(|m| m.role == role)
+}
+
+impl Guardrails {
+    /// Runs the rails on the request's messages without calling the main
+    /// model. `stages` names the stages to run (`None`: as the roles say).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use streamguard::{Guardrails, Request, engine::CheckStatus};
+    ///
+    /// let rails = Guardrails::from_yaml("demo", r#"
+    /// rails:
+    ///   input:
+    ///     flows: [mask sensitive data on input]
+    ///   config:
+    ///     sensitive_data_detection:
+    ///       input: { entities: [EMAIL_ADDRESS] }
+    /// "#)?;
+    /// let checked = rails.check(Request::user("Mail me at ada@example.com"), None).await?;
+    /// assert_eq!(checked.status, CheckStatus::Modified);
+    /// assert_eq!(checked.content, "Mail me at <EMAIL_ADDRESS>");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn check(
+        &self,
+        request: Request,
+        stages: Option<Vec<Stage>>,
+    ) -> Result<CheckResult, Error> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        if request.messages.is_empty() {
+            return Err(Error::invalid(
+                "messages",
+                "at least one message is required",
+            ));
+        }
+        let stages = stages.unwrap_or_else(|| stages_for(&request.messages));
+        let user = last_of(&request.messages, Role::User);
+        let assistant = last_of(&request.messages, Role::Assistant);
+        if stages.contains(&Stage::Input) && user.is_none() {
+            return Err(Error::invalid(
+                "rail_types",
+                "the input rails check a user message, and there is none",
+            ));
+        }
+        if stages.contains(&Stage::Output) && assistant.is_none() {
+            return Err(Error::invalid(
+                "rail_types",
+                "the output rails check an assistant message, and there is none",
+            ));
+        }
+        let mut run = inner.start_check(&request)?;
+        let context = request.context.as_ref();
+        let text = |i: Option<usize>| i.map(|i| request.messages[i].content.clone());
+        let mut user_text = text(user).unwrap_or_default();
+        let mut original = user_text.clone();
+        let mut content = user_text.clone();
+        if let (true, Some(u)) = (stages.contains(&Stage::Input), user) {
+            let (violation, rewritten) = run.input_check(&request.messages[..=u], context).await?;
+            if let Some(v) = violation {
+                return Ok(blocked(inner, run, v, stages, started));
+            }
+            if let Some(t) = rewritten {
+                user_text = t;
+            }
+            content = user_text.clone();
+        }
+        if stages.contains(&Stage::Output) {
+            let answer = text(assistant).unwrap_or_default();
+            original = answer.clone();
+            content = answer.clone();
+            match run.output_check(&user_text, &answer, None, context).await? {
+                Checked::Pass => {}
+                Checked::Rewritten(t) => content = t,
+                Checked::Stop(v) => return Ok(blocked(inner, run, v, stages, started)),
+            }
+        }
+        let status = match content == original {
+            true => CheckStatus::Passed,
+            false => CheckStatus::Modified,
+        };
+        let log = run.finish_log(started);
+        Ok(CheckResult {
+            status,
+            content,
+            violation: None,
+            stages,
+            log,
+        })
+    }
+}
+
+fn blocked(
+    inner: &super::Inner,
+    run: super::run::Run,
+    violation: Violation,
+    stages: Vec<Stage>,
+    started: Instant,
+) -> CheckResult {
+    let content = inner.blocked(violation.clone()).content;
+    CheckResult {
+        status: CheckStatus::Blocked,
+        content,
+        violation: Some(violation),
+        stages,
+        log: run.finish_log(started),
+    }
+}
