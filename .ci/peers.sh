@@ -34,6 +34,11 @@ rails:
     flows:
       - regex check output
 YML
+# One whose output rails guard streams on windows (GuardStream, below).
+mkdir "$tmp/configs/guarded"
+{ cat "$tmp/configs/whole_answer_rails/config.yml"
+  printf '    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 2\n      stream_first: False\n'
+} >"$tmp/configs/guarded/config.yml"
 "$BIN" --log-format json serve --config "$tmp/configs" \
   --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 pid=$!
@@ -116,6 +121,35 @@ except grpc.RpcError as e:
     v = d["PreconditionFailure"].violations[0]
     assert v.type == "STREAMING_RULE_3" and v.subject == "config/whole_answer_rails", v
 print("grpcio: ErrorInfo, BadRequest and PreconditionFailure read with grpc_status")
+
+# GuardStream: the client's own "LLM" (a generator here) streams through the
+# rails; the guarded chunks come back as they pass their windows.
+def guarded(words):
+    yield pb.GuardStreamRequest(start=pb.GuardStreamStart(config_id="guarded", messages=msg,
+                                                          options=pb.GenerationOptions(log=True)))
+    for i, w in enumerate(words):
+        yield pb.GuardStreamRequest(chunk=pb.Chunk(text=w if i == 0 else " " + w))
+
+joke = "Why did the scarecrow win an award ? Because he was outstanding in his own field !".split()
+assert len(joke) == 17
+chunks, final = [], None
+for e in stub.GuardStream(guarded(joke)):
+    if e.HasField("chunk"):
+        chunks.append(e.chunk.text)
+    else:
+        final = e.final
+assert len(chunks) == 17 and "".join(chunks) == " ".join(joke), chunks
+assert not final.HasField("violation") and final.message.content == " ".join(joke), final
+runs = [r for r in final.log.rails if r.flow == "regex check output"]
+assert len(runs) == 8, len(runs)  # 17 chunks, windows of 4 with 2 of context
+leak = joke[:9] + ["hunter2"] + joke[10:]
+events = list(stub.GuardStream(guarded(leak)))
+final = events[-1].final
+assert final.violation.rail == "regex check output", final
+assert final.finish_reason == pb.FINISH_REASON_CONTENT_FILTER, final
+sent = [e.chunk.text for e in events if e.HasField("chunk")]
+assert "hunter2" not in "".join(sent), sent
+print(f"grpcio GuardStream: 17 chunks guarded in {len(runs)} window checks; a leak stopped after {len(sent)} chunks")
 PY
 
 python3 - "$HTTP" <<'PY'

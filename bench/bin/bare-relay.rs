@@ -169,6 +169,16 @@ impl pb::guardrails_server::Guardrails for Relay {
         // The bare relay guards nothing.
         Err(Status::unimplemented("the bare relay has no rails"))
     }
+
+    type GuardStreamStream =
+        futures_util::stream::BoxStream<'static, Result<pb::GuardStreamResponse, Status>>;
+
+    async fn guard_stream(
+        &self,
+        _: Request<tonic::Streaming<pb::GuardStreamRequest>>,
+    ) -> Result<tonic::Response<Self::GuardStreamStream>, Status> {
+        Err(Status::unimplemented("the bare relay has no rails"))
+    }
 }
 
 #[derive(Serialize)]

@@ -328,7 +328,43 @@ impl Guardrails {
             inner.answerer.can_stream(),
             output_on,
         )?;
-        Ok(stream::run(inner.clone(), run, request, started))
+        Ok(stream::run(inner.clone(), run, (request, None), started))
+    }
+
+    /// Guards a stream the caller's own LLM produces: the input rails on
+    /// the request's last user message at once (a block ends it before any
+    /// chunk is read), then `chunks` relayed through the output rails on
+    /// chunk windows exactly as [`Guardrails::stream`] relays the main
+    /// model's, with the same final event. The end of `chunks` ends the
+    /// answer; dropping the stream cancels the rail checks in flight. The
+    /// streaming rule on output rails applies (their windows need
+    /// `rails.output.streaming.enabled`); the config's own model is never
+    /// called.
+    pub fn guard_stream(
+        &self,
+        request: Request,
+        chunks: BoxStream<'static, Result<String, Error>>,
+    ) -> Result<EventStream, Error> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let run = inner.start(&request)?;
+        preconditions::check_windows(&inner.config, !run.output.is_empty())?;
+        let pieces = chunks.filter_map(|c| {
+            std::future::ready(match c {
+                Ok(text) if text.is_empty() => None,
+                Ok(text) => Some(Ok(answer::Piece::Text(text))),
+                Err(e) => Some(Err(llm::LlmError::Protocol(format!(
+                    "the caller's stream: {e}"
+                )))),
+            })
+        });
+        let given: answer::PieceStream = Box::pin(pieces);
+        Ok(stream::run(
+            inner.clone(),
+            run,
+            (request, Some(given)),
+            started,
+        ))
     }
 }
 

@@ -28,6 +28,13 @@ pub fn check(
             key: main.key().to_string(),
         });
     }
+    check_windows(config, output_rails)
+}
+
+/// Rule 3 alone: output rails on a stream need their chunk windows
+/// (`rails.output.streaming.enabled`). A guarded stream of the caller's
+/// (GuardStream) needs only this one.
+pub fn check_windows(config: &Config, output_rails: bool) -> Result<(), PreconditionFailure> {
     let output = config.output();
     if output_rails && !output.flows.is_empty() && !config.output_streaming().enabled {
         let flows = output

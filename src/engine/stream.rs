@@ -141,7 +141,7 @@ impl Driver {
     async fn start(
         inner: Arc<Inner>,
         mut run: Run,
-        mut request: Request,
+        (mut request, given): (Request, Option<PieceStream>),
         started: Instant,
     ) -> Result<Start, Error> {
         let context = request.context.take().map(Arc::new);
@@ -164,9 +164,11 @@ impl Driver {
         let request_reasoning = request.options.reasoning;
         let state = request.state.clone();
         let (main, user_input) = inner.main_request(request, rewritten);
+        // The caller's own LLM (GuardStream) is no call of ours to log.
         let prompt = run
             .log
             .as_ref()
+            .filter(|_| given.is_none())
             .map(|_| CallRecord::prompt_text(&main.messages));
         let checker = Checker {
             rails: run.output.clone(),
@@ -184,12 +186,15 @@ impl Driver {
             stops,
         );
         let chunks = ChunkCount::new(inner.meters.chunks.clone());
-        let answer = inner.answerer.stream(AnswerRequest {
-            chat: main,
-            calls: run.calls(),
-            state,
-            context,
-        });
+        let answer = match given {
+            Some(chunks) => chunks,
+            None => inner.answerer.stream(AnswerRequest {
+                chat: main,
+                calls: run.calls(),
+                state,
+                context,
+            }),
+        };
         Ok(Start::Answer(Box::new(Driver {
             inner,
             run,
@@ -463,9 +468,16 @@ impl Stream for Events {
     }
 }
 
-/// Runs a streaming request whose preconditions have been checked.
-pub(super) fn run(inner: Arc<Inner>, run: Run, request: Request, started: Instant) -> EventStream {
+/// Runs a streaming request whose preconditions have been checked: on the
+/// answerer's stream, or on `given` (the caller's own LLM's chunks).
+pub(super) fn run(
+    inner: Arc<Inner>,
+    run: Run,
+    (request, given): (Request, Option<PieceStream>),
+    started: Instant,
+) -> EventStream {
+    let start = Driver::start(inner, run, (request, given), started);
     Box::pin(Events {
-        phase: Phase::Starting(Box::pin(Driver::start(inner, run, request, started))),
+        phase: Phase::Starting(Box::pin(start)),
     })
 }

@@ -321,8 +321,28 @@ impl Call {
 
     /// The answer as a bounded stream. Request errors and the streaming
     /// preconditions fail here, before any LLM call.
-    pub fn stream(mut self) -> Result<Bounded, Error> {
-        let events = match self.rails.stream(std::mem::take(&mut self.request)) {
+    pub fn stream(self) -> Result<Bounded, Error> {
+        self.stream_of(None)
+    }
+
+    /// A stream the caller's own LLM produces, guarded (GuardStream).
+    pub fn guard_stream(
+        self,
+        chunks: futures_util::stream::BoxStream<'static, Result<String, Error>>,
+    ) -> Result<Bounded, Error> {
+        self.stream_of(Some(chunks))
+    }
+
+    fn stream_of(
+        mut self,
+        given: Option<futures_util::stream::BoxStream<'static, Result<String, Error>>>,
+    ) -> Result<Bounded, Error> {
+        let request = std::mem::take(&mut self.request);
+        let started = match given {
+            Some(chunks) => self.rails.guard_stream(request, chunks),
+            None => self.rails.stream(request),
+        };
+        let events = match started {
             Ok(e) => e,
             Err(e) => {
                 self.tally.record(Outcome::of_error(&e));

@@ -80,14 +80,16 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 pub(crate) const GENERATE: &str = "Generate";
 pub(crate) const STREAM_GENERATE: &str = "StreamGenerate";
 pub(crate) const CHECK: &str = "Check";
+pub(crate) const GUARD_STREAM: &str = "GuardStream";
 pub(crate) const HTTP_CHAT_COMPLETIONS: &str = "http_chat_completions";
 pub(crate) const HTTP_GUARDRAIL_CHECKS: &str = "http_guardrail_checks";
 
 /// Every method of each transport, with its success code.
-const METHODS: [(&str, &str, &str); 5] = [
+const METHODS: [(&str, &str, &str); 6] = [
     ("grpc", GENERATE, "OK"),
     ("grpc", STREAM_GENERATE, "OK"),
     ("grpc", CHECK, "OK"),
+    ("grpc", GUARD_STREAM, "OK"),
     ("http", HTTP_CHAT_COMPLETIONS, "200"),
     ("http", HTTP_GUARDRAIL_CHECKS, "200"),
 ];

@@ -3,6 +3,7 @@
 
 mod check;
 mod convert;
+mod guard;
 mod status;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -37,6 +38,7 @@ impl GuardrailsService {
 }
 
 type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamGenerateResponse, Status>> + Send>>;
+type GuardResult = Pin<Box<dyn Stream<Item = Result<pb::GuardStreamResponse, Status>> + Send>>;
 
 fn meta(metadata: &MetadataMap) -> CallMeta<'_> {
     let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
@@ -164,6 +166,35 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let result = call.check(stages).await.map_err(|e| status(&e, &rid))?;
         let mut response = Response::new(check::response(&id, result));
+        with_request_id(response.metadata_mut(), &rid);
+        Ok(response)
+    }
+
+    type GuardStreamStream = GuardResult;
+
+    async fn guard_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::GuardStreamRequest>>,
+    ) -> Result<Response<Self::GuardStreamStream>, Status> {
+        let (metadata, _, mut inbound) = request.into_parts();
+        let started = guard::start(&mut inbound).await;
+        let (call, ()) = self.state.prepare(
+            Transport::Grpc,
+            super::metrics::GUARD_STREAM,
+            meta(&metadata),
+            |_| {
+                let (ids, request) = started?;
+                Ok((ids, request, ()))
+            },
+        )?;
+        let (rid, id) = (call.request_id.clone(), call.config_id.clone());
+        let stream_rid = rid.clone();
+        let events = call
+            .guard_stream(guard::chunks(inbound))
+            .map_err(|e| status(&e, &rid))?;
+        let stream =
+            events.filter_map(move |e| std::future::ready(guard::event(&id, e, &stream_rid)));
+        let mut response = Response::new(Box::pin(stream) as GuardResult);
         with_request_id(response.metadata_mut(), &rid);
         Ok(response)
     }

@@ -1,0 +1,113 @@
+//! The `GuardStream` RPC: the caller's own LLM's chunks in, guarded
+//! chunks and the final event out.
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream::BoxStream};
+use tonic::{Status, Streaming};
+
+use super::convert;
+use crate::{engine, error::Error, pb};
+
+/// How long a call may take to send its `start`.
+const START_WAIT: Duration = Duration::from_secs(30);
+/// The most text one guarded stream may carry.
+pub(super) const MAX_GUARDED_BYTES: usize = 16 << 20;
+
+/// Reads the call's `start`: the config ids and the engine request.
+pub(super) async fn start(
+    inbound: &mut Streaming<pb::GuardStreamRequest>,
+) -> Result<(Vec<String>, engine::Request), Error> {
+    let first = tokio::time::timeout(START_WAIT, inbound.next())
+        .await
+        .map_err(|_| Error::invalid("start", "no `start` message within 30 s"))?;
+    let event = match first {
+        Some(Ok(pb::GuardStreamRequest { event })) => event,
+        Some(Err(s)) => {
+            return Err(Error::invalid(
+                "start",
+                format!("the call failed: {}", s.message()),
+            ));
+        }
+        None => {
+            return Err(Error::invalid(
+                "start",
+                "the call ended before its `start` message",
+            ));
+        }
+    };
+    let Some(pb::guard_stream_request::Event::Start(start)) = event else {
+        return Err(Error::invalid(
+            "start",
+            "the first message is `start` (the config and the conversation), then chunks",
+        ));
+    };
+    let pb::GuardStreamStart {
+        config_id,
+        config_ids,
+        messages,
+        options,
+    } = start;
+    let ids = convert::composed(config_id, config_ids)?;
+    let (messages, context) = convert::messages(messages)?;
+    let request = engine::Request {
+        messages,
+        context,
+        options: convert::options(options)?,
+        ..engine::Request::default()
+    };
+    Ok((ids, request))
+}
+
+/// The rest of the call: its chunks' text, bounded.
+pub(super) fn chunks(
+    inbound: Streaming<pb::GuardStreamRequest>,
+) -> BoxStream<'static, Result<String, Error>> {
+    let mut total = 0usize;
+    Box::pin(inbound.map(move |m| {
+        let event = m
+            .map_err(|s| Error::invalid("chunk", format!("the call failed: {}", s.message())))?
+            .event;
+        match event {
+            Some(pb::guard_stream_request::Event::Chunk(pb::Chunk { text })) => {
+                total += text.len();
+                if total > MAX_GUARDED_BYTES {
+                    return Err(Error::invalid(
+                        "chunk",
+                        format!("the guarded stream is over {MAX_GUARDED_BYTES} bytes"),
+                    ));
+                }
+                Ok(text)
+            }
+            Some(pb::guard_stream_request::Event::Start(_)) => Err(Error::invalid(
+                "start",
+                "a second `start`: one GuardStream call guards one answer",
+            )),
+            None => Err(Error::invalid(
+                "event",
+                "a message with neither `start` nor `chunk`",
+            )),
+        }
+    }))
+}
+
+/// An engine event as a GuardStream event (reasoning is not theirs).
+pub(super) fn event(
+    config_id: &str,
+    event: Result<engine::Event, Error>,
+    rid: &str,
+) -> Option<Result<pb::GuardStreamResponse, Status>> {
+    use pb::guard_stream_response::Event as Out;
+    let out = match event {
+        Ok(engine::Event::Chunk(text)) => Out::Chunk(pb::Chunk { text }),
+        Ok(engine::Event::Final(response)) => {
+            Out::Final(convert::response(config_id, *response, String::new()))
+        }
+        Ok(engine::Event::Reasoning(_)) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "guarded stream failed");
+            return Some(Err(super::status::status(&e, rid)));
+        }
+    };
+    Some(Ok(pb::GuardStreamResponse { event: Some(out) }))
+}
