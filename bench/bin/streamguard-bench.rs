@@ -1,7 +1,10 @@
 //! streamguard-bench: N concurrent streams against the mock LLM directly
 //! (`direct`), streamguard's gRPC `StreamGenerate` (`grpc`) or its HTTP SSE
-//! endpoint (`http`). Reports time to first token and inter-chunk gaps as
-//! percentiles, streams and chunks per second, errors, and the peak RSS and
+//! endpoint (`http`), or its `GuardStream` with the bench itself calling the
+//! mock and forwarding each chunk (`guard`, the caller's own LLM). Reports
+//! time to first token and inter-chunk gaps as percentiles (and, for
+//! `guard`, each chunk's round trip from forwarding it to getting it back
+//! guarded), streams and chunks per second, errors, and the peak RSS and
 //! CPU seconds of the processes given with `--pid`.
 
 use std::{
@@ -29,6 +32,8 @@ enum Target {
     Grpc,
     /// streamguard's HTTP SSE endpoint.
     Http,
+    /// streamguard's gRPC GuardStream, fed from the mock by the bench.
+    Guard,
 }
 
 #[derive(Debug, Parser)]
@@ -39,9 +44,12 @@ enum Target {
 struct Args {
     #[arg(long, value_enum)]
     target: Target,
-    /// Base URL: http://HOST:PORT/v1 for direct and http, http://HOST:PORT for grpc.
+    /// Base URL: http://HOST:PORT/v1 for direct and http, http://HOST:PORT for grpc and guard.
     #[arg(long)]
     url: String,
+    /// The mock LLM's base URL (guard: the bench calls it itself).
+    #[arg(long)]
+    llm_url: Option<String>,
     /// The config id (grpc, http).
     #[arg(long, default_value = "bench")]
     config_id: String,
@@ -69,6 +77,8 @@ struct Args {
 struct Samples {
     ttft_us: Vec<u64>,
     gaps_us: Vec<u64>,
+    /// Guard: from forwarding a chunk to getting it back.
+    round_us: Vec<u64>,
     chunks: u64,
     errors: Vec<String>,
 }
@@ -126,6 +136,7 @@ struct Timer {
     last: Option<Instant>,
     ttft: Option<u64>,
     gaps: Vec<u64>,
+    rounds: Vec<u64>,
     chunks: u64,
 }
 
@@ -136,6 +147,7 @@ impl Timer {
             last: None,
             ttft: None,
             gaps: Vec::new(),
+            rounds: Vec::new(),
             chunks: 0,
         }
     }
@@ -154,6 +166,7 @@ impl Timer {
                 s.ttft_us.push(t);
             }
             s.gaps_us.extend(self.gaps);
+            s.round_us.extend(self.rounds);
             s.chunks += self.chunks;
         }
     }
@@ -216,6 +229,94 @@ async fn grpc_stream(
     bail!("stream ended without a final event")
 }
 
+/// GuardStream: the bench reads the mock's stream itself and forwards each
+/// content delta as a chunk, timing each one's way back.
+async fn guard_stream(
+    client: &mut GuardrailsClient<tonic::transport::Channel>,
+    http: &reqwest::Client,
+    (llm_url, body): (&str, &Value),
+    config_id: &str,
+) -> anyhow::Result<Timer> {
+    use pb::{guard_stream_request::Event as In, guard_stream_response::Event as Out};
+    let mut timer = Timer::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let start = pb::GuardStreamStart {
+        config_id: config_id.to_string(),
+        messages: vec![pb::Message {
+            role: "user".into(),
+            content: "Tell me a story.".into(),
+        }],
+        ..Default::default()
+    };
+    tx.send(pb::GuardStreamRequest {
+        event: Some(In::Start(start)),
+    })
+    .await?;
+    let mut events = client
+        .guard_stream(async_stream::stream! {
+            while let Some(m) = rx.recv().await {
+                yield m;
+            }
+        })
+        .await?
+        .into_inner();
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let forward = {
+        let sent = sent.clone();
+        async move {
+            let response = http.post(llm_url).json(body).send().await?;
+            let mut llm = sse::Events::new(
+                response.bytes_stream().boxed(),
+                sse::DEFAULT_MAX_EVENT_BYTES,
+            );
+            while let Some(event) = llm.next().await {
+                let event = event?;
+                if event == "[DONE]" {
+                    break;
+                }
+                let v: Value = serde_json::from_str(&event)?;
+                let Some(text) = v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                else {
+                    continue;
+                };
+                if let Ok(mut s) = sent.lock() {
+                    s.push(Instant::now());
+                }
+                let chunk = pb::GuardStreamRequest {
+                    event: Some(In::Chunk(pb::Chunk { text: text.into() })),
+                };
+                tx.send(chunk).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let receive = async {
+        while let Some(msg) = events.message().await? {
+            match msg.event {
+                Some(Out::Chunk(_)) => {
+                    let at = sent
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.get(timer.chunks as usize).copied());
+                    if let Some(at) = at {
+                        timer.rounds.push(at.elapsed().as_micros() as u64);
+                    }
+                    timer.chunk();
+                }
+                Some(Out::Final(_)) => return anyhow::Ok(()),
+                None => {}
+            }
+        }
+        bail!("stream ended without a final event")
+    };
+    let (f, r) = tokio::join!(forward, receive);
+    f?;
+    r?;
+    Ok(timer)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -266,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let mut channels = Vec::new();
-    if let Target::Grpc = args.target {
+    if let Target::Grpc | Target::Guard = args.target {
         let n = args
             .concurrency
             .div_ceil(args.streams_per_connection.max(1));
@@ -280,6 +381,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let url = format!("{}/chat/completions", args.url.trim_end_matches('/'));
+    let llm_url = format!(
+        "{}/chat/completions",
+        args.llm_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+    );
+    let llm_body = json!({"model": "mock", "stream": true,
+        "messages": [{"role": "user", "content": "Tell me a story."}]});
     let body = match args.target {
         Target::Direct => json!({"model": "mock", "stream": true,
             "messages": [{"role": "system", "content": "You are a bench."}, {"role": "user", "content": "Tell me a story."}]}),
@@ -298,6 +408,7 @@ async fn main() -> anyhow::Result<()> {
         let completed = completed.clone();
         let target = args.target;
         let config_id = args.config_id.clone();
+        let (llm_url, llm_body) = (llm_url.clone(), llm_body.clone());
         let mut grpc = channels
             .get(w / args.streams_per_connection.max(1))
             .cloned()
@@ -311,7 +422,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let result = match (target, grpc.as_mut()) {
                     (Target::Grpc, Some(client)) => grpc_stream(client, &config_id).await,
-                    (Target::Grpc, None) => Err(anyhow::anyhow!("no gRPC channel")),
+                    (Target::Guard, Some(client)) => {
+                        guard_stream(client, &http, (&llm_url, &llm_body), &config_id).await
+                    }
+                    (Target::Grpc | Target::Guard, None) => Err(anyhow::anyhow!("no gRPC channel")),
                     _ => sse_stream(&http, &url, &body).await,
                 };
                 match result {
@@ -367,6 +481,7 @@ async fn main() -> anyhow::Result<()> {
         "chunks_per_second": s.chunks as f64 / elapsed,
         "ttft": summary(&mut s.ttft_us),
         "gap": summary(&mut s.gaps_us),
+        "round_trip": summary(&mut s.round_us),
         "processes": procs,
     });
     println!("{result}");
