@@ -152,6 +152,33 @@ assert "hunter2" not in "".join(sent), sent
 print(f"grpcio GuardStream: 17 chunks guarded in {len(runs)} window checks; a leak stopped after {len(sent)} chunks")
 PY
 
+# GuardStream from Node (@grpc/grpc-js, the proto loaded at run time): the
+# same guarded joke, written chunk by chunk on a duplex call.
+npm install --silent --no-audit --no-fund --prefix "$tmp/node" @grpc/grpc-js@1 @grpc/proto-loader@0.7 >/dev/null
+NODE_PATH="$tmp/node/node_modules" node - "$GRPC" <<'JS'
+const assert = require("assert");
+const grpc = require("@grpc/grpc-js");
+const loader = require("@grpc/proto-loader");
+const def = loader.loadSync("proto/streamguard/v1/guardrails.proto", { keepCase: true, oneofs: true });
+const pb = grpc.loadPackageDefinition(def).streamguard.v1;
+const client = new pb.Guardrails(process.argv[2], grpc.credentials.createInsecure());
+const words = "Why did the scarecrow win an award ? Because he was outstanding in his own field !".split(" ");
+const call = client.GuardStream();
+const chunks = [];
+let final = null;
+call.on("data", (e) => (e.event === "chunk" ? chunks.push(e.chunk.text) : (final = e.final)));
+call.on("error", (e) => { console.error("GuardStream failed:", e.message); process.exit(1); });
+call.on("end", () => {
+  assert.strictEqual(chunks.length, 17, chunks);
+  assert.strictEqual(chunks.join(""), words.join(" "));
+  assert.ok(final && !final.violation, final);
+  console.log(`Node GuardStream: ${chunks.length} chunks back, then the final event`);
+});
+call.write({ start: { config_id: "guarded", messages: [{ role: "user", content: "hi" }] } });
+words.forEach((w, i) => call.write({ chunk: { text: i === 0 ? w : " " + w } }));
+call.end();
+JS
+
 python3 - "$HTTP" <<'PY'
 import sys
 from openai import OpenAI
