@@ -519,9 +519,10 @@ async fn nemos_abc_v2_bot_refuses_disallowed_topics_with_flows_the_llm_writes() 
     );
 }
 
-/// A Colang 2 config of `co` on the fake LLM, served over HTTP.
-async fn inline(answers: &[(&str, &str)], co: &str) -> (FakeLlm, Configs, String) {
-    let fake = llm(answers, "unused").await;
+/// A Colang 2 config of `co` on the fake LLM (answering `main` as the main
+/// model), served over HTTP.
+async fn inline(answers: &[(&str, &str)], main: &str, co: &str) -> (FakeLlm, Configs, String) {
+    let fake = llm(answers, main).await;
     let configs = Configs::new();
     let dir = configs.root().join("c");
     std::fs::create_dir_all(&dir).unwrap();
@@ -574,6 +575,7 @@ async fn nemos_user_intent_detection_tests_give_the_same_answers() {
                 "user expressed greeting",
             ),
         ],
+        "unused",
         INTENTS,
     )
     .await;
@@ -601,6 +603,7 @@ async fn nemos_value_generation_test_reads_each_quoting() {
             ("$v3 =", "'3'"),
             ("$v4 =", "'4'"),
         ],
+        "unused",
         co,
     )
     .await;
@@ -623,8 +626,36 @@ async fn nemos_llm_continuation_test_fakes_an_undefined_user_intent() {
               \x20   activate continuation on undefined flow\n    await user expressed greeting\n    bot say \"hi there\"\n";
     let (_fake, _c, base) = inline(
         &[("user intent:", "user intent: user expressed greeting")],
+        "unused",
         co,
     )
     .await;
     assert_eq!(chat_turns(&base, "c", &["hi"]).await, ["hi there"]);
+}
+
+#[tokio::test]
+async fn a_configs_own_output_rails_flow_checks_each_bot_message() {
+    let co = "import core\nimport llm\n\nflow main\n  activate llm continuation\n  activate greeting\n\n\
+              flow greeting\n  user said \"hi\"\n  bot say \"Hello, my password is hunter2\"\n\n\
+              flow output rails $output_text\n  $ok = ...\"Is the bot message '{$output_text}' safe? True or False.\"\n\
+              \x20 if not $ok\n    bot say \"I cannot share that.\"\n    abort\n";
+    let (fake, _c, base) = inline(
+        &[
+            ("message 'Hello, my password is hunter2' safe", "False"),
+            ("safe? True or False.", "True"),
+        ],
+        "All good here.",
+        co,
+    )
+    .await;
+    let got = chat_turns(&base, "c", &["hi", "what is up?"]).await;
+    assert_eq!(got, ["I cannot share that.", "All good here."]);
+    let asked = prompts(&fake);
+    // One check per bot message: the flow's, then the main model's answer.
+    let checks: Vec<&String> = asked
+        .iter()
+        .filter(|p| p.contains("safe? True or False."))
+        .collect();
+    assert_eq!(checks.len(), 2, "{asked:#?}");
+    assert!(checks[1].contains("'All good here.'"), "{}", checks[1]);
 }

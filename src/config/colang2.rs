@@ -109,17 +109,23 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
                         // Conditions, own flows, `bot say` + `abort`: the
                         // interaction runtime runs the flow itself.
                         Err(_) => {
-                            config.colang_2_input_flow = true;
+                            config.colang_2_rail_flows.0 = true;
                             active = true;
                         }
                     }
                 }
                 "output rails $output_text" | "output rails" => {
-                    let calls = rail_calls(&flow, "output_text", &own, &err)?;
-                    config
-                        .colang_2_rails
-                        .1
-                        .extend(calls.into_iter().map(|c| c.at(file)));
+                    match rail_calls(&flow, "output_text", &own, &err) {
+                        Ok(calls) => config
+                            .colang_2_rails
+                            .1
+                            .extend(calls.into_iter().map(|c| c.at(file))),
+                        // As for the input rails: the interaction runtime runs it.
+                        Err(_) => {
+                            config.colang_2_rail_flows.1 = true;
+                            active = true;
+                        }
+                    }
                 }
                 // Other flows (user intents of NeMo's examples) are unused by the above.
                 _ => {}

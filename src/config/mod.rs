@@ -255,9 +255,10 @@ pub struct Config {
     /// Its `flow main` is Colang 2's interaction language, not only
     /// `activate llm continuation`.
     colang_2_interaction: bool,
-    /// Its `flow input rails` is more than library rail calls: the
-    /// interaction runtime runs it on each user message.
-    colang_2_input_flow: bool,
+    /// Its `flow input rails` / `flow output rails` is more than library
+    /// rail calls: the interaction runtime runs it (on each user message /
+    /// each bot message).
+    colang_2_rail_flows: (bool, bool),
     /// `*.py` files (custom actions, `config.py`).
     action_files: Vec<PathBuf>,
     /// `kb/*.md` documents.
@@ -441,9 +442,10 @@ impl Config {
         (self.colang_2 && self.colang_2_interaction).then_some(self.colang.as_slice())
     }
 
-    /// Whether the interaction runtime runs `flow input rails` itself.
-    pub fn colang_2_input_flow(&self) -> bool {
-        self.colang_2_input_flow
+    /// Whether the interaction runtime runs `flow input rails` / `flow
+    /// output rails` itself.
+    pub fn colang_2_rail_flows(&self) -> (bool, bool) {
+        self.colang_2_rail_flows
     }
 
     /// The Python files (`actions.py`, `config.py`, …), in path order.

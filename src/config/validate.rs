@@ -69,7 +69,7 @@ pub(super) fn validate_composed(
         colang_2: false,
         colang_2_rails: Default::default(),
         colang_2_interaction: false,
-        colang_2_input_flow: false,
+        colang_2_rail_flows: (false, false),
         action_files: Vec::new(),
         kb: Vec::new(),
         dialog: DialogSettings::default(),

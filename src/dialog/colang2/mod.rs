@@ -57,6 +57,8 @@ pub struct Interaction {
     program: Program,
     /// It runs `flow input rails` on each user message itself.
     input_flow: bool,
+    /// It runs `flow output rails` on each bot message itself.
+    output_flow: bool,
 }
 
 /// A flow definition as read: its file, line, body and decorators.
@@ -115,10 +117,10 @@ impl Interaction {
         });
         let mut flows = BTreeMap::new();
         let mut unknown = BTreeMap::new();
-        let input_flow = config.colang_2_input_flow();
+        let (input_flow, output_flow) = config.colang_2_rail_flows();
         for (name, d) in defs {
             // Rail flows of library rails are the config's rails, which the engine runs.
-            if (name == "input rails" && !input_flow) || name == "output rails" {
+            if (name == "input rails" && !input_flow) || (name == "output rails" && !output_flow) {
                 continue;
             }
             let library = d.file == library.path;
@@ -142,6 +144,7 @@ impl Interaction {
         Ok(Some(Interaction {
             program: Program { flows },
             input_flow,
+            output_flow,
         }))
     }
 }
@@ -287,7 +290,7 @@ fn check_reachable(
     let mut seen = BTreeSet::new();
     let mut work: Vec<&str> = flows
         .iter()
-        .filter(|(n, f)| f.active || n.as_str() == "main" || n.as_str() == "input rails")
+        .filter(|(n, f)| f.active || ["main", "input rails", "output rails"].contains(&n.as_str()))
         .map(|(n, _)| n.as_str())
         .collect();
     while let Some(name) = work.pop() {

@@ -42,6 +42,18 @@ fn utterances(events: &[Event]) -> impl Iterator<Item = String> + '_ {
         .map(crate::dialog::value::display)
 }
 
+/// The request's last user message.
+fn last_user(request: &AnswerRequest) -> String {
+    request
+        .chat
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
 fn text_arg(key: &str, text: &str) -> Map<String, Value> {
     let mut args = Map::new();
     args.insert(key.into(), Value::String(text.to_string()));
@@ -56,25 +68,13 @@ impl Interaction {
         m.set_global("user_message", Value::String(message.to_string()));
         let shown = message.replace('\n', "\\n");
         m.log(true, format!("user action: user said \"{shown}\""));
-        let mut said = Vec::new();
-        if self.input_flow {
-            let args = text_arg("input_text", message);
-            let out = m
-                .start_alone(&self.program, "input rails", args)
-                .map_err(LlmError::Api)?;
-            let out = self.drive(tasks, m, c, out).await?;
-            said.extend(utterances(&out.events));
-            match m.watched_passed() {
-                Some(true) => {}
-                // The rail refused (`bot say …` + `abort`): that is the answer.
-                Some(false) => return Ok(Answer::Said(said)),
-                None => {
-                    m.stop_watched(&self.program).map_err(LlmError::Api)?;
-                    return Err(LlmError::Api(
-                        "the Colang 2 flow `input rails` waits for an event no turn sends".into(),
-                    ));
-                }
-            }
+        if self.input_flow
+            && let Some(refusal) = self
+                .rail(tasks, m, c, ("input rails", "input_text", message))
+                .await?
+        {
+            // The rail refused (`bot say …` + `abort`): that is the answer.
+            return Ok(Answer::Said(refusal));
         }
         let input = Event::new(
             "UtteranceUserActionFinished",
@@ -82,7 +82,8 @@ impl Interaction {
         );
         let out = m.turn(&self.program, input).map_err(LlmError::Api)?;
         let out = self.drive(tasks, m, c, out).await?;
-        said.extend(utterances(&out.events));
+        let said: Vec<String> = utterances(&out.events).collect();
+        let said = self.guard_said(tasks, m, c, said).await?;
         let continues = said.is_empty()
             && out.unhandled_user
             && !out.intent_taken
@@ -91,6 +92,60 @@ impl Interaction {
             true => Answer::Continue,
             false => Answer::Said(said),
         })
+    }
+
+    /// Runs the config's own rail flow `(flow, parameter, text)` on its
+    /// own: `None` when it passed, what it said when it refused.
+    async fn rail(
+        &self,
+        tasks: &Tasks,
+        m: &mut Machine,
+        c: &Call<'_>,
+        (flow, key, text): (&str, &str, &str),
+    ) -> Result<Option<Vec<String>>, LlmError> {
+        let out = m
+            .start_alone(&self.program, flow, text_arg(key, text))
+            .map_err(LlmError::Api)?;
+        let out = self.drive(tasks, m, c, out).await?;
+        match m.watched_passed() {
+            Some(true) => Ok(None),
+            Some(false) => Ok(Some(utterances(&out.events).collect())),
+            None => {
+                m.stop_watched(&self.program).map_err(LlmError::Api)?;
+                Err(LlmError::Api(format!(
+                    "the Colang 2 flow `{flow}` waits for an event no turn sends"
+                )))
+            }
+        }
+    }
+
+    /// The bot's messages through the config's own `flow output rails`
+    /// (when it has one), each on its own: a refused one is replaced by
+    /// what the rail said, and nothing after it goes out.
+    async fn guard_said(
+        &self,
+        tasks: &Tasks,
+        m: &mut Machine,
+        c: &Call<'_>,
+        said: Vec<String>,
+    ) -> Result<Vec<String>, LlmError> {
+        if !self.output_flow {
+            return Ok(said);
+        }
+        let mut out = Vec::with_capacity(said.len());
+        for text in said {
+            match self
+                .rail(tasks, m, c, ("output rails", "output_text", &text))
+                .await?
+            {
+                None => out.push(text),
+                Some(refusal) => {
+                    out.extend(refusal);
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Runs the system actions the flows started, feeding their results
@@ -210,6 +265,29 @@ impl Answerer for InteractionRuntime {
             match answer {
                 Answer::Said(said) => {
                     let text = said.join("\n");
+                    if !text.is_empty() {
+                        yield Piece::Text(text);
+                    }
+                }
+                // The config's own output rails flow checks the whole answer.
+                Answer::Continue if this.dialog.output_flow => {
+                    let mut pieces = this.answer.stream(request.clone());
+                    let mut text = String::new();
+                    while let Some(piece) = pieces.next().await {
+                        if let Piece::Text(t) = piece? {
+                            text.push_str(&t);
+                        }
+                    }
+                    let message = last_user(&request);
+                    let call = Call {
+                        prog: &this.dialog.program,
+                        llm: &this.llm,
+                        actions: &this.actions,
+                        request: &request,
+                        message: &message,
+                    };
+                    let guarded = this.dialog.guard_said(&this.tasks, &mut machine, &call, vec![text]).await?;
+                    let text = guarded.join("\n");
                     if !text.is_empty() {
                         yield Piece::Text(text);
                     }
