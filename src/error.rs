@@ -181,7 +181,8 @@ impl Error {
                 LlmError::Status { .. }
                 | LlmError::Api(_)
                 | LlmError::Protocol(_)
-                | LlmError::Rail { .. },
+                | LlmError::Rail { .. }
+                | LlmError::Caller { .. },
             ) => 502,
             Error::Rail { .. } => 502,
             Error::Config(_) => 500,

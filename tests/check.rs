@@ -273,3 +273,31 @@ async fn nemos_guardrail_checks_endpoint_checks_each_message_on_its_own() {
     let (status, _) = post(&base, "/v1/guardrail/checks", &json!({"messages": [{"role": "user", "content": "x"}], "guardrails": {"config_id": "nope"}})).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_colang_2_config_with_its_own_rail_flows_is_refused_not_passed() {
+    let fake = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    let dir = configs.add(
+        "own",
+        &format!("colang_version: \"2.x\"\n{}", main_model(&fake.base_url())),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "import core\nimport llm\n\nflow main\n  activate llm continuation\n\nflow input rails $input_text\n  if \"bomb\" in $input_text\n    bot say \"No.\"\n    abort\n",
+    )
+    .unwrap();
+    let mut server = start(configs.root()).await;
+    let e = server
+        .client
+        .check(check("own", &[("user", "a bomb")], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("runs its own Colang 2 rail flows"),
+        "{}",
+        e.message()
+    );
+    server.shutdown().await;
+}

@@ -271,6 +271,12 @@ fn what_is_not_a_guardrail_config_is_refused_with_the_line_and_the_construct() {
         e.contains("`line 7`") && e.contains("no `flow check`"),
         "{e}"
     );
+    // A library rail inside a rail flow that is a program is not run: the
+    // LLM of `llm continuation` must never write a rail.
+    let e = case(&format!(
+        "{main}\nflow input rails $input_text\n  $x = 1\n  self check input\n"
+    ));
+    assert!(e.contains("no `flow self check input`"), "{e}");
     let e = case(&format!(
         "{main}\nflow input rails $input_text\n  fact check\n"
     ));

@@ -659,3 +659,35 @@ async fn a_configs_own_output_rails_flow_checks_each_bot_message() {
     assert_eq!(checks.len(), 2, "{asked:#?}");
     assert!(checks[1].contains("'All good here.'"), "{}", checks[1]);
 }
+
+#[tokio::test]
+async fn what_the_llm_writes_may_only_do_what_a_bot_does() {
+    // `llm continue interaction` runs the bot action the LLM wrote: an
+    // action of the config's own, or a flow of the library replaced, is
+    // refused (the turn fails, clearly), never run.
+    for (answer, refused) in [
+        (
+            "bot greet\nbot action: await RefundAction(amount=1000)",
+            "may not start `RefundAction`",
+        ),
+        (
+            "bot greet\nbot action: send FinishFlow(flow_id=\"main\")",
+            "may not send `FinishFlow`",
+        ),
+    ] {
+        let (_fake, _c, base) = serve(
+            &[("bot intent:", answer)],
+            "unused",
+            (
+                "v2_x-language_reference-use_llms-bot_intent_generation_example",
+                "cont",
+            ),
+        )
+        .await;
+        let got = chat_turns(&base, "cont", &["Hello"]).await;
+        assert!(
+            got[0].starts_with("502") && got[0].contains(refused),
+            "{got:?}"
+        );
+    }
+}

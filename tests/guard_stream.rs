@@ -281,6 +281,7 @@ async fn a_call_that_does_not_start_right_is_refused_naming_the_field() {
     )
     .await;
     let e = got.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("a second `start`"), "{}", e.message());
     server.shutdown().await;
 }

@@ -100,32 +100,30 @@ pub(super) fn apply(config: &mut Config, sources: &[SourceFile]) -> Result<(), C
             seen.insert(flow.name.to_string(), (file, flow.line));
             match flow.name {
                 "main" => main = Some(is_interaction(&flow)),
+                // Conditions, own flows, `bot say` + `abort`: the interaction
+                // runtime runs the flow itself; library rail calls are the
+                // config's rails (and their errors are the config's errors).
+                "input rails $input_text" | "input rails" if is_program(&flow, &own) => {
+                    config.colang_2_rail_flows.0 = true;
+                    active = true;
+                }
+                "output rails $output_text" | "output rails" if is_program(&flow, &own) => {
+                    config.colang_2_rail_flows.1 = true;
+                    active = true;
+                }
                 "input rails $input_text" | "input rails" => {
-                    match rail_calls(&flow, "input_text", &own, &err) {
-                        Ok(calls) => config
-                            .colang_2_rails
-                            .0
-                            .extend(calls.into_iter().map(|c| c.at(file))),
-                        // Conditions, own flows, `bot say` + `abort`: the
-                        // interaction runtime runs the flow itself.
-                        Err(_) => {
-                            config.colang_2_rail_flows.0 = true;
-                            active = true;
-                        }
-                    }
+                    let calls = rail_calls(&flow, "input_text", &own, &err)?;
+                    config
+                        .colang_2_rails
+                        .0
+                        .extend(calls.into_iter().map(|c| c.at(file)));
                 }
                 "output rails $output_text" | "output rails" => {
-                    match rail_calls(&flow, "output_text", &own, &err) {
-                        Ok(calls) => config
-                            .colang_2_rails
-                            .1
-                            .extend(calls.into_iter().map(|c| c.at(file))),
-                        // As for the input rails: the interaction runtime runs it.
-                        Err(_) => {
-                            config.colang_2_rail_flows.1 = true;
-                            active = true;
-                        }
-                    }
+                    let calls = rail_calls(&flow, "output_text", &own, &err)?;
+                    config
+                        .colang_2_rails
+                        .1
+                        .extend(calls.into_iter().map(|c| c.at(file)));
                 }
                 // Other flows (user intents of NeMo's examples) are unused by the above.
                 _ => {}
@@ -170,6 +168,22 @@ fn is_interaction(flow: &FlowDef<'_>) -> bool {
         .iter()
         .any(|l| l.text != "activate llm continuation")
         || flow.body.is_empty()
+}
+
+/// Whether a rail flow is a program (conditions, assignments, `bot say`,
+/// `abort`, the config's own flows, nested blocks) rather than a list of
+/// library rail calls.
+fn is_program(flow: &FlowDef<'_>, own: &[String]) -> bool {
+    let indent = flow.body.first().map_or(0, |l| l.indent);
+    flow.body.iter().any(|line| {
+        let text = line.text.strip_prefix("await ").unwrap_or(line.text).trim();
+        let first = text.split_whitespace().next().unwrap_or_default();
+        line.indent != indent
+            || first.starts_with('$')
+            || text.contains(" = ")
+            || KEYWORDS.contains(&first)
+            || own.iter().any(|o| o == split_name(text).0)
+    })
 }
 
 /// A library rail call of a rail flow, at its line.
@@ -494,104 +508,4 @@ fn strip_comment(line: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn rail_calls_read_as_nemos_library_flows_take_them() {
-        let own = Vec::new();
-        let c = |t: &str| call(t, "input_text", "input", &own);
-        assert_eq!(
-            c("content safety check input $model=\"content_safety\"").unwrap(),
-            (
-                "content safety check input".into(),
-                args(&[("model", "content_safety")])
-            )
-        );
-        assert_eq!(
-            c("await mask sensitive data on input").unwrap(),
-            ("mask sensitive data on input".into(), args(&[]))
-        );
-        assert_eq!(
-            c("trend ai guard input $input_text").unwrap(),
-            ("trend ai guard input".into(), args(&[]))
-        );
-        assert_eq!(
-            c("clavata check for ($input_text, \"Toxicity\", [\"Hate Speech\"])").unwrap(),
-            (
-                "clavata check input".into(),
-                args(&[("policy", "Toxicity"), ("labels", "[\"Hate Speech\"]")])
-            )
-        );
-        assert_eq!(
-            c("clavata check for ($input_text, 'Safety', [\"Children's Safety\"])").unwrap(),
-            (
-                "clavata check input".into(),
-                args(&[("policy", "Safety"), ("labels", "[\"Children's Safety\"]")])
-            )
-        );
-        assert!(
-            c("ai defense inspect prompt $other")
-                .unwrap_err()
-                .contains("`$input_text`")
-        );
-        assert!(
-            c("$ok = await check $input_text")
-                .unwrap_err()
-                .contains("not yet")
-        );
-        assert!(c("bot say \"no\"").unwrap_err().contains("not yet"));
-        let own = vec!["check user utterance".to_string()];
-        let e = call(
-            "check user utterance $input_text",
-            "input_text",
-            "input",
-            &own,
-        )
-        .unwrap_err();
-        assert!(e.contains("a flow of this config"), "{e}");
-    }
-
-    #[test]
-    fn comments_and_docstrings_are_not_lines() {
-        let err = |l: usize, m: String| ConfigError::invalid("x.co", format!("line {l}"), m);
-        let text = "import core # the core\n\nflow main\n  \"\"\"Doc\n  more\"\"\"\n  activate llm continuation\n";
-        let got: Vec<(usize, &str)> = lines(text, &mut Vec::new(), &err)
-            .unwrap()
-            .iter()
-            .map(|l| (l.number, l.text))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (1, "import core"),
-                (3, "flow main"),
-                (6, "activate llm continuation")
-            ]
-        );
-        assert!(lines("flow x\n  \"\"\"open\n", &mut Vec::new(), &err).is_err());
-    }
-
-    proptest::proptest! {
-        /// Whatever the Colang 2 text, reading it gives rails or an error; it never panics.
-        #[test]
-        fn reading_never_panics(text in "(import [a-z.]{0,12}\n|flow (main|input rails \\$input_text|output rails \\$output_text|[a-z ]{0,8})\n|@active\n|  (await |activate )?[a-z ]{0,10}( \\$[a-z_]{0,6}(=\"?[a-z]{0,4}\"?)?| \\(\\$input_text, \"[a-z]{0,3}\", \\[\"[a-z ']{0,4}\"\\]\\))?\n|  \"\"\"[a-z ]{0,5}\n|#[a-z]{0,3}\n|\t\n|[a-z\"$()\\[\\],# ]{0,10}\n){0,20}") {
-            let mut config = crate::config::load::from_yaml("c", "models: []\n").unwrap();
-            let source = SourceFile { path: "main.co".into(), text };
-            let _ = apply(&mut config, &[source]);
-        }
-
-        #[test]
-        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
-            let mut config = crate::config::load::from_yaml("c", "models: []\n").unwrap();
-            let _ = apply(&mut config, &[SourceFile { path: "main.co".into(), text }]);
-        }
-    }
-}
+mod tests;

@@ -104,6 +104,7 @@ impl Guardrails {
                 "at least one message is required",
             ));
         }
+        own_rail_flows(inner, "Check")?;
         let stages = stages.unwrap_or_else(|| stages_for(&request.messages));
         let user = last_of(&request.messages, Role::User);
         let assistant = last_of(&request.messages, Role::Assistant);
@@ -135,6 +136,8 @@ impl Guardrails {
             }
             content = user_text.clone();
         }
+        // A rewrite of the user's message counts when both stages ran.
+        let input_rewrote = content != original;
         if stages.contains(&Stage::Output) {
             let answer = text(assistant).unwrap_or_default();
             original = answer.clone();
@@ -145,7 +148,7 @@ impl Guardrails {
                 Checked::Stop(v) => return Ok(blocked(inner, run, v, stages, started)),
             }
         }
-        let status = match content == original {
+        let status = match content == original && !input_rewrote {
             true => CheckStatus::Passed,
             false => CheckStatus::Modified,
         };
@@ -157,6 +160,23 @@ impl Guardrails {
             stages,
             log,
         })
+    }
+}
+
+/// A Colang 2 config whose rail flows are programs runs them in its
+/// dialog, which `Check` and `GuardStream` do not run: refused, never
+/// passed unchecked.
+pub(super) fn own_rail_flows(inner: &super::Inner, what: &str) -> Result<(), Error> {
+    match inner.config.colang_2_rail_flows() {
+        (false, false) => Ok(()),
+        _ => Err(Error::invalid(
+            "config_id",
+            format!(
+                "config `{}` runs its own Colang 2 rail flows in its dialog, which {what} does not \
+                 run; call Generate or StreamGenerate",
+                inner.config.id()
+            ),
+        )),
     }
 }
 

@@ -347,15 +347,20 @@ impl Guardrails {
     ) -> Result<EventStream, Error> {
         let started = Instant::now();
         let inner = &self.inner;
+        check::own_rail_flows(inner, "GuardStream")?;
         let run = inner.start(&request)?;
         preconditions::check_windows(&inner.config, !run.output.is_empty())?;
         let pieces = chunks.filter_map(|c| {
             std::future::ready(match c {
                 Ok(text) if text.is_empty() => None,
                 Ok(text) => Some(Ok(answer::Piece::Text(text))),
-                Err(e) => Some(Err(llm::LlmError::Protocol(format!(
-                    "the caller's stream: {e}"
-                )))),
+                Err(Error::InvalidRequest { field, message }) => {
+                    Some(Err(llm::LlmError::Caller { field, message }))
+                }
+                Err(e) => Some(Err(llm::LlmError::Caller {
+                    field: "chunk",
+                    message: e.to_string(),
+                })),
             })
         });
         let given: answer::PieceStream = Box::pin(pieces);
@@ -372,6 +377,9 @@ impl Guardrails {
 fn upstream_error(e: llm::LlmError) -> Error {
     if let llm::LlmError::Rail { rail, message } = e {
         return Error::Rail { rail, message };
+    }
+    if let llm::LlmError::Caller { field, message } = e {
+        return Error::InvalidRequest { field, message };
     }
     metrics::counter!("streamguard_upstream_errors_total", "kind" => e.kind()).increment(1);
     Error::Upstream(e)

@@ -245,6 +245,13 @@ pub enum LlmError {
     /// decide: the engine reports it as that rail's failure, not the model's.
     #[error("rail `{rail}` failed: {message}")]
     Rail { rail: String, message: String },
+    /// The stream came from the caller (GuardStream) and the caller broke
+    /// it: the engine reports it as a bad request naming `field`.
+    #[error("{field}: {message}")]
+    Caller {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl LlmError {
@@ -258,6 +265,7 @@ impl LlmError {
             LlmError::Timeout { .. } => "timeout",
             LlmError::MissingApiKey(_) => "api_key",
             LlmError::Rail { .. } => "rail",
+            LlmError::Caller { .. } => "caller",
         }
     }
 
@@ -270,7 +278,8 @@ impl LlmError {
             LlmError::Api(_)
             | LlmError::Protocol(_)
             | LlmError::MissingApiKey(_)
-            | LlmError::Rail { .. } => None,
+            | LlmError::Rail { .. }
+            | LlmError::Caller { .. } => None,
         }
     }
 

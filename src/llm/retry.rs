@@ -13,7 +13,8 @@ pub(super) fn retryable(e: &LlmError) -> bool {
         LlmError::Api(_)
         | LlmError::Protocol(_)
         | LlmError::MissingApiKey(_)
-        | LlmError::Rail { .. } => false,
+        | LlmError::Rail { .. }
+        | LlmError::Caller { .. } => false,
     }
 }
 

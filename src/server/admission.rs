@@ -207,6 +207,15 @@ impl Admission {
 
     /// Authenticates the caller and takes a concurrency slot, or refuses at
     /// once (never queues).
+    /// Only the key check of [`Admission::admit`] (no permit taken): for a
+    /// call that must read more before it is admitted (GuardStream's `start`).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(), Error> {
+        match &self.settings.api_keys {
+            Some(keys) => keys.authenticate(authorization).map(drop),
+            None => Ok(()),
+        }
+    }
+
     pub fn admit(&self, authorization: Option<&str>) -> Result<Admitted, Error> {
         let key = match &self.settings.api_keys {
             Some(keys) => Some(keys.authenticate(authorization)?),

@@ -113,8 +113,10 @@ flow continuation on undefined flow
   start_new_flow_instance:
   if search("^user ", $event.flow_id)
     send FlowStarted(flow_id=$event.flow_id, flow_instance_uid=$event.flow_instance_uid)
-    match FinishFlow(flow_id=$event.flow_id)
-    send FlowFinished(flow_id=$event.flow_id, flow_instance_uid=$event.flow_instance_uid)
+    when FinishFlow(flow_id=$event.flow_id)
+      send FlowFinished(flow_id=$event.flow_id, flow_instance_uid=$event.flow_instance_uid)
+    or when StopFlow(flow_instance_uid=$event.flow_instance_uid)
+      return
   else
     $source = await GenerateFlowFromNameAction(name=$event.flow_id)
     await AddFlowsAction(config=$source)

@@ -138,9 +138,12 @@ impl Interaction {
             }
             flows.insert(name, flow);
         }
-        if !catches {
-            check_reachable(&flows, &unknown)?;
-        }
+        // What a rail flow calls must exist: the LLM never writes a rail.
+        let roots: &[&str] = match catches {
+            true => &["input rails", "output rails"],
+            false => &["main", "input rails", "output rails"],
+        };
+        check_reachable(&flows, &unknown, roots, !catches)?;
         Ok(Some(Interaction {
             program: Program { flows },
             input_flow,
@@ -275,7 +278,23 @@ pub(super) fn compile_added(
     let mut out = BTreeMap::new();
     for d in defs {
         let name = d.sig.name.clone();
+        // What the LLM writes may say and do what a bot does, nothing more:
+        // no flow of the config's (or the library's) replaced, no action of
+        // the config's own, no event of the runtime's.
+        if prog.flows.contains_key(&name) {
+            return Err(format!("a generated flow may not replace `flow {name}`"));
+        }
         let compiled = compile_def(d, &names, false).map_err(shown)?;
+        if let Some((_, a)) = compiled.actions.iter().find(|(_, a)| is_custom(a)) {
+            return Err(format!("a generated flow may not start `{a}`"));
+        }
+        let internal = compiled.flow.ops.iter().find_map(|op| match op {
+            Op::Send { name, .. } if machine::INTERNAL.contains(&name.as_str()) => Some(name),
+            _ => None,
+        });
+        if let Some(event) = internal {
+            return Err(format!("a generated flow may not send `{event}`"));
+        }
         out.insert(name, compiled.flow);
     }
     Ok(out)
@@ -286,11 +305,13 @@ pub(super) fn compile_added(
 fn check_reachable(
     flows: &BTreeMap<String, Flow>,
     unknown: &BTreeMap<String, (PathBuf, usize, String)>,
+    roots: &[&str],
+    active: bool,
 ) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
     let mut work: Vec<&str> = flows
         .iter()
-        .filter(|(n, f)| f.active || ["main", "input rails", "output rails"].contains(&n.as_str()))
+        .filter(|(n, f)| (active && f.active) || roots.contains(&n.as_str()))
         .map(|(n, _)| n.as_str())
         .collect();
     while let Some(name) = work.pop() {

@@ -22,8 +22,9 @@ use crate::{
     llm::{LlmError, Provider, Role},
 };
 
-/// The most user messages one request replays.
-const MAX_TURNS: usize = 1000;
+/// The most user messages a request without a state replays (each may
+/// call the LLM and the actions server: send the state back instead).
+const MAX_TURNS: usize = 50;
 /// The most rounds of system actions one user message runs.
 const MAX_ROUNDS: usize = 32;
 
@@ -73,7 +74,9 @@ impl Interaction {
                 .rail(tasks, m, c, ("input rails", "input_text", message))
                 .await?
         {
-            // The rail refused (`bot say …` + `abort`): that is the answer.
+            // The rail refused (`bot say …` + `abort`): that is the answer,
+            // and the refused message stays out of the history.
+            m.forget_user();
             return Ok(Answer::Said(refusal));
         }
         let input = Event::new(
@@ -140,6 +143,7 @@ impl Interaction {
             {
                 None => out.push(text),
                 Some(refusal) => {
+                    m.forget_said(&text);
                     out.extend(refusal);
                     break;
                 }
@@ -220,12 +224,16 @@ impl InteractionRuntime {
             .iter()
             .filter(|m| m.role == Role::User)
             .map(|m| m.content.clone());
-        let kept = request
-            .state
-            .as_ref()
-            .and_then(|s| s.colang_2.clone())
+        let given = request.state.as_ref().and_then(|s| s.colang_2.clone());
+        let had = given.is_some();
+        let kept = given
             .and_then(|v| serde_json::from_value::<Machine>(v).ok())
             .filter(|m| m.fits(&self.dialog.program));
+        if had && kept.is_none() {
+            tracing::warn!(
+                "colang: the request's Colang 2 state does not fit the config; replaying"
+            );
+        }
         match kept {
             Some(m) => (m, users.next_back().into_iter().collect()),
             None => {

@@ -182,17 +182,22 @@ impl Tasks {
                     .get("max_example_flows")
                     .and_then(Value::as_u64)
                     .unwrap_or(5);
-                let intent = self.user_intent(c, m, &text("user_action"), max).await?;
+                // A message's own line breaks must not write prompt lines.
+                let action = text("user_action").replace('\n', "\\n");
+                let intent = self.user_intent(c, m, &action, max).await?;
                 m.log(true, format!("user intent: {intent}"));
                 Value::String(intent)
             }
             "GenerateFlowContinuationAction" => self.continuation(c, m).await?,
             "GenerateFlowAction" => self.nld_flow(c, m, &text("flow_id"), args).await?,
+            // A flow the LLM wrote that does not load fails the turn, clearly
+            // (a flow waiting for it would wait for ever).
             "AddFlowsAction" => match m.add_flows(c.prog, &text("config")) {
                 Ok(names) => json!(names),
                 Err(e) => {
-                    tracing::warn!("colang: a generated flow does not load: {e}");
-                    json!([])
+                    return Err(LlmError::Protocol(format!(
+                        "the LLM wrote a Colang 2 flow streamguard does not run: {e}"
+                    )));
                 }
             },
             "RemoveFlowsAction" => {

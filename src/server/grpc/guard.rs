@@ -11,6 +11,8 @@ use crate::{engine, error::Error, pb};
 
 /// How long a call may take to send its `start`.
 const START_WAIT: Duration = Duration::from_secs(30);
+/// The longest wait for the next chunk.
+const CHUNK_WAIT: Duration = Duration::from_secs(60);
 /// The most text one guarded stream may carry.
 pub(super) const MAX_GUARDED_BYTES: usize = 16 << 20;
 
@@ -59,36 +61,57 @@ pub(super) async fn start(
     Ok((ids, request))
 }
 
-/// The rest of the call: its chunks' text, bounded.
+/// The rest of the call: its chunks' text, bounded in size and in the
+/// time between chunks.
 pub(super) fn chunks(
-    inbound: Streaming<pb::GuardStreamRequest>,
+    mut inbound: Streaming<pb::GuardStreamRequest>,
 ) -> BoxStream<'static, Result<String, Error>> {
-    let mut total = 0usize;
-    Box::pin(inbound.map(move |m| {
-        let event = m
-            .map_err(|s| Error::invalid("chunk", format!("the call failed: {}", s.message())))?
-            .event;
-        match event {
-            Some(pb::guard_stream_request::Event::Chunk(pb::Chunk { text })) => {
-                total += text.len();
-                if total > MAX_GUARDED_BYTES {
-                    return Err(Error::invalid(
-                        "chunk",
-                        format!("the guarded stream is over {MAX_GUARDED_BYTES} bytes"),
-                    ));
-                }
-                Ok(text)
+    Box::pin(async_stream::stream! {
+        let mut total = 0usize;
+        loop {
+            let Ok(next) = tokio::time::timeout(CHUNK_WAIT, inbound.next()).await else {
+                yield Err(Error::invalid("chunk", "no chunk (nor the end of the call) within 60 s"));
+                return;
+            };
+            let Some(message) = next else { return };
+            let chunk = read_chunk(message, &mut total);
+            let failed = chunk.is_err();
+            yield chunk;
+            if failed {
+                return;
             }
-            Some(pb::guard_stream_request::Event::Start(_)) => Err(Error::invalid(
-                "start",
-                "a second `start`: one GuardStream call guards one answer",
-            )),
-            None => Err(Error::invalid(
-                "event",
-                "a message with neither `start` nor `chunk`",
-            )),
         }
-    }))
+    })
+}
+
+/// One message after `start`: a chunk's text.
+fn read_chunk(
+    message: Result<pb::GuardStreamRequest, Status>,
+    total: &mut usize,
+) -> Result<String, Error> {
+    let event = message
+        .map_err(|s| Error::invalid("chunk", format!("the call failed: {}", s.message())))?
+        .event;
+    match event {
+        Some(pb::guard_stream_request::Event::Chunk(pb::Chunk { text })) => {
+            *total += text.len();
+            if *total > MAX_GUARDED_BYTES {
+                return Err(Error::invalid(
+                    "chunk",
+                    format!("the guarded stream is over {MAX_GUARDED_BYTES} bytes"),
+                ));
+            }
+            Ok(text)
+        }
+        Some(pb::guard_stream_request::Event::Start(_)) => Err(Error::invalid(
+            "start",
+            "a second `start`: one GuardStream call guards one answer",
+        )),
+        None => Err(Error::invalid(
+            "event",
+            "a message with neither `start` nor `chunk`",
+        )),
+    }
 }
 
 /// An engine event as a GuardStream event (reasoning is not theirs).

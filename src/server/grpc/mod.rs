@@ -177,6 +177,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<tonic::Streaming<pb::GuardStreamRequest>>,
     ) -> Result<Response<Self::GuardStreamStream>, Status> {
         let (metadata, _, mut inbound) = request.into_parts();
+        // An unknown key is refused before the call may wait for its `start`.
+        let auth = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        if let Err(e) = self.state.admission.authenticate(auth) {
+            return Err(status(&e, &crate::server::edge::new_id().to_string()));
+        }
         let started = guard::start(&mut inbound).await;
         let (call, ()) = self.state.prepare(
             Transport::Grpc,

@@ -76,6 +76,9 @@ impl Compiler<'_> {
         // waits until started), the `or` alternatives at once (forked heads).
         self.sequential = !has_or(g);
         let finish = self.start_each(g, activated, &mut refs, &mut started, err)?;
+        if started.len() > 32 {
+            return Err(err("the statement starts over 32 flows at once".into()));
+        }
         if !started.is_empty() {
             let target = self.ops.len() + 1;
             let leaves = started.iter().map(|r| leaf_ref(r, "Started")).collect();

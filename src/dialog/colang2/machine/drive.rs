@@ -10,11 +10,14 @@ use super::super::{Flow, Program};
 use super::{Event, Machine, Outcome, Res, Status, Turn};
 use crate::dialog::value;
 
-/// The most history entries kept.
+/// The most history entries kept, and the most of their text (the state
+/// carries them, and a state token has a size limit).
 const MAX_HISTORY: usize = 200;
-/// The most flows added while running.
+const MAX_HISTORY_BYTES: usize = 32 * 1024;
+/// The longest history entry.
+const MAX_ENTRY_BYTES: usize = 2 * 1024;
+/// The most flows added while running, and the most of their sources.
 const MAX_ADDED: usize = 64;
-/// The longest added flow source.
 const MAX_ADDED_BYTES: usize = 64 * 1024;
 
 impl Machine {
@@ -91,10 +94,12 @@ impl Machine {
             .get("flow_id")
             .map(value::display)
             .unwrap_or_default();
+        // The library's flows (`user said`) end on their events, never by name.
+        let own = t.def(&id).is_some_and(|f| !f.library);
         let running: Vec<u64> = self
             .flows
             .iter()
-            .filter(|(_, i)| i.flow == id && i.listening())
+            .filter(|(_, i)| own && i.flow == id && i.listening())
             .map(|(u, _)| *u)
             .collect();
         if running.is_empty() {
@@ -110,8 +115,11 @@ impl Machine {
 
     /// `AddFlowsAction`: the flows of `source`, added; their names.
     pub fn add_flows(&mut self, prog: &Program, source: &str) -> Res<Vec<String>> {
-        if source.len() > MAX_ADDED_BYTES {
-            return Err(format!("a generated flow over {MAX_ADDED_BYTES} bytes"));
+        let held: usize = self.added.values().map(String::len).sum();
+        if held + source.len() > MAX_ADDED_BYTES {
+            return Err(format!(
+                "the generated flows would hold over {MAX_ADDED_BYTES} bytes"
+            ));
         }
         let flows = super::super::compile_added(prog, &self.added, source)?;
         if self.added.len() + flows.len() > MAX_ADDED {
@@ -182,7 +190,15 @@ impl Machine {
     }
 
     /// A history entry (the same entry twice in a row is one).
-    pub fn log(&mut self, user: bool, line: String) {
+    pub fn log(&mut self, user: bool, mut line: String) {
+        if line.len() > MAX_ENTRY_BYTES {
+            let mut cut = MAX_ENTRY_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
         if self.history.back().is_some_and(|(_, l)| *l == line) {
             return;
         }
@@ -197,8 +213,29 @@ impl Machine {
             return;
         }
         self.history.push_back((user, line));
-        while self.history.len() > MAX_HISTORY {
-            self.history.pop_front();
+        let mut bytes: usize = self.history.iter().map(|(_, l)| l.len()).sum();
+        while self.history.len() > MAX_HISTORY || bytes > MAX_HISTORY_BYTES {
+            match self.history.pop_front() {
+                Some((_, l)) => bytes -= l.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Takes a bot message the output rails refused out of the history.
+    pub fn forget_said(&mut self, text: &str) {
+        let said = format!("bot say \"{}\"", text.replace('\n', "\\n"));
+        self.history.retain(|(user, l)| *user || !l.contains(&said));
+    }
+
+    /// Takes the last user message (refused by the input rails) out of the history.
+    pub fn forget_user(&mut self) {
+        if let Some(at) = self
+            .history
+            .iter()
+            .rposition(|(user, l)| *user && l.starts_with("user action:"))
+        {
+            self.history.truncate(at);
         }
     }
 

@@ -188,7 +188,7 @@ impl Machine {
     }
 
     pub(super) fn next_uid(&mut self) -> u64 {
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         self.next
     }
 
@@ -233,11 +233,9 @@ impl Machine {
                 "the Colang 2 flows started over {MAX_FLOWS} flows at once"
             ));
         }
-        let uid = match uid.filter(|u| !self.flows.contains_key(u)) {
-            Some(u) => {
-                self.next = self.next.max(u);
-                u
-            }
+        // Only a uid this machine issued (an undefined flow's placeholder).
+        let uid = match uid.filter(|u| *u <= self.next && !self.flows.contains_key(u)) {
+            Some(u) => u,
             None => self.next_uid(),
         };
         let looped = match (&flow.loop_id, parent.and_then(|p| self.flows.get(&p))) {
@@ -417,7 +415,14 @@ impl Machine {
     /// Stops the flow or action `$var` refers to.
     pub(super) fn stop(&mut self, t: &mut Turn<'_>, uid: u64, var: &str) {
         match reference(self.raw(uid, var).as_ref()) {
-            Some(Ref::Flow(f)) => self.abort(t, f),
+            Some(Ref::Flow(f)) if self.flows.contains_key(&f) => self.abort(t, f),
+            // An undefined flow's placeholder: whoever stands in for it
+            // (`continuation on undefined flow`) hears it stop.
+            Some(Ref::Flow(f)) => {
+                let mut args = Map::new();
+                args.insert("flow_instance_uid".into(), Value::from(f));
+                t.internal.push_back(Event::new("StopFlow", args));
+            }
             Some(Ref::Action(a, name)) if self.actions.get(&a).is_some_and(|x| !x.finished) => {
                 let ev = Event::new(&format!("Stop{name}"), action_args(a));
                 t.out.push(ev.clone());

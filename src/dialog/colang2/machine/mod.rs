@@ -26,7 +26,7 @@ pub(super) const MAX_STEPS: usize = 10_000;
 const MAX_FLOWS: usize = 1_000;
 
 /// Events the runtime makes and handles itself.
-const INTERNAL: &[&str] = &[
+pub(super) const INTERNAL: &[&str] = &[
     "StartFlow",
     "StopFlow",
     "FinishFlow",
@@ -173,7 +173,8 @@ impl<'p> Turn<'p> {
 
     /// A flow by name: an added one, else the config's.
     fn def(&self, name: &str) -> Option<&'p Flow> {
-        self.extra.get(name).or_else(|| self.prog.flows.get(name))
+        // The config's flows first: an added flow never replaces one.
+        self.prog.flows.get(name).or_else(|| self.extra.get(name))
     }
 
     fn outcome(self) -> Outcome {
