@@ -117,11 +117,30 @@ pub fn pattern(v: &Value) -> Option<&str> {
     }
 }
 
+/// The most patterns kept compiled per thread (a flow matches the same
+/// few against every event).
+const CACHED: usize = 128;
+
 fn compile(p: &str) -> Result<regex::Regex, String> {
-    RegexBuilder::new(p)
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+            std::cell::RefCell::default();
+    }
+    if let Some(r) = CACHE.with(|c| c.borrow().get(p).cloned()) {
+        return Ok(r);
+    }
+    let r = RegexBuilder::new(p)
         .size_limit(MAX_REGEX)
         .build()
-        .map_err(|e| format!("the pattern `{p}` does not compile: {e}"))
+        .map_err(|e| format!("the pattern `{p}` does not compile: {e}"))?;
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHED {
+            c.clear();
+        }
+        c.insert(p.to_string(), r.clone());
+    });
+    Ok(r)
 }
 
 /// Whether an event's argument `got` matches the pattern's `want`, as

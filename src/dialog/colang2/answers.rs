@@ -170,9 +170,10 @@ pub(super) fn literal(answer: &str, var: &str) -> Result<Value, String> {
             shorten(line)
         )
     })?;
-    e.eval(&|_| None)
-        .ok()
-        .filter(|_| is_literal(&e))
+    // Only a literal is evaluated (no function of the LLM's runs).
+    Some(&e)
+        .filter(|e| is_literal(e))
+        .and_then(|e| e.eval(&|_| None).ok())
         .ok_or_else(|| {
             format!(
                 "the LLM's value for `${var}` is not a literal: `{}`",

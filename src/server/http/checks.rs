@@ -201,6 +201,13 @@ pub(super) async fn run(call: Call, checks: Checks) -> HttpResponse {
                 }
             }
         }
+        // The checks ended before every message was checked: never a success.
+        if shape.next().is_some() {
+            let error = json!({"status": "error", "rails_status": {}, "messages": [],
+                               "guardrails_data": {"error": "the checks ended early"}});
+            yield Ok(line(&error));
+            return;
+        }
         yield Ok(line(&tally.last()));
     };
     let mut response = Body::from_stream(lines).into_response();

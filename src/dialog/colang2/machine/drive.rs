@@ -132,12 +132,25 @@ impl Machine {
         Ok(names)
     }
 
-    /// `RemoveFlowsAction`: added flows no running instance uses go.
+    /// `RemoveFlowsAction`: added flows no running instance uses go, with
+    /// the other flows of the same generated source.
     pub fn remove_flows(&mut self, names: &[String]) {
-        for n in names {
-            if !self.flows.values().any(|i| &i.flow == n && i.listening()) {
-                self.added.remove(n);
-            }
+        let sources: Vec<String> = names
+            .iter()
+            .filter_map(|n| self.added.get(n).cloned())
+            .collect();
+        let gone: Vec<String> = self
+            .added
+            .iter()
+            .filter(|(_, src)| sources.contains(src))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let running = |n: &String| self.flows.values().any(|i| &i.flow == n && i.listening());
+        if gone.iter().any(running) {
+            return;
+        }
+        for n in gone {
+            self.added.remove(&n);
         }
     }
 
