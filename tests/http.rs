@@ -468,14 +468,15 @@ async fn every_error_is_json_and_unsupported_fields_are_refused_by_name() {
         .unwrap();
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "bot");
-    // Fields that would be silently ignored are refused, naming them.
+    // Fields that would be silently ignored (or are bad) are refused, naming them.
     for (body, field) in [
         (
             json!({"config_id": "bot", "config_ids": ["bot"], "messages": user("hi")}),
             "config_ids",
         ),
         (
-            json!({"model": "bot", "messages": user("hi"), "guardrails": {"thread_id": "0123456789abcdef0"}}),
+            // NeMo's rule: a thread id has at least 16 characters.
+            json!({"model": "bot", "messages": user("hi"), "guardrails": {"thread_id": "0123"}}),
             "guardrails.thread_id",
         ),
         (

@@ -141,6 +141,7 @@ impl Backend {
                     model: request.model.unwrap_or_default(),
                     config_ids: Vec::new(),
                     state: None,
+                    thread_id: String::new(),
                 };
                 let status = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
                 if streaming {

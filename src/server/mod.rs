@@ -24,6 +24,7 @@ mod listen;
 pub mod metrics;
 mod reload;
 mod state_token;
+mod threads;
 pub mod tls;
 
 use std::{future::Future, sync::Arc};
@@ -71,6 +72,8 @@ pub struct State {
     events: broadcast::Sender<ServerEvent>,
     /// Signs the dialog states handed to callers.
     pub state_key: state_token::StateKey,
+    /// Conversation threads (`thread_id`).
+    pub(crate) threads: threads::Threads,
 }
 
 impl State {
@@ -92,6 +95,7 @@ impl State {
             expired_flag: std::sync::atomic::AtomicBool::new(false),
             events: broadcast::channel(64).0,
             state_key,
+            threads: threads::Threads::default(),
         })
     }
 

@@ -148,6 +148,7 @@ pub(super) fn request(
         model,
         config_ids,
         state,
+        thread_id: _,
     } = request;
     let ids = composed(config_id, config_ids)?;
     let resume = match state {

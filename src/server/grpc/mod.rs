@@ -31,6 +31,26 @@ impl GuardrailsService {
         GuardrailsService { state }
     }
 
+    /// A Generate / StreamGenerate request, with its thread's messages in
+    /// front when it names one.
+    fn request(
+        &self,
+        mut body: pb::GenerateRequest,
+        registry: &crate::engine::Registry,
+    ) -> Result<(Vec<String>, crate::engine::Request, Resumed), crate::error::Error> {
+        let thread_id = std::mem::take(&mut body.thread_id);
+        let (ids, mut request, resume) = convert::request(body, &self.state.state_key, registry)?;
+        let thread = match thread_id.is_empty() {
+            true => None,
+            false => Some(self.state.threads.open(
+                thread_id,
+                &mut request.messages,
+                "thread_id",
+            )?),
+        };
+        Ok((ids, request, (resume, thread)))
+    }
+
     /// The tonic server for this service.
     pub fn into_server(self) -> pb::guardrails_server::GuardrailsServer<Self> {
         pb::guardrails_server::GuardrailsServer::new(self)
@@ -38,6 +58,11 @@ impl GuardrailsService {
 }
 
 type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamGenerateResponse, Status>> + Send>>;
+/// A request's dialog state and its thread (id, conversation sent).
+type Resumed = (
+    Option<crate::server::state_token::Resume>,
+    Option<(String, Vec<crate::llm::ChatMessage>)>,
+);
 type GuardResult = Pin<Box<dyn Stream<Item = Result<pb::GuardStreamResponse, Status>> + Send>>;
 
 fn meta(metadata: &MetadataMap) -> CallMeta<'_> {
@@ -72,14 +97,15 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, resume) = self.state.prepare(
+        let (call, (resume, thread)) = self.state.prepare(
             Transport::Grpc,
             super::metrics::GENERATE,
             meta(&metadata),
-            |registry| convert::request(body, &self.state.state_key, registry),
+            |registry| self.request(body, registry),
         )?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
+        self.state.threads.keep(thread, &answer.content);
         let state = convert::state(&self.state.state_key, resume.as_ref(), &answer)
             .map_err(|e| status(&e, &rid))?;
         let mut response = Response::new(convert::response(&id, answer, state));
@@ -94,11 +120,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, resume) = self.state.prepare(
+        let (call, (resume, thread)) = self.state.prepare(
             Transport::Grpc,
             super::metrics::STREAM_GENERATE,
             meta(&metadata),
-            |registry| convert::request(body, &self.state.state_key, registry),
+            |registry| self.request(body, registry),
         )?;
         let server = self.state.clone();
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
@@ -119,6 +145,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
                 )),
             }),
             Ok(Event::Final(response)) => {
+                server.threads.keep(thread.clone(), &response.content);
                 let state = convert::state(&server.state_key, resume.as_ref(), &response)
                     .map_err(|e| status(&e, &stream_rid))?;
                 Ok(pb::StreamGenerateResponse {

@@ -151,15 +151,8 @@ struct ChatBody {
 /// beats an answer that silently ignored it.
 fn refuse_unsupported(body: &ChatBody) -> Result<(), Error> {
     let g = body.guardrails.as_ref();
-    let threads = "conversation threads (server-side conversations) are not supported yet; send the whole conversation in `messages` (and the dialog `guardrails.state` streamguard returned)";
     let tools = "tool calling is not supported yet; send plain chat messages";
-    let checks: [(&'static str, bool, &str); 7] = [
-        (
-            "guardrails.thread_id",
-            g.is_some_and(|g| g.thread_id.is_some()),
-            threads,
-        ),
-        ("thread_id", body.thread_id.is_some(), threads),
+    let checks: [(&'static str, bool, &str); 5] = [
         (
             "guardrails.config",
             g.is_some_and(|g| g.config.is_some()),
@@ -199,6 +192,9 @@ pub(super) struct Shape {
     /// The dialog state the request gave (`guardrails.state`) and the config
     /// it is signed for: the reply returns the state after the turn.
     pub resume: Option<Resume>,
+    /// The conversation thread (`guardrails.thread_id`) and the whole
+    /// conversation sent (its earlier messages in front).
+    pub thread: Option<(String, Vec<ChatMessage>)>,
 }
 
 fn bad_body(message: String, param: Option<String>) -> Error {
@@ -389,7 +385,7 @@ pub(super) fn parse(
         max_completion_tokens,
         stop,
         include_reasoning,
-        thread_id: _,
+        thread_id: top_thread,
         state: top_state,
         tools: _,
         tool_choice: _,
@@ -425,12 +421,23 @@ pub(super) fn parse(
         model: main_model.clone(),
         state: resume.as_ref().map(|r| r.prior.clone()),
     };
+    let thread = match guardrails.thread_id.take().or(top_thread) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some((id, Vec::new())),
+        Some(_) => {
+            return Err(bad_body(
+                "guardrails.thread_id: a string".into(),
+                Some("guardrails.thread_id".into()),
+            ));
+        }
+    };
     let shape = Shape {
         stream,
         openai,
         model: main_model,
         block_style,
         resume,
+        thread,
     };
     Ok((ids, request, shape))
 }

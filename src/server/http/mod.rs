@@ -205,7 +205,15 @@ async fn chat_completions(
         Transport::Http,
         super::metrics::HTTP_CHAT_COMPLETIONS,
         meta,
-        |registry| body::parse(&bytes, registry, &state.state_key),
+        |registry| {
+            let (ids, mut request, mut shape) = body::parse(&bytes, registry, &state.state_key)?;
+            // A thread's earlier messages go in front of the request's.
+            if let Some((id, _)) = shape.thread.take() {
+                let field = "guardrails.thread_id";
+                shape.thread = Some(state.threads.open(id, &mut request.messages, field)?);
+            }
+            Ok((ids, request, shape))
+        },
     );
     let (call, shape) = match prepared {
         Ok(p) => p,
@@ -231,13 +239,21 @@ async fn chat_completions(
                 let style = shape
                     .block_style
                     .unwrap_or(state.admission.settings.block_style);
-                let seal = shape.resume.clone().map(|r| (state.clone(), r));
-                sse::sse(events, model, style, seal).await
+                let keep = sse::Keep {
+                    server: state.clone(),
+                    resume: shape.resume.clone(),
+                    thread: shape.thread.clone(),
+                };
+                sse::sse(events, model, style, keep).await
             }
             Err(e) => error_response(&e),
         }
     } else {
-        match call.generate().await {
+        match call
+            .generate()
+            .await
+            .inspect(|r| keep_thread(&state, shape.thread.clone(), r))
+        {
             Ok(r) => match reply::state(&state.state_key, shape.resume.as_ref(), &r) {
                 Ok(dialog_state) if shape.openai => {
                     Json(reply::openai(&model, &config_id, &r, dialog_state)).into_response()
@@ -249,6 +265,15 @@ async fn chat_completions(
         }
     };
     with_request_id(response, &rid)
+}
+
+/// Appends the turn's answer to the request's thread, if it named one.
+pub(super) fn keep_thread(
+    state: &State,
+    thread: Option<(String, Vec<crate::llm::ChatMessage>)>,
+    response: &crate::engine::Response,
+) {
+    state.threads.keep(thread, &response.content);
 }
 
 /// NeMo's `POST /v1/guardrail/checks`: the rails on each message, no main model.

@@ -36,8 +36,14 @@ pub(super) async fn sse(
     mut events: Bounded,
     model: String,
     style: BlockStyle,
-    seal: Option<(Arc<State>, Resume)>,
+    keep: Keep,
 ) -> HttpResponse {
+    let Keep {
+        server,
+        resume,
+        thread,
+    } = keep;
+    let seal = resume.map(|r| (server.clone(), r));
     let first = match events.next().await {
         Some(Err(e)) => return error_response(&e),
         first => first,
@@ -53,25 +59,10 @@ pub(super) async fn sse(
         .map(move |event| match event {
             Ok(Event::Chunk(text)) => data(&head.text(&text)),
             Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
-            Ok(Event::Final(r)) => match &r.violation {
-                // Blocked mid-stream by an output rail: NeMo's error event,
-                // or (Azure style) the finish chunk with `content_filter`.
-                Some(v) if v.stage == Stage::Output && style == BlockStyle::Nemo => {
-                    data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
-                }
-                _ => {
-                    let state = seal
-                        .as_ref()
-                        .map(|(server, resume)| reply::state(&server.state_key, Some(resume), &r));
-                    match state.transpose() {
-                        Ok(state) => data(&head.finish(&r, state.flatten())),
-                        Err(e) => {
-                            let (kind, code) = e.kind();
-                            data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
-                        }
-                    }
-                }
-            },
+            Ok(Event::Final(r)) => {
+                super::keep_thread(&server, thread.clone(), &r);
+                final_event(&head, &r, style, seal.as_ref())
+            }
             Err(e) => {
                 let (kind, code) = e.kind();
                 data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
@@ -82,4 +73,39 @@ pub(super) async fn sse(
         .chain(body)
         .chain(stream::once(async { done }));
     Sse::new(all).into_response()
+}
+
+/// What the end of a stream keeps: the dialog state to seal (when the
+/// request gave one) and the thread to append to (when it named one).
+pub(super) struct Keep {
+    pub server: Arc<State>,
+    pub resume: Option<Resume>,
+    pub thread: Option<(String, Vec<crate::llm::ChatMessage>)>,
+}
+
+/// The finish chunk, or NeMo's error event for an output-rail block.
+fn final_event(
+    head: &reply::ChunkHead,
+    r: &crate::engine::Response,
+    style: BlockStyle,
+    seal: Option<&(Arc<State>, Resume)>,
+) -> Result<SseEvent, Infallible> {
+    match &r.violation {
+        // Blocked mid-stream by an output rail: NeMo's error event,
+        // or (Azure style) the finish chunk with `content_filter`.
+        Some(v) if v.stage == Stage::Output && style == BlockStyle::Nemo => {
+            data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
+        }
+        _ => {
+            let state =
+                seal.map(|(server, resume)| reply::state(&server.state_key, Some(resume), r));
+            match state.transpose() {
+                Ok(state) => data(&head.finish(r, state.flatten())),
+                Err(e) => {
+                    let (kind, code) = e.kind();
+                    data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
+                }
+            }
+        }
+    }
 }
