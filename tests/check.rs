@@ -272,6 +272,9 @@ async fn nemos_guardrail_checks_endpoint_checks_each_message_on_its_own() {
     assert!(text.contains("Messages list cannot be empty."), "{text}");
     let (status, _) = post(&base, "/v1/guardrail/checks", &json!({"messages": [{"role": "user", "content": "x"}], "guardrails": {"config_id": "nope"}})).await;
     assert_eq!(status, 404);
+    let (status, text) = post(&base, "/v1/guardrail/checks", &json!({"messages": [{"role": "user", "content": "x"}], "guardrails": {"config_id": "judged", "thread_id": "0123456789abcdef"}})).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("guardrails.thread_id"), "{text}");
 }
 
 #[tokio::test]

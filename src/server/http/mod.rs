@@ -289,6 +289,12 @@ async fn guardrail_checks(
         meta,
         |registry| {
             let (ids, request, shape) = body::parse(&bytes, registry, &state.state_key)?;
+            if shape.thread.is_some() {
+                return Err(Error::invalid(
+                    "guardrails.thread_id",
+                    "a check takes the messages to check, not a thread",
+                ));
+            }
             if request.messages.is_empty() {
                 return Err(Error::invalid("messages", "Messages list cannot be empty."));
             }
