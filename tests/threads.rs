@@ -25,6 +25,14 @@ fn last_main_call(llm: &FakeLlm) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many user messages the last call carried.
+fn users_seen(llm: &FakeLlm) -> usize {
+    last_main_call(llm)
+        .iter()
+        .filter(|(r, _)| r == "user")
+        .count()
+}
+
 #[tokio::test]
 async fn a_thread_carries_the_conversation_from_request_to_request() {
     let llm = fake_llm(Script {
@@ -69,24 +77,12 @@ async fn a_thread_carries_the_conversation_from_request_to_request() {
     );
     // The streamed turn was kept too.
     let (_, _) = post_chat(&base, &say("And again?", false)).await;
-    assert_eq!(
-        last_main_call(&llm)
-            .iter()
-            .filter(|(r, _)| r == "user")
-            .count(),
-        3
-    );
+    assert_eq!(users_seen(&llm), 3);
     // Another thread starts empty.
     let other = json!({"config_id": "bot", "messages": [{"role": "user", "content": "Hi"}],
                        "guardrails": {"thread_id": "another-thread-000000"}});
     post_chat(&base, &other).await;
-    assert_eq!(
-        last_main_call(&llm)
-            .iter()
-            .filter(|(r, _)| r == "user")
-            .count(),
-        1
-    );
+    assert_eq!(users_seen(&llm), 1);
     // A bad id is refused, naming the field.
     let bad = json!({"config_id": "bot", "messages": [{"role": "user", "content": "Hi"}],
                      "guardrails": {"thread_id": "../../etc/passwd-x"}});

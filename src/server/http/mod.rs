@@ -140,14 +140,25 @@ async fn list_models(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// What the edge reads of a call's headers.
-fn call_meta(headers: &HeaderMap) -> CallMeta<'_> {
-    CallMeta {
+/// The edge's prelude for an HTTP call (`method` the metrics label): the
+/// call and what `convert` made of the body, or the error response.
+fn prepare<C>(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    method: &'static str,
+    convert: impl FnOnce(
+        &crate::engine::Registry,
+    ) -> Result<(Vec<String>, crate::engine::Request, C), Error>,
+) -> Result<(super::edge::Call, C), Box<HttpResponse>> {
+    let meta = CallMeta {
         authorization: header(headers, "authorization"),
         request_id: header(headers, "x-request-id"),
         traceparent: header(headers, "traceparent"),
         deadline: None,
-    }
+    };
+    state
+        .prepare(Transport::Http, method, meta, convert)
+        .map_err(|r| Box::new(with_request_id(error_response(&r.error), &r.request_id)))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -200,11 +211,10 @@ async fn chat_completions(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> HttpResponse {
-    let meta = call_meta(&headers);
-    let prepared = state.prepare(
-        Transport::Http,
+    let prepared = prepare(
+        &state,
+        &headers,
         super::metrics::HTTP_CHAT_COMPLETIONS,
-        meta,
         |registry| {
             let (ids, mut request, mut shape) = body::parse(&bytes, registry, &state.state_key)?;
             // A thread's earlier messages go in front of the request's.
@@ -217,7 +227,7 @@ async fn chat_completions(
     );
     let (call, shape) = match prepared {
         Ok(p) => p,
-        Err(r) => return with_request_id(error_response(&r.error), &r.request_id),
+        Err(response) => return *response,
     };
     let rid = call.request_id.clone();
     let config_id = call.config_id.clone();
@@ -282,11 +292,10 @@ async fn guardrail_checks(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> HttpResponse {
-    let meta = call_meta(&headers);
-    let prepared = state.prepare(
-        Transport::Http,
+    let prepared = prepare(
+        &state,
+        &headers,
         super::metrics::HTTP_GUARDRAIL_CHECKS,
-        meta,
         |registry| {
             let (ids, request, shape) = body::parse(&bytes, registry, &state.state_key)?;
             if shape.thread.is_some() {
@@ -304,7 +313,7 @@ async fn guardrail_checks(
     );
     let (call, checks) = match prepared {
         Ok(p) => p,
-        Err(r) => return with_request_id(error_response(&r.error), &r.request_id),
+        Err(response) => return *response,
     };
     let rid = call.request_id.clone();
     with_request_id(checks::run(call, checks).await, &rid)
