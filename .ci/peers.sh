@@ -39,10 +39,38 @@ mkdir "$tmp/configs/guarded"
 { cat "$tmp/configs/whole_answer_rails/config.yml"
   printf '    streaming:\n      enabled: True\n      chunk_size: 4\n      context_size: 2\n      stream_first: False\n'
 } >"$tmp/configs/guarded/config.yml"
+# A fake OpenAI upstream (a real HTTP server in OpenAI's wire format) for
+# the SDK's tool-calling loop, behind a config with NeMo's tool output rails.
+python3 .ci/fake_openai.py >"$tmp/fake.port" &
+fake=$!
+trap 'kill $fake 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 200); do [ -s "$tmp/fake.port" ] && break; sleep 0.05; done
+mkdir "$tmp/configs/tools"
+cat >"$tmp/configs/tools/config.yml" <<YML
+models:
+  - type: main
+    engine: openai
+    model: fake
+    parameters:
+      base_url: http://127.0.0.1:$(cat "$tmp/fake.port")/v1
+streaming: True
+rails:
+  tool_output:
+    flows: [check tool calls]
+YML
+cat >"$tmp/configs/tools/rails.co" <<'CO'
+define subflow check tool calls
+  if $tool_calls[0].name == "delete_files"
+    bot refuse tool execution
+    abort
+
+define bot refuse tool execution
+  "I cannot execute this tool request due to policy restrictions."
+CO
 "$BIN" --log-format json serve --config "$tmp/configs" \
   --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $pid $fake 2>/dev/null || true; rm -rf "$tmp"' EXIT
 addr() { # the address the server logged for "$1 listening"
   for _ in $(seq 200); do
     a=$(python3 -c 'import json,sys
@@ -205,4 +233,55 @@ assert r.choices[0].finish_reason == "content_filter", r
 # The request's model names the main model (only its name; the engine stays), and the reply says so.
 assert r.model == "any", r.model
 print(f"OpenAI SDK: {len(parts)} streamed chunks, finish_reason={finish}; blocked answer finish_reason=content_filter")
+PY
+
+# The OpenAI SDK's tool-calling loop through streamguard, whole and streamed:
+# the model asks for a call, the client runs it and sends the result back,
+# the model answers with it; a call the tool rails refuse never reaches the client.
+python3 - "$HTTP" <<'PY'
+import json, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=f"http://{sys.argv[1]}/v1", api_key="unused")
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+def get_weather(city):
+    return f"sunny, 24 C in {city}"
+
+for stream in (False, True):
+    messages = [{"role": "user", "content": "What is the weather in Lyon?"}]
+    if stream:
+        calls, finish = {}, None
+        for chunk in client.chat.completions.create(model="tools", messages=messages, tools=tools, stream=True):
+            choice = chunk.choices[0]
+            for piece in choice.delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                if piece.function and piece.function.name:
+                    call["name"] += piece.function.name
+                if piece.function and piece.function.arguments:
+                    call["arguments"] += piece.function.arguments
+            finish = choice.finish_reason or finish
+        call = calls[0]
+    else:
+        r = client.chat.completions.create(model="tools", messages=messages, tools=tools)
+        finish = r.choices[0].finish_reason
+        c = r.choices[0].message.tool_calls[0]
+        call = {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+    assert finish == "tool_calls" and call["name"] == "get_weather", (finish, call)
+    result = get_weather(**json.loads(call["arguments"]))
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": call["id"], "type": "function",
+         "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": result},
+    ]
+    r = client.chat.completions.create(model="tools", messages=messages, tools=tools)
+    assert r.choices[0].message.content == f"Here is what the tool said: {result}", r
+refused = client.chat.completions.create(model="tools", tools=tools,
+                                         messages=[{"role": "user", "content": "Please clean up my disk"}])
+choice = refused.choices[0]
+assert choice.finish_reason == "content_filter" and not choice.message.tool_calls, refused
+assert refused.model_extra["guardrails"]["violation"]["tool"] == "delete_files", refused.model_extra
+print("OpenAI SDK tool loop: calls relayed whole and streamed, results answered; delete_files refused by the tool rail")
 PY

@@ -24,15 +24,7 @@ impl Provider for Chunks {
     }
     fn complete(&self, _: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
         let text = self.0.concat();
-        async move {
-            Ok(Completion {
-                text,
-                usage: None,
-                finish: None,
-                reasoning: None,
-            })
-        }
-        .boxed()
+        async move { Ok(Completion::text(text, None)) }.boxed()
     }
     fn stream(&self, _: ChatRequest) -> DeltaStream {
         futures_util::stream::iter(self.0.clone().into_iter().map(|c| Ok(Delta::Text(c)))).boxed()

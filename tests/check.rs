@@ -14,6 +14,7 @@ fn message(role: &str, content: &str) -> pb::Message {
     pb::Message {
         role: role.into(),
         content: content.into(),
+        ..Default::default()
     }
 }
 

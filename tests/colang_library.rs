@@ -502,6 +502,7 @@ async fn a_dialog_flows_library_call_sees_the_conversation_and_is_in_the_log() {
         let m = streamguard::pb::Message {
             role: (*role).into(),
             content: (*content).into(),
+            ..Default::default()
         };
         req.messages.insert(i, m);
     }

@@ -23,6 +23,7 @@ fn pb_message(role: &str, content: &str) -> streamguard::pb::Message {
     streamguard::pb::Message {
         role: role.into(),
         content: content.into(),
+        ..Default::default()
     }
 }
 

@@ -188,14 +188,17 @@ async fn when_and_else_branches_follow_the_conversation_over_two_turns() {
         pb::Message {
             role: "user".into(),
             content: "Hi".into(),
+            ..Default::default()
         },
         pb::Message {
             role: "assistant".into(),
             content: greeting,
+            ..Default::default()
         },
         pb::Message {
             role: "user".into(),
             content: "Not so good".into(),
+            ..Default::default()
         },
     ];
     let got = collect(&mut server.client, second).await.unwrap();

@@ -45,6 +45,7 @@ fn start_msg(config: &str, user: &str, log: bool) -> pb::GuardStreamRequest {
             messages: vec![pb::Message {
                 role: "user".into(),
                 content: user.into(),
+                ..Default::default()
             }],
             options: Some(pb::GenerationOptions {
                 log,

@@ -349,6 +349,7 @@ async fn a_text_completion_main_model_streams_from_v1_completions_with_nemos_pro
         pb::Message {
             role: "assistant".into(),
             content: "Welcome.".into(),
+            ..Default::default()
         },
     );
     let got = collect(&mut server.client, req).await.unwrap();

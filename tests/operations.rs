@@ -244,6 +244,7 @@ async fn oversize_requests_and_too_many_messages_are_refused() {
         .map(|_| pb::Message {
             role: "user".into(),
             content: "a".into(),
+            ..Default::default()
         })
         .collect();
     let s = server.client.generate(many).await.unwrap_err();

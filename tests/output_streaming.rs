@@ -276,15 +276,7 @@ impl Provider for Chunks {
     }
     fn complete(&self, _: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
         let text = self.0.concat();
-        async move {
-            Ok(Completion {
-                text,
-                usage: None,
-                finish: None,
-                reasoning: None,
-            })
-        }
-        .boxed()
+        async move { Ok(Completion::text(text, None)) }.boxed()
     }
     fn stream(&self, _: ChatRequest) -> DeltaStream {
         futures_util::stream::iter(self.0.clone().into_iter().map(|c| Ok(Delta::Text(c)))).boxed()
@@ -324,7 +316,7 @@ async fn run_stream(
     while let Some(e) = events.next().await {
         match e.unwrap() {
             Event::Chunk(c) => sent.push_str(&c),
-            Event::Reasoning(_) => {}
+            Event::Reasoning(_) | Event::ToolCall(_) => {}
             Event::Final(r) => {
                 assert_eq!(r.content, sent);
                 blocked = Some(r.violation.is_some());

@@ -46,6 +46,7 @@ async fn collect_all(
             Event::Chunk(c) => chunks.push(c.text),
             Event::Reasoning(r) => reasoning.push(r.text),
             Event::Final(f) => last = Some(f),
+            Event::ToolCall(_) => panic!("no tools were offered"),
         }
     }
     (chunks, reasoning, last.unwrap())

@@ -144,7 +144,7 @@ impl pb::guardrails_server::Guardrails for Relay {
                     }
                 }
             }
-            let message = pb::Message { role: "assistant".into(), content };
+            let message = pb::Message { role: "assistant".into(), content, ..Default::default() };
             yield Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Final(pb::GenerateResponse {
                     message: Some(message),

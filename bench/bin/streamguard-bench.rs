@@ -215,6 +215,7 @@ async fn grpc_stream(
         messages: vec![pb::Message {
             role: "user".into(),
             content: "Tell me a story.".into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -245,6 +246,7 @@ async fn guard_stream(
         messages: vec![pb::Message {
             role: "user".into(),
             content: "Tell me a story.".into(),
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -135,6 +135,7 @@ impl Backend {
                         .map(|m| pb::Message {
                             role: m.role.as_str().to_string(),
                             content: m.content,
+                            ..pb::Message::default()
                         })
                         .collect(),
                     options: None,
@@ -142,6 +143,7 @@ impl Backend {
                     config_ids: Vec::new(),
                     state: None,
                     thread_id: String::new(),
+                    ..pb::GenerateRequest::default()
                 };
                 let status = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
                 if streaming {
@@ -162,6 +164,10 @@ impl Backend {
                             Some(pb::stream_generate_response::Event::Reasoning(r)) => {
                                 Ok(Event::Reasoning(r.text))
                             }
+                            // The chat sends no tools.
+                            Some(pb::stream_generate_response::Event::ToolCall(_)) => Err(anyhow!(
+                                "the server sent a tool call the chat did not ask for"
+                            )),
                             None => Err(anyhow!("the server sent an empty event")),
                         }
                     })))
@@ -207,6 +213,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
             message: v.message,
             reason: v.reason,
             refusal: None,
+            tool: (!v.tool.is_empty()).then_some(v.tool),
         }),
         usage: usage.map(|u| crate::llm::Usage {
             prompt_tokens: u.prompt_tokens,
@@ -216,6 +223,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         log: None,
         model,
         reasoning_content: None,
+        tool_calls: Vec::new(),
         finish_reason: crate::engine::FinishReason::default(),
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,
@@ -344,7 +352,7 @@ async fn answer(
                 out.text(&text)?;
                 printed = true;
             }
-            Some(Ok(Event::Reasoning(_))) => {}
+            Some(Ok(Event::Reasoning(_) | Event::ToolCall(_))) => {}
             Some(Ok(Event::Final(response))) => {
                 if !printed {
                     out.text(&response.content)?;

@@ -235,6 +235,8 @@ pub struct Config {
     output: RailStage,
     /// `rails.retrieval` (never parallel).
     retrieval: RailStage,
+    /// `rails.tool_input` and `rails.tool_output`.
+    tools: [RailStage; 2],
     output_streaming: OutputStreaming,
     /// `rails.config.<name>`, with the file it came from.
     rail_settings: BTreeMap<String, (PathBuf, serde_yaml::Value)>,
@@ -387,6 +389,16 @@ impl Config {
     /// `rails.retrieval`: run in order on the knowledge base's chunks.
     pub fn retrieval(&self) -> &RailStage {
         &self.retrieval
+    }
+
+    /// `rails.tool_input`: on the tool results the caller sends back.
+    pub fn tool_input(&self) -> &RailStage {
+        &self.tools[0]
+    }
+
+    /// `rails.tool_output`: on the tool calls the model asks for.
+    pub fn tool_output(&self) -> &RailStage {
+        &self.tools[1]
     }
 
     /// `rails.output.streaming`.

@@ -95,6 +95,8 @@ pub struct RawRails {
     pub output: Option<RawOutputRails>,
     pub dialog: Option<Value>,
     pub retrieval: Option<RawRetrieval>,
+    pub tool_input: Option<RawFlows>,
+    pub tool_output: Option<RawFlows>,
     pub actions: Option<Value>,
     /// Per-rail settings (`rails.config.<rail>`), validated by the rail that owns them.
     pub config: Option<serde_yaml::Mapping>,

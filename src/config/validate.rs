@@ -56,6 +56,7 @@ pub(super) fn validate_composed(
         prompts: Vec::new(),
         input: RailStage::default(),
         retrieval: RailStage::default(),
+        tools: Default::default(),
         output: RailStage::default(),
         output_streaming: OutputStreaming::default(),
         rail_settings: BTreeMap::new(),
@@ -226,6 +227,24 @@ fn merge(config: &mut Config, file: &Path, raw: RawFile) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// `rails.<stage>.flows` and `.parallel`, added to what earlier files set.
+fn merge_flows(
+    (stage, raw, into): (&str, Option<super::raw::RawFlows>, &mut RailStage),
+    file: &Path,
+) -> Result<(), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(());
+    };
+    for (i, f) in raw.flows.iter().enumerate() {
+        let key = format!("rails.{stage}.flows[{i}]");
+        into.flows.push(parse_flow(f, file, key)?);
+    }
+    if let Some(p) = raw.parallel {
+        into.parallel = p;
+    }
+    Ok(())
+}
+
 fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), ConfigError> {
     if rails.actions.is_some() {
         return Err(ConfigError::invalid(
@@ -243,15 +262,12 @@ fn merge_rails(config: &mut Config, file: &Path, rails: RawRails) -> Result<(), 
     if let Some(dialog) = &rails.dialog {
         merge_dialog(&mut config.dialog, dialog, file)?;
     }
-    if let Some(input) = rails.input {
-        for (i, f) in input.flows.iter().enumerate() {
-            let key = format!("rails.input.flows[{i}]");
-            config.input.flows.push(parse_flow(f, file, key)?);
-        }
-        if let Some(p) = input.parallel {
-            config.input.parallel = p;
-        }
-    }
+    merge_flows(("input", rails.input, &mut config.input), file)?;
+    merge_flows(("tool_input", rails.tool_input, &mut config.tools[0]), file)?;
+    merge_flows(
+        ("tool_output", rails.tool_output, &mut config.tools[1]),
+        file,
+    )?;
     if let Some(output) = rails.output {
         merge_output(config, file, output)?;
     }

@@ -162,7 +162,7 @@ impl Inner {
                     }
                 }
                 Role::Assistant => out.push_str(&format!("bot\n  \"{}\"\n", m.content)),
-                Role::System => {}
+                Role::System | Role::Tool => {}
             }
         }
         out
@@ -228,7 +228,9 @@ impl Inner {
             }
             match stream.next().await {
                 Some(Ok(Delta::Text(t))) => buf.push_str(&t),
-                Some(Ok(Delta::Usage(_) | Delta::Finish(_) | Delta::Reasoning(_))) => {}
+                Some(Ok(
+                    Delta::Usage(_) | Delta::Finish(_) | Delta::Reasoning(_) | Delta::ToolCall(_),
+                )) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(None),
             }

@@ -113,6 +113,8 @@ pub(super) fn message_stream(call: MessageCall, calls: Option<Arc<CallLog>>) -> 
                 }
                 Delta::Finish(f) => yield Piece::Finish(f),
                 Delta::Reasoning(r) => yield Piece::Reasoning(r),
+                // A dialog's prompts offer no tools.
+                Delta::ToolCall(_) => {}
             }
         }
         // Dropping the tokens here ends the upstream call at a new turn.

@@ -10,7 +10,10 @@ use std::{fmt, sync::Arc};
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 
-use crate::llm::{CallLog, ChatRequest, Completion, Delta, Finish, LlmError, Provider, Usage};
+use crate::llm::{
+    CallLog, ChatRequest, Completion, Delta, Finish, LlmError, Provider, ToolCallBuilder,
+    ToolCallDelta, Usage,
+};
 
 /// The intents a dialog turn was answered with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,6 +40,8 @@ pub enum Piece {
     Finish(Finish),
     /// A piece of the model's reasoning trace.
     Reasoning(String),
+    /// A piece of a tool call the model asks for.
+    ToolCall(ToolCallDelta),
 }
 
 impl From<Delta> for Piece {
@@ -46,6 +51,7 @@ impl From<Delta> for Piece {
             Delta::Usage(u) => Piece::Usage(u),
             Delta::Finish(f) => Piece::Finish(f),
             Delta::Reasoning(r) => Piece::Reasoning(r),
+            Delta::ToolCall(c) => Piece::ToolCall(c),
         }
     }
 }
@@ -80,6 +86,12 @@ pub trait Answerer: Send + Sync + fmt::Debug {
     /// The answer as it is produced.
     fn stream(&self, request: AnswerRequest) -> PieceStream;
 
+    /// Whether the request's tools, tool messages and content parts reach
+    /// the model as sent, or why not.
+    fn tools(&self) -> Result<(), &'static str> {
+        Err("its answers come from its Colang dialog flows")
+    }
+
     /// The whole answer.
     fn complete(
         &self,
@@ -96,8 +108,10 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
     let mut dialog = None;
     let mut finish = None;
     let mut reasoning: Option<String> = None;
+    let mut tools = ToolCallBuilder::default();
     while let Some(piece) = stream.next().await {
         match piece? {
+            Piece::ToolCall(c) => tools.push(&c)?,
             Piece::Text(t) => text.push_str(&t),
             Piece::Reasoning(r) => reasoning.get_or_insert_default().push_str(&r),
             Piece::Usage(u) => usage = Some(u),
@@ -111,6 +125,7 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
             usage,
             finish,
             reasoning,
+            tool_calls: tools.finish(),
         },
         dialog,
     })
@@ -121,9 +136,16 @@ pub async fn collect(mut stream: PieceStream) -> Result<WholeAnswer, LlmError> {
 #[derive(Debug, Clone)]
 pub struct ModelAnswer(pub Arc<dyn Provider>);
 
+/// Why a main model cannot take tools.
+const MODEL_NO_TOOLS: &str = "its main model's API (Anthropic's Messages API, text completions, the scripted model) is not one streamguard sends them to";
+
 impl Answerer for ModelAnswer {
     fn can_stream(&self) -> bool {
         self.0.can_stream()
+    }
+
+    fn tools(&self) -> Result<(), &'static str> {
+        self.0.takes_tools().then_some(()).ok_or(MODEL_NO_TOOLS)
     }
 
     fn stream(&self, request: AnswerRequest) -> PieceStream {
@@ -169,13 +191,7 @@ impl KbAnswer {
         request: AnswerRequest,
     ) -> Result<Result<ChatRequest, String>, LlmError> {
         let mut chat = request.chat;
-        let query = chat
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == crate::llm::Role::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
+        let query = crate::llm::last_user_text(&chat.messages).to_string();
         let given = request
             .context
             .as_ref()
@@ -242,6 +258,10 @@ impl Answerer for KbAnswer {
         self.model.can_stream()
     }
 
+    fn tools(&self) -> Result<(), &'static str> {
+        self.model.takes_tools().then_some(()).ok_or(MODEL_NO_TOOLS)
+    }
+
     fn stream(&self, request: AnswerRequest) -> PieceStream {
         let (model, kb, retrieval) = (self.model.clone(), self.kb.clone(), self.retrieval.clone());
         Box::pin(async_stream::try_stream! {
@@ -268,12 +288,7 @@ impl Answerer for KbAnswer {
         async move {
             let completion = match Self::with_chunks(kb.as_deref(), &retrieval, request).await? {
                 Ok(chat) => model.complete(chat).await?,
-                Err(text) => crate::llm::Completion {
-                    text,
-                    usage: None,
-                    finish: Some(crate::llm::Finish::Stop),
-                    reasoning: None,
-                },
+                Err(text) => Completion::text(text, Some(Finish::Stop)),
             };
             Ok(WholeAnswer {
                 completion,

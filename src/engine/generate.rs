@@ -20,9 +20,7 @@ pub(super) async fn run(
     started: Instant,
 ) -> Result<Response, Error> {
     let context = request.context.take().map(std::sync::Arc::new);
-    let (violation, rewritten) = run
-        .input_check(&request.messages, context.as_deref())
-        .await?;
+    let (violation, rewritten) = turn_check(&mut run, &mut request, context.as_deref()).await?;
     if let Some(v) = violation {
         return Ok(run.finish(inner.blocked(v), started));
     }
@@ -50,47 +48,84 @@ pub(super) async fn run(
     run.timing.generation = generation.elapsed();
     record_main(&run, prompt, &completion, generation);
     let (mut content, stopped) = cut_at_stops(stops, std::mem::take(&mut completion.text));
-    let checked = match (&reasoning, inner.config.apply_to_reasoning_traces()) {
-        (Some(trace), true) => std::borrow::Cow::Owned(inner.with_trace(trace, &content)),
-        _ => std::borrow::Cow::Borrowed(content.as_str()),
-    };
-    let verdict = run
-        .output_check(
-            &user_input,
-            &checked,
-            reasoning.as_deref(),
-            answer
-                .dialog
-                .as_ref()
-                .map(|d| &d.context)
-                .or(context.as_deref()),
-        )
-        .await?;
-    drop(checked);
+    let vars = answer
+        .dialog
+        .as_ref()
+        .map(|d| &d.context)
+        .or(context.as_deref());
+    let verdict = check_answer(inner, &mut run, (&user_input, &content), &reasoning, vars).await?;
     let reasoning_content = reasoning.filter(|_| want_reasoning);
-    match verdict {
-        Checked::Pass => {}
-        Checked::Rewritten(text) => content = text,
-        Checked::Stop(v) => {
-            let response = Response {
-                usage: completion.usage,
-                reasoning_content,
-                ..inner.blocked(v)
-            };
-            return Ok(run.finish(response, started));
+    let calls = std::mem::take(&mut completion.tool_calls);
+    let mut block = match verdict {
+        Checked::Stop(v) => Some(v),
+        Checked::Pass => None,
+        Checked::Rewritten(text) => {
+            content = text;
+            None
         }
+    };
+    if block.is_none() {
+        block = run
+            .tool_output_check(&calls, &user_input, context.as_deref())
+            .await?;
     }
-    let response = Response {
-        content,
-        violation: None,
-        usage: completion.usage,
-        log: None,
-        dialog: answer.dialog,
-        finish_reason: FinishReason::of(completion.finish, false, stopped),
-        model: String::new(),
-        reasoning_content,
+    let response = match block {
+        Some(v) => Response {
+            usage: completion.usage,
+            reasoning_content,
+            ..inner.blocked(v)
+        },
+        None => Response {
+            content,
+            violation: None,
+            usage: completion.usage,
+            log: None,
+            dialog: answer.dialog,
+            finish_reason: FinishReason::of(completion.finish, false, stopped),
+            model: String::new(),
+            reasoning_content,
+            tool_calls: calls,
+        },
     };
     Ok(run.finish(response, started))
+}
+
+/// The output rails on the answer (after the reasoning trace, with
+/// `apply_to_reasoning_traces`).
+async fn check_answer(
+    inner: &Inner,
+    run: &mut Run,
+    (user_input, content): (&str, &str),
+    reasoning: &Option<String>,
+    vars: Option<&crate::dialog::Vars>,
+) -> Result<Checked, Error> {
+    let checked = match (reasoning, inner.config.apply_to_reasoning_traces()) {
+        (Some(trace), true) => std::borrow::Cow::Owned(inner.with_trace(trace, content)),
+        _ => std::borrow::Cow::Borrowed(content),
+    };
+    run.output_check(user_input, &checked, reasoning.as_deref(), vars)
+        .await
+}
+
+/// The input rails on the last user message, then the tool input rails on
+/// the tool results the turn sends back (with the user message as the
+/// input rails left it as `$user_message`).
+pub(super) async fn turn_check(
+    run: &mut Run,
+    request: &mut Request,
+    context: Option<&crate::dialog::Vars>,
+) -> super::run::StageOutcome {
+    let (violation, rewritten) = run.input_check(&request.messages, context).await?;
+    if violation.is_some() || run.tool_input.is_empty() {
+        return Ok((violation, rewritten));
+    }
+    let user = rewritten
+        .clone()
+        .unwrap_or_else(|| crate::llm::last_user_text(&request.messages).to_string());
+    let violation = run
+        .tool_input_check(&mut request.messages, &user, context)
+        .await?;
+    Ok((violation, rewritten))
 }
 
 /// The answer cut at the request's stop strings, for a model that ignored

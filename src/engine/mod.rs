@@ -25,6 +25,7 @@ mod registry;
 mod relay;
 mod run;
 mod stream;
+mod tools;
 mod trace;
 mod types;
 mod window;
@@ -88,6 +89,8 @@ struct Inner {
     answerer: Arc<dyn Answerer>,
     input: RailSet,
     output: RailSet,
+    /// The tool input and tool output rails.
+    tools: (RailSet, Arc<RailSet>),
     system_prompt: Option<String>,
     warnings: Vec<String>,
     meters: meters::Meters,
@@ -163,6 +166,7 @@ impl Guardrails {
                 answerer: built.answerer,
                 input: built.rails.input,
                 output: built.rails.output,
+                tools: (built.rails.tool_input, Arc::new(built.rails.tool_output)),
                 system_prompt,
                 warnings: built.rails.warnings,
                 meters: meters::Meters::new(config.id()),
@@ -211,6 +215,7 @@ impl Guardrails {
     pub async fn generate(&self, request: Request) -> Result<Response, Error> {
         let started = Instant::now();
         let this = self.for_model(request.model.as_deref())?;
+        tools::check_request(&this.inner, &request)?;
         let run = this.inner.start(&request)?;
         generate::run(&this.inner, run, request, started).await
     }
@@ -249,7 +254,7 @@ impl Guardrails {
         Ok(Box::pin(events.filter_map(|event| {
             std::future::ready(match event {
                 Ok(Event::Chunk(text)) => Some(Ok(text)),
-                Ok(Event::Final(_) | Event::Reasoning(_)) => None,
+                Ok(Event::Final(_) | Event::Reasoning(_) | Event::ToolCall(_)) => None,
                 Err(e) => Some(Err(e)),
             })
         })))
@@ -300,7 +305,7 @@ impl Guardrails {
                     }
                 }
                 Event::Final(response) => last = Some(*response),
-                Event::Reasoning(_) => {}
+                Event::Reasoning(_) | Event::ToolCall(_) => {}
             }
         }
         // At a stop string the stream was left early: dropping it cancels
@@ -320,6 +325,7 @@ impl Guardrails {
         let started = Instant::now();
         let this = self.for_model(request.model.as_deref())?;
         let inner = &this.inner;
+        tools::check_request(inner, &request)?;
         let run = inner.start(&request)?;
         let output_on = !run.output.is_empty();
         preconditions::check(
@@ -388,13 +394,25 @@ fn upstream_error(e: llm::LlmError) -> Error {
 impl Inner {
     /// Validates the request and selects its rails.
     fn start(&self, request: &Request) -> Result<run::Run, Error> {
-        run::Run::start(
+        let mut run = run::Run::start(
             request,
             (self.main_name.clone(), self.tracer.clone()),
             &self.input,
             &self.output,
             (self.config.input().parallel, self.config.output().parallel),
-        )
+        )?;
+        let o = &request.options;
+        if o.tool_input_rails {
+            run.tool_input = self.tools.0.clone();
+        }
+        if o.tool_output_rails {
+            run.tool_output = self.tools.1.clone();
+        }
+        run.tool_parallel = (
+            self.config.tool_input().parallel,
+            self.config.tool_output().parallel,
+        );
+        Ok(run)
     }
 
     /// Selects a check's rails (its messages need not end with the user's).
@@ -408,8 +426,9 @@ impl Inner {
     }
 
     /// The main call: the general instruction, then the conversation with
-    /// the last user message (rewritten by an input rail when `rewritten`).
-    /// Returns it with the user input the output rails see.
+    /// the last user message (rewritten by an input rail when `rewritten`),
+    /// and the tools offered. Returns it with the user input the output
+    /// rails see.
     fn main_request(&self, request: Request, rewritten: Option<String>) -> (ChatRequest, Arc<str>) {
         let Request {
             mut messages,
@@ -418,11 +437,16 @@ impl Inner {
             model: _,
             state: _,
             context: _,
+            tools,
         } = request;
-        let user_input: Arc<str> = match (rewritten, messages.last_mut()) {
+        let last_user = messages
+            .iter_mut()
+            .rev()
+            .find(|m| m.role == llm::Role::User);
+        let user_input: Arc<str> = match (rewritten, last_user) {
             (Some(text), Some(last)) => {
                 let shared: Arc<str> = text.as_str().into();
-                last.content = text;
+                last.set_text(text);
                 shared
             }
             (None, Some(last)) => last.content.as_str().into(),
@@ -436,6 +460,7 @@ impl Inner {
         let mut call = ChatRequest::new("general", all);
         call.params = options.llm_params;
         call.traceparent = traceparent;
+        call.tools = tools;
         (call, user_input)
     }
 
@@ -471,6 +496,7 @@ impl Inner {
             finish_reason: FinishReason::ContentFilter,
             model: String::new(),
             reasoning_content: None,
+            tool_calls: Vec::new(),
         }
     }
 }

@@ -240,6 +240,11 @@ impl Relay {
                 && self.approved.is_empty())
     }
 
+    /// Whether the answer was cut short: blocked, or at a stop string.
+    pub fn cut(&self) -> bool {
+        self.violation.is_some() || self.stopped
+    }
+
     /// Chunks received so far (after any stop string).
     pub fn received_chunks(&self) -> usize {
         self.received

@@ -37,6 +37,12 @@ pub(super) struct Run {
     pub output_parallel: bool,
     /// Whether a selected output rail may rewrite the answer.
     pub rewrites: bool,
+    /// The tool input rails, on the tool results sent back.
+    pub tool_input: RailSet,
+    /// The tool output rails, on the calls the model asks for.
+    pub tool_output: Arc<RailSet>,
+    /// `rails.tool_input.parallel`, `rails.tool_output.parallel`.
+    pub tool_parallel: (bool, bool),
     pub log: Option<RunLog>,
     pub timing: PhaseTiming,
     /// The main model's name, for the response.
@@ -55,11 +61,11 @@ fn validate(request: &Request) -> Result<(), Error> {
             "at least one message is required",
         ));
     };
-    if last.role != Role::User {
+    if !matches!(last.role, Role::User | Role::Tool) {
         return Err(Error::InvalidRequest {
             field: "messages",
             message: format!(
-                "the last message must have role `user`, not `{}`",
+                "the last message must have role `user` (or `tool`, with the results of the model's tool calls), not `{}`",
                 last.role
             ),
         });
@@ -146,6 +152,9 @@ impl Run {
                 "options.rails.input_flows",
             )?,
             output: Arc::new(output),
+            tool_input: RailSet::new(),
+            tool_output: Arc::new(RailSet::new()),
+            tool_parallel: (false, false),
             input_parallel: parallel.0,
             output_parallel: parallel.1,
             rewrites,
@@ -166,20 +175,25 @@ impl Run {
     }
 
     /// The call log and the rail records, borrowed apart.
-    fn log_parts(&mut self) -> (Option<&CallLog>, Option<&mut Vec<RailRecord>>) {
+    pub(super) fn log_parts(&mut self) -> (Option<&CallLog>, Option<&mut Vec<RailRecord>>) {
         match &mut self.log {
             Some(RunLog { calls, rails }) => (Some(&**calls), Some(rails)),
             None => (None, None),
         }
     }
 
-    /// Runs the input rails on the last user message.
+    /// Runs the input rails on the last user message (a turn that sends
+    /// tool results back checks it again, as NeMo does; one of tool results
+    /// alone has none to check).
     pub async fn input_check(
         &mut self,
         messages: &[ChatMessage],
         context: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
     ) -> StageOutcome {
-        let Some((last, history)) = messages.split_last() else {
+        let Some(at) = messages.iter().rposition(|m| m.role == Role::User) else {
+            return Ok((None, None));
+        };
+        let Some((last, history)) = messages[..=at].split_last() else {
             return Ok((None, None));
         };
         let started = Instant::now();
@@ -355,7 +369,7 @@ pub(super) async fn run_rails(
                 _ => input.user_input,
             },
             bot_response: match (stage, current) {
-                (Stage::Output, Some(t)) => Some(t),
+                (Stage::Output | Stage::ToolInput, Some(t)) => Some(t),
                 _ => input.bot_response,
             },
             ..input

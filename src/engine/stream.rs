@@ -23,9 +23,23 @@ use super::{
     run::{Run, run_rails},
 };
 use crate::{
-    llm::{CallLog, CallRecord, Finish, Usage},
+    llm::{CallLog, CallRecord, Finish, ToolCallBuilder, ToolCallDelta, Usage},
     rails::{RailInput, RailSet, Stage},
 };
+
+/// The tool calls of a stream: put together as they arrive, sent on at
+/// once, or held until the tool output rails decide on the whole calls.
+#[derive(Default)]
+struct StreamTools {
+    calls: ToolCallBuilder,
+    /// The request runs tool output rails: pieces wait for their verdict.
+    hold: bool,
+    held: Vec<ToolCallDelta>,
+    out: std::collections::VecDeque<ToolCallDelta>,
+    check: Option<BoxFuture<'static, Checked>>,
+    decided: bool,
+    violation: Option<Violation>,
+}
 
 /// A decided window check.
 struct Checked {
@@ -125,6 +139,7 @@ struct Driver {
     /// With `apply_to_reasoning_traces`: the trace, put in front of the
     /// first window's text.
     trace_prefix: Option<String>,
+    tools: StreamTools,
 }
 
 /// The most of a reasoning trace kept for rails and the response.
@@ -136,6 +151,19 @@ enum Start {
     Answer(Box<Driver>),
 }
 
+impl Start {
+    /// An input (or tool input) rail blocked: NeMo streams the refusal as one chunk.
+    fn blocked(inner: &Inner, run: Run, v: Violation, started: Instant) -> Self {
+        let response = inner.blocked(v);
+        let mut events = Vec::with_capacity(2);
+        if !response.content.is_empty() {
+            events.push(Event::Chunk(response.content.clone()));
+        }
+        events.push(Event::Final(Box::new(run.finish(response, started))));
+        Start::Blocked(events)
+    }
+}
+
 impl Driver {
     /// Runs the input rails; on a pass, starts the answer.
     async fn start(
@@ -145,23 +173,15 @@ impl Driver {
         started: Instant,
     ) -> Result<Start, Error> {
         let context = request.context.take().map(Arc::new);
-        let (violation, rewritten) = run
-            .input_check(&request.messages, context.as_deref())
-            .await?;
+        let (violation, rewritten) =
+            super::generate::turn_check(&mut run, &mut request, context.as_deref()).await?;
         if let Some(v) = violation {
-            let response = inner.blocked(v);
-            let mut events = Vec::with_capacity(2);
-            // NeMo streams the refusal as one chunk.
-            if !response.content.is_empty() {
-                events.push(Event::Chunk(response.content.clone()));
-            }
-            events.push(Event::Final(Box::new(run.finish(response, started))));
-            return Ok(Start::Blocked(events));
+            return Ok(Start::blocked(&inner, run, v, started));
         }
         // The request's stop strings are enforced here too, for a model
         // that ignores them.
         let stops = request.options.llm_params.stop.clone();
-        let request_reasoning = request.options.reasoning;
+        let want_reasoning = request.options.reasoning;
         let state = request.state.clone();
         let (main, user_input) = inner.main_request(request, rewritten);
         // The caller's own LLM (GuardStream) is no call of ours to log.
@@ -178,7 +198,6 @@ impl Driver {
             thinking: None,
             context: context.clone(),
         };
-        let want_reasoning = request_reasoning;
         let relay = Relay::new(
             inner.config.output_streaming(),
             !run.output.is_empty(),
@@ -186,6 +205,7 @@ impl Driver {
             stops,
         );
         let chunks = ChunkCount::new(inner.meters.chunks.clone());
+        let run_tools_empty = run.tool_output.is_empty();
         let answer = match given {
             Some(chunks) => chunks,
             None => inner.answerer.stream(AnswerRequest {
@@ -215,6 +235,10 @@ impl Driver {
             want_reasoning,
             reasoning_out: None,
             trace_prefix: None,
+            tools: StreamTools {
+                hold: !run_tools_empty,
+                ..StreamTools::default()
+            },
         })))
     }
 
@@ -256,6 +280,69 @@ impl Driver {
         Some(text)
     }
 
+    /// A piece of a tool call: sent on, or held for the tool output rails.
+    fn on_tool_call(&mut self, piece: ToolCallDelta) -> Result<(), Error> {
+        self.tools
+            .calls
+            .push(&piece)
+            .map_err(super::upstream_error)?;
+        match self.tools.hold {
+            true => self.tools.held.push(piece),
+            false => self.tools.out.push_back(piece),
+        }
+        Ok(())
+    }
+
+    /// Once the text is done: the tool output rails on the whole calls,
+    /// whose held pieces go out when they pass. A cut answer's calls are
+    /// dropped unchecked.
+    fn poll_tools(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let t = &mut self.tools;
+        if t.decided {
+            return Poll::Ready(Ok(()));
+        }
+        if t.held.is_empty() || self.relay.cut() {
+            t.held.clear();
+            t.decided = true;
+            return Poll::Ready(Ok(()));
+        }
+        let check = t.check.get_or_insert_with(|| {
+            let c = self.checker.clone();
+            let rails = self.run.tool_output.clone();
+            let parallel = self.run.tool_parallel.1;
+            let calls: Vec<_> = t.calls.calls().cloned().collect();
+            Box::pin(async move {
+                let started = Instant::now();
+                let mut records = Vec::new();
+                let logging = c.calls.is_some();
+                let outcome = super::tools::check_calls(
+                    (&rails, parallel),
+                    &calls,
+                    (&c.user_input, c.context.as_deref()),
+                    (c.calls.as_deref(), logging.then_some(&mut records)),
+                )
+                .await;
+                Checked {
+                    outcome: outcome.map(|v| v.map_or(WindowVerdict::Pass, WindowVerdict::Block)),
+                    records,
+                    took: started.elapsed(),
+                }
+            })
+        });
+        let checked = std::task::ready!(check.poll_unpin(cx));
+        t.check = None;
+        t.decided = true;
+        self.run.timing.output_rails += checked.took;
+        if let Some(log) = self.run.log.as_mut() {
+            log.rails.extend(checked.records);
+        }
+        match checked.outcome? {
+            WindowVerdict::Block(v) => t.violation = Some(v),
+            _ => t.out.extend(t.held.drain(..)),
+        }
+        Poll::Ready(Ok(()))
+    }
+
     fn on_step(&mut self, step: Step) -> Result<(), Error> {
         match step {
             Step::Checked(checked) => {
@@ -280,6 +367,7 @@ impl Driver {
                         }
                         self.relay.on_text(text);
                     }
+                    Some(Ok(Piece::ToolCall(piece))) => self.on_tool_call(piece)?,
                     Some(Ok(Piece::Usage(u))) => self.usage = Some(u),
                     Some(Ok(Piece::Finish(f))) => self.finish = Some(f),
                     Some(Ok(Piece::Dialog(d))) => {
@@ -321,6 +409,7 @@ impl Driver {
             started,
             reasoning,
             want_reasoning,
+            tools,
             ..
         } = *self;
         drop(answer);
@@ -345,7 +434,15 @@ impl Driver {
                 .increment(u64::from(u.completion_tokens));
         }
         let chunks = relay.received_chunks();
-        let outcome = relay.finish();
+        let mut outcome = relay.finish();
+        let tool_calls = match (&outcome.violation, tools.violation) {
+            (None, Some(v)) => {
+                outcome.violation = Some(v);
+                Vec::new()
+            }
+            (None, None) => tools.calls.finish(),
+            (Some(_), _) => Vec::new(),
+        };
         // Cut off (a block, a stop string) before the model reported usage:
         // what it produced is known, one token per chunk as OpenAI-compatible
         // servers stream; the prompt's count is not.
@@ -368,6 +465,7 @@ impl Driver {
             dialog,
             model: String::new(),
             reasoning_content: (want_reasoning && !reasoning.is_empty()).then_some(reasoning),
+            tool_calls,
         };
         run.finish(response, started)
     }
@@ -397,11 +495,20 @@ impl Events {
             if let Some(r) = d.reasoning_out.take() {
                 return Poll::Ready(Some(Ok(Event::Reasoning(r))));
             }
+            if let Some(piece) = d.tools.out.pop_front() {
+                return Poll::Ready(Some(Ok(Event::ToolCall(piece))));
+            }
             if let Some(text) = d.release() {
                 return Poll::Ready(Some(Ok(Event::Chunk(text))));
             }
             if d.relay.is_finished() {
-                return Poll::Ready(None);
+                if let Err(e) = std::task::ready!(d.poll_tools(cx)) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if d.tools.out.is_empty() {
+                    return Poll::Ready(None);
+                }
+                continue;
             }
             // Verdicts first: a block must stop the stream before more is read.
             if !d.pending.is_empty()

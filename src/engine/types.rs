@@ -5,7 +5,7 @@ use futures_util::stream::BoxStream;
 use super::{answer::DialogTurn, log::GenerationLog};
 use crate::{
     error::Error,
-    llm::{CallParams, ChatMessage, Finish, Usage},
+    llm::{CallParams, ChatMessage, Finish, ToolCall, ToolCallDelta, Tools, Usage},
     rails::Stage,
 };
 
@@ -31,6 +31,8 @@ pub struct Request {
     /// `relevant_chunks` is the turn's chunks when the config has no
     /// knowledge base.
     pub context: Option<crate::dialog::Vars>,
+    /// The tools offered to the main model (OpenAI's `tools`).
+    pub tools: Option<std::sync::Arc<Tools>>,
 }
 
 /// Adds the variables of a `context` message (`value`, `messages[i]`) to
@@ -62,6 +64,7 @@ impl From<Vec<ChatMessage>> for Request {
             model: None,
             state: None,
             context: None,
+            tools: None,
         }
     }
 }
@@ -91,6 +94,10 @@ pub struct Options {
     /// Return the main model's reasoning trace: as [`Event::Reasoning`]
     /// while streaming, and in [`Response::reasoning_content`].
     pub reasoning: bool,
+    /// Run the tool input rails (on the tool results sent back).
+    pub tool_input_rails: bool,
+    /// Run the tool output rails (on the calls the model asks for).
+    pub tool_output_rails: bool,
 }
 
 impl Default for Options {
@@ -103,6 +110,8 @@ impl Default for Options {
             output_flows: None,
             log: false,
             reasoning: false,
+            tool_input_rails: true,
+            tool_output_rails: true,
         }
     }
 }
@@ -148,6 +157,8 @@ pub struct Violation {
     /// The refusal the rail answers with instead of NeMo's predefined one
     /// (content safety's multilingual refusals).
     pub refusal: Option<String>,
+    /// The tool whose call (or result) a tool rail blocked.
+    pub tool: Option<String>,
 }
 
 impl Violation {
@@ -159,6 +170,7 @@ impl Violation {
             message: format!("Blocked by {rail} rails."),
             reason,
             refusal: None,
+            tool: None,
         }
     }
 
@@ -171,6 +183,7 @@ impl Violation {
             message: format!("Internal error in {rail} rail: {reason}"),
             reason,
             refusal: None,
+            tool: None,
         }
     }
 }
@@ -187,6 +200,8 @@ pub enum FinishReason {
     ContentFilter,
     /// One of the request's stop strings cut the answer.
     StopSequence,
+    /// The model asks for tool calls (which the tool rails let through).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -197,6 +212,7 @@ impl FinishReason {
             (_, true, _) => FinishReason::StopSequence,
             (_, _, Some(Finish::Length)) => FinishReason::Length,
             (_, _, Some(Finish::ContentFilter)) => FinishReason::ContentFilter,
+            (_, _, Some(Finish::ToolCalls)) => FinishReason::ToolCalls,
             _ => FinishReason::Stop,
         }
     }
@@ -207,6 +223,7 @@ impl FinishReason {
             FinishReason::Stop | FinishReason::StopSequence => "stop",
             FinishReason::Length => "length",
             FinishReason::ContentFilter => "content_filter",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -231,6 +248,8 @@ pub struct Response {
     /// The main model's reasoning trace, when the request asked for it
     /// (`options.reasoning`) and the model gave one.
     pub reasoning_content: Option<String>,
+    /// The calls the model asks for, once the tool output rails let them through.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// One event of a streamed answer.
@@ -241,6 +260,9 @@ pub enum Event {
     /// A piece of the main model's reasoning trace (only when the request
     /// asked for it: `options.reasoning`); never part of the answer.
     Reasoning(String),
+    /// A piece of a tool call, as the model streamed it (after the tool
+    /// output rails let the calls through, when the config has some).
+    ToolCall(ToolCallDelta),
     /// The whole response; always the last event. Boxed so the per-chunk
     /// events stay small.
     Final(Box<Response>),

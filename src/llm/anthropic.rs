@@ -11,7 +11,10 @@ use serde::{
 };
 use serde_json::{Map, Value};
 
-use super::{ChatMessage, ChatRequest, Completion, Finish, LlmError, Role, Usage, openai::Parsed};
+use super::{
+    ChatMessage, ChatRequest, Completion, Finish, LlmError, Role, Usage,
+    openai::{Deltas, Parsed},
+};
 
 /// The API version sent in `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
@@ -195,6 +198,7 @@ pub fn parse_completion(bytes: &[u8]) -> Result<Completion, LlmError> {
         usage: body.usage.map(|u| usage(u.input_tokens, u.output_tokens)),
         finish: body.stop_reason.as_deref().map(finish),
         reasoning: (!thinking.is_empty()).then_some(thinking),
+        tool_calls: Vec::new(),
     })
 }
 
@@ -239,24 +243,30 @@ pub fn parse_event(data: &str, state: &mut StreamState) -> Result<Parsed, LlmErr
             if let Some(u) = event.message.and_then(|m| m.usage) {
                 state.input_tokens = u.input_tokens;
             }
-            Parsed::Deltas(None, None, None, None)
+            Parsed::Deltas(Deltas::default())
         }
         "content_block_delta" => match event.delta {
-            Some(d) if d.kind == "text_delta" => {
-                Parsed::Deltas(d.text.filter(|t| !t.is_empty()), None, None, None)
-            }
+            Some(d) if d.kind == "text_delta" => Parsed::Deltas(Deltas {
+                text: d.text.filter(|t| !t.is_empty()),
+                ..Deltas::default()
+            }),
             // Extended thinking: the reasoning trace.
-            Some(d) if d.kind == "thinking_delta" => {
-                Parsed::Deltas(None, None, None, d.thinking.filter(|t| !t.is_empty()))
-            }
-            _ => Parsed::Deltas(None, None, None, None),
+            Some(d) if d.kind == "thinking_delta" => Parsed::Deltas(Deltas {
+                reasoning: d.thinking.filter(|t| !t.is_empty()),
+                ..Deltas::default()
+            }),
+            _ => Parsed::Deltas(Deltas::default()),
         },
         "message_delta" => {
             let fin = event.delta.and_then(|d| d.stop_reason).map(|r| finish(&r));
             let used = event
                 .usage
                 .map(|u| usage(state.input_tokens, u.output_tokens));
-            Parsed::Deltas(None, used, fin, None)
+            Parsed::Deltas(Deltas {
+                usage: used,
+                finish: fin,
+                ..Deltas::default()
+            })
         }
         "message_stop" => Parsed::Done,
         "error" => {
@@ -266,7 +276,7 @@ pub fn parse_event(data: &str, state: &mut StreamState) -> Result<Parsed, LlmErr
             })));
         }
         // ping, content_block_start/stop, and types added later.
-        _ => Parsed::Deltas(None, None, None, None),
+        _ => Parsed::Deltas(Deltas::default()),
     })
 }
 
@@ -308,18 +318,25 @@ mod tests {
         let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}}"#;
         assert_eq!(
             parse_event(start, &mut st).unwrap(),
-            Parsed::Deltas(None, None, None, None)
+            Parsed::Deltas(Deltas::default())
         );
         let delta =
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
         assert_eq!(
             parse_event(delta, &mut st).unwrap(),
-            Parsed::Deltas(Some("Hi".into()), None, None, None)
+            Parsed::Deltas(Deltas {
+                text: Some("Hi".into()),
+                ..Deltas::default()
+            })
         );
         let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#;
         assert_eq!(
             parse_event(end, &mut st).unwrap(),
-            Parsed::Deltas(None, Some(usage(25, 15)), Some(Finish::Stop), None)
+            Parsed::Deltas(Deltas {
+                usage: Some(usage(25, 15)),
+                finish: Some(Finish::Stop),
+                ..Deltas::default()
+            })
         );
         assert_eq!(
             parse_event(r#"{"type":"message_stop"}"#, &mut st).unwrap(),

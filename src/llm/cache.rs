@@ -91,6 +91,12 @@ fn key(request: &ChatRequest) -> Key {
             h.update(word.as_bytes());
         }
         h.update([0]);
+        // Tool calls and content parts (an image) count whole.
+        if m.extra.is_some()
+            && let Ok(whole) = serde_json::to_vec(m)
+        {
+            h.update(&whole);
+        }
     }
     h.finalize().into()
 }
@@ -202,7 +208,14 @@ impl Provider for Cached {
         self.inner.missing_api_key()
     }
 
+    fn takes_tools(&self) -> bool {
+        self.inner.takes_tools()
+    }
+
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
+        if request.tools.is_some() {
+            return self.inner.complete(request);
+        }
         let k = key(&request);
         if let Some(hit) = self.shared.get(&k) {
             return Box::pin(std::future::ready(Ok(hit)));

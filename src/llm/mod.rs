@@ -19,6 +19,7 @@ mod retry;
 mod scripted;
 pub mod sse;
 mod stop;
+pub mod tools;
 
 use std::{
     fmt,
@@ -32,9 +33,12 @@ use serde::Deserialize;
 use crate::config::{ConfigError, ModelConfig, ProviderSettings};
 
 pub use limits::ReceiveLimits;
-pub use openai::{OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data};
+pub use openai::{
+    Deltas as StreamDeltas, OpenAiProvider, Parsed as StreamData, parse_event as parse_stream_data,
+};
 pub use scripted::ScriptedProvider;
 pub use stop::StopFilter;
+pub use tools::{ToolCall, ToolCallBuilder, ToolCallDelta, Tools};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -43,6 +47,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering one of the model's tool calls.
+    Tool,
 }
 
 impl Role {
@@ -51,6 +57,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 
@@ -60,6 +67,7 @@ impl Role {
             "system" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
             _ => return None,
         })
     }
@@ -72,10 +80,61 @@ impl fmt::Display for Role {
 }
 
 /// One chat message sent to a model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: Role,
+    /// The text (of a message with content parts: its text parts).
     pub content: String,
+    /// Tool calls, a tool result's call id, content parts: boxed, as most
+    /// messages have none.
+    pub extra: Option<Box<MessageExtra>>,
+}
+
+/// What a message may carry besides its role and text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageExtra {
+    /// The calls an assistant message asked for.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+    /// The tool's (or the speaker's) name.
+    pub name: Option<String>,
+    /// OpenAI content parts (`text`, `image_url`, `input_audio`), sent on
+    /// as given to a model that takes them.
+    pub parts: Option<Vec<serde_json::Value>>,
+}
+
+impl serde::Serialize for ChatMessage {
+    /// OpenAI's message form: `role`, `content` (the parts when there are
+    /// some; `null` for a tool-calling turn without text), `tool_calls`,
+    /// `tool_call_id`, `name`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("role", &self.role)?;
+        let extra = self.extra.as_deref();
+        match extra {
+            Some(MessageExtra {
+                parts: Some(parts), ..
+            }) => map.serialize_entry("content", parts)?,
+            Some(e) if !e.tool_calls.is_empty() && self.content.is_empty() => {
+                map.serialize_entry("content", &())?
+            }
+            _ => map.serialize_entry("content", &self.content)?,
+        }
+        if let Some(e) = extra {
+            if !e.tool_calls.is_empty() {
+                map.serialize_entry("tool_calls", &e.tool_calls)?;
+            }
+            if let Some(id) = &e.tool_call_id {
+                map.serialize_entry("tool_call_id", id)?;
+            }
+            if let Some(name) = &e.name {
+                map.serialize_entry("name", name)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl ChatMessage {
@@ -83,7 +142,28 @@ impl ChatMessage {
         ChatMessage {
             role,
             content: content.into(),
+            extra: None,
         }
+    }
+
+    /// The calls of an assistant message.
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        self.extra.as_ref().map_or(&[], |e| &e.tool_calls)
+    }
+
+    /// Replaces the text (a rail rewrote it): a message with content parts
+    /// keeps its other parts after one text part of the new text.
+    pub fn set_text(&mut self, text: String) {
+        if let Some(parts) = self.extra.as_mut().and_then(|e| e.parts.as_mut()) {
+            parts.retain(|p| p.get("type").and_then(serde_json::Value::as_str) != Some("text"));
+            parts.insert(0, serde_json::json!({"type": "text", "text": text}));
+        }
+        self.content = text;
+    }
+
+    /// The content parts, when the message has them.
+    pub fn parts(&self) -> Option<&[serde_json::Value]> {
+        self.extra.as_ref().and_then(|e| e.parts.as_deref())
     }
 
     pub fn user(content: impl Into<String>) -> Self {
@@ -97,6 +177,15 @@ impl ChatMessage {
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
     }
+}
+
+/// The text of the last user message (empty without one).
+pub fn last_user_text(messages: &[ChatMessage]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map_or("", |m| m.content.as_str())
 }
 
 /// Sampling parameters for one call; unset fields keep the model's configured
@@ -119,6 +208,8 @@ pub struct ChatRequest {
     pub params: CallParams,
     /// The caller's W3C `traceparent`, passed on to the upstream request.
     pub traceparent: Option<String>,
+    /// The tools the caller offers the model (main calls only).
+    pub tools: Option<Arc<Tools>>,
 }
 
 impl ChatRequest {
@@ -129,6 +220,7 @@ impl ChatRequest {
             messages,
             params: CallParams::default(),
             traceparent: None,
+            tools: None,
         }
     }
 }
@@ -153,6 +245,8 @@ pub enum Finish {
     Length,
     /// The provider's own content filter cut it.
     ContentFilter,
+    /// It asked for tool calls.
+    ToolCalls,
     /// Anything else (`tool_calls`, a vendor's own reason).
     Other,
 }
@@ -164,6 +258,7 @@ impl Finish {
             "stop" | "end_turn" | "stop_sequence" | "eos" => Finish::Stop,
             "length" | "max_tokens" => Finish::Length,
             "content_filter" => Finish::ContentFilter,
+            "tool_calls" | "tool_use" | "function_call" => Finish::ToolCalls,
             _ => Finish::Other,
         }
     }
@@ -179,6 +274,21 @@ pub struct Completion {
     /// The reasoning trace of a reasoning model (its `reasoning_content`, or
     /// the `<think>` block taken out of the text).
     pub reasoning: Option<String>,
+    /// The calls the model asked for.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Completion {
+    /// A text answer.
+    pub fn text(text: impl Into<String>, finish: Option<Finish>) -> Self {
+        Completion {
+            text: text.into(),
+            usage: None,
+            finish,
+            reasoning: None,
+            tool_calls: Vec::new(),
+        }
+    }
 }
 
 /// One item of a streamed answer.
@@ -193,6 +303,8 @@ pub enum Delta {
     /// A piece of the reasoning trace (a reasoning model's thinking), kept
     /// apart from the answer.
     Reasoning(String),
+    /// A piece of a tool call the model asks for.
+    ToolCall(ToolCallDelta),
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.
@@ -356,6 +468,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// The API key variable this provider needs and the environment lacks.
     fn missing_api_key(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether the provider sends a request's tools (and tool messages) to
+    /// its model and reads tool calls back.
+    fn takes_tools(&self) -> bool {
+        false
     }
 }
 

@@ -176,6 +176,10 @@ impl Provider for StripTraces {
         self.inner.missing_api_key()
     }
 
+    fn takes_tools(&self) -> bool {
+        self.inner.takes_tools()
+    }
+
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {
         let tags = self.tags.clone();
         self.inner

@@ -240,6 +240,7 @@ impl Provider for ScriptedProvider {
                 usage: Some(usage),
                 finish: Some(Finish::Stop),
                 reasoning: None,
+                tool_calls: Vec::new(),
             })
         }
         .boxed()

@@ -105,8 +105,8 @@ impl AiDefense {
             .as_ref()
             .map_err(|var| settings::unset(&self.flow, "Cisco AI Defense", var))?;
         let role = match self.stage {
-            Stage::Input => "user",
-            Stage::Output | Stage::Retrieval => "assistant",
+            Stage::Input | Stage::ToolInput => "user",
+            Stage::Output | Stage::Retrieval | Stage::ToolOutput => "assistant",
         };
         let body = json!({"messages": [{"role": role, "content": text}]});
         let headers = [("X-Cisco-AI-Defense-API-Key", key.as_str())];

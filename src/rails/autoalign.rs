@@ -176,8 +176,8 @@ pub(super) fn check(
         flow,
     )?;
     let options = match stage {
-        Stage::Input => &c.settings.input,
-        Stage::Output | Stage::Retrieval => &c.settings.output,
+        Stage::Input | Stage::ToolInput => &c.settings.input,
+        Stage::Output | Stage::Retrieval | Stage::ToolOutput => &c.settings.output,
     };
     let key = format!("rails.config.autoalign.{stage}.guardrails_config");
     let tasks = options
@@ -194,8 +194,8 @@ pub(super) fn check(
     let config = request_config(tasks).map_err(|m| ConfigError::invalid(&c.file, &key, m))?;
     if tasks.contains_key("pii") {
         let rails = match stage {
-            Stage::Input => ctx.config.input(),
-            Stage::Output => ctx.config.output(),
+            Stage::Input | Stage::ToolInput => ctx.config.input(),
+            Stage::Output | Stage::ToolOutput => ctx.config.output(),
             Stage::Retrieval => ctx.config.retrieval(),
         };
         check_rewrite(ctx.config, stage, rails, flow)?;

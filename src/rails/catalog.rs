@@ -486,6 +486,8 @@ pub fn build_stage(
         Stage::Input => config.input(),
         Stage::Output => config.output(),
         Stage::Retrieval => config.retrieval(),
+        Stage::ToolInput => config.tool_input(),
+        Stage::ToolOutput => config.tool_output(),
     };
     let mut built = RailSet::with_capacity(rails.flows.len());
     for flow in &rails.flows {
@@ -497,6 +499,17 @@ pub fn build_stage(
             let mut ctx = sources.context(config, warnings);
             built.push(super::colang::build(&mut ctx, flow, stage, dialog)?);
             continue;
+        }
+        if matches!(stage, Stage::ToolInput | Stage::ToolOutput) {
+            // NeMo's library has no tool rails: they are the config's own.
+            return Err(ConfigError::invalid(
+                &flow.source,
+                &flow.key,
+                format!(
+                    "`{}`: tool rails are flows of the config's own `*.co` files (`define subflow {}`), and it has none of that name",
+                    flow.name, flow.name
+                ),
+            ));
         }
         let renamed = renamed(config, flow, warnings);
         let flow = renamed.as_ref().unwrap_or(flow);
@@ -525,6 +538,8 @@ pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError
     let mut warnings = Warnings::new();
     let input = build_stage(config, sources, Stage::Input, &mut warnings)?;
     let output = build_stage(config, sources, Stage::Output, &mut warnings)?;
+    let tool_input = build_stage(config, sources, Stage::ToolInput, &mut warnings)?;
+    let tool_output = build_stage(config, sources, Stage::ToolOutput, &mut warnings)?;
     for (name, file) in config.rail_settings_sections() {
         let services = super::services::SETTINGS;
         if !SETTINGS.contains(&name) && !services.contains(&name) {
@@ -543,6 +558,8 @@ pub fn build(config: &Config, sources: Sources<'_>) -> Result<Rails, ConfigError
     Ok(Rails {
         input,
         output,
+        tool_input,
+        tool_output,
         warnings,
     })
 }

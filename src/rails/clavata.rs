@@ -130,8 +130,8 @@ pub(super) fn build(
     let s: Settings = ctx.config.rail_settings("clavata")?;
     let file = ctx.config.rail_settings_file("clavata");
     let options = match stage {
-        Stage::Input => s.input,
-        Stage::Output | Stage::Retrieval => s.output,
+        Stage::Input | Stage::ToolInput => s.input,
+        Stage::Output | Stage::Retrieval | Stage::ToolOutput => s.output,
     };
     // Colang 2's `clavata check for ($text, "policy", ["label"])` gives them itself.
     let options = match flow.args.get("policy") {

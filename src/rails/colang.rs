@@ -113,15 +113,19 @@ pub(super) fn build(
         })
         .map_err(err)?;
     let text_var = match stage {
-        Stage::Input => "user_message",
-        Stage::Output => "bot_message",
-        Stage::Retrieval => "relevant_chunks",
+        Stage::Input => Some("user_message"),
+        Stage::Output => Some("bot_message"),
+        Stage::Retrieval => Some("relevant_chunks"),
+        // A tool result may be rewritten; it is never streamed.
+        Stage::ToolInput | Stage::ToolOutput => None,
     };
-    if found.assigned.contains(text_var) {
+    if let Some(var) = text_var
+        && found.assigned.contains(var)
+    {
         let rails = match stage {
             Stage::Input => ctx.config.input(),
-            Stage::Output => ctx.config.output(),
             Stage::Retrieval => ctx.config.retrieval(),
+            _ => ctx.config.output(),
         };
         check_rewrite(ctx.config, stage, rails, flow)?;
     }
@@ -170,6 +174,7 @@ impl ColangRail {
         if let Some(text) = input.bot_response {
             let var = match self.stage {
                 Stage::Retrieval => "relevant_chunks",
+                Stage::ToolInput => "tool_message",
                 _ => "bot_message",
             };
             vars.insert(var.into(), Value::String(text.to_string()));
@@ -212,6 +217,9 @@ impl ColangRail {
             Stage::Input => ("user_message", input.user_input),
             Stage::Output => ("bot_message", input.text()),
             Stage::Retrieval => ("relevant_chunks", input.text()),
+            Stage::ToolInput => ("tool_message", input.text()),
+            // The calls are checked, not rewritten.
+            Stage::ToolOutput => return Ok(Verdict::Allow),
         };
         Ok(match vars.get(var) {
             Some(Value::String(now)) if now != before => Verdict::Modify {

@@ -213,8 +213,8 @@ fn build(
         key
     });
     let labels = match stage {
-        Stage::Input => s.input.entities,
-        Stage::Output => s.output.entities,
+        Stage::Input | Stage::ToolInput => s.input.entities,
+        Stage::Output | Stage::ToolOutput => s.output.entities,
         Stage::Retrieval => s.retrieval.entities,
     };
     let timeout = settings::timeout(s.timeout, &file, "gliner")?;

@@ -356,12 +356,12 @@ impl Bound<'_> {
         let var = |k: &str| vars.get(k).and_then(Value::as_str).unwrap_or_default();
         let text = args.get("text").and_then(Value::as_str);
         let user = match built.stage {
-            Stage::Input => text.unwrap_or(var("user_message")),
-            Stage::Output | Stage::Retrieval => var("user_message"),
+            Stage::Input | Stage::ToolInput => text.unwrap_or(var("user_message")),
+            Stage::Output | Stage::Retrieval | Stage::ToolOutput => var("user_message"),
         };
         let bot = match built.stage {
-            Stage::Input => None,
-            Stage::Output => Some(text.unwrap_or(var("bot_message"))),
+            Stage::Input | Stage::ToolInput => None,
+            Stage::Output | Stage::ToolOutput => Some(text.unwrap_or(var("bot_message"))),
             Stage::Retrieval => Some(text.unwrap_or(var("relevant_chunks"))),
         };
         // The action runs when the flow calls it: the flow gates it, not `$check_facts`.

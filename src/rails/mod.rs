@@ -62,6 +62,12 @@ pub enum Stage {
     Output,
     /// On the knowledge base's chunks for the turn, before a prompt gets them.
     Retrieval,
+    /// On the tool results (`tool` messages) the caller sends back, before
+    /// the model sees them (NeMo's `rails.tool_input`).
+    ToolInput,
+    /// On the tool calls the model asks for, before the caller runs them
+    /// (NeMo's `rails.tool_output`).
+    ToolOutput,
 }
 
 impl Stage {
@@ -70,6 +76,8 @@ impl Stage {
             Stage::Input => "input",
             Stage::Output => "output",
             Stage::Retrieval => "retrieval",
+            Stage::ToolInput => "tool_input",
+            Stage::ToolOutput => "tool_output",
         }
     }
 }
@@ -153,5 +161,9 @@ pub type Warnings = Vec<String>;
 pub struct Rails {
     pub input: RailSet,
     pub output: RailSet,
+    /// On the tool results the caller sends back.
+    pub tool_input: RailSet,
+    /// On the tool calls the model asks for.
+    pub tool_output: RailSet,
     pub warnings: Warnings,
 }

@@ -78,8 +78,8 @@ pub(super) fn build(
         settings::warn_unset(ctx, flow, "PANGEA_API_TOKEN");
     }
     let recipe = match stage {
-        Stage::Input => s.input.and_then(|r| r.recipe),
-        Stage::Output | Stage::Retrieval => s.output.and_then(|r| r.recipe),
+        Stage::Input | Stage::ToolInput => s.input.and_then(|r| r.recipe),
+        Stage::Output | Stage::Retrieval | Stage::ToolOutput => s.output.and_then(|r| r.recipe),
     };
     let timeout = settings::timeout(s.timeout, &file, "pangea")?;
     let client = settings::client("Pangea AI Guard", flow, timeout)?;
@@ -135,8 +135,8 @@ impl Pangea {
             return Ok(Verdict::Allow);
         }
         let role = match self.stage {
-            Stage::Input => "user",
-            Stage::Output | Stage::Retrieval => "assistant",
+            Stage::Input | Stage::ToolInput => "user",
+            Stage::Output | Stage::Retrieval | Stage::ToolOutput => "assistant",
         };
         let text = result
             .get("prompt_messages")

@@ -80,8 +80,8 @@ fn build(
         ));
     }
     let entities = match stage {
-        Stage::Input => s.input.entities,
-        Stage::Output => s.output.entities,
+        Stage::Input | Stage::ToolInput => s.input.entities,
+        Stage::Output | Stage::ToolOutput => s.output.entities,
         Stage::Retrieval => s.retrieval.entities,
     };
     let timeout = settings::timeout(s.timeout, &file, "privateai")?;

@@ -95,11 +95,11 @@ pub(super) fn build(
 impl PromptSecurity {
     async fn decide(&self, text: &str) -> Result<Verdict, RailError> {
         let (body, field) = match self.stage {
-            Stage::Input => (
+            Stage::Input | Stage::ToolInput => (
                 json!({"prompt": text, "system_prompt": null, "response": null, "user": null}),
                 "prompt",
             ),
-            Stage::Output | Stage::Retrieval => (
+            Stage::Output | Stage::Retrieval | Stage::ToolOutput => (
                 json!({"prompt": null, "system_prompt": null, "response": text, "user": null}),
                 "response",
             ),

@@ -43,8 +43,8 @@ impl RegexCheck {
     pub fn new(config: &Config, flow: &FlowRef, stage: Stage) -> Result<Self, ConfigError> {
         let settings: Settings = config.rail_settings("regex_detection")?;
         let options = match stage {
-            Stage::Input => &settings.input,
-            Stage::Output => &settings.output,
+            Stage::Input | Stage::ToolInput => &settings.input,
+            Stage::Output | Stage::ToolOutput => &settings.output,
             Stage::Retrieval => &settings.retrieval,
         };
         let file = config.rail_settings_file("regex_detection");

@@ -358,8 +358,8 @@ impl SensitiveData {
     ) -> Result<Self, ConfigError> {
         let settings: Settings = config.rail_settings("sensitive_data_detection")?;
         let options = match stage {
-            Stage::Input => &settings.input,
-            Stage::Output => &settings.output,
+            Stage::Input | Stage::ToolInput => &settings.input,
+            Stage::Output | Stage::ToolOutput => &settings.output,
             Stage::Retrieval => &settings.retrieval,
         };
         let key = format!("rails.config.sensitive_data_detection.{stage}.entities");

@@ -277,8 +277,8 @@ pub mod settings {
     /// The text a rail of `stage` checks: the user's message, or the answer.
     pub fn text<'a>(stage: Stage, input: &RailInput<'a>) -> &'a str {
         match stage {
-            Stage::Input => input.user_input,
-            Stage::Output | Stage::Retrieval => input.text(),
+            Stage::Input | Stage::ToolInput => input.user_input,
+            Stage::Output | Stage::Retrieval | Stage::ToolOutput => input.text(),
         }
     }
 }

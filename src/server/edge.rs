@@ -424,7 +424,7 @@ impl Stream for Bounded {
                 this.tally.record(Outcome::Ok);
                 return Poll::Ready(None);
             }
-            other @ Poll::Ready(Some(Ok(Event::Chunk(_) | Event::Reasoning(_)))) => return other,
+            other @ Poll::Ready(Some(Ok(_))) => return other, // chunks, reasoning, tool calls
             Poll::Pending => {}
         }
         let current = this
@@ -495,7 +495,7 @@ mod tests {
         let end = loop {
             match s.next().await {
                 Some(Ok(Event::Chunk(_))) => chunks += 1,
-                Some(Ok(Event::Reasoning(_))) => {}
+                Some(Ok(Event::Reasoning(_) | Event::ToolCall(_))) => {}
                 Some(Ok(Event::Final(_))) => panic!("finished before the deadline"),
                 Some(Err(e)) => break e,
                 None => panic!("ended without an error"),

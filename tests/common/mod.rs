@@ -559,6 +559,7 @@ pub fn request(config_id: &str, text: &str) -> streamguard::pb::GenerateRequest 
         messages: vec![streamguard::pb::Message {
             role: "user".into(),
             content: text.into(),
+            ..Default::default()
         }],
         ..Default::default()
     }
@@ -570,6 +571,8 @@ pub struct Collected {
     pub chunks: Vec<String>,
     pub finals: Vec<streamguard::pb::GenerateResponse>,
     pub error: Option<tonic::Status>,
+    /// Pieces of tool calls, in order.
+    pub tool_calls: Vec<streamguard::pb::ToolCallDelta>,
 }
 
 /// Runs StreamGenerate to the end, collecting chunks, final events and the
@@ -583,6 +586,7 @@ pub async fn collect(
         chunks: vec![],
         finals: vec![],
         error: None,
+        tool_calls: vec![],
     };
     // A failure before the first event comes as the call's status (the
     // response head waits for the first event); to a caller it is the same
@@ -604,6 +608,10 @@ pub async fn collect(
                 Some(Event::Final(f)) => out.finals.push(f),
                 Some(Event::Reasoning(_)) => {
                     assert!(out.chunks.is_empty(), "reasoning after the answer started")
+                }
+                Some(Event::ToolCall(piece)) => {
+                    assert!(out.finals.is_empty(), "tool call after the final event");
+                    out.tool_calls.push(piece)
                 }
                 None => panic!("event without a payload"),
             },
@@ -658,6 +666,29 @@ pub async fn post_chat(base: &str, body: &Value) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
+}
+
+/// POSTs a streaming `body` to `/v1/chat/completions`; the `data:` payloads
+/// of its SSE reply as JSON, `[DONE]` left out.
+pub async fn sse_json(base: &str, body: &Value) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
 }
 
 /// The bodies a [`json_service`] was sent, in order.

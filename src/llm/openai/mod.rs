@@ -24,7 +24,7 @@ use super::{
 use super::{anthropic, azure, compat};
 use crate::config::{ConfigError, EngineKind, ModelConfig, ModelMode, OpenAiSettings};
 
-pub use wire::{Parsed, parse_event};
+pub use wire::{Deltas, Parsed, parse_event};
 
 /// A client for one model entry. Cloning shares the connection pool.
 #[derive(Clone)]
@@ -195,6 +195,7 @@ impl Serialize for Body<'_> {
         let mut map = s.serialize_map(None)?;
         let overridden = |k: &str| match k {
             "model" | "messages" | "prompt" | "stream" | "stream_options" => true,
+            "tools" | "tool_choice" | "parallel_tool_calls" => self.request.tools.is_some(),
             "temperature" => p.temperature.is_some(),
             "max_tokens" => p.max_tokens.is_some(),
             "stop" => !p.stop.is_empty() || self.inner.text,
@@ -224,6 +225,15 @@ impl Serialize for Body<'_> {
             map.serialize_entry("stop", &stop)?;
         } else if !p.stop.is_empty() {
             map.serialize_entry("stop", &p.stop)?;
+        }
+        if let Some(tools) = &self.request.tools {
+            map.serialize_entry("tools", &tools.tools)?;
+            if let Some(choice) = &tools.tool_choice {
+                map.serialize_entry("tool_choice", choice)?;
+            }
+            if let Some(p) = tools.parallel_tool_calls {
+                map.serialize_entry("parallel_tool_calls", &p)?;
+            }
         }
         if self.stream {
             map.serialize_entry("stream", &true)?;
@@ -398,6 +408,11 @@ impl Provider for OpenAiProvider {
 
     fn missing_api_key(&self) -> Option<&str> {
         self.inner.api_key.as_ref().err().map(String::as_str)
+    }
+
+    fn takes_tools(&self) -> bool {
+        // Anthropic's Messages API and text completions have their own forms.
+        !self.inner.anthropic && !self.inner.text
     }
 
     fn complete(&self, request: ChatRequest) -> BoxFuture<'static, Result<Completion, LlmError>> {

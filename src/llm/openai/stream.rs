@@ -60,12 +60,14 @@ impl Answer {
                 self.state = AnswerState::Done;
                 None
             }
-            Ok(Parsed::Deltas(text, usage, fin, reasoning)) => {
-                *finished |= fin.is_some();
-                self.pending.extend(reasoning.map(Delta::Reasoning));
-                self.pending.extend(text.map(Delta::Text));
-                self.pending.extend(usage.map(Delta::Usage));
-                self.pending.extend(fin.map(Delta::Finish));
+            Ok(Parsed::Deltas(d)) => {
+                *finished |= d.finish.is_some();
+                self.pending.extend(d.reasoning.map(Delta::Reasoning));
+                self.pending.extend(d.text.map(Delta::Text));
+                self.pending
+                    .extend(d.tool_calls.into_iter().map(Delta::ToolCall));
+                self.pending.extend(d.usage.map(Delta::Usage));
+                self.pending.extend(d.finish.map(Delta::Finish));
                 self.pending.pop_front().map(Ok)
             }
             Err(e) => {
@@ -160,6 +162,12 @@ pub(super) async fn whole_answer(
                 if !c.text.is_empty() {
                     out.push(Ok(Delta::Text(c.text)));
                 }
+                out.extend(c.tool_calls.iter().enumerate().map(|(i, call)| {
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    Ok(Delta::ToolCall(crate::llm::ToolCallDelta::whole(
+                        index, call,
+                    )))
+                }));
                 out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
                 out.extend(c.finish.map(|f| Ok(Delta::Finish(f))));
                 out

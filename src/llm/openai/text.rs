@@ -35,6 +35,7 @@ pub(super) fn prompt(messages: &[ChatMessage]) -> Cow<'_, str> {
             }
             Role::User => turns.push(format!("User: {}", m.content)),
             Role::Assistant => turns.push(format!("Assistant: {}", m.content)),
+            Role::Tool => turns.push(format!("Tool: {}", m.content)),
         }
     }
     if !out.is_empty() {

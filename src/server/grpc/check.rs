@@ -55,7 +55,7 @@ fn rail_type(stage: Stage) -> pb::RailType {
     match stage {
         Stage::Input => pb::RailType::Input,
         Stage::Output => pb::RailType::Output,
-        Stage::Retrieval => pb::RailType::Unspecified,
+        Stage::Retrieval | Stage::ToolInput | Stage::ToolOutput => pb::RailType::Unspecified,
     }
 }
 

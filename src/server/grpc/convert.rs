@@ -40,7 +40,14 @@ pub(super) fn messages(
 ) -> Result<(Vec<ChatMessage>, Option<Vars>), Error> {
     let mut chat = Vec::with_capacity(messages.len());
     let mut context = None;
-    for (i, pb::Message { role, content }) in messages.into_iter().enumerate() {
+    for (i, m) in messages.into_iter().enumerate() {
+        let pb::Message {
+            role,
+            content,
+            tool_calls,
+            tool_call_id,
+            name,
+        } = m;
         if role == "context" {
             let value = serde_json::from_str(&content).map_err(|_| Error::InvalidRequest {
                 field: "messages.content",
@@ -54,11 +61,13 @@ pub(super) fn messages(
         let role = Role::parse(&role).ok_or_else(|| Error::InvalidRequest {
             field: "messages.role",
             message: format!(
-                "messages[{i}].role is `{}`; expected `user`, `assistant`, `system` or `context`",
+                "messages[{i}].role is `{}`; expected `user`, `assistant`, `system`, `tool` or `context`",
                 crate::error::echo(&role)
             ),
         })?;
-        chat.push(ChatMessage { role, content });
+        let mut message = ChatMessage::new(role, content);
+        message.extra = super::tools::extra(tool_calls, tool_call_id, name);
+        chat.push(message);
     }
     Ok((chat, context))
 }
@@ -99,10 +108,14 @@ pub(super) fn options(options: Option<pb::GenerationOptions>) -> Result<engine::
         output,
         input_flows,
         output_flows,
+        tool_input,
+        tool_output,
     }) = rails
     {
         out.input_rails = input.unwrap_or(true);
         out.output_rails = output.unwrap_or(true);
+        out.tool_input_rails = tool_input.unwrap_or(true);
+        out.tool_output_rails = tool_output.unwrap_or(true);
         out.input_flows = (!input_flows.is_empty()).then_some(input_flows);
         out.output_flows = (!output_flows.is_empty()).then_some(output_flows);
     }
@@ -131,6 +144,7 @@ pub(super) fn violation_pb(v: engine::Violation) -> pb::RailViolation {
         code: v.kind.code().into(),
         message: v.message,
         reason: v.reason,
+        tool: v.tool.unwrap_or_default(),
     }
 }
 
@@ -149,6 +163,9 @@ pub(super) fn request(
         config_ids,
         state,
         thread_id: _,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
     } = request;
     let ids = composed(config_id, config_ids)?;
     let resume = match state {
@@ -172,6 +189,7 @@ pub(super) fn request(
             traceparent: None,
             model: (!model.is_empty()).then_some(model),
             state: resume.as_ref().map(|r| r.prior.clone()),
+            tools: super::tools::tools(tools, tool_choice, parallel_tool_calls)?,
         },
         resume,
     ))
@@ -200,12 +218,14 @@ pub(super) fn response(
         finish_reason,
         model,
         reasoning_content,
+        tool_calls,
     } = response;
     let finish_reason = match finish_reason {
         FinishReason::Stop => pb::FinishReason::Stop,
         FinishReason::Length => pb::FinishReason::Length,
         FinishReason::ContentFilter => pb::FinishReason::ContentFilter,
         FinishReason::StopSequence => pb::FinishReason::StopSequence,
+        FinishReason::ToolCalls => pb::FinishReason::ToolCalls,
     };
     pb::GenerateResponse {
         finish_reason: finish_reason.into(),
@@ -213,6 +233,9 @@ pub(super) fn response(
         message: Some(pb::Message {
             role: Role::Assistant.as_str().into(),
             content,
+            tool_calls: tool_calls.into_iter().map(super::tools::call_pb).collect(),
+            tool_call_id: String::new(),
+            name: String::new(),
         }),
         violation: violation.map(violation_pb),
         usage: usage.map(usage_pb),

@@ -126,7 +126,8 @@ pub(super) fn event(
         Ok(engine::Event::Final(response)) => {
             Out::Final(convert::response(config_id, *response, String::new()))
         }
-        Ok(engine::Event::Reasoning(_)) => return None,
+        // The caller's own stream has no reasoning or tool calls of ours.
+        Ok(engine::Event::Reasoning(_) | engine::Event::ToolCall(_)) => return None,
         Err(e) => {
             tracing::warn!(error = %e, "guarded stream failed");
             return Some(Err(super::status::status(&e, rid)));

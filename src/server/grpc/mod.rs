@@ -5,6 +5,7 @@ mod check;
 mod convert;
 mod guard;
 mod status;
+mod tools;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -142,6 +143,11 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
             Ok(Event::Reasoning(text)) => Ok(pb::StreamGenerateResponse {
                 event: Some(pb::stream_generate_response::Event::Reasoning(
                     pb::Reasoning { text },
+                )),
+            }),
+            Ok(Event::ToolCall(piece)) => Ok(pb::StreamGenerateResponse {
+                event: Some(pb::stream_generate_response::Event::ToolCall(
+                    tools::delta_pb(piece),
                 )),
             }),
             Ok(Event::Final(response)) => {

@@ -8,40 +8,9 @@ use serde_json::Value;
 use crate::{
     engine::{self, Registry},
     error::Error,
-    llm::{CallParams, ChatMessage, Role},
+    llm::{CallParams, ChatMessage},
     server::state_token::{self, Resume, StateKey},
 };
-
-/// A message in either body shape.
-#[derive(Debug, Deserialize)]
-struct InMessage {
-    role: String,
-    #[serde(default)]
-    content: Content,
-}
-
-/// OpenAI allows content as a string or a list of typed parts; NeMo's
-/// `context` messages carry an object of variables.
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a string, a list of {\"type\": \"text\", \"text\": ...} parts, or (role `context`) an object"
-)]
-enum Content {
-    #[default]
-    Empty,
-    Text(String),
-    Parts(Vec<Part>),
-    Object(serde_json::Map<String, Value>),
-}
-
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged, expecting = "a string or a list of strings")]
@@ -100,6 +69,8 @@ struct NemoOptions {
 struct NemoRails {
     input: Option<BoolOrFlows>,
     output: Option<BoolOrFlows>,
+    tool_input: Option<bool>,
+    tool_output: Option<bool>,
 }
 
 /// `true`/`false`, or the flows to run.
@@ -120,7 +91,7 @@ struct NemoLlmParams {
 /// Both body shapes in one; unknown OpenAI fields (`top_p`, `user`, …) are ignored.
 #[derive(Debug, Deserialize)]
 struct ChatBody {
-    messages: Vec<InMessage>,
+    messages: Vec<super::message::InMessage>,
     #[serde(default)]
     stream: bool,
     config_id: Option<String>,
@@ -140,9 +111,10 @@ struct ChatBody {
     // NeMo's older body had these at the top level; refused by name.
     thread_id: Option<Value>,
     state: Option<Value>,
-    // Tool calling, refused by name until it is supported.
     tools: Option<Value>,
     tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    // OpenAI's deprecated function calling, refused by name.
     functions: Option<Value>,
     function_call: Option<Value>,
 }
@@ -151,15 +123,13 @@ struct ChatBody {
 /// beats an answer that silently ignored it.
 fn refuse_unsupported(body: &ChatBody) -> Result<(), Error> {
     let g = body.guardrails.as_ref();
-    let tools = "tool calling is not supported yet; send plain chat messages";
-    let checks: [(&'static str, bool, &str); 5] = [
+    let tools = "OpenAI's deprecated function calling is not supported; send `tools`";
+    let checks: [(&'static str, bool, &str); 3] = [
         (
             "guardrails.config",
             g.is_some_and(|g| g.config.is_some()),
             "configs given in the request are not supported; name a loaded config with `config_id`",
         ),
-        ("tools", body.tools.is_some(), tools),
-        ("tool_choice", body.tool_choice.is_some(), tools),
         ("functions", body.functions.is_some(), tools),
         ("function_call", body.function_call.is_some(), tools),
     ];
@@ -222,76 +192,6 @@ fn selected_configs(
     }
 }
 
-/// The chat messages, and the variables of NeMo's `context` messages (the
-/// body's `context` first, as NeMo's server puts it).
-fn messages(
-    messages: Vec<InMessage>,
-    top: Option<Value>,
-) -> Result<(Vec<ChatMessage>, Option<crate::dialog::Vars>), Error> {
-    let mut out = Vec::with_capacity(messages.len());
-    let mut context = None;
-    if let Some(top) = top.filter(|v| !v.is_null()) {
-        engine::merge_context(&mut context, top, 0).map_err(|_| {
-            bad_body(
-                "context: an object of variables".into(),
-                Some("context".into()),
-            )
-        })?;
-    }
-    for (i, m) in messages.into_iter().enumerate() {
-        if m.role == "context" {
-            let value = match m.content {
-                Content::Object(o) => Value::Object(o),
-                _ => Value::Null,
-            };
-            engine::merge_context(&mut context, value, i)?;
-            continue;
-        }
-        let content = match m.content {
-            Content::Empty => String::new(),
-            Content::Object(_) => {
-                return Err(Error::InvalidRequest {
-                    field: "messages.content",
-                    message: format!(
-                        "messages[{i}].content: an object is the content of a `context` message only"
-                    ),
-                });
-            }
-            Content::Text(t) => t,
-            Content::Parts(parts) => {
-                let mut text = String::new();
-                for p in parts {
-                    if p.kind != "text" {
-                        return Err(bad_body(
-                            format!(
-                                "messages[{i}].content: only `text` parts are supported, not `{}`",
-                                p.kind
-                            ),
-                            Some(format!("messages[{i}].content")),
-                        ));
-                    }
-                    text.push_str(p.text.as_deref().unwrap_or_default());
-                }
-                text
-            }
-        };
-        // OpenAI's newer name for the system role.
-        let role = match m.role.as_str() {
-            "developer" => Some(Role::System),
-            other => Role::parse(other),
-        }
-        .ok_or_else(|| Error::InvalidRequest {
-            field: "messages.role",
-            message: format!(
-                "messages[{i}].role is `{}`; expected `user`, `assistant`, `system` or `context`",
-                crate::error::echo(&m.role)
-            ),
-        })?;
-        out.push(ChatMessage { role, content });
-    }
-    Ok((out, context))
-}
-
 fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
     let mut opts = engine::Options::default();
     let params = nemo.llm_params.unwrap_or_default();
@@ -316,6 +216,8 @@ fn options(nemo: NemoOptions, openai: CallParams) -> engine::Options {
             Some(BoolOrFlows::Flows(f)) => opts.output_flows = Some(f),
             None => {}
         }
+        opts.tool_input_rails = rails.tool_input.unwrap_or(true);
+        opts.tool_output_rails = rails.tool_output.unwrap_or(true);
     }
     opts.reasoning = nemo.reasoning.unwrap_or(false);
     opts.log = match nemo.log {
@@ -387,8 +289,9 @@ pub(super) fn parse(
         include_reasoning,
         thread_id: top_thread,
         state: top_state,
-        tools: _,
-        tool_choice: _,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
         functions: _,
         function_call: _,
     } = body;
@@ -412,7 +315,7 @@ pub(super) fn parse(
     let mut options = options(nemo, openai_params);
     options.reasoning |= include_reasoning.unwrap_or(false);
     let resume = dialog_state((guardrails.state.take(), top_state), &ids, registry, key)?;
-    let (messages, context) = messages(wire, top_context)?;
+    let (messages, context) = super::message::messages(wire, top_context)?;
     let request = engine::Request {
         messages,
         context,
@@ -420,6 +323,7 @@ pub(super) fn parse(
         traceparent: None,
         model: main_model.clone(),
         state: resume.as_ref().map(|r| r.prior.clone()),
+        tools: super::message::tools(tools, tool_choice, parallel_tool_calls)?,
     };
     let thread = match guardrails.thread_id.take().or(top_thread) {
         None | Some(Value::Null) => None,

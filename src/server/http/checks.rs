@@ -36,7 +36,7 @@ pub(super) fn plan(request: &engine::Request, stream: bool) -> Checks {
             Role::User => (vec![m.clone()], Stage::Input),
             // NeMo checks an answer alone, after an empty user message.
             Role::Assistant => (vec![ChatMessage::user(""), m.clone()], Stage::Output),
-            Role::System => continue,
+            Role::System | Role::Tool => continue,
         };
         let mut options = request.options.clone();
         options.log = true;

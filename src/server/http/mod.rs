@@ -9,6 +9,7 @@
 
 mod body;
 mod checks;
+mod message;
 mod reply;
 mod sse;
 

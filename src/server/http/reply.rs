@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     engine::{GenerationLog, Response, Violation},
-    llm::Usage,
+    llm::{ToolCall, ToolCallDelta, Usage},
     server::state_token::{Resume, StateKey},
 };
 
@@ -50,6 +50,9 @@ pub(super) struct ViolationBody<'a> {
     code: &'static str,
     message: &'a str,
     reason: &'a str,
+    /// The tool whose call or result a tool rail blocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
 }
 
 impl<'a> From<&'a Violation> for ViolationBody<'a> {
@@ -61,6 +64,7 @@ impl<'a> From<&'a Violation> for ViolationBody<'a> {
             code: v.kind.code(),
             message: &v.message,
             reason: &v.reason,
+            tool: v.tool.as_deref(),
         }
     }
 }
@@ -164,10 +168,48 @@ struct GuardrailsBody<'a> {
 #[derive(Serialize)]
 struct MessageBody<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` for a turn of tool calls alone, as OpenAI sends it.
+    content: Option<&'a str>,
     /// The reasoning trace, when the request asked for it (DeepSeek's field).
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCall]>,
+}
+
+impl<'a> MessageBody<'a> {
+    fn of(r: &'a Response) -> Self {
+        let calls = (!r.tool_calls.is_empty()).then_some(r.tool_calls.as_slice());
+        MessageBody {
+            role: "assistant",
+            content: (calls.is_none() || !r.content.is_empty()).then_some(&r.content),
+            reasoning_content: r.reasoning_content.as_deref(),
+            tool_calls: calls,
+        }
+    }
+}
+
+/// A streamed piece of a tool call, in OpenAI's `delta.tool_calls[i]` form.
+struct ToolPiece<'a>(&'a ToolCallDelta);
+
+impl Serialize for ToolPiece<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let d = self.0;
+        let mut function = serde_json::Map::new();
+        if let Some(name) = &d.name {
+            function.insert("name".into(), Value::String(name.clone()));
+        }
+        function.insert("arguments".into(), Value::String(d.arguments.clone()));
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("index", &d.index)?;
+        if let Some(id) = &d.id {
+            map.serialize_entry("id", id)?;
+            map.serialize_entry("type", "function")?;
+        }
+        map.serialize_entry("function", &function)?;
+        map.end()
+    }
 }
 
 fn finish_reason(r: &Response) -> &'static str {
@@ -242,11 +284,7 @@ pub(super) fn openai<'a>(
         model,
         choices: [WholeChoice {
             index: 0,
-            message: MessageBody {
-                role: "assistant",
-                content: &r.content,
-                reasoning_content: r.reasoning_content.as_deref(),
-            },
+            message: MessageBody::of(r),
             finish_reason: finish_reason(r),
         }],
         usage: r.usage.as_ref().map(UsageBody::from),
@@ -262,11 +300,7 @@ pub(super) fn openai<'a>(
 
 pub(super) fn nemo<'a>(config_id: &'a str, r: &'a Response, state: Option<Value>) -> NemoReply<'a> {
     NemoReply {
-        messages: [MessageBody {
-            role: "assistant",
-            content: &r.content,
-            reasoning_content: r.reasoning_content.as_deref(),
-        }],
+        messages: [MessageBody::of(r)],
         config_id,
         violation: r.violation.as_ref().map(ViolationBody::from),
         usage: r.usage.as_ref().map(UsageBody::from),
@@ -284,6 +318,17 @@ struct Delta<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolPiece<'a>; 1]>,
+}
+
+impl Delta<'_> {
+    const EMPTY: Delta<'static> = Delta {
+        role: None,
+        content: None,
+        reasoning_content: None,
+        tool_calls: None,
+    };
 }
 
 #[derive(Serialize)]
@@ -338,7 +383,7 @@ impl ChunkHead {
             Delta {
                 role: Some("assistant"),
                 content: Some(""),
-                reasoning_content: None,
+                ..Delta::EMPTY
             },
             None,
         )
@@ -348,9 +393,8 @@ impl ChunkHead {
     pub fn text<'a>(&'a self, text: &'a str) -> ChunkEvent<'a> {
         self.event(
             Delta {
-                role: None,
                 content: Some(text),
-                reasoning_content: None,
+                ..Delta::EMPTY
             },
             None,
         )
@@ -360,9 +404,19 @@ impl ChunkHead {
     pub fn reasoning<'a>(&'a self, text: &'a str) -> ChunkEvent<'a> {
         self.event(
             Delta {
-                role: None,
-                content: None,
                 reasoning_content: Some(text),
+                ..Delta::EMPTY
+            },
+            None,
+        )
+    }
+
+    /// A piece of a tool call (`delta.tool_calls`).
+    pub fn tool_call<'a>(&'a self, piece: &'a ToolCallDelta) -> ChunkEvent<'a> {
+        self.event(
+            Delta {
+                tool_calls: Some([ToolPiece(piece)]),
+                ..Delta::EMPTY
             },
             None,
         )
@@ -370,14 +424,7 @@ impl ChunkHead {
 
     /// The last chunk: the finish reason, usage, and the violation and log.
     pub fn finish<'a>(&'a self, r: &'a Response, state: Option<Value>) -> ChunkEvent<'a> {
-        let mut e = self.event(
-            Delta {
-                role: None,
-                content: None,
-                reasoning_content: None,
-            },
-            Some(finish_reason(r)),
-        );
+        let mut e = self.event(Delta::EMPTY, Some(finish_reason(r)));
         e.usage = r.usage.as_ref().map(UsageBody::from);
         if r.violation.is_some() || r.log.is_some() || state.is_some() {
             e.guardrails = Some(GuardrailsBody {

@@ -59,6 +59,7 @@ pub(super) async fn sse(
         .map(move |event| match event {
             Ok(Event::Chunk(text)) => data(&head.text(&text)),
             Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
+            Ok(Event::ToolCall(piece)) => data(&head.tool_call(&piece)),
             Ok(Event::Final(r)) => {
                 super::keep_thread(&server, thread.clone(), &r);
                 final_event(&head, &r, style, seal.as_ref())
@@ -93,7 +94,10 @@ fn final_event(
     match &r.violation {
         // Blocked mid-stream by an output rail: NeMo's error event,
         // or (Azure style) the finish chunk with `content_filter`.
-        Some(v) if v.stage == Stage::Output && style == BlockStyle::Nemo => {
+        Some(v)
+            if matches!(v.stage, Stage::Output | Stage::ToolOutput)
+                && style == BlockStyle::Nemo =>
+        {
             data(&reply::ErrorBody::blocked(v, r.usage.as_ref()))
         }
         _ => {
