@@ -64,6 +64,10 @@ pub enum Error {
     /// The server is shutting down.
     #[error("{0}")]
     ShuttingDown(String),
+    /// The datastore of conversation threads (Redis) could not be reached
+    /// or failed; requests without a thread still work.
+    #[error("the thread datastore is unavailable: {0}")]
+    Datastore(String),
 }
 
 /// Which streaming precondition a config breaks, with the fix.
@@ -159,6 +163,7 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::ShuttingDown(_) => Code::Unavailable,
+            Error::Datastore(_) => Code::Unavailable,
         }
     }
 
@@ -191,6 +196,7 @@ impl Error {
             Error::PermissionDenied(_) => 403,
             Error::Overloaded(_) => 429,
             Error::ShuttingDown(_) => 503,
+            Error::Datastore(_) => 503,
         }
     }
 
@@ -211,6 +217,7 @@ impl Error {
             Error::PermissionDenied(_) => ("permission_error", "config_not_allowed"),
             Error::Overloaded(_) => ("rate_limit_error", "too_many_concurrent_requests"),
             Error::ShuttingDown(_) => ("server_error", "shutting_down"),
+            Error::Datastore(_) => ("server_error", "datastore_unavailable"),
         }
     }
 

@@ -71,6 +71,10 @@ struct Args {
     /// A label for the result line.
     #[arg(long, default_value = "")]
     label: String,
+    /// http: each worker continues a thread of its own (`guardrails.thread_id`
+    /// = PREFIX-<worker>), so every request loads and stores it.
+    #[arg(long)]
+    thread_prefix: Option<String>,
 }
 
 #[derive(Default)]
@@ -404,7 +408,10 @@ async fn main() -> anyhow::Result<()> {
     for w in 0..args.concurrency {
         let http = http.clone();
         let url = url.clone();
-        let body = body.clone();
+        let mut body = body.clone();
+        if let Some(prefix) = &args.thread_prefix {
+            body["guardrails"]["thread_id"] = json!(format!("{prefix}-{w:08}"));
+        }
         let samples = samples.clone();
         let started_count = started_count.clone();
         let completed = completed.clone();

@@ -37,6 +37,10 @@ pub struct Cli {
     command: Command,
 }
 
+fn datastore(s: &str) -> Result<crate::server::Datastore, String> {
+    crate::server::Datastore::redis(s)
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -129,6 +133,19 @@ struct ServeArgs {
     /// Longest message content, in bytes.
     #[arg(long, default_value_t = 256 << 10)]
     max_content_bytes: usize,
+    /// Keep conversation threads in Redis (`redis://host:6379[/db]`,
+    /// `rediss://` for TLS), shared by every replica; default: in memory.
+    #[arg(long, env = "STREAMGUARD_DATASTORE", value_parser = datastore)]
+    datastore: Option<crate::server::Datastore>,
+    /// Seconds an unused thread is kept.
+    #[arg(long, default_value = "86400", value_parser = secs)]
+    thread_ttl: Duration,
+    /// Most message bytes one thread keeps (its oldest messages go first).
+    #[arg(long, default_value_t = 256 << 10)]
+    thread_max_bytes: usize,
+    /// Most threads kept in memory (without --datastore; least recently used go first).
+    #[arg(long, default_value_t = 10_000)]
+    max_threads: usize,
     /// Reload the configs when files under --config change (debounced).
     #[arg(long)]
     watch: bool,
@@ -339,6 +356,12 @@ fn server_settings(args: &ServeArgs) -> anyhow::Result<ServerSettings> {
         _ => None,
     };
     Ok(ServerSettings {
+        threads: crate::server::ThreadSettings {
+            datastore: args.datastore.clone(),
+            ttl: args.thread_ttl,
+            max_threads: args.max_threads,
+            max_bytes: args.thread_max_bytes,
+        },
         tls,
         max_concurrent_requests: args.max_concurrent_requests,
         max_request_bytes: args.max_request_bytes,

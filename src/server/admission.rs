@@ -33,6 +33,8 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// Connection limits and timeouts of every listener.
     pub connections: super::listen::ConnectionSettings,
+    /// Where conversation threads are kept, and their bounds.
+    pub threads: super::threads::ThreadSettings,
 }
 
 impl Default for ServerSettings {
@@ -48,6 +50,7 @@ impl Default for ServerSettings {
             block_style: super::http::BlockStyle::Nemo,
             cors_origins: Vec::new(),
             connections: Default::default(),
+            threads: Default::default(),
         }
     }
 }

@@ -279,6 +279,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         metrics::install();
+        self.state.threads.announce();
         for g in self.state.registry().iter() {
             metrics::register_config(g.config().id());
         }

@@ -16,6 +16,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod checks;
+mod thread;
 
 use super::{State, admission::Admitted, metrics};
 use crate::{

@@ -41,6 +41,7 @@ pub use edge::{Transport, request_id};
 pub use grpc::GuardrailsService;
 pub use listen::{ConnectionSettings, raise_fd_limit};
 pub use reload::{ReloadHandle, ReloadReport};
+pub use threads::{Datastore, ThreadSettings};
 
 /// Something the running server did, for operators and tests to wait on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,7 @@ impl State {
         settings: ServerSettings,
         state_key: state_token::StateKey,
     ) -> Arc<Self> {
+        let threads = threads::Threads::new(settings.threads.clone());
         Arc::new(State {
             registry: ArcSwap::from_pointee(registry),
             admission: Admission::new(settings),
@@ -95,7 +97,7 @@ impl State {
             expired_flag: std::sync::atomic::AtomicBool::new(false),
             events: broadcast::channel(64).0,
             state_key,
-            threads: threads::Threads::default(),
+            threads,
         })
     }
 

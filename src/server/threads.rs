@@ -1,9 +1,14 @@
 //! Conversation threads kept on the server, as NeMo's server keeps them
 //! (`guardrails.thread_id` on HTTP, `thread_id` on gRPC): a request names
 //! a thread, its earlier messages go in front of the request's, and the
-//! answer's turn is appended. In memory, bounded: threads expire after a
-//! day unused, at most 10,000 are kept (the least recently used go), and a
-//! thread keeps its newest 256 KiB of messages.
+//! answer's turn is appended.
+//!
+//! In memory by default, or in Redis (`--datastore redis://…`) so every
+//! replica continues every thread. Redis keeps NeMo's key (`thread-<id>`)
+//! and value (a JSON list of `{"role", "content"}`), so streamguard and
+//! NeMo servers can share one. Bounded: a thread expires after its TTL
+//! unused, keeps its newest `max_bytes` of messages, and (in memory) at
+//! most `max_threads` are kept, the least recently used going first.
 
 use std::{
     collections::HashMap,
@@ -11,14 +16,71 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{error::Error, llm::ChatMessage};
+use crate::{
+    error::Error,
+    llm::{ChatMessage, Role},
+};
 
-/// How long an unused thread is kept.
-const TTL: Duration = Duration::from_secs(24 * 3600);
-/// The most threads kept.
-const MAX_THREADS: usize = 10_000;
-/// The most message text one thread keeps.
-const MAX_THREAD_BYTES: usize = 256 * 1024;
+/// How threads are kept.
+#[derive(Debug, Clone)]
+pub struct ThreadSettings {
+    /// Redis, shared by replicas; `None`: this process's memory.
+    pub datastore: Option<Datastore>,
+    /// How long an unused thread is kept.
+    pub ttl: Duration,
+    /// The most threads kept in memory (Redis evicts by its own policy).
+    pub max_threads: usize,
+    /// The most message text one thread keeps (its oldest messages go).
+    pub max_bytes: usize,
+}
+
+impl Default for ThreadSettings {
+    fn default() -> Self {
+        ThreadSettings {
+            datastore: None,
+            ttl: Duration::from_secs(24 * 3600),
+            max_threads: 10_000,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A Redis datastore, by its URL (`redis://[user:password@]host:port[/db]`,
+/// `rediss://` for TLS).
+#[derive(Clone)]
+pub struct Datastore {
+    client: redis::Client,
+    /// The URL without its password, for logs.
+    shown: String,
+}
+
+impl std::fmt::Debug for Datastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Datastore {
+    /// Parses a datastore URL; the error never repeats a password.
+    pub fn redis(url: &str) -> Result<Self, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(format!(
+                "`{}://…`: the datastore is Redis (`redis://host:6379`, `rediss://` for TLS)",
+                parsed.scheme()
+            ));
+        }
+        let mut shown = parsed.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("…"));
+        }
+        let client = redis::Client::open(url).map_err(|e| format!("{shown}: {e}"))?;
+        Ok(Datastore {
+            client,
+            shown: shown.to_string(),
+        })
+    }
+}
 
 #[derive(Debug)]
 struct Thread {
@@ -26,13 +88,81 @@ struct Thread {
     touched: Instant,
 }
 
-/// The server's threads.
-#[derive(Debug, Default)]
-pub struct Threads {
-    threads: Mutex<HashMap<String, Thread>>,
+enum Store {
+    Memory(Mutex<HashMap<String, Thread>>),
+    Redis {
+        connection: redis::aio::ConnectionManager,
+        shown: String,
+    },
 }
 
+/// The server's threads.
+pub struct Threads {
+    store: Store,
+    settings: ThreadSettings,
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads::new(ThreadSettings::default())
+    }
+}
+
+/// How long a Redis command may take before the request fails.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Threads {
+    /// Threads kept as `settings` say. Redis is connected lazily: the server
+    /// starts (and serves requests without a thread) while it is down.
+    pub fn new(settings: ThreadSettings) -> Self {
+        let redis = settings.datastore.as_ref().map(|d| {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1);
+            (
+                d.client.get_connection_manager_lazy(config),
+                d.shown.clone(),
+            )
+        });
+        let store = match redis {
+            Some((Ok(connection), shown)) => Store::Redis { connection, shown },
+            // Only a bad URL fails here, and `Datastore::redis` parsed it.
+            Some((Err(e), shown)) => {
+                tracing::error!(datastore = %shown, error = %e, "the thread datastore cannot be used; threads are kept in memory");
+                Store::Memory(Mutex::default())
+            }
+            None => Store::Memory(Mutex::default()),
+        };
+        Threads { store, settings }
+    }
+
+    /// Logs where threads are kept; for Redis, whether it answers now.
+    pub fn announce(&self) {
+        let Store::Redis { connection, shown } = &self.store else {
+            tracing::info!("conversation threads are kept in memory");
+            return;
+        };
+        let (mut c, shown) = (connection.clone(), shown.clone());
+        tokio::spawn(async move {
+            match redis::cmd("PING").query_async::<String>(&mut c).await {
+                Ok(_) => {
+                    tracing::info!(datastore = %shown, "conversation threads are kept in Redis")
+                }
+                Err(e) => tracing::warn!(datastore = %shown, error = %e,
+                    "conversation threads are kept in Redis, which does not answer yet; requests with a thread fail until it does"),
+            }
+        });
+    }
+
     /// NeMo's rule (at least 16 characters), and streamguard's bound (at
     /// most 128 of `[A-Za-z0-9._:-]`): the id is the thread's only secret.
     pub fn validate(id: &str, field: &'static str) -> Result<(), Error> {
@@ -56,12 +186,29 @@ impl Threads {
     }
 
     /// The thread's messages so far (none for a new or expired thread).
-    pub fn load(&self, id: &str) -> Vec<ChatMessage> {
-        let Ok(mut threads) = self.threads.lock() else {
+    pub async fn load(&self, id: &str) -> Result<Vec<ChatMessage>, Error> {
+        match &self.store {
+            Store::Memory(threads) => Ok(self.load_memory(threads, id)),
+            Store::Redis { connection, .. } => {
+                let mut c = connection.clone();
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(key(id))
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                let mut messages = value.map(|v| decode(&v)).unwrap_or_default();
+                trim(&mut messages, self.settings.max_bytes);
+                Ok(messages)
+            }
+        }
+    }
+
+    fn load_memory(&self, threads: &Mutex<HashMap<String, Thread>>, id: &str) -> Vec<ChatMessage> {
+        let Ok(mut threads) = threads.lock() else {
             return Vec::new();
         };
         match threads.get(id) {
-            Some(t) if t.touched.elapsed() < TTL => t.messages.clone(),
+            Some(t) if t.touched.elapsed() < self.settings.ttl => t.messages.clone(),
             Some(_) => {
                 threads.remove(id);
                 Vec::new()
@@ -72,39 +219,65 @@ impl Threads {
 
     /// A request's thread: its earlier messages put in front of the
     /// request's; the thread's id and the whole conversation sent.
-    pub fn open(
+    pub async fn open(
         &self,
         id: String,
         messages: &mut Vec<ChatMessage>,
         field: &'static str,
     ) -> Result<(String, Vec<ChatMessage>), Error> {
         Self::validate(&id, field)?;
-        messages.splice(0..0, self.load(&id));
+        messages.splice(0..0, self.load(&id).await?);
         Ok((id, messages.clone()))
     }
 
     /// Appends the answer to the thread a request named, if any.
-    pub fn keep(&self, thread: Option<(String, Vec<ChatMessage>)>, answer: &str) {
-        if let Some((id, mut conversation)) = thread {
-            conversation.push(ChatMessage::assistant(answer));
-            self.store(&id, conversation);
-        }
+    pub async fn keep(
+        &self,
+        thread: Option<(String, Vec<ChatMessage>)>,
+        answer: &str,
+    ) -> Result<(), Error> {
+        let Some((id, mut conversation)) = thread else {
+            return Ok(());
+        };
+        conversation.push(ChatMessage::assistant(answer));
+        self.store(&id, conversation).await
     }
 
     /// Keeps `messages` (the whole conversation after the turn) as the thread.
-    pub fn store(&self, id: &str, mut messages: Vec<ChatMessage>) {
-        let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-        let mut drop = 0;
-        while bytes > MAX_THREAD_BYTES && drop < messages.len() {
-            bytes -= messages[drop].content.len();
-            drop += 1;
+    pub async fn store(&self, id: &str, mut messages: Vec<ChatMessage>) -> Result<(), Error> {
+        trim(&mut messages, self.settings.max_bytes);
+        match &self.store {
+            Store::Memory(threads) => {
+                self.store_memory(threads, id, messages);
+                Ok(())
+            }
+            Store::Redis { connection, .. } => {
+                let mut c = connection.clone();
+                let ttl = self.settings.ttl.as_secs().max(1);
+                redis::cmd("SET")
+                    .arg(key(id))
+                    .arg(encode(&messages))
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(unavailable)
+            }
         }
-        messages.drain(..drop);
-        let Ok(mut threads) = self.threads.lock() else {
+    }
+
+    fn store_memory(
+        &self,
+        threads: &Mutex<HashMap<String, Thread>>,
+        id: &str,
+        messages: Vec<ChatMessage>,
+    ) {
+        let Ok(mut threads) = threads.lock() else {
             return;
         };
-        threads.retain(|_, t| t.touched.elapsed() < TTL);
-        if threads.len() >= MAX_THREADS && !threads.contains_key(id) {
+        let ttl = self.settings.ttl;
+        threads.retain(|_, t| t.touched.elapsed() < ttl);
+        if threads.len() >= self.settings.max_threads && !threads.contains_key(id) {
             let oldest = threads
                 .iter()
                 .min_by_key(|(_, t)| t.touched)
@@ -116,6 +289,54 @@ impl Threads {
         let touched = Instant::now();
         threads.insert(id.to_string(), Thread { messages, touched });
     }
+}
+
+/// NeMo's datastore key of a thread.
+fn key(id: &str) -> String {
+    format!("thread-{id}")
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    metrics::counter!("streamguard_datastore_errors_total").increment(1);
+    // Redis errors name the command, never a password.
+    Error::Datastore(e.to_string())
+}
+
+/// Drops the oldest messages until the rest fit in `max_bytes`.
+fn trim(messages: &mut Vec<ChatMessage>, max_bytes: usize) {
+    let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+    let mut drop = 0;
+    while bytes > max_bytes && drop < messages.len() {
+        bytes -= messages[drop].content.len();
+        drop += 1;
+    }
+    messages.drain(..drop);
+}
+
+/// NeMo's value: the messages as a JSON list of `{"role", "content"}`.
+fn encode(messages: &[ChatMessage]) -> String {
+    let plain: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    serde_json::Value::Array(plain).to_string()
+}
+
+/// A stored thread, read leniently (NeMo may have written it): messages of
+/// a known role with text content; anything else is skipped.
+fn decode(value: &str) -> Vec<ChatMessage> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(value) else {
+        tracing::warn!("a stored thread is not a JSON list of messages; starting it afresh");
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|m| {
+            let role = Role::parse(m.get("role")?.as_str()?)?;
+            let content = m.get("content")?.as_str()?;
+            Some(ChatMessage::new(role, content))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,18 +351,34 @@ mod tests {
         assert!(Threads::validate(&"a".repeat(129), "thread_id").is_err());
     }
 
-    #[test]
-    fn a_thread_keeps_its_newest_messages_within_its_bound() {
+    #[tokio::test]
+    async fn a_thread_keeps_its_newest_messages_within_its_bound() {
         let t = Threads::default();
         let big = "x".repeat(200 * 1024);
-        t.store(
-            "0123456789abcdef",
-            vec![
-                ChatMessage::user(big.clone()),
-                ChatMessage::user(big.clone()),
-            ],
+        let two = vec![ChatMessage::user(big.clone()), ChatMessage::user(big)];
+        t.store("0123456789abcdef", two).await.unwrap();
+        assert_eq!(t.load("0123456789abcdef").await.unwrap().len(), 1);
+        assert!(t.load("fedcba9876543210").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn stored_threads_are_nemo_s_json_read_leniently() {
+        let m = vec![ChatMessage::user("hi"), ChatMessage::assistant("hello")];
+        assert_eq!(
+            encode(&m),
+            r#"[{"content":"hi","role":"user"},{"content":"hello","role":"assistant"}]"#
         );
-        assert_eq!(t.load("0123456789abcdef").len(), 1);
-        assert!(t.load("fedcba9876543210").is_empty());
+        assert_eq!(decode(&encode(&m)), m);
+        let odd = r#"[{"role": "user", "content": "a"}, {"role": "event", "event": {}}, {"role": "user", "content": [1]}]"#;
+        assert_eq!(decode(odd), vec![ChatMessage::user("a")]);
+        assert!(decode("{").is_empty());
+    }
+
+    #[test]
+    fn datastore_urls_are_redis_and_hide_their_password() {
+        let d = Datastore::redis("redis://app:s3cret@127.0.0.1:6379/2").unwrap();
+        assert!(!format!("{d:?}").contains("s3cret"), "{d:?}");
+        assert!(Datastore::redis("http://127.0.0.1:6379").is_err());
+        assert!(Datastore::redis("not a url").is_err());
     }
 }

@@ -2,6 +2,8 @@
 //! directories written to temp dirs, and the gRPC server on 127.0.0.1:0.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod process;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

@@ -17,7 +17,7 @@ use tonic::{
 
 use super::{
     FILE_DESCRIPTOR_SET, ServeError, State,
-    edge::{CallMeta, Rejected, Transport},
+    edge::{Call, CallMeta, Rejected, Transport},
 };
 use crate::{engine::Event, error::PreconditionFailure, pb};
 
@@ -32,24 +32,41 @@ impl GuardrailsService {
         GuardrailsService { state }
     }
 
-    /// A Generate / StreamGenerate request, with its thread's messages in
-    /// front when it names one.
+    /// A Generate / StreamGenerate request, and the thread it names.
     fn request(
         &self,
         mut body: pb::GenerateRequest,
         registry: &crate::engine::Registry,
     ) -> Result<(Vec<String>, crate::engine::Request, Resumed), crate::error::Error> {
         let thread_id = std::mem::take(&mut body.thread_id);
-        let (ids, mut request, resume) = convert::request(body, &self.state.state_key, registry)?;
+        let (ids, request, resume) = convert::request(body, &self.state.state_key, registry)?;
+        if !thread_id.is_empty() {
+            crate::server::threads::Threads::validate(&thread_id, "thread_id")?;
+        }
+        Ok((ids, request, (resume, thread_id)))
+    }
+
+    /// Admits the call and puts its thread's earlier messages in front.
+    async fn admit(
+        &self,
+        method: &'static str,
+        metadata: &MetadataMap,
+        body: pb::GenerateRequest,
+    ) -> Result<(Call, Opened), Status> {
+        let (mut call, (resume, thread_id)) =
+            self.state
+                .prepare(Transport::Grpc, method, meta(metadata), |registry| {
+                    self.request(body, registry)
+                })?;
         let thread = match thread_id.is_empty() {
             true => None,
-            false => Some(self.state.threads.open(
-                thread_id,
-                &mut request.messages,
-                "thread_id",
-            )?),
+            false => Some(
+                call.open_thread(thread_id, "thread_id")
+                    .await
+                    .map_err(|e| status(&e, &call.request_id))?,
+            ),
         };
-        Ok((ids, request, (resume, thread)))
+        Ok((call, (resume, thread)))
     }
 
     /// The tonic server for this service.
@@ -59,12 +76,26 @@ impl GuardrailsService {
 }
 
 type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamGenerateResponse, Status>> + Send>>;
-/// A request's dialog state and its thread (id, conversation sent).
-type Resumed = (
+/// A request's dialog state and the thread it names (empty: none).
+type Resumed = (Option<crate::server::state_token::Resume>, String);
+/// A call's dialog state and its thread (id, conversation sent).
+type Opened = (
     Option<crate::server::state_token::Resume>,
     Option<(String, Vec<crate::llm::ChatMessage>)>,
 );
 type GuardResult = Pin<Box<dyn Stream<Item = Result<pb::GuardStreamResponse, Status>> + Send>>;
+
+/// A chunk, reasoning or tool-call event on the wire (the final event is
+/// the caller's).
+fn event_pb(event: Event) -> Option<pb::stream_generate_response::Event> {
+    use pb::stream_generate_response::Event as Out;
+    Some(match event {
+        Event::Chunk(text) => Out::Chunk(pb::Chunk { text }),
+        Event::Reasoning(text) => Out::Reasoning(pb::Reasoning { text }),
+        Event::ToolCall(piece) => Out::ToolCall(tools::delta_pb(piece)),
+        Event::Final(_) => return None,
+    })
+}
 
 fn meta(metadata: &MetadataMap) -> CallMeta<'_> {
     let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
@@ -98,15 +129,16 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, (resume, thread)) = self.state.prepare(
-            Transport::Grpc,
-            super::metrics::GENERATE,
-            meta(&metadata),
-            |registry| self.request(body, registry),
-        )?;
+        let (call, (resume, thread)) = self
+            .admit(super::metrics::GENERATE, &metadata, body)
+            .await?;
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
-        self.state.threads.keep(thread, &answer.content);
+        self.state
+            .threads
+            .keep(thread, &answer.content)
+            .await
+            .map_err(|e| status(&e, &rid))?;
         let state = convert::state(&self.state.state_key, resume.as_ref(), &answer)
             .map_err(|e| status(&e, &rid))?;
         let mut response = Response::new(convert::response(&id, answer, state));
@@ -121,12 +153,9 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::StreamGenerateStream>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (call, (resume, thread)) = self.state.prepare(
-            Transport::Grpc,
-            super::metrics::STREAM_GENERATE,
-            meta(&metadata),
-            |registry| self.request(body, registry),
-        )?;
+        let (call, (resume, thread)) = self
+            .admit(super::metrics::STREAM_GENERATE, &metadata, body)
+            .await?;
         let server = self.state.clone();
         let (rid, id) = (call.request_id.clone(), call.config_id.clone());
         let stream_rid = rid.clone();
@@ -134,36 +163,38 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         let events = call.stream().map_err(|e| status(&e, &rid))?;
         // When the caller goes away tonic drops this stream, which drops the
         // engine stream and with it the upstream HTTP request.
-        let mut stream = events.map(move |event| match event {
-            Ok(Event::Chunk(text)) => Ok(pb::StreamGenerateResponse {
-                event: Some(pb::stream_generate_response::Event::Chunk(pb::Chunk {
-                    text,
-                })),
-            }),
-            Ok(Event::Reasoning(text)) => Ok(pb::StreamGenerateResponse {
-                event: Some(pb::stream_generate_response::Event::Reasoning(
-                    pb::Reasoning { text },
-                )),
-            }),
-            Ok(Event::ToolCall(piece)) => Ok(pb::StreamGenerateResponse {
-                event: Some(pb::stream_generate_response::Event::ToolCall(
-                    tools::delta_pb(piece),
-                )),
-            }),
-            Ok(Event::Final(response)) => {
-                server.threads.keep(thread.clone(), &response.content);
-                let state = convert::state(&server.state_key, resume.as_ref(), &response)
-                    .map_err(|e| status(&e, &stream_rid))?;
-                Ok(pb::StreamGenerateResponse {
-                    event: Some(pb::stream_generate_response::Event::Final(
-                        convert::response(&id, *response, state),
-                    )),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "stream failed");
-                Err(status(&e, &stream_rid))
-            }
+        let (mut thread, mut resume) = (thread, resume);
+        let mut stream = events.then(move |event| {
+            use futures_util::future::{Either, ready};
+            let chunk = match event {
+                Ok(Event::Final(response)) => {
+                    let (server, id, rid) = (server.clone(), id.clone(), stream_rid.clone());
+                    let (thread, resume) = (thread.take(), resume.take());
+                    return Either::Right(Box::pin(async move {
+                        let fail = |e: crate::error::Error| status(&e, &rid);
+                        server
+                            .threads
+                            .keep(thread, &response.content)
+                            .await
+                            .map_err(fail)?;
+                        let state = convert::state(&server.state_key, resume.as_ref(), &response)
+                            .map_err(fail)?;
+                        Ok(pb::StreamGenerateResponse {
+                            event: Some(pb::stream_generate_response::Event::Final(
+                                convert::response(&id, *response, state),
+                            )),
+                        })
+                    }));
+                }
+                Ok(event) => Ok(pb::StreamGenerateResponse {
+                    event: event_pb(event),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream failed");
+                    Err(status(&e, &stream_rid))
+                }
+            };
+            Either::Left(ready(chunk))
         });
         // The response head waits for the first event: a failure before any
         // content is then a plain status, and the head and the first chunk

@@ -217,19 +217,24 @@ async fn chat_completions(
         &headers,
         super::metrics::HTTP_CHAT_COMPLETIONS,
         |registry| {
-            let (ids, mut request, mut shape) = body::parse(&bytes, registry, &state.state_key)?;
-            // A thread's earlier messages go in front of the request's.
-            if let Some((id, _)) = shape.thread.take() {
-                let field = "guardrails.thread_id";
-                shape.thread = Some(state.threads.open(id, &mut request.messages, field)?);
+            let (ids, request, shape) = body::parse(&bytes, registry, &state.state_key)?;
+            if let Some((id, _)) = &shape.thread {
+                super::threads::Threads::validate(id, THREAD_FIELD)?;
             }
             Ok((ids, request, shape))
         },
     );
-    let (call, shape) = match prepared {
+    let (mut call, mut shape) = match prepared {
         Ok(p) => p,
         Err(response) => return *response,
     };
+    // A thread's earlier messages go in front of the request's.
+    if let Some((id, _)) = shape.thread.take() {
+        match call.open_thread(id, THREAD_FIELD).await {
+            Ok(thread) => shape.thread = Some(thread),
+            Err(e) => return with_request_id(error_response(&e), &call.request_id),
+        }
+    }
     let rid = call.request_id.clone();
     let config_id = call.config_id.clone();
     // The reply names the main model that serves the request.
@@ -260,11 +265,13 @@ async fn chat_completions(
             Err(e) => error_response(&e),
         }
     } else {
-        match call
-            .generate()
-            .await
-            .inspect(|r| keep_thread(&state, shape.thread.clone(), r))
-        {
+        let answer = match call.generate().await {
+            Ok(r) => keep_thread(&state, shape.thread.clone(), &r)
+                .await
+                .map(|()| r),
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(r) => match reply::state(&state.state_key, shape.resume.as_ref(), &r) {
                 Ok(dialog_state) if shape.openai => {
                     Json(reply::openai(&model, &config_id, &r, dialog_state)).into_response()
@@ -278,13 +285,16 @@ async fn chat_completions(
     with_request_id(response, &rid)
 }
 
+/// The HTTP body's thread field.
+const THREAD_FIELD: &str = "guardrails.thread_id";
+
 /// Appends the turn's answer to the request's thread, if it named one.
-pub(super) fn keep_thread(
+pub(super) async fn keep_thread(
     state: &State,
     thread: Option<(String, Vec<crate::llm::ChatMessage>)>,
     response: &crate::engine::Response,
-) {
-    state.threads.keep(thread, &response.content);
+) -> Result<(), crate::error::Error> {
+    state.threads.keep(thread, &response.content).await
 }
 
 /// NeMo's `POST /v1/guardrail/checks`: the rails on each message, no main model.

@@ -54,26 +54,38 @@ pub(super) async fn sse(
         model,
     };
     let role = data(&head.role());
-    let body = stream::iter(first)
-        .chain(events)
-        .map(move |event| match event {
+    let mut thread = thread;
+    let seal = seal.map(Arc::new);
+    let body = stream::iter(first).chain(events).then(move |event| {
+        use futures_util::future::{Either, ready};
+        let out = match event {
             Ok(Event::Chunk(text)) => data(&head.text(&text)),
             Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
             Ok(Event::ToolCall(piece)) => data(&head.tool_call(&piece)),
             Ok(Event::Final(r)) => {
-                super::keep_thread(&server, thread.clone(), &r);
-                final_event(&head, &r, style, seal.as_ref())
+                let (server, head, seal, thread) =
+                    (server.clone(), head.clone(), seal.clone(), thread.take());
+                return Either::Right(Box::pin(async move {
+                    match super::keep_thread(&server, thread, &r).await {
+                        Ok(()) => final_event(&head, &r, style, seal.as_deref()),
+                        Err(e) => error_event(&e),
+                    }
+                }));
             }
-            Err(e) => {
-                let (kind, code) = e.kind();
-                data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
-            }
-        });
+            Err(e) => error_event(&e),
+        };
+        Either::Left(ready(out))
+    });
     let done = Ok(SseEvent::default().data("[DONE]"));
     let all = stream::once(async { role })
         .chain(body)
         .chain(stream::once(async { done }));
     Sse::new(all).into_response()
+}
+
+fn error_event(e: &crate::error::Error) -> Result<SseEvent, Infallible> {
+    let (kind, code) = e.kind();
+    data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
 }
 
 /// What the end of a stream keeps: the dialog state to seal (when the
@@ -105,10 +117,7 @@ fn final_event(
                 seal.map(|(server, resume)| reply::state(&server.state_key, Some(resume), r));
             match state.transpose() {
                 Ok(state) => data(&head.finish(r, state.flatten())),
-                Err(e) => {
-                    let (kind, code) = e.kind();
-                    data(&reply::ErrorBody::new(&e.to_string(), kind, None, code))
-                }
+                Err(e) => error_event(&e),
             }
         }
     }
