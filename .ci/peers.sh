@@ -67,7 +67,7 @@ define subflow check tool calls
 define bot refuse tool execution
   "I cannot execute this tool request due to policy restrictions."
 CO
-"$BIN" --log-format json serve --config "$tmp/configs" \
+"$BIN" --log-format json serve --config "$tmp/configs" --playground \
   --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid $fake 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -285,3 +285,11 @@ assert choice.finish_reason == "content_filter" and not choice.message.tool_call
 assert refused.model_extra["guardrails"]["violation"]["tool"] == "delete_files", refused.model_extra
 print("OpenAI SDK tool loop: calls relayed whole and streamed, results answered; delete_files refused by the tool rail")
 PY
+
+# The playground in Debian's Chromium, driven by playwright-core (from npm,
+# into the temp dir): chunks, rails and windows on the timeline, the
+# violation. PLAYGROUND_SCREENSHOT=path keeps a screenshot (docs/playground.png).
+command -v "${CHROMIUM:-chromium}" >/dev/null || { echo "the playground check needs Chromium (apt-get install chromium)" >&2; exit 1; }
+npm install --silent --no-audit --no-fund --prefix "$tmp/pw" playwright-core@1
+PLAYWRIGHT_DIR="$tmp/pw/node_modules" CHROMIUM="$(command -v "${CHROMIUM:-chromium}")" \
+  node .ci/playground.mjs "$HTTP" ${PLAYGROUND_SCREENSHOT:-}

@@ -146,6 +146,10 @@ struct ServeArgs {
     /// Most threads kept in memory (without --datastore; least recently used go first).
     #[arg(long, default_value_t = 10_000)]
     max_threads: usize,
+    /// Serve the playground (a chat page that shows what the guard did) at
+    /// /playground on the HTTP listener.
+    #[arg(long)]
+    playground: bool,
     /// Reload the configs when files under --config change (debounced).
     #[arg(long)]
     watch: bool,
@@ -356,6 +360,7 @@ fn server_settings(args: &ServeArgs) -> anyhow::Result<ServerSettings> {
         _ => None,
     };
     Ok(ServerSettings {
+        playground: args.playground,
         threads: crate::server::ThreadSettings {
             datastore: args.datastore.clone(),
             ttl: args.thread_ttl,
@@ -420,7 +425,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .watch(args.watch)
         .grpc(bind(args.grpc_addr, "gRPC").await?);
     if let Some(addr) = args.http_addr {
-        builder = builder.http(bind(addr, "HTTP").await?);
+        let l = bind(addr, "HTTP").await?;
+        if args.playground {
+            tracing::info!(url = %format!("http://{}/playground", l.local_addr()?), "playground");
+        }
+        builder = builder.http(l);
     }
     if let Some(addr) = args.metrics_addr {
         builder = builder.metrics(bind(addr, "metrics").await?);

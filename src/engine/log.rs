@@ -38,6 +38,9 @@ pub struct RailRecord {
     pub duration: Duration,
     /// When the rail started.
     pub started: std::time::Instant,
+    /// For an output rail on a stream: the chunks its window added (their
+    /// indexes, counted from 0), after the context chunks it saw again.
+    pub window: Option<std::ops::Range<usize>>,
 }
 
 /// Time spent per phase of a request.
@@ -57,4 +60,15 @@ pub struct GenerationLog {
     pub rails: Vec<RailRecord>,
     pub llm_calls: Vec<CallRecord>,
     pub timing: PhaseTiming,
+    /// When the request started (rails and calls start after it).
+    pub started: Option<std::time::Instant>,
+}
+
+impl GenerationLog {
+    /// How long after the request's start `at` was, in milliseconds.
+    pub fn offset_ms(&self, at: std::time::Instant) -> f64 {
+        self.started.map_or(0.0, |s| {
+            at.saturating_duration_since(s).as_secs_f64() * 1000.0
+        })
+    }
 }

@@ -263,6 +263,7 @@ impl Run {
             rails: log.rails,
             llm_calls: log.calls.take(),
             timing,
+            started: Some(started),
         };
         if let Some(t) = &self.trace {
             t.record(&log, started);
@@ -300,6 +301,7 @@ fn record(
             reason: reason.to_string(),
             duration: took,
             started,
+            window: None,
         });
     }
 }

@@ -85,6 +85,9 @@ impl Checker {
                 logging.then_some(&mut records),
             )
             .await;
+            for r in &mut records {
+                r.window = Some(check.window.new_chunks.clone());
+            }
             let outcome =
                 match outcome {
                     Ok((Some(v), _)) => Ok(WindowVerdict::Block(v)),

@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub connections: super::listen::ConnectionSettings,
     /// Where conversation threads are kept, and their bounds.
     pub threads: super::threads::ThreadSettings,
+    /// Serve the playground page at `/playground` on the HTTP listener.
+    pub playground: bool,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +53,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             connections: Default::default(),
             threads: Default::default(),
+            playground: false,
         }
     }
 }

@@ -674,6 +674,7 @@ pub async fn post_chat(base: &str, body: &Value) -> (u16, Value) {
 /// of its SSE reply as JSON, `[DONE]` left out.
 pub async fn sse_json(base: &str, body: &Value) -> Vec<Value> {
     use futures_util::StreamExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
         .json(body)

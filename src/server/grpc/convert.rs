@@ -264,37 +264,41 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub(super) fn log_pb(log: GenerationLog) -> pb::GenerationLog {
-    let GenerationLog {
-        rails,
-        llm_calls,
-        timing,
-    } = log;
+    let at = |i: std::time::Instant| log.offset_ms(i);
     pb::GenerationLog {
-        rails: rails
-            .into_iter()
+        rails: log
+            .rails
+            .iter()
             .map(|r| pb::ActivatedRail {
-                flow: r.flow,
+                flow: r.flow.clone(),
                 stage: r.stage.as_str().into(),
                 decision: r.decision.as_str().into(),
-                reason: r.reason,
+                reason: r.reason.clone(),
                 duration_ms: ms(r.duration),
+                started_ms: at(r.started),
+                window: r.window.as_ref().map(|w| pb::ChunkRange {
+                    start: u32::try_from(w.start).unwrap_or(u32::MAX),
+                    end: u32::try_from(w.end).unwrap_or(u32::MAX),
+                }),
             })
             .collect(),
-        llm_calls: llm_calls
-            .into_iter()
+        llm_calls: log
+            .llm_calls
+            .iter()
             .map(|c| pb::LlmCall {
-                task: c.task,
-                prompt: c.prompt,
-                completion: c.completion,
+                task: c.task.clone(),
+                prompt: c.prompt.clone(),
+                completion: c.completion.clone(),
                 usage: c.usage.map(usage_pb),
                 duration_ms: ms(c.duration),
+                started_ms: at(c.started),
             })
             .collect(),
         timing: Some(pb::PhaseTiming {
-            input_rails_ms: ms(timing.input_rails),
-            generation_ms: ms(timing.generation),
-            output_rails_ms: ms(timing.output_rails),
-            total_ms: ms(timing.total),
+            input_rails_ms: ms(log.timing.input_rails),
+            generation_ms: ms(log.timing.generation),
+            output_rails_ms: ms(log.timing.output_rails),
+            total_ms: ms(log.timing.total),
         }),
     }
 }

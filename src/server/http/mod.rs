@@ -10,6 +10,7 @@
 mod body;
 mod checks;
 mod message;
+mod playground;
 mod reply;
 mod sse;
 
@@ -37,7 +38,12 @@ use crate::error::Error;
 pub fn router(state: Arc<State>) -> Router {
     let max_body = state.admission.settings.max_request_bytes;
     let cors = cors(&state.admission.settings.cors_origins);
+    let pages = match state.admission.settings.playground {
+        true => playground::routes(),
+        false => Router::new(),
+    };
     let router = Router::new()
+        .merge(pages)
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/guardrail/checks", post(guardrail_checks))
         .route("/v1/models", get(list_models))

@@ -81,6 +81,11 @@ struct RailBody<'a> {
     decision: &'static str,
     reason: &'a str,
     duration_ms: f64,
+    /// After the request's start.
+    started_ms: f64,
+    /// An output rail's window on a stream: the chunks it added, `[start, end)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<[usize; 2]>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +95,7 @@ struct CallBody<'a> {
     completion: &'a str,
     usage: Option<UsageBody>,
     duration_ms: f64,
+    started_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -120,6 +126,8 @@ impl<'a> From<&'a GenerationLog> for LogBody<'a> {
                     decision: r.decision.as_str(),
                     reason: &r.reason,
                     duration_ms: ms(r.duration),
+                    started_ms: log.offset_ms(r.started),
+                    window: r.window.as_ref().map(|w| [w.start, w.end]),
                 })
                 .collect(),
             llm_calls: log
@@ -131,6 +139,7 @@ impl<'a> From<&'a GenerationLog> for LogBody<'a> {
                     completion: &c.completion,
                     usage: c.usage.as_ref().map(UsageBody::from),
                     duration_ms: ms(c.duration),
+                    started_ms: log.offset_ms(c.started),
                 })
                 .collect(),
             stats: StatsBody {
