@@ -50,16 +50,27 @@ pub struct CheckResult {
     pub log: Option<GenerationLog>,
 }
 
-/// The stages the messages' roles call for: input for a user message,
-/// output for an assistant's, both for both.
+/// The stages the messages' roles call for, as NeMo's server decides: input
+/// for a user message, output for an assistant's text, tool output for an
+/// assistant's tool calls, tool input for a tool result.
 pub fn stages_for(messages: &[ChatMessage]) -> Vec<Stage> {
     let has = |role: Role| messages.iter().any(|m| m.role == role);
+    let calls = messages.iter().any(|m| !m.tool_calls().is_empty());
+    let text = messages
+        .iter()
+        .any(|m| m.role == Role::Assistant && m.tool_calls().is_empty());
     let mut stages = Vec::new();
     if has(Role::User) {
         stages.push(Stage::Input);
     }
-    if has(Role::Assistant) {
+    if text {
         stages.push(Stage::Output);
+    }
+    if calls {
+        stages.push(Stage::ToolOutput);
+    }
+    if has(Role::Tool) {
+        stages.push(Stage::ToolInput);
     }
     stages
 }
@@ -148,9 +159,18 @@ impl Guardrails {
                 Checked::Stop(v) => return Ok(blocked(inner, run, v, stages, started)),
             }
         }
-        let status = match content == original && !input_rewrote {
-            true => CheckStatus::Passed,
-            false => CheckStatus::Modified,
+        let mut rewrote = content != original || input_rewrote;
+        match tools_check(&mut run, &request, &stages, &user_text).await? {
+            Tools::Blocked(v) => return Ok(blocked(inner, run, v, stages, started)),
+            Tools::Result { text, rewritten } => {
+                content = text;
+                rewrote |= rewritten;
+            }
+            Tools::Passed => {}
+        }
+        let status = match rewrote {
+            false => CheckStatus::Passed,
+            true => CheckStatus::Modified,
         };
         let log = run.finish_log(started);
         Ok(CheckResult {
@@ -161,6 +181,66 @@ impl Guardrails {
             log,
         })
     }
+}
+
+/// What a check's tool stages found.
+enum Tools {
+    /// Nothing to say (no tool stage, or the calls passed).
+    Passed,
+    /// The tool result as the tool input rails left it.
+    Result {
+        text: String,
+        rewritten: bool,
+    },
+    Blocked(Violation),
+}
+
+/// The tool stages of a check: the tool output rails on the last assistant
+/// message's calls, the tool input rails on the tool results at the end.
+async fn tools_check(
+    run: &mut super::run::Run,
+    request: &Request,
+    stages: &[Stage],
+    user: &str,
+) -> Result<Tools, Error> {
+    let context = request.context.as_ref();
+    if stages.contains(&Stage::ToolOutput) {
+        let asked = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| !m.tool_calls().is_empty())
+            .map(|m| m.tool_calls().to_vec())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "rail_types",
+                    "the tool output rails check an assistant message's tool calls, and there are none",
+                )
+            })?;
+        if let Some(v) = run.tool_output_check(&asked, user, context).await? {
+            return Ok(Tools::Blocked(v));
+        }
+    }
+    if !stages.contains(&Stage::ToolInput) {
+        return Ok(Tools::Passed);
+    }
+    let mut messages = request.messages.clone();
+    let Some(before) = messages
+        .last()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content.clone())
+    else {
+        return Err(Error::invalid(
+            "rail_types",
+            "the tool input rails check the tool results at the end of the messages, and there are none",
+        ));
+    };
+    if let Some(v) = run.tool_input_check(&mut messages, user, context).await? {
+        return Ok(Tools::Blocked(v));
+    }
+    let text = messages.pop().map(|m| m.content).unwrap_or_default();
+    let rewritten = text != before;
+    Ok(Tools::Result { text, rewritten })
 }
 
 /// A Colang 2 config whose rail flows are programs runs them in its

@@ -394,14 +394,29 @@ fn upstream_error(e: llm::LlmError) -> Error {
 impl Inner {
     /// Validates the request and selects its rails.
     fn start(&self, request: &Request) -> Result<run::Run, Error> {
-        let mut run = run::Run::start(
+        let run = run::Run::start(
             request,
             (self.main_name.clone(), self.tracer.clone()),
             &self.input,
             &self.output,
             (self.config.input().parallel, self.config.output().parallel),
         )?;
-        let o = &request.options;
+        Ok(self.with_tool_rails(run, &request.options))
+    }
+
+    /// Selects a check's rails (its messages need not end with the user's).
+    fn start_check(&self, request: &Request) -> Result<run::Run, Error> {
+        let run = run::Run::select(
+            request,
+            (self.main_name.clone(), self.tracer.clone()),
+            (&self.input, &self.output),
+            (self.config.input().parallel, self.config.output().parallel),
+        )?;
+        Ok(self.with_tool_rails(run, &request.options))
+    }
+
+    /// The request's tool rails, as its options select them.
+    fn with_tool_rails(&self, mut run: run::Run, o: &Options) -> run::Run {
         if o.tool_input_rails {
             run.tool_input = self.tools.0.clone();
         }
@@ -412,17 +427,7 @@ impl Inner {
             self.config.tool_input().parallel,
             self.config.tool_output().parallel,
         );
-        Ok(run)
-    }
-
-    /// Selects a check's rails (its messages need not end with the user's).
-    fn start_check(&self, request: &Request) -> Result<run::Run, Error> {
-        run::Run::select(
-            request,
-            (self.main_name.clone(), self.tracer.clone()),
-            (&self.input, &self.output),
-            (self.config.input().parallel, self.config.output().parallel),
-        )
+        run
     }
 
     /// The main call: the general instruction, then the conversation with

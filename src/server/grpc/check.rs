@@ -29,11 +29,13 @@ pub(super) fn request(
         let stage = match pb::RailType::try_from(t) {
             Ok(pb::RailType::Input) => Stage::Input,
             Ok(pb::RailType::Output) => Stage::Output,
+            Ok(pb::RailType::ToolInput) => Stage::ToolInput,
+            Ok(pb::RailType::ToolOutput) => Stage::ToolOutput,
             _ => {
                 return Err(Error::InvalidRequest {
                     field: "rail_types",
                     message: format!(
-                        "rail_types[{i}] is {t}; expected RAIL_TYPE_INPUT (1) or RAIL_TYPE_OUTPUT (2)"
+                        "rail_types[{i}] is {t}; expected RAIL_TYPE_INPUT (1), _OUTPUT (2), _TOOL_INPUT (3) or _TOOL_OUTPUT (4)"
                     ),
                 });
             }
@@ -55,7 +57,9 @@ fn rail_type(stage: Stage) -> pb::RailType {
     match stage {
         Stage::Input => pb::RailType::Input,
         Stage::Output => pb::RailType::Output,
-        Stage::Retrieval | Stage::ToolInput | Stage::ToolOutput => pb::RailType::Unspecified,
+        Stage::ToolInput => pb::RailType::ToolInput,
+        Stage::ToolOutput => pb::RailType::ToolOutput,
+        Stage::Retrieval => pb::RailType::Unspecified,
     }
 }
 

@@ -34,9 +34,15 @@ pub(super) fn plan(request: &engine::Request, stream: bool) -> Checks {
     for (i, m) in request.messages.iter().enumerate() {
         let (messages, stage) = match m.role {
             Role::User => (vec![m.clone()], Stage::Input),
+            // NeMo: an assistant's tool calls go through the tool output rails.
+            Role::Assistant if !m.tool_calls().is_empty() => {
+                (vec![ChatMessage::user(""), m.clone()], Stage::ToolOutput)
+            }
             // NeMo checks an answer alone, after an empty user message.
             Role::Assistant => (vec![ChatMessage::user(""), m.clone()], Stage::Output),
-            Role::System | Role::Tool => continue,
+            // A tool result goes through the tool input rails.
+            Role::Tool => (vec![m.clone()], Stage::ToolInput),
+            Role::System => continue,
         };
         let mut options = request.options.clone();
         options.log = true;
