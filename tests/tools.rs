@@ -50,6 +50,21 @@ fn sse(v: Value) -> String {
 /// with tools offered, tool calls; streamed as OpenAI streams them.
 async fn completions(State(seen): State<Seen>, Json(body): Json<Value>) -> Response {
     seen.lock().unwrap().push(body.clone());
+    // NeMo's vision content-safety judge: a pistol in the picture is unsafe.
+    if body
+        .to_string()
+        .contains("evaluates if a user's message contains unsafe content")
+    {
+        let verdict = match body.to_string().contains("pistol") {
+            true => "unsafe\nS1",
+            false => "safe",
+        };
+        return Json(
+            json!({"id": "j", "object": "chat.completion", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}]}),
+        )
+        .into_response();
+    }
     let last_is_result = body["messages"]
         .as_array()
         .and_then(|m| m.last())
@@ -523,4 +538,60 @@ async fn checks_run_the_tool_rails_on_calls_and_results_as_nemo_s_server_does() 
         [pb::RailType::ToolInput]
     );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nemo_s_vision_judge_sees_the_user_s_image() {
+    // NeMo's content_safety_vision example (v0.19.0, verbatim prompts), its
+    // two models pointed at the fake upstream.
+    let (base_llm, seen) = fake_tool_llm().await;
+    let nemo = std::path::Path::new("tests/nemo-configs/examples-configs-content_safety_vision");
+    let configs = Configs::new();
+    let yml = std::fs::read_to_string(nemo.join("config.yml"))
+        .unwrap()
+        .replace(
+            "model: gpt-4o-mini\n",
+            &format!("model: gpt-4o-mini\n    parameters:\n      base_url: {base_llm}\n"),
+        );
+    let dir = configs.add("vision", &yml);
+    std::fs::copy(nemo.join("prompts.yml"), dir.join("prompts.yml")).unwrap();
+    let base = start_http(configs.root()).await;
+    let ask = |url: &str| {
+        json!({"model": "vision", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is the surface color that the object is placed on?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]})
+    };
+    let (status, r) = post_chat(&base, &ask("https://example.com/pistol.jpg")).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["guardrails"]["violation"]["rail"], "content safety check input",
+        "{r}"
+    );
+    let judge = seen.lock().unwrap()[0].clone();
+    let user = judge["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        user["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "https://example.com/pistol.jpg"}})
+    );
+    assert!(
+        judge["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("S1: Violent Crimes."),
+        "{judge}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the main model was called for a refused image"
+    );
+    let (_, r) = post_chat(&base, &ask("https://example.com/table.jpg")).await;
+    assert!(r["guardrails"].get("violation").is_none(), "{r}");
+    assert_eq!(seen.lock().unwrap().len(), 3, "judge, then the main model");
 }

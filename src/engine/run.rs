@@ -199,8 +199,17 @@ impl Run {
         let started = Instant::now();
         let rails = std::mem::take(&mut self.input);
         let parallel = self.input_parallel;
+        // The parts of the message besides its text, for judges that take them.
+        let media: Vec<serde_json::Value> = last
+            .parts()
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p.get("type").and_then(serde_json::Value::as_str) != Some("text"))
+            .cloned()
+            .collect();
         let (calls, records) = self.log_parts();
         let input = RailInput {
+            media: &media,
             user_input: &last.content,
             bot_response: None,
             bot_thinking: None,
@@ -231,6 +240,7 @@ impl Run {
         let parallel = self.output_parallel;
         let (calls, records) = self.log_parts();
         let input = RailInput {
+            media: &[],
             user_input,
             bot_response: Some(text),
             bot_thinking: thinking,

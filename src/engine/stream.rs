@@ -69,6 +69,7 @@ impl Checker {
             let started = Instant::now();
             let mut records = Vec::new();
             let input = RailInput {
+                media: &[],
                 user_input: &this.user_input,
                 bot_response: Some(&check.text),
                 bot_thinking: this.thinking.as_deref(),

@@ -94,6 +94,7 @@ impl Run {
             let (calls, records) = self.log_parts();
             let (history, rest) = messages.split_at(i);
             let input = RailInput {
+                media: &[],
                 user_input,
                 bot_response: Some(&rest[0].content),
                 bot_thinking: None,
@@ -162,6 +163,7 @@ pub(super) async fn check_calls(
         Value::Array(calls.iter().map(ToolCall::nemo).collect()),
     );
     let input = RailInput {
+        media: &[],
         user_input,
         bot_response: None,
         bot_thinking: None,

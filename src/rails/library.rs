@@ -369,6 +369,7 @@ impl Bound<'_> {
         context.insert("check_facts".into(), Value::Bool(true));
         context.insert("check_hallucination".into(), Value::Bool(true));
         let input = RailInput {
+            media: &[],
             user_input: user,
             bot_response: bot,
             bot_thinking: None,

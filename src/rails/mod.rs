@@ -104,6 +104,9 @@ pub struct RailInput<'a> {
     /// The dialog's variables after the turn, for output rails
     /// (`$relevant_chunks`, `$check_facts`); `None` without a dialog.
     pub context: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
+    /// For input rails: the user message's content parts other than text
+    /// (images, audio), which a judge that takes them sees too.
+    pub media: &'a [serde_json::Value],
 }
 
 impl<'a> RailInput<'a> {

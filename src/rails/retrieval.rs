@@ -49,6 +49,7 @@ impl RetrievalRails {
         let mut rewritten = false;
         for rail in &self.rails {
             let input = RailInput {
+                media: &[],
                 user_input,
                 bot_response: Some(&current),
                 bot_thinking: None,

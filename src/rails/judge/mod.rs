@@ -360,7 +360,8 @@ impl JudgeRail {
             reasoning_enabled => self.safety.as_ref().is_some_and(|s| s.reasoning_enabled),
             config => &self.config_vars,
         };
-        self.messages
+        let mut messages = self
+            .messages
             .iter()
             .map(|(role, name)| {
                 let content = template::render(&self.env, name, vars.clone(), self.budget)
@@ -369,7 +370,9 @@ impl JudgeRail {
                     })?;
                 Ok(ChatMessage::new(*role, content))
             })
-            .collect()
+            .collect::<Result<Vec<_>, RailError>>()?;
+        with_media(&mut messages, input.media, self.provider.takes_tools());
+        Ok(messages)
     }
 
     /// NeMo's topic-control conversation: the prompt as the system message
@@ -471,6 +474,25 @@ impl JudgeRail {
                 }
             }
         })
+    }
+}
+
+/// The user's images (and audio) on the prompt's last user message, as
+/// content parts after its text, when the judge model takes parts: a vision
+/// judge (NeMo's `content_safety_vision` example) sees them. A judge that
+/// does not take parts judges the text.
+fn with_media(messages: &mut [ChatMessage], media: &[serde_json::Value], takes_parts: bool) {
+    if media.is_empty() || !takes_parts {
+        return;
+    }
+    if let Some(last) = messages.iter_mut().rev().find(|m| m.role == Role::User) {
+        let mut parts = Vec::with_capacity(media.len() + 1);
+        parts.push(serde_json::json!({"type": "text", "text": last.content}));
+        parts.extend(media.iter().cloned());
+        last.extra = Some(Box::new(crate::llm::MessageExtra {
+            parts: Some(parts),
+            ..Default::default()
+        }));
     }
 }
 
