@@ -3,7 +3,8 @@
 # thread, with threads in memory, and with threads in Redis (a local
 # redis-server), in one run on an instant mock (no pacing: what is measured
 # is streamguard and its datastore). Each worker continues a thread of its
-# own, so every thread request loads it and stores it again (GET + SET).
+# own (10 turns each, then the next), so every thread request loads it and
+# stores it again (GET + SET).
 # Usage: bash bench/threads.sh [--quick]   (results in bench/results/threads.jsonl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,9 @@ redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no >"$OU
 pids+=($!); redis=$!
 "$BIN/mock-llm" --addr $MOCK --ttft-ms 0 --token-delay-ms 0 --tokens 16 >"$OUT/threads-mock.log" 2>&1 &
 pids+=($!)
-"$BIN/streamguard" serve --config bench/configs --http-addr $MEM >"$OUT/threads-mem.log" 2>&1 &
+"$BIN/streamguard" serve --config bench/configs --grpc-addr 127.0.0.1:50091 --http-addr $MEM >"$OUT/threads-mem.log" 2>&1 &
 pids+=($!); mem=$!
-"$BIN/streamguard" serve --config bench/configs --http-addr $RED \
+"$BIN/streamguard" serve --config bench/configs --grpc-addr 127.0.0.1:50092 --http-addr $RED \
   --datastore "redis://127.0.0.1:$REDIS_PORT/0" >"$OUT/threads-red.log" 2>&1 &
 pids+=($!); red=$!
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }

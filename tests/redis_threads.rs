@@ -264,3 +264,153 @@ async fn a_redis_outage_fails_thread_requests_only_and_threads_come_back_with_it
     assert!(ok, "threads did not come back with Redis");
     server.shutdown().await;
 }
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+fn certificates(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.pem",
+        "-subj",
+        "/CN=localhost",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_reach_redis_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    if !certificates(dir.path()) {
+        assert!(
+            std::env::var_os("STREAMGUARD_REQUIRE_REDIS").is_none(),
+            "openssl is needed for the TLS test"
+        );
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawned = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "cert.pem",
+            "--tls-key-file",
+            "key.pem",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        assert!(
+            std::env::var_os("STREAMGUARD_REQUIRE_REDIS").is_none(),
+            "redis-server is required"
+        );
+        return;
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let url = format!("rediss://localhost:{port}/0");
+    let trusted = Datastore::redis_with_ca(&url, Some(ca)).unwrap();
+    let llm = fake_llm(Script::default()).await;
+    let configs = Configs::new();
+    configs.add("bot", &config(&llm.base_url(), ""));
+    let serve = |datastore| {
+        let settings = ServerSettings {
+            threads: ThreadSettings {
+                datastore: Some(datastore),
+                ..ThreadSettings::default()
+            },
+            ..ServerSettings::default()
+        };
+        start_http_with(configs.root(), settings)
+    };
+    let http = serve(trusted).await;
+    for _ in 0..2 {
+        let (status, r) = post_chat(&http, &turn("Remember: green.")).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let roles: Vec<String> = last_call(&llm).into_iter().map(|(role, _)| role).collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user"],
+        "the second turn had the first in front"
+    );
+    // Without the CA the server's certificate is refused, and so are thread requests.
+    let untrusted = serve(Datastore::redis(&url).unwrap()).await;
+    let (status, r) = post_chat(&untrusted, &turn("Remember: green.")).await;
+    assert_eq!(status, 503, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{r}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

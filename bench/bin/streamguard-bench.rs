@@ -71,10 +71,13 @@ struct Args {
     /// A label for the result line.
     #[arg(long, default_value = "")]
     label: String,
-    /// http: each worker continues a thread of its own (`guardrails.thread_id`
-    /// = PREFIX-<worker>), so every request loads and stores it.
+    /// http: each worker continues threads of its own (`guardrails.thread_id`
+    /// = PREFIX-<worker>-<n>), so every request loads and stores one.
     #[arg(long)]
     thread_prefix: Option<String>,
+    /// Turns per thread before a worker starts the next one.
+    #[arg(long, default_value_t = 10)]
+    thread_turns: usize,
 }
 
 #[derive(Default)]
@@ -409,9 +412,11 @@ async fn main() -> anyhow::Result<()> {
         let http = http.clone();
         let url = url.clone();
         let mut body = body.clone();
-        if let Some(prefix) = &args.thread_prefix {
-            body["guardrails"]["thread_id"] = json!(format!("{prefix}-{w:08}"));
-        }
+        let thread = args
+            .thread_prefix
+            .clone()
+            .map(|p| (format!("{p}-{w:08}"), args.thread_turns.max(1)));
+        let mut turn = 0usize;
         let samples = samples.clone();
         let started_count = started_count.clone();
         let completed = completed.clone();
@@ -435,7 +440,14 @@ async fn main() -> anyhow::Result<()> {
                         guard_stream(client, &http, (&llm_url, &llm_body), &config_id).await
                     }
                     (Target::Grpc | Target::Guard, None) => Err(anyhow::anyhow!("no gRPC channel")),
-                    _ => sse_stream(&http, &url, &body).await,
+                    _ => {
+                        if let Some((id, turns)) = &thread {
+                            body["guardrails"]["thread_id"] =
+                                json!(format!("{id}-{}", turn / turns));
+                            turn += 1;
+                        }
+                        sse_stream(&http, &url, &body).await
+                    }
                 };
                 match result {
                     Ok(timer) => {

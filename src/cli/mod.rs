@@ -37,10 +37,6 @@ pub struct Cli {
     command: Command,
 }
 
-fn datastore(s: &str) -> Result<crate::server::Datastore, String> {
-    crate::server::Datastore::redis(s)
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -135,8 +131,12 @@ struct ServeArgs {
     max_content_bytes: usize,
     /// Keep conversation threads in Redis (`redis://host:6379[/db]`,
     /// `rediss://` for TLS), shared by every replica; default: in memory.
-    #[arg(long, env = "STREAMGUARD_DATASTORE", value_parser = datastore)]
-    datastore: Option<crate::server::Datastore>,
+    #[arg(long, env = "STREAMGUARD_DATASTORE")]
+    datastore: Option<String>,
+    /// The CA (PEM) that signed a `rediss://` datastore's certificate, when the
+    /// system's trust store does not have it.
+    #[arg(long, requires = "datastore")]
+    datastore_ca: Option<PathBuf>,
     /// Seconds an unused thread is kept.
     #[arg(long, default_value = "86400", value_parser = secs)]
     thread_ttl: Duration,
@@ -345,6 +345,23 @@ async fn chat(
 }
 
 /// Keys, TLS, limits and connection bounds from the flags.
+/// `--datastore` (and `--datastore-ca`): where threads are kept.
+fn datastore(args: &ServeArgs) -> anyhow::Result<Option<crate::server::Datastore>> {
+    let Some(url) = &args.datastore else {
+        return Ok(None);
+    };
+    let ca = match &args.datastore_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --datastore-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
+    crate::server::Datastore::redis_with_ca(url, ca)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--datastore: {e}"))
+}
+
 fn server_settings(args: &ServeArgs) -> anyhow::Result<ServerSettings> {
     let api_keys = match &args.api_keys {
         Some(path) => Some(Arc::new(ApiKeys::load(path)?)),
@@ -362,7 +379,7 @@ fn server_settings(args: &ServeArgs) -> anyhow::Result<ServerSettings> {
     Ok(ServerSettings {
         playground: args.playground,
         threads: crate::server::ThreadSettings {
-            datastore: args.datastore.clone(),
+            datastore: datastore(args)?,
             ttl: args.thread_ttl,
             max_threads: args.max_threads,
             max_bytes: args.thread_max_bytes,

@@ -41,7 +41,7 @@ pub enum Piece {
     /// A piece of the model's reasoning trace.
     Reasoning(String),
     /// A piece of a tool call the model asks for.
-    ToolCall(ToolCallDelta),
+    ToolCall(Box<ToolCallDelta>),
 }
 
 impl From<Delta> for Piece {

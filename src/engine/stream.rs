@@ -35,7 +35,7 @@ struct StreamTools {
     /// The request runs tool output rails: pieces wait for their verdict.
     hold: bool,
     held: Vec<ToolCallDelta>,
-    out: std::collections::VecDeque<ToolCallDelta>,
+    out: std::collections::VecDeque<Box<ToolCallDelta>>,
     check: Option<BoxFuture<'static, Checked>>,
     decided: bool,
     violation: Option<Violation>,
@@ -285,13 +285,13 @@ impl Driver {
     }
 
     /// A piece of a tool call: sent on, or held for the tool output rails.
-    fn on_tool_call(&mut self, piece: ToolCallDelta) -> Result<(), Error> {
+    fn on_tool_call(&mut self, piece: Box<ToolCallDelta>) -> Result<(), Error> {
         self.tools
             .calls
             .push(&piece)
             .map_err(super::upstream_error)?;
         match self.tools.hold {
-            true => self.tools.held.push(piece),
+            true => self.tools.held.push(*piece),
             false => self.tools.out.push_back(piece),
         }
         Ok(())
@@ -342,7 +342,7 @@ impl Driver {
         }
         match checked.outcome? {
             WindowVerdict::Block(v) => t.violation = Some(v),
-            _ => t.out.extend(t.held.drain(..)),
+            _ => t.out.extend(t.held.drain(..).map(Box::new)),
         }
         Poll::Ready(Ok(()))
     }

@@ -262,7 +262,7 @@ pub enum Event {
     Reasoning(String),
     /// A piece of a tool call, as the model streamed it (after the tool
     /// output rails let the calls through, when the config has some).
-    ToolCall(ToolCallDelta),
+    ToolCall(Box<ToolCallDelta>),
     /// The whole response; always the last event. Boxed so the per-chunk
     /// events stay small.
     Final(Box<Response>),

@@ -158,7 +158,7 @@ pub enum Delta {
     /// apart from the answer.
     Reasoning(String),
     /// A piece of a tool call the model asks for.
-    ToolCall(ToolCallDelta),
+    ToolCall(Box<ToolCallDelta>),
 }
 
 /// A streamed answer. Ends after the last delta, or with one error.

@@ -63,6 +63,12 @@ impl std::fmt::Debug for Datastore {
 impl Datastore {
     /// Parses a datastore URL; the error never repeats a password.
     pub fn redis(url: &str) -> Result<Self, String> {
+        Self::redis_with_ca(url, None)
+    }
+
+    /// A `rediss://` datastore whose server certificate is signed by `ca`
+    /// (PEM) instead of a CA of the system's trust store.
+    pub fn redis_with_ca(url: &str, ca: Option<Vec<u8>>) -> Result<Self, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "redis" | "rediss") {
             return Err(format!(
@@ -74,7 +80,21 @@ impl Datastore {
         if shown.password().is_some() {
             let _ = shown.set_password(Some("…"));
         }
-        let client = redis::Client::open(url).map_err(|e| format!("{shown}: {e}"))?;
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(pem) => {
+                if parsed.scheme() != "rediss" {
+                    return Err(format!("{shown}: a CA is for `rediss://` (TLS) URLs"));
+                }
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certs)
+            }
+        }
+        .map_err(|e| format!("{shown}: {e}"))?;
         Ok(Datastore {
             client,
             shown: shown.to_string(),
@@ -123,6 +143,10 @@ impl Threads {
     /// Threads kept as `settings` say. Redis is connected lazily: the server
     /// starts (and serves requests without a thread) while it is down.
     pub fn new(settings: ThreadSettings) -> Self {
+        if settings.datastore.is_some() {
+            // `rediss://` connects with rustls, on the process's provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let redis = settings.datastore.as_ref().map(|d| {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))

@@ -64,8 +64,11 @@ impl Answer {
                 *finished |= d.finish.is_some();
                 self.pending.extend(d.reasoning.map(Delta::Reasoning));
                 self.pending.extend(d.text.map(Delta::Text));
-                self.pending
-                    .extend(d.tool_calls.into_iter().map(Delta::ToolCall));
+                self.pending.extend(
+                    d.tool_calls
+                        .into_iter()
+                        .map(|c| Delta::ToolCall(Box::new(c))),
+                );
                 self.pending.extend(d.usage.map(Delta::Usage));
                 self.pending.extend(d.finish.map(Delta::Finish));
                 self.pending.pop_front().map(Ok)
@@ -164,9 +167,8 @@ pub(super) async fn whole_answer(
                 }
                 out.extend(c.tool_calls.iter().enumerate().map(|(i, call)| {
                     let index = u32::try_from(i).unwrap_or(u32::MAX);
-                    Ok(Delta::ToolCall(crate::llm::ToolCallDelta::whole(
-                        index, call,
-                    )))
+                    let piece = crate::llm::ToolCallDelta::whole(index, call);
+                    Ok(Delta::ToolCall(Box::new(piece)))
                 }));
                 out.extend(c.usage.map(|u| Ok(Delta::Usage(u))));
                 out.extend(c.finish.map(|f| Ok(Delta::Finish(f))));

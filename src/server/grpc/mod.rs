@@ -5,6 +5,7 @@ mod check;
 mod convert;
 mod guard;
 mod status;
+mod streamed;
 mod tools;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -92,7 +93,7 @@ fn event_pb(event: Event) -> Option<pb::stream_generate_response::Event> {
     Some(match event {
         Event::Chunk(text) => Out::Chunk(pb::Chunk { text }),
         Event::Reasoning(text) => Out::Reasoning(pb::Reasoning { text }),
-        Event::ToolCall(piece) => Out::ToolCall(tools::delta_pb(piece)),
+        Event::ToolCall(piece) => Out::ToolCall(tools::delta_pb(*piece)),
         Event::Final(_) => return None,
     })
 }
@@ -156,46 +157,18 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         let (call, (resume, thread)) = self
             .admit(super::metrics::STREAM_GENERATE, &metadata, body)
             .await?;
-        let server = self.state.clone();
-        let (rid, id) = (call.request_id.clone(), call.config_id.clone());
-        let stream_rid = rid.clone();
+        let rid = call.request_id.clone();
+        let ending = streamed::Ending {
+            server: self.state.clone(),
+            config_id: call.config_id.clone(),
+            request_id: rid.clone(),
+            resume,
+        };
         // Preconditions and request errors fail the RPC before any LLM call.
         let events = call.stream().map_err(|e| status(&e, &rid))?;
         // When the caller goes away tonic drops this stream, which drops the
         // engine stream and with it the upstream HTTP request.
-        let (mut thread, mut resume) = (thread, resume);
-        let mut stream = events.then(move |event| {
-            use futures_util::future::{Either, ready};
-            let chunk = match event {
-                Ok(Event::Final(response)) => {
-                    let (server, id, rid) = (server.clone(), id.clone(), stream_rid.clone());
-                    let (thread, resume) = (thread.take(), resume.take());
-                    return Either::Right(Box::pin(async move {
-                        let fail = |e: crate::error::Error| status(&e, &rid);
-                        server
-                            .threads
-                            .keep(thread, &response.content)
-                            .await
-                            .map_err(fail)?;
-                        let state = convert::state(&server.state_key, resume.as_ref(), &response)
-                            .map_err(fail)?;
-                        Ok(pb::StreamGenerateResponse {
-                            event: Some(pb::stream_generate_response::Event::Final(
-                                convert::response(&id, *response, state),
-                            )),
-                        })
-                    }));
-                }
-                Ok(event) => Ok(pb::StreamGenerateResponse {
-                    event: event_pb(event),
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "stream failed");
-                    Err(status(&e, &stream_rid))
-                }
-            };
-            Either::Left(ready(chunk))
-        });
+        let mut stream = streamed::events(events, ending, thread);
         // The response head waits for the first event: a failure before any
         // content is then a plain status, and the head and the first chunk
         // reach the caller together (one wakeup on its side, not two: this

@@ -6,7 +6,11 @@ use axum::response::{
     IntoResponse, Response as HttpResponse,
     sse::{Event as SseEvent, Sse},
 };
-use futures_util::{StreamExt, stream};
+use futures_util::{
+    StreamExt,
+    future::{Either, ready},
+    stream,
+};
 use serde::Serialize;
 
 use super::{BlockStyle, error_response, reply};
@@ -54,33 +58,53 @@ pub(super) async fn sse(
         model,
     };
     let role = data(&head.role());
-    let mut thread = thread;
-    let seal = seal.map(Arc::new);
-    let body = stream::iter(first).chain(events).then(move |event| {
-        use futures_util::future::{Either, ready};
-        let out = match event {
-            Ok(Event::Chunk(text)) => data(&head.text(&text)),
-            Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
-            Ok(Event::ToolCall(piece)) => data(&head.tool_call(&piece)),
-            Ok(Event::Final(r)) => {
-                let (server, head, seal, thread) =
-                    (server.clone(), head.clone(), seal.clone(), thread.take());
-                return Either::Right(Box::pin(async move {
-                    match super::keep_thread(&server, thread, &r).await {
-                        Ok(()) => final_event(&head, &r, style, seal.as_deref()),
-                        Err(e) => error_event(&e),
-                    }
-                }));
-            }
-            Err(e) => error_event(&e),
-        };
-        Either::Left(ready(out))
-    });
+    let ending = Arc::new(Ending { head, style, seal });
+    let events = stream::iter(first).chain(events);
+    // The per-chunk path maps each event; only a thread's final event waits
+    // for the turn to be stored.
+    let body = match thread {
+        None => Either::Left(events.map(move |e| ending.event(e))),
+        Some(thread) => {
+            let mut thread = Some(thread);
+            Either::Right(events.then(move |event| match event {
+                Ok(Event::Final(r)) => {
+                    let (ending, thread, server) = (ending.clone(), thread.take(), server.clone());
+                    Either::Right(Box::pin(async move {
+                        match super::keep_thread(&server, thread, &r).await {
+                            Ok(()) => ending.event(Ok(Event::Final(r))),
+                            Err(e) => error_event(&e),
+                        }
+                    }))
+                }
+                other => Either::Left(ready(ending.event(other))),
+            }))
+        }
+    };
     let done = Ok(SseEvent::default().data("[DONE]"));
     let all = stream::once(async { role })
         .chain(body)
         .chain(stream::once(async { done }));
     Sse::new(all).into_response()
+}
+
+/// What the events of one stream share.
+struct Ending {
+    head: reply::ChunkHead,
+    style: BlockStyle,
+    seal: Option<(Arc<State>, Resume)>,
+}
+
+impl Ending {
+    fn event(&self, event: Result<Event, crate::error::Error>) -> Result<SseEvent, Infallible> {
+        let head = &self.head;
+        match event {
+            Ok(Event::Chunk(text)) => data(&head.text(&text)),
+            Ok(Event::Reasoning(text)) => data(&head.reasoning(&text)),
+            Ok(Event::ToolCall(piece)) => data(&head.tool_call(&piece)),
+            Ok(Event::Final(r)) => final_event(head, &r, self.style, self.seal.as_ref()),
+            Err(e) => error_event(&e),
+        }
+    }
 }
 
 fn error_event(e: &crate::error::Error) -> Result<SseEvent, Infallible> {
