@@ -122,3 +122,40 @@ async fn a_grpc_thread_id_keeps_the_conversation_on_the_server() {
 
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_thread_keeps_messages_as_the_rails_left_them_and_not_blocked_turns() {
+    let llm = fake_llm(Script {
+        tokens: tokens("Noted."),
+        ..Script::default()
+    })
+    .await;
+    let configs = Configs::new();
+    configs.add(
+        "masked",
+        &config(
+            &llm.base_url(),
+            "rails:\n  config:\n    sensitive_data_detection:\n      input:\n        entities: [EMAIL_ADDRESS]\n    regex_detection:\n      input:\n        keywords: [forbidden]\n  input:\n    flows: [mask sensitive data on input, regex check input]\n",
+        ),
+    );
+    let base = start_http(configs.root()).await;
+    let turn = |text: &str| {
+        json!({"model": "masked", "messages": [{"role": "user", "content": text}],
+               "guardrails": {"thread_id": "rails-thread-0123456789"}})
+    };
+    let (status, _) = post_chat(&base, &turn("Mail me at ada@example.com")).await;
+    assert_eq!(status, 200);
+    // Blocked: the model is not called, and the turn is not kept.
+    let (status, r) = post_chat(&base, &turn("something forbidden")).await;
+    assert_eq!(status, 200);
+    assert!(r["guardrails"]["violation"].is_object(), "{r}");
+    let (status, _) = post_chat(&base, &turn("Thanks")).await;
+    assert_eq!(status, 200);
+    let seen = last_main_call(&llm);
+    let users: Vec<&str> = seen
+        .iter()
+        .filter(|(r, _)| r == "user")
+        .map(|(_, c)| c.as_str())
+        .collect();
+    assert_eq!(users, ["Mail me at <EMAIL_ADDRESS>", "Thanks"], "{seen:?}");
+}

@@ -224,6 +224,7 @@ fn from_pb(r: pb::GenerateResponse) -> Response {
         model,
         reasoning_content: None,
         tool_calls: Vec::new(),
+        rewritten: Vec::new(),
         finish_reason: crate::engine::FinishReason::default(),
         dialog: dialog.map(|d| crate::engine::DialogTurn {
             user_intent: d.user_intent,

@@ -131,7 +131,7 @@ struct ServeArgs {
     max_content_bytes: usize,
     /// Keep conversation threads in Redis (`redis://host:6379[/db]`,
     /// `rediss://` for TLS), shared by every replica; default: in memory.
-    #[arg(long, env = "STREAMGUARD_DATASTORE")]
+    #[arg(long, env = "STREAMGUARD_DATASTORE", hide_env_values = true)]
     datastore: Option<String>,
     /// The CA (PEM) that signed a `rediss://` datastore's certificate, when the
     /// system's trust store does not have it.

@@ -69,7 +69,8 @@ pub fn stages_for(messages: &[ChatMessage]) -> Vec<Stage> {
     if calls {
         stages.push(Stage::ToolOutput);
     }
-    if has(Role::Tool) {
+    // The tool results at the end: those a model has not answered yet.
+    if messages.last().is_some_and(|m| m.role == Role::Tool) {
         stages.push(Stage::ToolInput);
     }
     stages

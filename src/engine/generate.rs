@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     error::Error,
-    llm::{CallRecord, StopFilter},
+    llm::{CallRecord, Role, StopFilter},
 };
 
 pub(super) async fn run(
@@ -53,9 +53,10 @@ pub(super) async fn run(
         .as_ref()
         .map(|d| &d.context)
         .or(context.as_deref());
-    let verdict = check_answer(inner, &mut run, (&user_input, &content), &reasoning, vars).await?;
-    let reasoning_content = reasoning.filter(|_| want_reasoning);
     let calls = std::mem::take(&mut completion.tool_calls);
+    let text = (&*user_input, content.as_str(), !calls.is_empty());
+    let verdict = check_answer(inner, &mut run, text, &reasoning, vars).await?;
+    let reasoning_content = reasoning.filter(|_| want_reasoning);
     let mut block = match verdict {
         Checked::Stop(v) => Some(v),
         Checked::Pass => None,
@@ -85,6 +86,7 @@ pub(super) async fn run(
             model: String::new(),
             reasoning_content,
             tool_calls: calls,
+            rewritten: Vec::new(),
         },
     };
     Ok(run.finish(response, started))
@@ -95,10 +97,14 @@ pub(super) async fn run(
 async fn check_answer(
     inner: &Inner,
     run: &mut Run,
-    (user_input, content): (&str, &str),
+    (user_input, content, calls): (&str, &str, bool),
     reasoning: &Option<String>,
     vars: Option<&crate::dialog::Vars>,
 ) -> Result<Checked, Error> {
+    // A turn of tool calls alone has no text for the output rails.
+    if calls && content.is_empty() {
+        return Ok(Checked::Pass);
+    }
     let checked = match (reasoning, inner.config.apply_to_reasoning_traces()) {
         (Some(trace), true) => std::borrow::Cow::Owned(inner.with_trace(trace, content)),
         _ => std::borrow::Cow::Borrowed(content),
@@ -116,6 +122,10 @@ pub(super) async fn turn_check(
     context: Option<&crate::dialog::Vars>,
 ) -> super::run::StageOutcome {
     let (violation, rewritten) = run.input_check(&request.messages, context).await?;
+    let last_user = request.messages.iter().rposition(|m| m.role == Role::User);
+    if let (Some(text), Some(at)) = (&rewritten, last_user) {
+        run.rewritten.push((at, text.clone()));
+    }
     if violation.is_some() || run.tool_input.is_empty() {
         return Ok((violation, rewritten));
     }

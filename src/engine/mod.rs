@@ -502,6 +502,7 @@ impl Inner {
             model: String::new(),
             reasoning_content: None,
             tool_calls: Vec::new(),
+            rewritten: Vec::new(),
         }
     }
 }

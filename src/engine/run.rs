@@ -45,6 +45,8 @@ pub(super) struct Run {
     pub tool_parallel: (bool, bool),
     pub log: Option<RunLog>,
     pub timing: PhaseTiming,
+    /// The messages the rails rewrote, by index (for [`Response::rewritten`]).
+    pub rewritten: Vec<(usize, String)>,
     /// The main model's name, for the response.
     pub model: Arc<str>,
     /// Where the request's trace goes (`tracing`); the log is kept for it.
@@ -70,6 +72,7 @@ fn validate(request: &Request) -> Result<(), Error> {
             ),
         });
     }
+    tool_results(&request.messages)?;
     if let Some(t) = request.options.llm_params.temperature
         && !(0.0..=2.0).contains(&t)
     {
@@ -77,6 +80,41 @@ fn validate(request: &Request) -> Result<(), Error> {
             "options.llm_params.temperature",
             format!("{t} is outside 0..=2"),
         ));
+    }
+    Ok(())
+}
+
+/// Tool results answer calls an earlier assistant message made, in a
+/// conversation with a user message (the input rails check it).
+fn tool_results(messages: &[ChatMessage]) -> Result<(), Error> {
+    let mut results = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::Tool)
+        .peekable();
+    if results.peek().is_none() {
+        return Ok(());
+    }
+    if !messages.iter().any(|m| m.role == Role::User) {
+        return Err(Error::invalid(
+            "messages",
+            "tool results need the user message whose turn they continue",
+        ));
+    }
+    for (i, m) in results {
+        let id = m.extra.as_ref().and_then(|e| e.tool_call_id.as_deref());
+        let asked = messages[..i]
+            .iter()
+            .any(|a| a.tool_calls().iter().any(|c| Some(c.id.as_str()) == id));
+        if !asked {
+            return Err(Error::InvalidRequest {
+                field: "messages.tool_call_id",
+                message: format!(
+                    "messages[{i}]: a tool result answers a call of an earlier assistant message, and `{}` is none of them",
+                    crate::error::echo(id.unwrap_or_default())
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -165,6 +203,7 @@ impl Run {
                 rails: Vec::new(),
             }),
             timing: PhaseTiming::default(),
+            rewritten: Vec::new(),
             trace,
         })
     }
@@ -258,8 +297,9 @@ impl Run {
     }
 
     /// Attaches the log (when asked for) to the response.
-    pub fn finish(self, mut response: Response, started: Instant) -> Response {
+    pub fn finish(mut self, mut response: Response, started: Instant) -> Response {
         response.model = self.model.to_string();
+        response.rewritten = std::mem::take(&mut self.rewritten);
         response.log = self.finish_log(started);
         response
     }

@@ -22,24 +22,14 @@ use super::{
     relay::{Relay, WindowCheck, WindowVerdict},
     run::{Run, run_rails},
 };
+mod tools;
+
+use tools::StreamTools;
+
 use crate::{
-    llm::{CallLog, CallRecord, Finish, ToolCallBuilder, ToolCallDelta, Usage},
+    llm::{CallLog, CallRecord, Finish, Usage},
     rails::{RailInput, RailSet, Stage},
 };
-
-/// The tool calls of a stream: put together as they arrive, sent on at
-/// once, or held until the tool output rails decide on the whole calls.
-#[derive(Default)]
-struct StreamTools {
-    calls: ToolCallBuilder,
-    /// The request runs tool output rails: pieces wait for their verdict.
-    hold: bool,
-    held: Vec<ToolCallDelta>,
-    out: std::collections::VecDeque<Box<ToolCallDelta>>,
-    check: Option<BoxFuture<'static, Checked>>,
-    decided: bool,
-    violation: Option<Violation>,
-}
 
 /// A decided window check.
 struct Checked {
@@ -209,7 +199,7 @@ impl Driver {
             stops,
         );
         let chunks = ChunkCount::new(inner.meters.chunks.clone());
-        let run_tools_empty = run.tool_output.is_empty();
+        let unchecked = run.tool_output.is_empty() && run.output.is_empty();
         let answer = match given {
             Some(chunks) => chunks,
             None => inner.answerer.stream(AnswerRequest {
@@ -240,7 +230,7 @@ impl Driver {
             reasoning_out: None,
             trace_prefix: None,
             tools: StreamTools {
-                hold: !run_tools_empty,
+                hold: !unchecked,
                 ..StreamTools::default()
             },
         })))
@@ -282,69 +272,6 @@ impl Driver {
         }
         self.chunks.add();
         Some(text)
-    }
-
-    /// A piece of a tool call: sent on, or held for the tool output rails.
-    fn on_tool_call(&mut self, piece: Box<ToolCallDelta>) -> Result<(), Error> {
-        self.tools
-            .calls
-            .push(&piece)
-            .map_err(super::upstream_error)?;
-        match self.tools.hold {
-            true => self.tools.held.push(*piece),
-            false => self.tools.out.push_back(piece),
-        }
-        Ok(())
-    }
-
-    /// Once the text is done: the tool output rails on the whole calls,
-    /// whose held pieces go out when they pass. A cut answer's calls are
-    /// dropped unchecked.
-    fn poll_tools(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let t = &mut self.tools;
-        if t.decided {
-            return Poll::Ready(Ok(()));
-        }
-        if t.held.is_empty() || self.relay.cut() {
-            t.held.clear();
-            t.decided = true;
-            return Poll::Ready(Ok(()));
-        }
-        let check = t.check.get_or_insert_with(|| {
-            let c = self.checker.clone();
-            let rails = self.run.tool_output.clone();
-            let parallel = self.run.tool_parallel.1;
-            let calls: Vec<_> = t.calls.calls().cloned().collect();
-            Box::pin(async move {
-                let started = Instant::now();
-                let mut records = Vec::new();
-                let logging = c.calls.is_some();
-                let outcome = super::tools::check_calls(
-                    (&rails, parallel),
-                    &calls,
-                    (&c.user_input, c.context.as_deref()),
-                    (c.calls.as_deref(), logging.then_some(&mut records)),
-                )
-                .await;
-                Checked {
-                    outcome: outcome.map(|v| v.map_or(WindowVerdict::Pass, WindowVerdict::Block)),
-                    records,
-                    took: started.elapsed(),
-                }
-            })
-        });
-        let checked = std::task::ready!(check.poll_unpin(cx));
-        t.check = None;
-        t.decided = true;
-        self.run.timing.output_rails += checked.took;
-        if let Some(log) = self.run.log.as_mut() {
-            log.rails.extend(checked.records);
-        }
-        match checked.outcome? {
-            WindowVerdict::Block(v) => t.violation = Some(v),
-            _ => t.out.extend(t.held.drain(..).map(Box::new)),
-        }
-        Poll::Ready(Ok(()))
     }
 
     fn on_step(&mut self, step: Step) -> Result<(), Error> {
@@ -444,8 +371,9 @@ impl Driver {
                 outcome.violation = Some(v);
                 Vec::new()
             }
-            (None, None) => tools.calls.finish(),
-            (Some(_), _) => Vec::new(),
+            // Held calls count only once they passed (not after a stop string).
+            (None, None) if !tools.hold || tools.passed => tools.calls.finish(),
+            _ => Vec::new(),
         };
         // Cut off (a block, a stop string) before the model reported usage:
         // what it produced is known, one token per chunk as OpenAI-compatible
@@ -470,6 +398,7 @@ impl Driver {
             model: String::new(),
             reasoning_content: (want_reasoning && !reasoning.is_empty()).then_some(reasoning),
             tool_calls,
+            rewritten: Vec::new(),
         };
         run.finish(response, started)
     }

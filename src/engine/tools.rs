@@ -60,6 +60,7 @@ fn tool_name(messages: &[ChatMessage], result: &ChatMessage) -> String {
     let id = extra.and_then(|e| e.tool_call_id.as_deref());
     messages
         .iter()
+        .rev()
         .flat_map(ChatMessage::tool_calls)
         .find(|c| Some(c.id.as_str()) == id)
         .map_or_else(|| "unknown".to_string(), |c| c.name.clone())
@@ -110,6 +111,7 @@ impl Run {
                     break;
                 }
                 Ok((None, Some(text))) => {
+                    self.rewritten.push((i, text.clone()));
                     messages[i].set_text(text);
                 }
                 Ok((None, None)) => {}

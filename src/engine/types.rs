@@ -250,6 +250,9 @@ pub struct Response {
     pub reasoning_content: Option<String>,
     /// The calls the model asks for, once the tool output rails let them through.
     pub tool_calls: Vec<ToolCall>,
+    /// The request's messages the rails rewrote (the user's, tool results),
+    /// by index, with their new text: what a thread keeps of the turn.
+    pub rewritten: Vec<(usize, String)>,
 }
 
 /// One event of a streamed answer.

@@ -110,15 +110,26 @@ pub struct ToolCallBuilder {
 }
 
 impl ToolCallBuilder {
-    /// Adds a piece; `Err` when the calls grow past the bounds.
+    /// Adds a piece; `Err` when the calls grow past the bounds. A piece with
+    /// a new id on an index that has another call's id starts a call of its
+    /// own (servers that leave out `index`).
     pub fn push(&mut self, piece: &ToolCallDelta) -> Result<(), LlmError> {
-        let index = usize::try_from(piece.index).unwrap_or(usize::MAX);
+        let mut index = usize::try_from(piece.index).unwrap_or(usize::MAX);
+        let taken = self
+            .calls
+            .get(index)
+            .is_some_and(|c| !c.id.is_empty() && piece.id.as_ref().is_some_and(|id| *id != c.id));
+        if taken {
+            index = self.calls.len();
+        }
         if index >= MAX_TOOL_CALLS {
             return Err(LlmError::Protocol(format!(
                 "tool call index {index}: an answer may ask for at most {MAX_TOOL_CALLS} tool calls"
             )));
         }
-        let size = piece.arguments.len()
+        // Every piece costs something, so endless empty pieces are bounded too.
+        let size = 32
+            + piece.arguments.len()
             + piece.id.as_ref().map_or(0, String::len)
             + piece.name.as_ref().map_or(0, String::len);
         self.bytes += size;
@@ -178,8 +189,15 @@ mod tests {
             .unwrap();
         b.push(&piece(0, None, None, "{\"city\":")).unwrap();
         b.push(&piece(0, None, None, "\"Paris\"}")).unwrap();
+        // A server that leaves `index` out sends the next call on index 0.
+        b.push(&piece(0, Some("call_c"), Some("news"), "{}"))
+            .unwrap();
         let calls = b.finish();
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), 3);
+        assert_eq!(
+            (calls[2].id.as_str(), calls[2].name.as_str()),
+            ("call_c", "news")
+        );
         assert_eq!(calls[0].arguments, "{\"city\":\"Paris\"}");
         assert_eq!(
             calls[0].nemo(),
@@ -204,5 +222,11 @@ mod tests {
             ..ToolCallDelta::default()
         };
         assert!(b.push(&big).is_err());
+        let mut b = ToolCallBuilder::default();
+        let empty = ToolCallDelta::default();
+        assert!(
+            (0..1_000_000).any(|_| b.push(&empty).is_err()),
+            "empty pieces are bounded"
+        );
     }
 }

@@ -76,10 +76,16 @@ impl Datastore {
                 parsed.scheme()
             ));
         }
-        let mut shown = parsed.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("…"));
-        }
+        // Shown without its user and password.
+        let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+        let shown = format!(
+            "{}://{}{}{}{}",
+            parsed.scheme(),
+            if userinfo { "…@" } else { "" },
+            parsed.host_str().unwrap_or_default(),
+            parsed.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            parsed.path()
+        );
         let client = match ca {
             None => redis::Client::open(url),
             Some(pem) => {
@@ -95,10 +101,7 @@ impl Datastore {
             }
         }
         .map_err(|e| format!("{shown}: {e}"))?;
-        Ok(Datastore {
-            client,
-            shown: shown.to_string(),
-        })
+        Ok(Datastore { client, shown })
     }
 }
 
@@ -254,16 +257,34 @@ impl Threads {
         Ok((id, messages.clone()))
     }
 
-    /// Appends the answer to the thread a request named, if any.
+    /// Appends the turn to the thread a request named, if any: the messages
+    /// as the rails left them (masked, rewritten), and the answer with its
+    /// tool calls. A turn a rail blocked is not kept, so a blocked message
+    /// never comes back unchecked in a later turn's history.
     pub async fn keep(
         &self,
         thread: Option<(String, Vec<ChatMessage>)>,
-        answer: &str,
+        response: &crate::engine::Response,
     ) -> Result<(), Error> {
         let Some((id, mut conversation)) = thread else {
             return Ok(());
         };
-        conversation.push(ChatMessage::assistant(answer));
+        if response.violation.is_some() {
+            return Ok(());
+        }
+        for (i, text) in &response.rewritten {
+            if let Some(m) = conversation.get_mut(*i) {
+                m.set_text(text.clone());
+            }
+        }
+        let mut answer = ChatMessage::assistant(response.content.clone());
+        if !response.tool_calls.is_empty() {
+            answer.extra = Some(Box::new(crate::llm::MessageExtra {
+                tool_calls: response.tool_calls.clone(),
+                ..Default::default()
+            }));
+        }
+        conversation.push(answer);
         self.store(&id, conversation).await
     }
 
@@ -326,41 +347,99 @@ fn unavailable(e: redis::RedisError) -> Error {
     Error::Datastore(e.to_string())
 }
 
-/// Drops the oldest messages until the rest fit in `max_bytes`.
+/// The most messages one thread keeps (as a request may hold).
+const MAX_THREAD_MESSAGES: usize = 256;
+
+/// What a message weighs in a thread: its stored form (text, parts, tool
+/// calls), at least a little, so empty messages count too.
+fn weight(m: &ChatMessage) -> usize {
+    let extra = m
+        .extra
+        .as_ref()
+        .map_or(0, |_| serde_json::to_vec(m).map_or(0, |v| v.len()));
+    32 + m.content.len() + extra
+}
+
+/// Drops the oldest messages until the rest fit in `max_bytes` and the
+/// message cap, then tool results whose call went with them.
 fn trim(messages: &mut Vec<ChatMessage>, max_bytes: usize) {
-    let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-    let mut drop = 0;
+    let mut bytes: usize = messages.iter().map(weight).sum();
+    let mut drop = messages.len().saturating_sub(MAX_THREAD_MESSAGES);
+    bytes -= messages[..drop].iter().map(weight).sum::<usize>();
     while bytes > max_bytes && drop < messages.len() {
-        bytes -= messages[drop].content.len();
+        bytes -= weight(&messages[drop]);
+        drop += 1;
+    }
+    while messages.get(drop).is_some_and(|m| m.role == Role::Tool) {
         drop += 1;
     }
     messages.drain(..drop);
 }
 
-/// NeMo's value: the messages as a JSON list of `{"role", "content"}`.
+/// NeMo's value: the messages as a JSON list in OpenAI's form (`role`,
+/// `content`, and `tool_calls`, `tool_call_id`, `name`, content parts).
 fn encode(messages: &[ChatMessage]) -> String {
-    let plain: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
-        .collect();
-    serde_json::Value::Array(plain).to_string()
+    serde_json::to_string(messages).unwrap_or_else(|_| "[]".into())
 }
 
 /// A stored thread, read leniently (NeMo may have written it): messages of
-/// a known role with text content; anything else is skipped.
+/// a known role; anything else is skipped.
 fn decode(value: &str) -> Vec<ChatMessage> {
     let Ok(serde_json::Value::Array(items)) = serde_json::from_str(value) else {
         tracing::warn!("a stored thread is not a JSON list of messages; starting it afresh");
         return Vec::new();
     };
-    items
-        .iter()
-        .filter_map(|m| {
-            let role = Role::parse(m.get("role")?.as_str()?)?;
-            let content = m.get("content")?.as_str()?;
-            Some(ChatMessage::new(role, content))
+    items.iter().filter_map(decode_message).collect()
+}
+
+fn decode_message(m: &serde_json::Value) -> Option<ChatMessage> {
+    use serde_json::Value;
+    let role = Role::parse(m.get("role")?.as_str()?)?;
+    let (content, parts) = match m.get("content") {
+        Some(Value::String(s)) => (s.clone(), None),
+        None | Some(Value::Null) => (String::new(), None),
+        Some(Value::Array(parts)) => {
+            let text: Vec<&str> = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (text.join(" "), Some(parts.clone()))
+        }
+        Some(_) => return None,
+    };
+    let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let tool_calls: Vec<crate::llm::ToolCall> = m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|c| {
+                    Some(crate::llm::ToolCall {
+                        id: c.get("id")?.as_str()?.to_string(),
+                        name: c.pointer("/function/name")?.as_str()?.to_string(),
+                        arguments: c
+                            .pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    let mut message = ChatMessage::new(role, content);
+    let (tool_call_id, name) = (text("tool_call_id"), text("name"));
+    if !tool_calls.is_empty() || tool_call_id.is_some() || name.is_some() || parts.is_some() {
+        message.extra = Some(Box::new(crate::llm::MessageExtra {
+            tool_calls,
+            tool_call_id,
+            name,
+            parts,
+        }));
+    }
+    Some(message)
 }
 
 #[cfg(test)]
@@ -390,12 +469,48 @@ mod tests {
         let m = vec![ChatMessage::user("hi"), ChatMessage::assistant("hello")];
         assert_eq!(
             encode(&m),
-            r#"[{"content":"hi","role":"user"},{"content":"hello","role":"assistant"}]"#
+            r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]"#
         );
         assert_eq!(decode(&encode(&m)), m);
-        let odd = r#"[{"role": "user", "content": "a"}, {"role": "event", "event": {}}, {"role": "user", "content": [1]}]"#;
+        let odd = r#"[{"role": "user", "content": "a"}, {"role": "event", "event": {}}, {"role": "user", "content": 7}]"#;
         assert_eq!(decode(odd), vec![ChatMessage::user("a")]);
         assert!(decode("{").is_empty());
+        // A tool exchange keeps its calls and ids.
+        let mut asked = ChatMessage::assistant("");
+        asked.extra = Some(Box::new(crate::llm::MessageExtra {
+            tool_calls: vec![crate::llm::ToolCall {
+                id: "c1".into(),
+                name: "weather".into(),
+                arguments: "{}".into(),
+            }],
+            ..Default::default()
+        }));
+        let mut result = ChatMessage::new(Role::Tool, "sunny");
+        result.extra = Some(Box::new(crate::llm::MessageExtra {
+            tool_call_id: Some("c1".into()),
+            ..Default::default()
+        }));
+        let exchange = vec![asked, result];
+        assert_eq!(decode(&encode(&exchange)), exchange);
+    }
+
+    #[test]
+    fn trimming_counts_every_message_and_never_orphans_a_tool_result() {
+        let mut many: Vec<ChatMessage> = (0..400).map(|_| ChatMessage::assistant("")).collect();
+        trim(&mut many, usize::MAX);
+        assert_eq!(many.len(), MAX_THREAD_MESSAGES);
+        let mut result = ChatMessage::new(Role::Tool, "r");
+        result.extra = Some(Box::new(crate::llm::MessageExtra {
+            tool_call_id: Some("c".into()),
+            ..Default::default()
+        }));
+        let mut turn = vec![
+            ChatMessage::user("x".repeat(100)),
+            result,
+            ChatMessage::user("q"),
+        ];
+        trim(&mut turn, 70);
+        assert_eq!(turn, vec![ChatMessage::user("q")]);
     }
 
     #[test]

@@ -135,6 +135,8 @@ impl Parser {
 /// The judge rail of one configured flow.
 #[derive(Debug)]
 pub struct JudgeRail {
+    /// The judge sees the user's images (see [`with_media`]).
+    vision: bool,
     flow: String,
     task: String,
     shape: Shape,
@@ -261,6 +263,8 @@ pub(super) fn build(
     }
     check_renders(ctx, &env, &messages, prompt, &task)?;
     Ok(Arc::new(JudgeRail {
+        // A vision judge (NeMo's `type: vision_rails`) gets the user's images.
+        vision: entry.is_some_and(|m| m.kind().contains("vision")) && provider.takes_tools(),
         flow: flow.name.clone(),
         shape: spec.shape,
         env,
@@ -371,7 +375,7 @@ impl JudgeRail {
                 Ok(ChatMessage::new(*role, content))
             })
             .collect::<Result<Vec<_>, RailError>>()?;
-        with_media(&mut messages, input.media, self.provider.takes_tools());
+        with_media(&mut messages, input.media, self.vision);
         Ok(messages)
     }
 
@@ -478,11 +482,11 @@ impl JudgeRail {
 }
 
 /// The user's images (and audio) on the prompt's last user message, as
-/// content parts after its text, when the judge model takes parts: a vision
-/// judge (NeMo's `content_safety_vision` example) sees them. A judge that
-/// does not take parts judges the text.
-fn with_media(messages: &mut [ChatMessage], media: &[serde_json::Value], takes_parts: bool) {
-    if media.is_empty() || !takes_parts {
+/// content parts after its text, for a vision judge (a model whose `type`
+/// says `vision`, as NeMo's `content_safety_vision` example's
+/// `vision_rails`, on an OpenAI-compatible API). Other judges judge the text.
+fn with_media(messages: &mut [ChatMessage], media: &[serde_json::Value], vision: bool) {
+    if media.is_empty() || !vision {
         return;
     }
     if let Some(last) = messages.iter_mut().rev().find(|m| m.role == Role::User) {

@@ -13,11 +13,15 @@ impl Call {
         id: String,
         field: &'static str,
     ) -> Result<(String, Vec<ChatMessage>), Error> {
-        let opened = self
+        let mut opened = self
             .state
             .threads
             .open(id, &mut self.request.messages, field)
             .await;
+        // The limits hold for the whole conversation sent, the thread's too.
+        if let (Ok(_), Err(e)) = (&opened, self.state.admission.check(&self.request)) {
+            opened = Err(e);
+        }
         if let Err(e) = &opened {
             self.tally.record(Outcome::of_error(e));
         }

@@ -219,6 +219,7 @@ pub(super) fn response(
         model,
         reasoning_content,
         tool_calls,
+        rewritten: _,
     } = response;
     let finish_reason = match finish_reason {
         FinishReason::Stop => pb::FinishReason::Stop,

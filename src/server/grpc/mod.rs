@@ -137,7 +137,7 @@ impl pb::guardrails_server::Guardrails for GuardrailsService {
         let answer = call.generate().await.map_err(|e| status(&e, &rid))?;
         self.state
             .threads
-            .keep(thread, &answer.content)
+            .keep(thread, &answer)
             .await
             .map_err(|e| status(&e, &rid))?;
         let state = convert::state(&self.state.state_key, resume.as_ref(), &answer)

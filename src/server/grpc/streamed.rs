@@ -64,7 +64,7 @@ pub(super) fn events(
         Ok(Event::Final(response)) => {
             let (ending, thread) = (ending.clone(), thread.take());
             Either::Right(Box::pin(async move {
-                let kept = ending.server.threads.keep(thread, &response.content).await;
+                let kept = ending.server.threads.keep(thread, &response).await;
                 kept.map_err(|e| status(&e, &ending.request_id))?;
                 ending.event(Ok(Event::Final(response)))
             }))

@@ -40,8 +40,18 @@ pub(super) fn plan(request: &engine::Request, stream: bool) -> Checks {
             }
             // NeMo checks an answer alone, after an empty user message.
             Role::Assistant => (vec![ChatMessage::user(""), m.clone()], Stage::Output),
-            // A tool result goes through the tool input rails.
-            Role::Tool => (vec![m.clone()], Stage::ToolInput),
+            // A tool result goes through the tool input rails, with the
+            // call it answers (which names the tool).
+            Role::Tool => {
+                let id = m.extra.as_ref().and_then(|e| e.tool_call_id.as_deref());
+                let asked = request.messages[..i]
+                    .iter()
+                    .rev()
+                    .find(|a| a.tool_calls().iter().any(|c| Some(c.id.as_str()) == id));
+                let mut messages: Vec<ChatMessage> = asked.into_iter().cloned().collect();
+                messages.push(m.clone());
+                (messages, Stage::ToolInput)
+            }
             Role::System => continue,
         };
         let mut options = request.options.clone();

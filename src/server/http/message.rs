@@ -229,6 +229,8 @@ pub(super) fn tools(
             }
             return Ok(None);
         }
+        // OpenAI refuses an empty list; it offers nothing.
+        Some(Value::Array(list)) if list.is_empty() => return Ok(None),
         Some(Value::Array(list)) => list,
         Some(_) => return Err(Error::invalid("tools", "a list of tools")),
     };

@@ -300,7 +300,7 @@ pub(super) async fn keep_thread(
     thread: Option<(String, Vec<crate::llm::ChatMessage>)>,
     response: &crate::engine::Response,
 ) -> Result<(), crate::error::Error> {
-    state.threads.keep(thread, &response.content).await
+    state.threads.keep(thread, response).await
 }
 
 /// NeMo's `POST /v1/guardrail/checks`: the rails on each message, no main model.
