@@ -29,8 +29,10 @@
 //!   `azure`, `anthropic`), reasoning traces taken out of the text
 //!   ([`llm::reasoning`]), judge caches, the time limits as one stream
 //!   adapter, retries, and the in-process scripted model, which answers
-//!   other prompt tasks from the table its config entry gives. Nothing here
-//!   knows about rails or dialogs.
+//!   other prompt tasks from the table its config entry gives; chat
+//!   messages with their tool calls and content parts, and the tools a
+//!   request offers ([`llm::tools`], bounded assembly of streamed calls).
+//!   Nothing here knows about rails or dialogs.
 //! - [`error`]: the one domain [`Error`] (and [`error::PreconditionFailure`])
 //!   with one exhaustive mapping to gRPC codes and HTTP statuses.
 //! - [`rails`]: the [`rails::Rail`] trait and one [`rails::CATALOG`] of flow
@@ -47,7 +49,8 @@
 //!   entry point (it builds itself again, once per name, for a request
 //!   that names another main model) and [`engine::Registry`] the configs a
 //!   server serves (and the compositions requests ask for); `trace` writes
-//!   NeMo's `tracing` files.
+//!   NeMo's `tracing` files; `tools` runs NeMo's tool input and tool output
+//!   rails, and `check` guards messages without the main model.
 //! - [`dialog`]: Colang 1.0: the parser and the dialog runtime, which
 //!   implements the engine's answer seam by wrapping the main model.
 //! - [`server`]: [`server::Server`] (a builder taking bound listeners; TLS,
@@ -55,8 +58,10 @@
 //!   prelude and one response adapter for both transports), one accept
 //!   loop with the connection bounds ([`server::ConnectionSettings`]), gRPC
 //!   (`streamguard.v1.Guardrails`, health, reflection v1 and v1alpha,
-//!   gRPC-Web; errors with `google.rpc.Status` details) and HTTP (NeMo's
-//!   endpoints, OpenAI-compatible SSE), metrics.
+//!   gRPC-Web; errors with `google.rpc.Status` details; `Check`,
+//!   `GuardStream`) and HTTP (NeMo's endpoints, OpenAI-compatible SSE with
+//!   tool calls, the playground page), conversation threads in memory or
+//!   Redis, metrics.
 //! - [`cli`]: the `serve`, `chat` and `check` commands, thin over the above.
 
 pub mod cli;
