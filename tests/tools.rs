@@ -649,3 +649,33 @@ async fn held_calls_an_answer_cut_short_never_reach_the_client_and_orphans_are_r
     assert_eq!(status, 400, "{r}");
     assert_eq!(r["error"]["param"], "messages.tool_call_id");
 }
+
+#[tokio::test]
+async fn a_tool_rail_that_cannot_run_blocks_the_calls() {
+    let (base_llm, _) = fake_tool_llm().await;
+    let configs = Configs::new();
+    // The flow's action is on an actions server nobody listens on.
+    let dir = configs.add(
+        "broken",
+        &config(
+            &base_llm,
+            "streaming: True\nactions_server_url: http://127.0.0.1:9\nrails:\n  tool_output:\n    flows: [validate calls]\n",
+        ),
+    );
+    std::fs::write(
+        dir.join("rails.co"),
+        "define subflow validate calls\n  $ok = execute validate_calls(tool_calls=$tool_calls)\n  if not $ok\n    abort\n",
+    )
+    .unwrap();
+    let base = start_http(configs.root()).await;
+    let events = sse_json(&base, &body("broken", "Weather in Paris?", true)).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["choices"][0]["delta"].get("tool_calls").is_none()),
+        "{events:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["error"]["code"], "rail_execution_failure", "{last}");
+    assert_eq!(last["error"]["param"], "validate calls");
+}

@@ -71,6 +71,15 @@ impl Driver {
                     (c.calls.as_deref(), logging.then_some(&mut records)),
                 )
                 .await;
+                // A rail that cannot run blocks, as on the text's windows.
+                let outcome = match outcome {
+                    Err(Error::Rail { rail, message }) => Ok(Some(Violation::failed(
+                        &rail,
+                        crate::rails::Stage::ToolOutput,
+                        message,
+                    ))),
+                    other => other,
+                };
                 Checked {
                     outcome: outcome.map(|v| v.map_or(WindowVerdict::Pass, WindowVerdict::Block)),
                     records,
