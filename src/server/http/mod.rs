@@ -272,7 +272,9 @@ async fn chat_completions(
         }
     } else {
         let answer = match call.generate().await {
-            Ok(r) => keep_thread(&state, shape.thread.clone(), &r)
+            Ok(r) => state
+                .threads
+                .keep(shape.thread.clone(), &r)
                 .await
                 .map(|()| r),
             Err(e) => Err(e),
@@ -293,15 +295,6 @@ async fn chat_completions(
 
 /// The HTTP body's thread field.
 const THREAD_FIELD: &str = "guardrails.thread_id";
-
-/// Appends the turn's answer to the request's thread, if it named one.
-pub(super) async fn keep_thread(
-    state: &State,
-    thread: Option<(String, Vec<crate::llm::ChatMessage>)>,
-    response: &crate::engine::Response,
-) -> Result<(), crate::error::Error> {
-    state.threads.keep(thread, response).await
-}
 
 /// NeMo's `POST /v1/guardrail/checks`: the rails on each message, no main model.
 async fn guardrail_checks(

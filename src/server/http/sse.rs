@@ -70,7 +70,7 @@ pub(super) async fn sse(
                 Ok(Event::Final(r)) => {
                     let (ending, thread, server) = (ending.clone(), thread.take(), server.clone());
                     Either::Right(Box::pin(async move {
-                        match super::keep_thread(&server, thread, &r).await {
+                        match server.threads.keep(thread, &r).await {
                             Ok(()) => ending.event(Ok(Event::Final(r))),
                             Err(e) => error_event(&e),
                         }
